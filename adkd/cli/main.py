@@ -1,0 +1,80 @@
+"""The ``adkd`` command line: parse, call platform/pipelines, print."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import typer
+from rich.console import Console
+
+from adkd import __version__
+from adkd.errors import AdkdError
+
+app = typer.Typer(
+    name="adkd",
+    help="Unsupervised industrial anomaly detection by knowledge distillation: "
+    "train, evaluate, tune, register and serve one model per category.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+state = {"debug": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"adkd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    """adkd: knowledge-distillation anomaly detection, one model per category."""
+    state["debug"] = debug
+
+
+def _register_subcommands() -> None:
+    # Imported here so `adkd --help` stays fast and each command module loads its own heavy deps.
+    from adkd.cli import commands
+
+    commands.register(app)
+
+
+_register_subcommands()
+
+
+def run() -> None:
+    """Entry point that turns user errors into one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except AdkdError as exc:
+        if state["debug"]:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", None)
+        if code is None:
+            code = getattr(exc, "code", 0)
+        sys.exit(code or 0)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,68 @@
+"""How a training run reports progress and artifacts without knowing who listens.
+
+``platform`` implements these for MLflow and Ray; the CLI implements them for rich
+progress bars. A pipeline calls every method of every callback it was given, in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass
+class TrainResult:
+    """What one category's training produced."""
+
+    category: str
+    model: str
+    status: str  # "FINISHED" or "FAILED"
+    run_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)  # e.g. "test/image_auroc"
+    thresholds: dict[str, float] = field(default_factory=dict)
+    checkpoint_path: Path | None = None
+    epochs_run: int = 0
+    duration_s: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["run_dir"] = str(self.run_dir)
+        out["checkpoint_path"] = str(self.checkpoint_path) if self.checkpoint_path else None
+        return out
+
+
+@runtime_checkable
+class TrainCallback(Protocol):
+    """Receives a run's events. Every method is optional to act on, none may raise for control."""
+
+    def on_start(self, config: dict[str, Any]) -> None: ...
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None: ...
+
+    def on_artifact(self, path: Path, kind: str) -> None: ...
+
+    def on_end(self, result: TrainResult) -> None: ...
+
+
+class NullCallback:
+    """A callback that ignores everything; subclass it and override what you need."""
+
+    def on_start(self, config: dict[str, Any]) -> None:
+        return None
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        return None
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None:
+        return None
+
+    def on_artifact(self, path: Path, kind: str) -> None:
+        return None
+
+    def on_end(self, result: TrainResult) -> None:
+        return None

@@ -1,0 +1,96 @@
+"""Settings: defaults < config file (`adkd.toml` or `--config`) < environment < flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from adkd.errors import ConfigError
+
+DEFAULT_RUNS_DIR = "adkd-runs"
+CONFIG_FILE_NAME = "adkd.toml"
+
+# Environment variable -> settings field. Standard names first, then ADKD_*.
+ENV_VARS = {
+    "MLFLOW_TRACKING_URI": "tracking_uri",
+    "RAY_ADDRESS": "ray_address",
+    "MLFLOW_S3_ENDPOINT_URL": "s3_endpoint_url",
+    "AWS_ENDPOINT_URL": "s3_endpoint_url",
+    "ADKD_RUNS_DIR": "runs_dir",
+    "ADKD_TRACKING_URI": "tracking_uri",
+    "ADKD_RAY_ADDRESS": "ray_address",
+    "ADKD_S3_ENDPOINT_URL": "s3_endpoint_url",
+    "ADKD_CACHE_DIR": "cache_dir",
+    "ADKD_EXPERIMENT": "experiment",
+}
+
+
+class Settings(BaseModel):
+    """Where adkd writes and which services it talks to. Secrets never live here."""
+
+    runs_dir: Path = Field(default=Path(DEFAULT_RUNS_DIR), description="Local run folders and the embedded store.")
+    tracking_uri: str | None = Field(default=None, description="MLflow tracking URI; None = embedded SQLite.")
+    artifact_location: str | None = Field(default=None, description="Artifact root for new experiments.")
+    ray_address: str | None = Field(default=None, description="Ray cluster address; None = local Ray.")
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto).")
+    cache_dir: Path = Field(default=Path.home() / ".cache" / "adkd", description="Synced data sets.")
+    experiment: str | None = Field(default=None, description="MLflow experiment name; None = data set name.")
+    register_models: bool = True
+    promotion_metric: str = "image_auroc"
+    train: dict[str, Any] = Field(default_factory=dict, description="[train] table: training overrides.")
+    tune: dict[str, Any] = Field(default_factory=dict, description="[tune] table: search space and options.")
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.runs_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def resolved_artifact_location(self) -> str:
+        if self.artifact_location:
+            return self.artifact_location
+        return (self.runs_dir / "artifacts").resolve().as_uri()
+
+
+def _read_config_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        default = Path.cwd() / CONFIG_FILE_NAME
+        if not default.is_file():
+            return {}
+        path = default
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing TOML file to --config")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return data.get("adkd", data)
+
+
+def _from_env() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for var, field_name in ENV_VARS.items():
+        value = os.environ.get(var)
+        if value:
+            out[field_name] = value
+    return out
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Merge defaults, the config file, the environment and explicit flags (None flags are ignored)."""
+    merged: dict[str, Any] = {}
+    merged.update(_read_config_file(config_file))
+    merged.update(_from_env())
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"setting '{where}': {first['msg']} (check --config, the environment or flags)") from None

@@ -53,7 +53,9 @@ _register_subcommands()
 def run() -> None:
     """Entry point that turns user errors into one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of a typer.Exit instead of exiting.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except AdkdError as exc:
         if state["debug"]:
             traceback.print_exc()

@@ -93,4 +93,5 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"setting '{where}': {first['msg']} (check --config, the environment or flags)") from None
+        msg = f"setting '{where}': {first['msg']} (check --config, the environment or flags)"
+        raise ConfigError(msg) from None

@@ -26,6 +26,8 @@ class TrainResult:
     duration_s: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    data_validation: str = "not_run"  # "passed", "skipped" or "not_run"
+    notes: list[str] = field(default_factory=list)  # what the run decided on its own (resume, thresholds)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

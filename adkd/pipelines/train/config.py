@@ -1,0 +1,93 @@
+"""The settings of one category's training run, validated so a typo fails with a clear message."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from adkd.errors import ConfigError
+
+
+class OptimizerConfig(BaseModel):
+    """Optimiser of the student (and, for stfpm-ae, of the autoencoder in the joint phase)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(0.005, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides what one training run does; saved beside its checkpoints."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    category: str = Field(min_length=1)
+    data: str = Field(min_length=1, description="Data root (MVTec layout): a local path or an s3:// URI.")
+    model: str = Field(min_length=1)
+    preset: str = "custom"
+    backbone: str | None = Field(None, description="None = the model's default backbone.")
+    weights: str = Field("imagenet", description='Teacher weights: "imagenet", "none" or a state-dict path.')
+    image_size: int = Field(256, ge=16)
+    crop_size: int | None = Field(None, ge=16)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(32, ge=1)
+    epochs: int = Field(200, ge=0)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: Literal["none", "cosine"] = "none"
+    model_options: dict[str, Any] = Field(default_factory=dict, description="Passed to build_model.")
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool | None = Field(None, description="bf16 autocast; None = on when training on CUDA.")
+    channels_last: bool | None = Field(None, description="None = on when training on CUDA.")
+    early_stopping: int = Field(0, ge=0, description="Patience in epochs on validation loss; 0 = off.")
+    keep: Literal["last", "best_val_loss"] = "last"
+    # stfpm-ae: autoencoder pretraining on teacher features, then joint training.
+    ae_pretrain_epochs: int = Field(0, ge=0)
+    ae_pretrain_lr: float = Field(1e-3, gt=0)
+    ae_lr: float | None = Field(None, gt=0, description="AE lr in the joint phase; None = optimizer.lr.")
+    ae_freeze_epochs: int = Field(0, ge=0)
+    grad_clip_norm: float | None = Field(None, gt=0, description="Clip the gradient norm; None = off.")
+    threshold_quantile: float = Field(0.99, gt=0, le=1)
+    out_dir: str = "adkd-runs/train"
+    skip_validation: bool = False
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.crop_size is not None and self.crop_size > self.image_size:
+            raise ValueError(f"crop_size {self.crop_size} is larger than image_size {self.image_size}")
+        needs_val = self.keep == "best_val_loss" or self.early_stopping > 0
+        if needs_val and self.val_fraction == 0:
+            raise ValueError("keep=best_val_loss and early_stopping need validation images: set val_fraction > 0")
+        return self
+
+    @property
+    def eval_size(self) -> int:
+        """Side of the images the model sees (the crop when there is one)."""
+        return self.crop_size or self.image_size
+
+    def run_dir_name(self) -> str:
+        return f"{self.model}/{self.category}"
+
+
+def validate_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Build a TrainConfig, turning pydantic's report into one ConfigError line."""
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "config"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown setting '{where}'")
+            else:
+                problems.append(f"setting '{where}': {err['msg']}")
+        known = ", ".join(sorted(TrainConfig.model_fields))
+        hint = f" (known settings: {known})" if any("unknown" in p for p in problems) else ""
+        raise ConfigError(f"{source}: " + "; ".join(problems) + hint) from None

@@ -1,0 +1,701 @@
+"""Train and evaluate one model on one category, in one process (no Ray, no MLflow).
+
+Progress and artifacts go out through ``TrainCallback``s. Runs are repeatable on CPU: the data
+order of an epoch depends only on (seed, epoch), validation runs on a forked RNG, and the
+per-epoch checkpoint holds model, optimiser, scheduler and RNG state, so a resumed run ends
+bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adkd.errors import AdkdError, ConfigError
+from adkd.pipelines.train import checkpoint as ckpt
+from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
+from adkd.pipelines.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# Settings that may differ between a run and its resumption without changing what is computed.
+_RESUME_FREE = {"epochs", "out_dir", "num_threads", "skip_validation", "eval_batch_size", "early_stopping"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def emit(callbacks: Sequence[TrainCallback], event: str, *args: Any) -> None:
+    """Call ``event`` on every callback, in order."""
+    for cb in callbacks:
+        getattr(cb, event)(*args)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible; use --set device=cpu or device=auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the training images in an epoch: a function of (seed, epoch) only."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=gen)
+
+
+def batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    """Index batches; a trailing batch of one image is dropped (BatchNorm cannot train on it)."""
+    n = len(order)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        if len(idx) == 1 and n > 1:
+            return
+        yield idx
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@dataclass
+class Runtime:
+    """How tensors are placed and computed for a run."""
+
+    device: torch.device
+    amp: bool
+    channels_last: bool
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> Runtime:
+        device = resolve_device(config.device)
+        on_gpu = device.type == "cuda"
+        amp = on_gpu if config.amp is None else config.amp
+        channels_last = on_gpu if config.channels_last is None else config.channels_last
+        return cls(device=device, amp=amp, channels_last=channels_last)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B,3,H,W] → normalised float on the device (channels_last when asked)."""
+        from adkd.models.preprocess import normalize
+
+        x = normalize(images.to(self.device, non_blocking=True))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def place(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def predict(
+    model: nn.Module, images: torch.Tensor, runtime: Runtime, batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anomaly maps [N,1,H,W] and image scores [N] (float32, CPU) for uint8 images [N,3,H,W]."""
+    model.eval()
+    maps, scores = [], []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = runtime.prepare(images[start : start + batch_size])
+            with _autocast(runtime.device, runtime.amp):
+                amap, score = model(x)
+            maps.append(amap.float().cpu())
+            scores.append(score.float().cpu())
+    if not maps:
+        return torch.zeros(0, 1, *images.shape[-2:]), torch.zeros(0)
+    return torch.cat(maps), torch.cat(scores)
+
+
+@contextlib.contextmanager
+def loss_mode(model: nn.Module) -> Iterator[None]:
+    """Train-mode forward (so it returns the loss inputs) with BatchNorm and Dropout frozen."""
+    was_training = model.training
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm | nn.Dropout):
+            module.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def held_out_loss(
+    model: nn.Module, images: torch.Tensor, runtime: Runtime, batch_size: int, seed: int, pretrain: bool = False
+) -> float | None:
+    """Mean loss over ``images`` without touching BatchNorm statistics or the training RNG stream."""
+    if len(images) == 0:
+        return None
+    devices = [runtime.device] if runtime.device.type == "cuda" else []
+    total, count = 0.0, 0
+    with torch.random.fork_rng(devices=devices), loss_mode(model), torch.no_grad():
+        torch.manual_seed(seed)  # the same masks every epoch: comparable numbers
+        for start in range(0, len(images), batch_size):
+            x = runtime.prepare(images[start : start + batch_size])
+            with _autocast(runtime.device, runtime.amp):
+                loss = model.pretrain_loss(x) if pretrain else model.loss(model(x))
+            total += float(loss) * len(x)
+            count += len(x)
+    return total / count
+
+
+# --------------------------------------------------------------------------- training state
+
+
+@dataclass
+class LoopState:
+    """What a resumed run needs besides the weights."""
+
+    pretrain_epoch: int = 0
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_loss: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pretrain_epoch": self.pretrain_epoch,
+            "epoch": self.epoch,
+            "history": self.history,
+            "best_val_loss": self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "stopped_early": self.stopped_early,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoopState:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The joint-phase optimiser over ``param_groups()``; the autoencoder gets ``ae_lr``."""
+    opt = config.optimizer
+    groups = []
+    for role, params in model.param_groups().items():
+        lr = (config.ae_lr or opt.lr) if role == "autoencoder" else opt.lr
+        groups.append({"params": list(params), "lr": lr, "name": role})
+    if not any(g["params"] for g in groups):
+        raise ConfigError(f"model '{config.model}' has no trainable parameters; check model_options")
+    if opt.name == "adam":
+        return torch.optim.Adam(groups, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+    return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    return None
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    now = config.model_dump(mode="json")
+    diffs = sorted(k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k])
+    if diffs:
+        raise ConfigError(
+            f"cannot resume from {path}: settings changed ({', '.join(diffs)}); "
+            "use the original settings or a new --out folder"
+        )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _local_root(data: str) -> Path:
+    if data.startswith("s3://"):
+        raise ConfigError(
+            f"data {data}: the engine reads local folders; sync it first (`adkd train` does this for s3:// URIs)"
+        )
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"data root {root} does not exist; pass the folder that holds the category folders")
+    return root
+
+
+def run_dir_for(config: TrainConfig) -> Path:
+    """Where a run writes: ``<out_dir>/<model>/<category>`` (stable, so --resume finds it)."""
+    return Path(config.out_dir) / config.model / config.category
+
+
+def train_category(
+    config: TrainConfig, callbacks: Sequence[TrainCallback] = (), *, resume: bool = False
+) -> TrainResult:
+    """Train, pick thresholds on held-out normal images, evaluate on the test split, write the outputs.
+
+    User errors (AdkdError) are reported to the callbacks as a FAILED result and re-raised;
+    any other failure returns a FAILED result with the error (traceback in ``error.txt``).
+    ``resume=True`` continues from ``last.pt`` in the run folder when there is one.
+    """
+    started = time.perf_counter()
+    run_dir = run_dir_for(config)
+    result = TrainResult(
+        category=config.category,
+        model=config.model,
+        status="RUNNING",
+        run_dir=run_dir,
+        config=config.model_dump(mode="json"),
+    )
+    emit(callbacks, "on_start", result.config)
+    try:
+        _Run(config, callbacks, result, resume).run()
+        result.status = "FINISHED"
+    except AdkdError as exc:
+        result.status, result.error = "FAILED", str(exc)
+        result.duration_s = time.perf_counter() - started
+        emit(callbacks, "on_end", result)
+        raise
+    except Exception as exc:
+        result.status, result.error = "FAILED", f"{type(exc).__name__}: {exc}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        log.exception("training %s/%s failed", config.model, config.category)
+    result.duration_s = time.perf_counter() - started
+    emit(callbacks, "on_end", result)
+    return result
+
+
+class _Run:
+    """One training run's moving parts; ``run()`` does the whole job."""
+
+    def __init__(
+        self, config: TrainConfig, callbacks: Sequence[TrainCallback], result: TrainResult, resume: bool
+    ) -> None:
+        self.config = config
+        self.callbacks = callbacks
+        self.result = result
+        self.resume = resume
+        self.run_dir = result.run_dir
+        self.state = LoopState()
+
+    # -- setup
+    def run(self) -> None:
+        cfg = self.config
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        root = _local_root(cfg.data)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._data_gate(root)
+
+        from adkd.models.registry import MODEL_REGISTRY, build_model
+        from adkd.pipelines.data.dataset import load_category
+
+        if cfg.model not in MODEL_REGISTRY:
+            raise ConfigError(f"unknown model '{cfg.model}'; choose one of {', '.join(MODEL_REGISTRY)}")
+        if cfg.backbone is None:
+            cfg = self.config = cfg.model_copy(update={"backbone": MODEL_REGISTRY[cfg.model].default_backbone})
+        self.result.config = cfg.model_dump(mode="json")
+        (self.run_dir / "config.json").write_text(json.dumps(self.result.config, indent=2) + "\n")
+        emit(self.callbacks, "on_artifact", self.run_dir / "config.json", "config")
+
+        seed_everything(cfg.seed)
+        self.data = load_category(
+            root, cfg.category, image_size=cfg.image_size, crop_size=cfg.crop_size,
+            val_fraction=cfg.val_fraction, seed=cfg.seed,
+        )  # fmt: skip
+        if len(self.data.train) < 2:
+            raise ConfigError(f"category '{cfg.category}' in {root} has {len(self.data.train)} training images")
+        self.rt = Runtime.from_config(cfg)
+        model = build_model(cfg.model, backbone=cfg.backbone, weights=cfg.weights, **cfg.model_options)
+        self.model = self.rt.place(model)
+        self.is_ae = cfg.model == "stfpm-ae" or hasattr(self.model, "pretrain_loss")
+        if cfg.ae_pretrain_epochs and not hasattr(self.model, "pretrain_loss"):
+            raise ConfigError(f"ae_pretrain_epochs is for stfpm-ae; model '{cfg.model}' has no autoencoder")
+        # Training data lives on the device once (uint8): no loader workers, no per-batch copies.
+        self.train_images = self.data.train.to(self.rt.device)
+        self.val_images = self.data.val
+
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.pre_optimizer = self._pretrain_optimizer() if cfg.ae_pretrain_epochs else None
+        self._maybe_resume()
+
+        t0 = time.perf_counter()
+        images_seen = self._pretrain() + self._train()
+        train_s = time.perf_counter() - t0
+        self._finish(train_s, images_seen)
+
+    def _data_gate(self, root: Path) -> None:
+        if self.config.skip_validation:
+            self.result.data_validation = "skipped"
+            self.result.notes.append("data validation skipped (skip_validation=true)")
+            return
+        from adkd.pipelines.data.validate import require_valid
+
+        report = require_valid(root, categories=[self.config.category], out_dir=self.run_dir / "data_validation")
+        self.result.data_validation = "passed"
+        if report is not None and hasattr(report, "to_dict"):
+            path = self.run_dir / "data_validation.json"
+            path.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+            emit(self.callbacks, "on_artifact", path, "data_validation")
+
+    def _pretrain_optimizer(self) -> torch.optim.Optimizer:
+        params = self.model.param_groups().get("autoencoder", [])
+        return torch.optim.Adam(params, lr=self.config.ae_pretrain_lr)
+
+    def _maybe_resume(self) -> None:
+        path = self.run_dir / ckpt.LAST
+        if not self.resume:
+            return
+        if not path.is_file():
+            self.result.notes.append(f"resume asked but {path} does not exist: started from scratch")
+            return
+        saved = ckpt.read_checkpoint(path)
+        _check_resumable(saved["config"], self.config, path)
+        self.model.load_state_dict(saved["model_state"])
+        ts = saved["train_state"]
+        self.optimizer.load_state_dict(ts["optimizer"])
+        if self.scheduler is not None and ts.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ts["scheduler"])
+        if self.pre_optimizer is not None and ts.get("pretrain_optimizer") is not None:
+            self.pre_optimizer.load_state_dict(ts["pretrain_optimizer"])
+        self.state = LoopState.from_dict(ts["loop"])
+        set_rng_state(ts["rng"])
+        self.result.notes.append(
+            f"resumed from {path} after {self.state.pretrain_epoch} pretraining and {self.state.epoch} epochs"
+        )
+
+    def _save_last(self, phase: str) -> None:
+        state = {
+            "format": ckpt.FORMAT,
+            "model_state": self.model.state_dict(),
+            "config": self.config.model_dump(mode="json"),
+            "meta": self._meta(),
+            "train_state": {
+                "phase": phase,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "pretrain_optimizer": self.pre_optimizer.state_dict() if self.pre_optimizer else None,
+                "loop": self.state.to_dict(),
+                "rng": rng_state(),
+            },
+        }
+        path = ckpt.save_checkpoint(self.run_dir / ckpt.LAST, state)
+        self.result.checkpoint_path = path
+        emit(self.callbacks, "on_checkpoint", path, self._global_epoch())
+
+    def _meta(self, **extra: Any) -> dict[str, Any]:
+        cfg = self.config
+        meta = {
+            "category": cfg.category,
+            "model": cfg.model,
+            "backbone": cfg.backbone,
+            "image_size": cfg.image_size,
+            "crop_size": cfg.crop_size,
+            "eval_size": cfg.eval_size,
+            "epochs_run": self.state.epoch,
+            "pretrain_epochs_run": self.state.pretrain_epoch,
+        }
+        meta.update(extra)
+        return meta
+
+    def _global_epoch(self) -> int:
+        return self.state.pretrain_epoch + self.state.epoch
+
+    # -- phases
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip_norm:
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip_norm)
+        optimizer.step()
+
+    def _epoch(self, epoch_seed_index: int, optimizer: torch.optim.Optimizer, pretrain: bool) -> tuple[float, int]:
+        cfg, rt, model = self.config, self.rt, self.model
+        model.train()
+        order = epoch_order(len(self.train_images), cfg.seed, epoch_seed_index)
+        total = torch.zeros((), device=rt.device)
+        seen = 0
+        for idx in batches(order, cfg.batch_size):
+            x = rt.prepare(self.train_images[idx.to(rt.device)])
+            with _autocast(rt.device, rt.amp):
+                loss = model.pretrain_loss(x) if pretrain else model.loss(model(x))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss is {float(loss)} at epoch {self._global_epoch() + 1}; lower the learning rate "
+                    "or set grad_clip_norm"
+                )
+            self._step(optimizer, loss)
+            total += loss.detach().float() * len(idx)
+            seen += len(idx)
+        return float(total) / max(seen, 1), seen
+
+    def _pretrain(self) -> int:
+        cfg, seen_total = self.config, 0
+        if not cfg.ae_pretrain_epochs:
+            return 0
+        if hasattr(self.model, "freeze_autoencoder"):
+            self.model.freeze_autoencoder(False)
+        while self.state.pretrain_epoch < cfg.ae_pretrain_epochs:
+            t0 = time.perf_counter()
+            # Offset keeps pretraining orders distinct from joint-phase orders.
+            loss, seen = self._epoch(10_000 + self.state.pretrain_epoch, self.pre_optimizer, pretrain=True)
+            seen_total += seen
+            val = held_out_loss(self.model, self.val_images, self.rt, cfg.eval_batch_size, cfg.seed, pretrain=True)
+            self.state.pretrain_epoch += 1
+            metrics = {"pretrain/loss": loss, "epoch_time_s": time.perf_counter() - t0}
+            if val is not None:
+                metrics["pretrain/val_loss"] = val
+            self.state.history.append({"epoch": self._global_epoch(), **metrics})
+            self._save_last("pretrain")
+            emit(self.callbacks, "on_epoch_end", self._global_epoch(), metrics)
+        return seen_total
+
+    def _train(self) -> int:
+        cfg, seen_total = self.config, 0
+        while self.state.epoch < cfg.epochs and not self.state.stopped_early:
+            t0 = time.perf_counter()
+            if hasattr(self.model, "freeze_autoencoder"):
+                self.model.freeze_autoencoder(self.state.epoch < cfg.ae_freeze_epochs)
+            loss, seen = self._epoch(self.state.epoch, self.optimizer, pretrain=False)
+            seen_total += seen
+            if self.scheduler is not None:
+                self.scheduler.step()
+            val = held_out_loss(self.model, self.val_images, self.rt, cfg.eval_batch_size, cfg.seed)
+            self.state.epoch += 1
+            metrics = {
+                "train/loss": loss,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "epoch_time_s": time.perf_counter() - t0,
+                "train/images_per_s": seen / max(time.perf_counter() - t0, 1e-9),
+            }
+            if val is not None:
+                metrics["val/loss"] = val
+                self._track_best(val)
+            self.state.history.append({"epoch": self._global_epoch(), **metrics})
+            self._save_last("train")
+            emit(self.callbacks, "on_epoch_end", self._global_epoch(), metrics)
+        return seen_total
+
+    def _track_best(self, val: float) -> None:
+        cfg, st = self.config, self.state
+        if st.best_val_loss is None or val < st.best_val_loss:
+            st.best_val_loss, st.best_epoch, st.bad_epochs = val, st.epoch, 0
+            if cfg.keep == "best_val_loss":
+                state = {
+                    "format": ckpt.FORMAT,
+                    "model_state": self.model.state_dict(),
+                    "config": cfg.model_dump(mode="json"),
+                    "meta": self._meta(best_epoch=st.epoch, best_val_loss=val),
+                }
+                ckpt.save_checkpoint(self.run_dir / ckpt.BEST, state)
+        else:
+            st.bad_epochs += 1
+            if cfg.early_stopping and st.bad_epochs >= cfg.early_stopping:
+                st.stopped_early = True
+                self.result.notes.append(
+                    f"early stopping after epoch {st.epoch}: no better validation loss for {st.bad_epochs} epochs"
+                )
+
+    # -- after training
+    def _finish(self, train_s: float, images_seen: int) -> None:
+        cfg, st = self.config, self.state
+        if cfg.keep == "best_val_loss" and (self.run_dir / ckpt.BEST).is_file():
+            best = ckpt.read_checkpoint(self.run_dir / ckpt.BEST)
+            self.model.load_state_dict(best["model_state"])
+            self.result.notes.append(f"kept the epoch-{st.best_epoch} model (lowest validation loss)")
+        self.result.epochs_run = st.epoch
+
+        from adkd.pipelines.evaluate.thresholds import fit_thresholds
+
+        if len(self.val_images):
+            fit_images, source = self.val_images, "validation"
+        else:
+            fit_images, source = self.data.train, "train"
+            self.result.notes.append("val_fraction=0: thresholds fitted on the training images (optimistic)")
+        fit_maps, fit_scores = predict(self.model, fit_images, self.rt, cfg.eval_batch_size)
+        thresholds = fit_thresholds(fit_scores, fit_maps, cfg.threshold_quantile)
+        self.result.thresholds = thresholds.to_dict()
+
+        extra = {"time/train_s": train_s}
+        if train_s > 0 and images_seen:
+            extra["train/images_per_s"] = images_seen / train_s
+        if st.best_val_loss is not None:
+            extra["val/best_loss"] = st.best_val_loss
+        if st.history:
+            last_train = [h["train/loss"] for h in st.history if "train/loss" in h]
+            if last_train:
+                extra["train/final_loss"] = last_train[-1]
+        metrics = evaluate_model(
+            self.model, self.data, thresholds, cfg, self.run_dir, self.callbacks, self.rt, extra_metrics=extra
+        )
+        self.result.metrics = metrics
+        meta = self._meta(
+            thresholds=thresholds.to_dict(),
+            threshold_source=source,
+            metrics=metrics,
+            data_validation=self.result.data_validation,
+            best_epoch=st.best_epoch,
+            history=st.history,
+        )
+        state = {
+            "format": ckpt.FORMAT,
+            "model_state": self.model.state_dict(),
+            "config": cfg.model_dump(mode="json"),
+            "meta": meta,
+        }
+        path = ckpt.save_checkpoint(self.run_dir / ckpt.MODEL, state)
+        self.result.checkpoint_path = path
+        emit(self.callbacks, "on_checkpoint", path, self._global_epoch())
+        emit(self.callbacks, "on_artifact", path, "model")
+        history_path = self.run_dir / "history.json"
+        history_path.write_text(json.dumps(st.history, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_model(
+    model: nn.Module,
+    data: Any,
+    thresholds: Any,
+    config: TrainConfig,
+    out_dir: Path,
+    callbacks: Sequence[TrainCallback] = (),
+    runtime: Runtime | None = None,
+    extra_metrics: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Score the test split; write metrics.json, scores.csv and the plots; return the metrics."""
+    from adkd.pipelines.evaluate.metrics import compute_metrics
+    from adkd.pipelines.evaluate.thresholds import normalize_scores
+
+    rt = runtime or Runtime.from_config(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    maps, scores = predict(model, data.test, rt, config.eval_batch_size)
+    infer_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    raw = compute_metrics(maps, scores, data.test_masks, data.test_labels)
+    metric_s = time.perf_counter() - t0
+    metrics = {f"test/{k}": float(v) for k, v in raw.items()}
+    if len(scores):
+        metrics["test/ms_per_image"] = 1000.0 * infer_s / len(scores)
+    metrics["time/metrics_s"] = metric_s
+    metrics.update(extra_metrics or {})
+
+    path = out_dir / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    emit(callbacks, "on_artifact", path, "metrics")
+
+    norm = normalize_scores(scores, thresholds)
+    path = out_dir / "scores.csv"
+    _write_scores_csv(path, data, scores, norm, thresholds)
+    emit(callbacks, "on_artifact", path, "scores")
+
+    for plot_path, kind in _plots(data, maps, scores, thresholds, out_dir):
+        emit(callbacks, "on_artifact", plot_path, kind)
+    return metrics
+
+
+def _write_scores_csv(path: Path, data: Any, scores: torch.Tensor, norm: torch.Tensor, thresholds: Any) -> None:
+    import csv
+
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "defect", "label", "score", "normalized_score", "predicted_label"])
+        for i in range(len(scores)):
+            writer.writerow(
+                [
+                    str(data.test_paths[i]),
+                    data.test_defects[i],
+                    int(data.test_labels[i]),
+                    f"{float(scores[i]):.6g}",
+                    f"{float(norm[i]):.6f}",
+                    int(float(scores[i]) > thresholds.image),
+                ]
+            )
+
+
+def _plots(data: Any, maps: torch.Tensor, scores: torch.Tensor, thresholds: Any, out_dir: Path) -> list:
+    """ROC/PRO curves and overlays of the worst and best test images, via evaluate.plots."""
+    from adkd.pipelines.evaluate import plots
+
+    return plots.write_evaluation_plots(
+        out_dir,
+        images=data.test,
+        maps=maps,
+        scores=scores,
+        masks=data.test_masks,
+        labels=data.test_labels,
+        thresholds=thresholds,
+        names=[str(p) for p in data.test_paths],
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str,
+    category: str | None = None,
+    out_dir: str | Path | None = None,
+    device: str = "auto",
+    callbacks: Sequence[TrainCallback] = (),
+) -> dict[str, float]:
+    """Re-evaluate a saved model on a data root with the thresholds stored in it."""
+    from adkd.pipelines.data.dataset import load_category
+    from adkd.pipelines.evaluate.thresholds import Thresholds
+
+    model, config, meta = ckpt.load_model_from_checkpoint(checkpoint)
+    category = category or config.category
+    config = config.model_copy(update={"device": device, "category": category, "data": data})
+    root = _local_root(data)
+    loaded = load_category(
+        root, category, image_size=config.image_size, crop_size=config.crop_size,
+        val_fraction=config.val_fraction, seed=config.seed,
+    )  # fmt: skip
+    if not meta.get("thresholds"):
+        raise ConfigError(f"checkpoint {checkpoint} has no thresholds; use the model.pt written after training")
+    thresholds = Thresholds.from_dict(meta["thresholds"])
+    rt = Runtime.from_config(config)
+    model = rt.place(model)
+    target = Path(out_dir) if out_dir else Path(checkpoint).parent / f"evaluate-{category}"
+    return evaluate_model(model, loaded, thresholds, config, target, callbacks, rt)

@@ -1,0 +1,1 @@
+"""Data for one category: the MVTec AD reader, the synthetic set and the validation gate."""

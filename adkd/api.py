@@ -1,0 +1,40 @@
+"""The Python API: ``adkd.load(model_uri).predict(images)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from adkd.pipelines.predict import OnnxPredictor, Prediction
+
+
+class Detector:
+    """A loaded adkd model. ``predict`` takes numpy arrays, PIL images or paths."""
+
+    def __init__(self, predictor: OnnxPredictor, origin: dict[str, str]):
+        self.predictor = predictor
+        self.origin = origin
+
+    @property
+    def image_size(self) -> int:
+        return self.predictor.image_size
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.predictor.meta)
+
+    def predict(self, images: Any) -> list[Prediction]:
+        """One Prediction per image (a single image is accepted too)."""
+        if not isinstance(images, list | tuple):
+            images = [images]
+        return self.predictor.predict(list(images))
+
+
+def load(model_uri: str | Path, threshold: float | None = None, tracking_uri: str | None = None) -> Detector:
+    """Load a model from an .onnx path, ``models:/adkd-CAT@alias``, ``models:/adkd-CAT/N`` or a run id."""
+    from adkd.platform.model_store import resolve_onnx
+    from adkd.platform.settings import load_settings
+
+    settings = load_settings(tracking_uri=tracking_uri)
+    path, origin = resolve_onnx(str(model_uri), settings.resolved_tracking_uri, settings.cache_dir)
+    return Detector(OnnxPredictor(path, threshold=threshold), origin)

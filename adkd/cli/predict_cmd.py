@@ -1,0 +1,85 @@
+"""`adkd predict`: score images with an exported or registered model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def predict(
+    inputs: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or globs."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="models:/adkd-CAT@production, models:/adkd-CAT/N, a path to .onnx or a run id."
+    ),
+    out: Path = typer.Option(Path("adkd-predictions"), "--out", "-o", help="Folder for overlays, masks, CSV, JSON."),
+    batch_size: int = typer.Option(8, min=1, help="Images per ONNX Runtime call."),
+    threshold: float = typer.Option(None, help="Raw image-score threshold (default: the model's stored one)."),
+    tracking_uri: str = typer.Option(None, help="MLflow tracking URI (default: settings / MLFLOW_TRACKING_URI)."),
+) -> None:
+    """Score images: verdicts, heatmap overlays, masks, predictions.csv and summary.json."""
+    from adkd.api import load
+    from adkd.errors import AdkdError
+    from adkd.pipelines.predict import collect_inputs
+    from adkd.pipelines.predict.outputs import unique_stem, write_image_outputs, write_summary
+
+    detector = load(model, threshold=threshold, tracking_uri=tracking_uri)
+    predictor = detector.predictor
+    files = collect_inputs(inputs)
+    rows: list[dict] = []
+    failures: list[dict[str, str]] = []
+    used: set[str] = set()
+    t = predictor.meta.get("thresholds") or {}
+    vmin, vmax = float(t.get("score_min", 0.0)), float(t.get("score_max", 1.0))
+    if vmax <= vmin:
+        vmax = vmin + 1.0
+    out.mkdir(parents=True, exist_ok=True)
+    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("predict", total=len(files))
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            arrays, notes, ok = [], [], []
+            for path in chunk:
+                try:
+                    arr, note = predictor.load_image(path)
+                except AdkdError as exc:
+                    failures.append({"image": str(path), "error": str(exc)})
+                    err_console.print(f"[red]skipped[/] {exc}", highlight=False)
+                    continue
+                arrays.append(arr)
+                notes.append(note)
+                ok.append(path)
+            if arrays:
+                preds = predictor.predict(arrays, sources=[str(p) for p in ok])
+                for path, arr, note, pred in zip(ok, arrays, notes, preds):
+                    pred.notes = note
+                    overlay, mask = write_image_outputs(pred, arr, out, unique_stem(path, used), vmin, vmax)
+                    rows.append(pred.summary() | {"overlay": str(overlay), "mask": str(mask)})
+            progress.advance(task, len(chunk))
+    meta = {k: v for k, v in predictor.meta.items() if k in ("model", "backbone", "category", "image_size")}
+    write_summary(rows, failures, meta | detector.origin, out)
+    table = Table(title=f"{len(rows)} images scored with {detector.origin.get('source')}")
+    for col in ("verdict", "images"):
+        table.add_column(col)
+    for verdict in ("anomalous", "normal"):
+        table.add_row(verdict, str(sum(r["verdict"] == verdict for r in rows)))
+    if failures:
+        table.add_row("[red]failed[/]", str(len(failures)))
+    console.print(table)
+    console.print(f"results in {out}/predictions.csv, {out}/summary.json, overlays in {out}/overlays")
+    converted = sum(bool(r["notes"]) for r in rows)
+    if converted:
+        console.print(f"{converted} image(s) were converted or resized to the model's input (see the notes column)")
+    if failures:
+        raise typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)

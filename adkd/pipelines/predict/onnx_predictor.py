@@ -1,0 +1,139 @@
+"""Run an adkd ONNX model (uint8 RGB in; map, score and normalised score out) with ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from adkd.errors import ConfigError, DataError
+
+INPUT_NAME = "images"
+OUTPUTS = ("anomaly_map", "image_score", "normalized_score")
+
+
+@dataclass
+class Prediction:
+    """One image's result: raw and normalised scores, verdict, map and mask at the model's size."""
+
+    score: float
+    normalized_score: float
+    anomalous: bool
+    anomaly_map: np.ndarray  # float32 [H, W]
+    mask: np.ndarray  # bool [H, W]
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "image": self.source,
+            "score": self.score,
+            "normalized_score": self.normalized_score,
+            "verdict": "anomalous" if self.anomalous else "normal",
+            "notes": "; ".join(self.notes),
+        }
+
+
+def _metadata(session: Any) -> dict[str, Any]:
+    raw = session.get_modelmeta().custom_metadata_map
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            out[key] = json.loads(value)
+        except (TypeError, ValueError):
+            out[key] = value
+    return out
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    have = set(ort.get_available_providers())
+    return [p for p in wanted if p in have]
+
+
+class OnnxPredictor:
+    """Loads an adkd ONNX file once and predicts batches of images."""
+
+    def __init__(self, onnx_path: str | Path, threshold: float | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(onnx_path)
+        if not self.path.is_file():
+            raise ConfigError(f"model file {self.path} does not exist; export one with `adkd export`")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=available_providers())
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ConfigError(f"{self.path} is not a loadable ONNX model: {exc}") from None
+        self.meta = _metadata(self.session)
+        names = [o.name for o in self.session.get_outputs()]
+        if not set(OUTPUTS) <= set(names):
+            raise ConfigError(f"{self.path} is not an adkd model (outputs {names}, expected {', '.join(OUTPUTS)})")
+        self.input_name = self.session.get_inputs()[0].name
+        size = self.meta.get("image_size")
+        if size is None:
+            raise ConfigError(f"{self.path} has no image_size in its metadata; re-export it with `adkd export`")
+        self.image_size = int(size[0] if isinstance(size, list) else size)
+        thresholds = self.meta.get("thresholds") or {}
+        self.image_threshold = float(threshold if threshold is not None else thresholds.get("image", np.nan))
+        self.pixel_threshold = float(thresholds.get("pixel", np.nan))
+        self.custom_threshold = threshold is not None
+
+    def load_image(self, source: str | Path | np.ndarray | Image.Image) -> tuple[np.ndarray, list[str]]:
+        """An RGB uint8 [S, S, 3] array at the model's size, with notes on any conversion made."""
+        notes: list[str] = []
+        if isinstance(source, np.ndarray):
+            img = Image.fromarray(source)
+        elif isinstance(source, Image.Image):
+            img = source
+        else:
+            try:
+                img = Image.open(source)
+                img.load()
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+                raise DataError(f"{source}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+        if img.mode != "RGB":
+            notes.append(f"converted {img.mode} to RGB")
+            img = img.convert("RGB")
+        if img.size != (self.image_size, self.image_size):
+            notes.append(f"resized {img.size[0]}x{img.size[1]} to {self.image_size}x{self.image_size}")
+            img = img.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR, reducing_gap=None)
+        return np.asarray(img, dtype=np.uint8), notes
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw outputs for a uint8 [B, S, S, 3] batch: maps [B, S, S], scores [B], normalised [B]."""
+        amap, score, norm = self.session.run(list(OUTPUTS), {self.input_name: batch})
+        return amap.reshape(len(batch), *amap.shape[-2:]), score.reshape(-1), norm.reshape(-1)
+
+    def predict(self, images: list[Any], sources: list[str] | None = None) -> list[Prediction]:
+        """Predictions for numpy arrays, PIL images or paths, in the order given."""
+        loaded = [self.load_image(im) for im in images]
+        batch = np.stack([arr for arr, _ in loaded])
+        maps, scores, norms = self.run(batch)
+        out = []
+        for i, (_, notes) in enumerate(loaded):
+            score = float(scores[i])
+            if self.custom_threshold:
+                anomalous = score >= self.image_threshold
+            else:
+                anomalous = bool(norms[i] >= 0.5)
+            out.append(
+                Prediction(
+                    score=score,
+                    normalized_score=float(norms[i]),
+                    anomalous=anomalous,
+                    anomaly_map=maps[i].astype(np.float32),
+                    mask=maps[i] >= self.pixel_threshold,
+                    source=(sources[i] if sources else str(images[i]) if isinstance(images[i], str | Path) else ""),
+                    notes=notes,
+                )
+            )
+        return out

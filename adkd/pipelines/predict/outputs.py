@@ -1,0 +1,82 @@
+"""What `adkd predict` writes per image (overlay, mask) and per call (CSV, JSON summary)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from adkd.pipelines.predict.onnx_predictor import Prediction
+
+CSV_FIELDS = ("image", "score", "normalized_score", "verdict", "overlay", "mask", "notes")
+
+
+def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha: float = 0.5) -> np.ndarray:
+    """The image blended with a jet heatmap of ``amap`` scaled to [vmin, vmax]."""
+    import matplotlib
+
+    span = max(vmax - vmin, 1e-12)
+    scaled = np.clip((amap - vmin) / span, 0.0, 1.0)
+    colours = matplotlib.colormaps["jet"](scaled)[..., :3] * 255.0
+    return (image.astype(np.float32) * (1 - alpha) + colours * alpha).clip(0, 255).astype(np.uint8)
+
+
+def _atomic_png(array: np.ndarray, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def unique_stem(source: Path, used: set[str]) -> str:
+    """A file stem unique within one output folder (same names in different folders get a parent prefix)."""
+    stem = source.stem
+    if stem in used:
+        stem = f"{source.parent.name}_{source.stem}"
+    base, n = stem, 1
+    while stem in used:
+        n += 1
+        stem = f"{base}_{n}"
+    used.add(stem)
+    return stem
+
+
+def write_image_outputs(
+    pred: Prediction, image: np.ndarray, out_dir: Path, stem: str, vmin: float, vmax: float
+) -> tuple[Path, Path]:
+    """Overlay and binary mask PNGs for one prediction."""
+    overlay_path = out_dir / "overlays" / f"{stem}.png"
+    mask_path = out_dir / "masks" / f"{stem}.png"
+    overlay_path.parent.mkdir(parents=True, exist_ok=True)
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_png(heatmap_overlay(image, pred.anomaly_map, vmin, vmax), overlay_path)
+    _atomic_png(pred.mask.astype(np.uint8) * 255, mask_path)
+    return overlay_path, mask_path
+
+
+def write_summary(
+    rows: list[dict[str, Any]], failures: list[dict[str, str]], meta: dict[str, Any], out_dir: Path
+) -> None:
+    """predictions.csv and summary.json in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".predictions.csv.tmp"
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out_dir / "predictions.csv")
+    summary = {
+        "model": meta,
+        "n_images": len(rows),
+        "n_anomalous": sum(r["verdict"] == "anomalous" for r in rows),
+        "n_failed": len(failures),
+        "predictions": rows,
+        "failures": failures,
+    }
+    tmp = out_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    os.replace(tmp, out_dir / "summary.json")

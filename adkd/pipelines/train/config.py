@@ -53,7 +53,7 @@ class TrainConfig(BaseModel):
     ae_lr: float | None = Field(None, gt=0, description="AE lr in the joint phase; None = optimizer.lr.")
     ae_freeze_epochs: int = Field(0, ge=0)
     grad_clip_norm: float | None = Field(None, gt=0, description="Clip the gradient norm; None = off.")
-    threshold_quantile: float = Field(0.99, gt=0, le=1)
+    threshold_quantile: float = Field(0.99, gt=0, lt=1)
     out_dir: str = "adkd-runs/train"
     skip_validation: bool = False
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default.")

@@ -271,11 +271,19 @@ def resolve_config(
     data: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     config_file: str | Path | None = None,
+    *,
+    defaults: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Preset < config file < overrides; the model, category and data arguments win over the file."""
-    values: dict[str, Any] = {}
+    """defaults < preset < settings ([train] of adkd.toml) < config file < overrides.
+
+    The model, category and data arguments win over the files; ``--set`` wins over everything.
+    """
+    values: dict[str, Any] = copy.deepcopy(defaults or {})
     if preset:
-        values = copy.deepcopy(get_preset(preset, model).values)
+        values = deep_merge(values, get_preset(preset, model).values)
+    if settings:
+        values = deep_merge(values, settings)
     if config_file is not None:
         values = deep_merge(values, read_config_file(config_file))
     for key, given in (("model", model), ("category", category), ("data", data), ("preset", preset)):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import requests
+import urllib3
 
 from adkd.errors import ConfigError, DataError, ServiceError
 
@@ -207,12 +208,13 @@ def _fetch_once(session: requests.Session, url: str, part: Path, timeout: float,
         done = offset
         with part.open("ab" if offset else "wb") as fh:
             try:
-                for chunk in resp.iter_content(_CHUNK):
+                # read1 hands over whatever has arrived, so a dropped connection loses no received byte.
+                while chunk := resp.raw.read1(_CHUNK):
                     fh.write(chunk)
                     done += len(chunk)
                     if progress:
                         progress(part.name.removesuffix(".part"), done, total)
-            except requests.RequestException as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 raise _Interrupted(f"{type(exc).__name__} after {done} of {total or '?'} bytes") from exc
         if total is not None and done < total:
             raise _Interrupted(f"connection closed after {done} of {total} bytes")
@@ -368,7 +370,11 @@ def download_mvtec(
                 continue
             archive = downloads / spec.filename
             download_file(spec.url, archive, spec.sha256, retries=retries, progress=progress)
-            safe_extract(archive, root, replace=True, required=f"{spec.category}/train/good")
+            try:
+                safe_extract(archive, root, replace=True, required=f"{spec.category}/train/good")
+            except DataError:
+                archive.unlink()  # verified bytes but unusable content: never reuse it
+                raise
             if not keep_archives:
                 archive.unlink()
             report.categories[spec.category] = "downloaded"

@@ -1,0 +1,112 @@
+"""TrainConfig, presets and resolve_config: the papers' values, overrides, files and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adkd.errors import ConfigError
+from adkd.pipelines.train.presets import MODELS, PRESETS, apply_override, parse_value, resolve_config
+
+
+def test_paper_presets_hold_the_papers_values() -> None:
+    rd = resolve_config("rd", "paper", "bottle", "/data")
+    assert (rd.backbone, rd.image_size, rd.batch_size, rd.epochs) == ("wide_resnet50_2", 256, 16, 200)
+    assert (rd.optimizer.name, rd.optimizer.lr, rd.optimizer.betas) == ("adam", 0.005, (0.5, 0.999))
+
+    mrkd = resolve_config("mrkd", "paper", "bottle", "/data")
+    assert (mrkd.optimizer.name, mrkd.optimizer.lr, mrkd.batch_size, mrkd.epochs) == ("adam", 1e-3, 16, 200)
+    assert mrkd.optimizer.weight_decay > 0 and mrkd.early_stopping > 0 and mrkd.keep == "best_val_loss"
+
+    st = resolve_config("stfpm", "paper", "bottle", "/data")
+    assert (st.backbone, st.image_size, st.batch_size, st.epochs) == ("resnet18", 256, 32, 100)
+    assert (st.optimizer.name, st.optimizer.lr, st.optimizer.momentum) == ("sgd", 0.4, 0.9)
+    assert st.optimizer.weight_decay == 1e-4 and st.val_fraction == 0.2 and st.keep == "best_val_loss"
+
+    ae = resolve_config("stfpm-ae", "paper", "bottle", "/data")
+    assert (ae.ae_pretrain_epochs, ae.ae_pretrain_lr, ae.epochs) == (100, 1e-3, 100)
+    assert (ae.optimizer.name, ae.optimizer.lr, ae.optimizer.momentum, ae.ae_lr) == ("sgd", 0.4, 0.9, 0.04)
+    assert ae.ae_freeze_epochs == 5 and ae.grad_clip_norm and ae.model_options["alpha"] == 1e-7
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("model", MODELS)
+def test_every_preset_resolves_for_every_model(preset: str, model: str) -> None:
+    config = resolve_config(model, preset, "cat", "/data")
+    assert config.model == model and config.preset == preset
+    assert PRESETS[preset][model].description
+
+
+def test_cpu_smoke_is_small() -> None:
+    for model in MODELS:
+        c = resolve_config(model, "cpu-smoke", "cat", "/data")
+        assert 64 <= c.image_size <= 128 and c.backbone in ("resnet18", "mobilenet_v2")
+        assert c.weights == "none" and c.epochs + c.ae_pretrain_epochs <= 12
+
+
+def test_overrides_reach_nested_settings_and_parse_json() -> None:
+    c = resolve_config(
+        "mrkd",
+        "cpu-smoke",
+        "cat",
+        "/data",
+        ["optimizer.lr=0.01", "optimizer.betas=[0.9, 0.99]", "model_options.mask_ratio=0.5", "amp=false"],
+    )
+    assert c.optimizer.lr == 0.01 and c.optimizer.betas == (0.9, 0.99)
+    assert c.model_options == {"mask_ratio": 0.5} and c.amp is False
+    # untouched preset values survive a nested override
+    assert c.optimizer.name == "adam"
+    assert parse_value("abc") == "abc" and parse_value("3") == 3 and parse_value("null") is None
+
+
+def test_unknown_setting_is_named() -> None:
+    with pytest.raises(ConfigError, match="unknown setting 'optimizr'"):
+        resolve_config("rd", "cpu-smoke", "cat", "/data", ["optimizr.lr=1"])
+    with pytest.raises(ConfigError, match=r"unknown setting 'optimizer\.momentun'"):
+        resolve_config("rd", "cpu-smoke", "cat", "/data", ["optimizer.momentun=1"])
+
+
+def test_bad_values_are_named() -> None:
+    with pytest.raises(ConfigError, match="batch_size"):
+        resolve_config("rd", "cpu-smoke", "cat", "/data", ["batch_size=abc"])
+    with pytest.raises(ConfigError, match=r"optimizer\.name"):
+        resolve_config("rd", "cpu-smoke", "cat", "/data", ["optimizer.name=rmsprop"])
+    with pytest.raises(ConfigError, match="val_fraction > 0"):
+        resolve_config("stfpm", "paper", "cat", "/data", ["val_fraction=0"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        apply_override({}, "epochs")
+    with pytest.raises(ConfigError, match="unknown preset 'fast'"):
+        resolve_config("rd", "fast", "cat", "/data")
+    with pytest.raises(ConfigError, match="crop_size"):
+        resolve_config("rd", "cpu-smoke", "cat", "/data", ["crop_size=100"])
+
+
+def test_config_files_and_precedence(tmp_path) -> None:
+    yaml_file = tmp_path / "train.yaml"
+    yaml_file.write_text("epochs: 3\noptimizer:\n  lr: 0.002\n")
+    c = resolve_config("rd", "cpu-smoke", "cat", "/data", ["epochs=5"], config_file=yaml_file)
+    assert c.epochs == 5  # --set beats the file
+    assert c.optimizer.lr == 0.002 and c.optimizer.betas == (0.5, 0.999)  # file beats the preset, merged
+
+    json_file = tmp_path / "train.json"
+    json_file.write_text(json.dumps({"seed": 7}))
+    assert resolve_config("rd", "cpu-smoke", "cat", "/data", config_file=json_file).seed == 7
+
+    toml_file = tmp_path / "adkd.toml"
+    toml_file.write_text("[train]\nbatch_size = 4\n")
+    assert resolve_config("rd", "cpu-smoke", "cat", "/data", config_file=toml_file).batch_size == 4
+
+    c = resolve_config("rd", "cpu-smoke", "cat", "/data", defaults={"out_dir": "x", "epochs": 99}, settings={"seed": 3})
+    assert (c.out_dir, c.epochs, c.seed) == ("x", 8, 3)  # defaults < preset < settings
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_config("rd", "cpu-smoke", "cat", "/data", config_file=tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        resolve_config("rd", "cpu-smoke", "cat", "/data", config_file=bad)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: unknown setting 'epoch'"):
+        resolve_config("rd", "cpu-smoke", "cat", "/data", config_file=typo)

@@ -1,0 +1,342 @@
+"""Export a trained model to ONNX with preprocessing inside the graph, and prove it equals PyTorch.
+
+The graph takes uint8 RGB images ``[B, H, W, 3]`` of the trained image size (batch dynamic), resizes,
+centre-crops (when the model was trained on crops) and normalises them, runs the eval path and returns
+``anomaly_map [B,1,h,w]``, ``image_score [B]`` and ``normalized_score [B]`` (0.5 = image threshold).
+Every export is run through onnxruntime and compared with PyTorch on the same images; a mismatch
+raises ``ExportError`` and leaves no ``.onnx`` file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adkd.errors import AdkdError, ConfigError
+
+OPSET = 17
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("anomaly_map", "image_score", "normalized_score")
+MAP_TOLERANCE = 1e-4  # max |ORT - torch| of the maps, as a fraction of the torch map's range
+SCORE_TOLERANCE = 1e-5  # max |ORT - torch| of the scores, relative to max(1, |score|)
+_MIN_RANGE = 1e-12
+
+
+class ExportError(AdkdError):
+    """The ONNX export failed or the exported graph does not reproduce the PyTorch model."""
+
+
+class ExportGraph(nn.Module):
+    """uint8 NHWC images → (anomaly_map, image_score, normalized_score): what the ONNX file computes."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        image_size: int,
+        thresholds: Any,
+        eval_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        from adkd.models.preprocess import Preprocess
+
+        t = _thresholds_dict(thresholds)
+        self.image_size = int(image_size)
+        self.eval_size = int(eval_size or image_size)
+        if self.eval_size > self.image_size:
+            raise ConfigError(f"eval_size {self.eval_size} is larger than image_size {self.image_size}")
+        self.preprocess = Preprocess(self.image_size, channels_last=True)
+        self.model = model.eval()
+        # Same centre crop as the data loader: offset (size - crop) // 2.
+        self.offset = (self.image_size - self.eval_size) // 2
+        self.register_buffer("threshold", torch.tensor(t["image"], dtype=torch.float32))
+        scale = max(t["score_max"] - t["score_min"], _MIN_RANGE)
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.preprocess(images)
+        if self.eval_size != self.image_size:
+            o, s = self.offset, self.eval_size
+            x = x[:, :, o : o + s, o : o + s]
+        anomaly_map, score = self.model(x)
+        # Same formula as adkd.pipelines.evaluate.thresholds.normalize_scores, with tensors as constants.
+        normalized = torch.clamp((score - self.threshold) / self.scale + 0.5, 0.0, 1.0)
+        return anomaly_map, score, normalized
+
+
+@dataclass
+class ParityReport:
+    """How closely onnxruntime reproduced PyTorch on the verification images."""
+
+    n_images: int
+    max_map_diff: float
+    map_range: float
+    max_score_diff: float
+    max_normalized_diff: float
+    map_tolerance: float
+    score_tolerance: float
+    source: str  # where the verification images came from
+
+    @property
+    def ok(self) -> bool:
+        return self.max_map_diff <= self.map_tolerance and self.max_score_diff <= self.score_tolerance
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def _thresholds_dict(thresholds: Any) -> dict[str, float]:
+    if thresholds is None:
+        raise ConfigError("export needs the model's thresholds (image, pixel, score_min, score_max); retrain")
+    data = thresholds.to_dict() if hasattr(thresholds, "to_dict") else dict(thresholds)
+    missing = [k for k in ("image", "score_min", "score_max") if k not in data]
+    if missing:
+        raise ConfigError(f"thresholds lack {', '.join(missing)}; re-run training to store them")
+    out = {k: float(v) for k, v in data.items() if isinstance(v, (int, float))}
+    bad = [k for k, v in out.items() if not math.isfinite(v)]
+    if bad:
+        raise ConfigError(f"thresholds {', '.join(bad)} are not finite; re-run training")
+    return out
+
+
+def _torch_export(graph: ExportGraph, dummy: torch.Tensor, path: Path, opset: int) -> None:
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of dynamo, but it is the one that writes opset 17
+        # graphs with Resize/ReduceMax reliably for these models; its warnings are noise for the user.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            (dummy,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+
+
+def _ort_session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _noise_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random uint8 images (low-frequency patterns plus noise), [n, size, size, 3]."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 8, 8, generator=gen)
+    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    noisy = (smooth * 200 + torch.rand(n, 3, size, size, generator=gen) * 55).clamp(0, 255)
+    return noisy.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def verify_onnx(
+    path: str | Path,
+    graph: ExportGraph,
+    images: torch.Tensor,
+    source: str = "given images",
+    batch_size: int = 4,
+) -> ParityReport:
+    """Run ``images`` (uint8 [N,H,W,3]) through onnxruntime and PyTorch and compare the outputs."""
+    session = _ort_session(Path(path))
+    graph.eval()
+    map_diff = score_diff = norm_diff = 0.0
+    lo, hi = math.inf, -math.inf
+    score_scale = 1.0
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            ref_map, ref_score, ref_norm = (t.float().numpy() for t in graph(batch))
+            ort_map, ort_score, ort_norm = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch.numpy()})
+            if ort_map.shape != ref_map.shape or ort_score.shape != ref_score.shape:
+                raise ExportError(
+                    f"ONNX output shapes {ort_map.shape}, {ort_score.shape} differ from PyTorch's "
+                    f"{ref_map.shape}, {ref_score.shape} ({path})"
+                )
+            map_diff = max(map_diff, float(np.abs(ort_map - ref_map).max()))
+            score_diff = max(score_diff, float(np.abs(ort_score - ref_score).max()))
+            norm_diff = max(norm_diff, float(np.abs(ort_norm - ref_norm).max()))
+            lo, hi = min(lo, float(ref_map.min())), max(hi, float(ref_map.max()))
+            score_scale = max(score_scale, float(np.abs(ref_score).max()))
+    map_range = max(hi - lo, 0.0)
+    return ParityReport(
+        n_images=len(images),
+        max_map_diff=map_diff,
+        map_range=map_range,
+        max_score_diff=score_diff,
+        max_normalized_diff=norm_diff,
+        map_tolerance=MAP_TOLERANCE * max(map_range, _MIN_RANGE),
+        score_tolerance=SCORE_TOLERANCE * score_scale,
+        source=source,
+    )
+
+
+def _meta_props(meta: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, value in meta.items():
+        if value is None:
+            continue
+        out[str(key)] = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return out
+
+
+def _set_metadata(path: Path, props: dict[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in props.items():
+        if key in existing:
+            existing[key].value = value
+        else:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+    proto.producer_name = "adkd"
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+def export_onnx(
+    model: nn.Module,
+    out_path: str | Path,
+    image_size: int,
+    thresholds: Any,
+    meta: dict[str, Any] | None = None,
+    *,
+    eval_size: int | None = None,
+    verify_images: torch.Tensor | None = None,
+    verify_source: str = "given images",
+    opset: int = OPSET,
+) -> Path:
+    """Write ``out_path`` (ONNX, opset ``opset``) and verify it with onnxruntime; returns the path.
+
+    ``verify_images``: uint8 [N, image_size, image_size, 3] real images; without them the check
+    uses deterministic synthetic images. A failed check raises ExportError and removes the file.
+    """
+    from adkd import __version__
+
+    if opset < 17:
+        raise ConfigError(f"opset {opset} is too old: adkd exports opset >= 17")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    graph = ExportGraph(model, image_size, thresholds, eval_size=eval_size).cpu().eval()
+    if verify_images is None:
+        verify_images, verify_source = _noise_images(3, graph.image_size), "synthetic images"
+    verify_images = verify_images.to(torch.uint8)
+    expected = (graph.image_size, graph.image_size, 3)
+    if verify_images.ndim != 4 or tuple(verify_images.shape[1:]) != expected:
+        raise ConfigError(
+            f"verification images must be uint8 [N,{graph.image_size},{graph.image_size},3], "
+            f"got {tuple(verify_images.shape)}"
+        )
+
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    try:
+        # Batch 2 in the example so the exporter cannot treat the batch axis as a constant 1.
+        dummy = verify_images[:2] if len(verify_images) >= 2 else verify_images.repeat(2, 1, 1, 1)
+        try:
+            _torch_export(graph, dummy.contiguous(), tmp, opset)
+        except Exception as exc:
+            raise ExportError(f"torch.onnx.export failed for {out_path.name}: {type(exc).__name__}: {exc}") from exc
+        props = _meta_props(
+            {
+                "adkd_version": __version__,
+                "torch_version": torch.__version__,
+                "image_size": graph.image_size,
+                "eval_size": graph.eval_size,
+                "input_format": "uint8 RGB NHWC [batch, image_size, image_size, 3]",
+                "outputs": list(OUTPUT_NAMES),
+                "thresholds": _thresholds_dict(thresholds),
+                **(meta or {}),
+            }
+        )
+        _set_metadata(tmp, props)
+        report = verify_onnx(tmp, graph, verify_images, source=verify_source)
+        if not report.ok:
+            raise ExportError(
+                f"ONNX export of {out_path.name} does not match PyTorch: max map diff {report.max_map_diff:.3g} "
+                f"(allowed {report.map_tolerance:.3g}), max score diff {report.max_score_diff:.3g} "
+                f"(allowed {report.score_tolerance:.3g}); the run fails"
+            )
+        _set_metadata(tmp, {"parity": json.dumps(report.to_dict(), sort_keys=True)})
+        tmp.replace(out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata_props of an exported file, JSON values decoded."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    out: dict[str, Any] = {}
+    for prop in proto.metadata_props:
+        try:
+            out[prop.key] = json.loads(prop.value)
+        except ValueError:
+            out[prop.key] = prop.value
+    return out
+
+
+def _real_images(config: Any, n: int) -> torch.Tensor | None:
+    """Up to ``n`` test images (normal and defective) of the run's data at the trained size, NHWC uint8."""
+    from adkd.pipelines.data.dataset import load_category
+
+    root = Path(str(config.data)).expanduser()
+    if not (root / config.category).is_dir():
+        return None
+    data = load_category(root, config.category, config.image_size, crop_size=None, val_fraction=0.0)
+    if len(data.test) == 0:
+        return None
+    labels = data.test_labels
+    normal = [i for i in range(len(labels)) if int(labels[i]) == 0]
+    defect = [i for i in range(len(labels)) if int(labels[i]) != 0]
+    picks = (normal[: n // 2] + defect[: n - n // 2]) or list(range(min(n, len(labels))))
+    return data.test[picks].permute(0, 2, 3, 1).contiguous()
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_path: str | Path | None = None,
+    verify_images: torch.Tensor | None = None,
+    n_verify: int = 4,
+) -> Path:
+    """Export a training checkpoint (``model.pt``) to ONNX, verified on real test images of its data."""
+    from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
+
+    checkpoint = Path(checkpoint)
+    model, config, meta = load_model_from_checkpoint(checkpoint)
+    out = Path(out_path) if out_path else checkpoint.with_suffix(".onnx")
+    source = "given images"
+    if verify_images is None:
+        verify_images = _real_images(config, n_verify)
+        source = f"test images of {config.data}/{config.category}" if verify_images is not None else source
+    return export_onnx(
+        model,
+        out,
+        image_size=config.image_size,
+        thresholds=meta.get("thresholds"),
+        meta={
+            "model": config.model,
+            "backbone": config.backbone,
+            "category": config.category,
+            "metrics": meta.get("metrics") or {},
+            "checkpoint": checkpoint.name,
+        },
+        eval_size=config.eval_size,
+        verify_images=verify_images,
+        verify_source=source,
+    )

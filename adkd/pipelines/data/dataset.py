@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 
 from adkd.errors import ConfigError, DataError
-from adkd.pipelines.data.images import read_mask, read_rgb
+from adkd.pipelines.data.images import decode_workers, read_mask, read_rgb
 from adkd.pipelines.data.mvtec import Item, list_items
 
 
@@ -59,10 +58,6 @@ def clear_cache() -> None:
     with _lock:
         _decoded_cache.clear()
         _split_cache.clear()
-
-
-def decode_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 def _stack(arrays: list[np.ndarray], size: int, channels: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ images are converted here; the validation gate refuses them by rule unless the u
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,11 @@ class ImageReadError(DataError):
         super().__init__(f"cannot read image {path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+def decode_workers() -> int:
+    """Threads for decoding: PIL releases the GIL while decoding and resizing."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def max_pixels() -> int:

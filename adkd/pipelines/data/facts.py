@@ -1,0 +1,202 @@
+"""A table of per-file facts about a data root, computed without ever letting a bad file raise.
+
+One row per entry under ``CAT/{train,test,ground_truth}/<folder>/``: images, masks and anything
+unexpected. A second table holds one row per category (counts, sizes, modes). Hidden files
+(names starting with ".") are ignored, as are files beside the split folders (licence, readme).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from adkd.pipelines.data.images import ImageReadError, decode_workers, open_image
+from adkd.pipelines.data.mvtec import GOOD, MASK_SUFFIX, find_mask, is_image_file, natural_key
+
+SPLITS = ("train", "test", "ground_truth")
+
+
+@dataclass
+class FileFacts:
+    category: str
+    split: str  # train | test | ground_truth
+    defect: str  # the folder below the split ("good", a defect name), "" when misplaced
+    label: int  # 0 good, 1 defective, -1 for masks and unexpected entries
+    kind: str  # image | mask | unexpected
+    path: str
+    decodable: bool = False
+    error: str = ""
+    width: int = -1
+    height: int = -1
+    mode: str = ""
+    content_hash: str = ""
+    mask_path: str = ""
+    mask_exists: bool = False
+    # The three mask checks hold vacuously when there is no decodable mask: a missing or broken
+    # mask is reported once, by its own rule, not three times.
+    mask_size_matches: bool = True
+    mask_values_ok: bool = True
+    mask_nonempty: bool = True
+    mask_size: str = ""
+    mask_values: str = ""
+    has_image: bool = True  # for masks: the test image it belongs to exists
+    in_train_and_test: bool = False
+
+
+def _pixel_hash(img) -> str:
+    digest = hashlib.sha256(f"{img.mode}:{img.width}x{img.height}:".encode())
+    digest.update(img.tobytes())
+    return digest.hexdigest()
+
+
+def _raw_hash(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _decode_into(row: FileFacts, path: Path):
+    """Fill decodability, size, mode and hash of ``row``; return the image or None."""
+    try:
+        img = open_image(path)
+    except ImageReadError as exc:
+        row.error = exc.reason
+        row.content_hash = _raw_hash(path) if path.is_file() else ""
+        return None
+    row.decodable, row.width, row.height, row.mode = True, img.width, img.height, img.mode
+    row.content_hash = _pixel_hash(img)
+    return img
+
+
+def _mask_facts(row: FileFacts, mask_path: Path) -> None:
+    row.mask_path, row.mask_exists = str(mask_path), True
+    try:
+        mask = open_image(mask_path)
+    except ImageReadError:
+        return  # the mask's own row reports it
+    arr = np.asarray(mask)
+    values = np.unique(arr)
+    row.mask_size = f"{mask.width}x{mask.height}"
+    row.mask_values = ",".join(str(v) for v in values[:6]) + ("…" if values.size > 6 else "")
+    if row.decodable:
+        row.mask_size_matches = (mask.width, mask.height) == (row.width, row.height)
+    row.mask_values_ok = mask.mode in ("L", "1", "P") and (
+        set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}
+    )
+    row.mask_nonempty = bool((arr > 0).any())
+
+
+def _image_row(row: FileFacts, path: Path, cat_dir: Path) -> FileFacts:
+    _decode_into(row, path)
+    if row.split == "test":
+        mask = find_mask(cat_dir, row.defect, path)
+        if mask is not None:
+            _mask_facts(row, mask)
+        elif row.label == 1:
+            row.mask_path = str(cat_dir / "ground_truth" / row.defect / f"{path.stem}{MASK_SUFFIX}.png")
+    return row
+
+
+def _mask_row(row: FileFacts, path: Path, cat_dir: Path) -> FileFacts:
+    img = _decode_into(row, path)
+    if img is not None:
+        arr = np.asarray(img)
+        row.mask_values = ",".join(str(v) for v in np.unique(arr)[:6])
+    stem = path.stem[: -len(MASK_SUFFIX)] if path.stem.endswith(MASK_SUFFIX) else path.stem
+    folder = cat_dir / "test" / row.defect
+    row.has_image = folder.is_dir() and any(p.stem == stem and is_image_file(p) for p in folder.iterdir())
+    return row
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+    except OSError:
+        return []
+
+
+def _plan_category(root: Path, category: str) -> list[tuple[FileFacts, Path]]:
+    """Every entry to inspect, with its row pre-filled from its place in the layout."""
+    cat_dir = root / category
+    plan: list[tuple[FileFacts, Path]] = []
+    for split in SPLITS:
+        for entry in _entries(cat_dir / split):
+            if not entry.is_dir():
+                row = FileFacts(category, split, "", -1, "unexpected", str(entry), error="file outside a folder")
+                plan.append((row, entry))
+                continue
+            defect = entry.name
+            for path in _entries(entry):
+                kind = "unexpected"
+                error = ""
+                if path.is_dir():
+                    error = "folder nested too deep"
+                elif not is_image_file(path):
+                    error = f"not an image file name (suffix {path.suffix or 'none'!r})"
+                else:
+                    kind = "mask" if split == "ground_truth" else "image"
+                label = -1 if kind != "image" else int(defect != GOOD)
+                plan.append((FileFacts(category, split, defect, label, kind, str(path), error=error), path))
+    return plan
+
+
+def _inspect(job: tuple[FileFacts, Path], cat_dirs: dict[str, Path]) -> FileFacts:
+    row, path = job
+    cat_dir = cat_dirs[row.category]
+    if row.kind == "image":
+        return _image_row(row, path, cat_dir)
+    if row.kind == "mask":
+        return _mask_row(row, path, cat_dir)
+    return row
+
+
+def _mark_duplicates(df: pd.DataFrame) -> None:
+    images = df[(df.kind == "image") & (df.content_hash != "")]
+    for _, group in images.groupby("category"):
+        train = set(group.content_hash[group.split == "train"])
+        test = set(group.content_hash[group.split == "test"])
+        both = train & test
+        if both:
+            df.loc[group.index[group.content_hash.isin(both)], "in_train_and_test"] = True
+
+
+def file_facts(root: Path, categories: list[str]) -> pd.DataFrame:
+    """The per-file table for ``categories`` under ``root`` (which must exist)."""
+    plan = [job for category in categories for job in _plan_category(root, category)]
+    cat_dirs = {c: root / c for c in categories}
+    with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
+        rows = list(pool.map(lambda job: _inspect(job, cat_dirs), plan))
+    columns = list(FileFacts.__dataclass_fields__)
+    df = pd.DataFrame([asdict(r) for r in rows], columns=columns)
+    _mark_duplicates(df)
+    return df
+
+
+def category_facts(root: Path, categories: list[str], files: pd.DataFrame) -> pd.DataFrame:
+    """One row per category: image counts, whether ground_truth exists, distinct sizes and modes."""
+    rows = []
+    for category in categories:
+        sub = files[(files.category == category) & (files.kind == "image")]
+        ok = sub[sub.decodable]
+        sizes = sorted({f"{w}x{h}" for w, h in zip(ok.width, ok.height)})
+        modes = sorted(set(ok["mode"]))
+        rows.append(
+            {
+                "category": category,
+                "n_train_good": int(((sub.split == "train") & (sub.defect == GOOD)).sum()),
+                "n_test_good": int(((sub.split == "test") & (sub.label == 0)).sum()),
+                "n_test_defective": int(((sub.split == "test") & (sub.label == 1)).sum()),
+                "has_ground_truth": (root / category / "ground_truth").is_dir(),
+                "n_sizes": len(sizes),
+                "sizes": ", ".join(sizes),
+                "n_modes": len(modes),
+                "modes": ", ".join(modes),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,435 @@
+"""The data gate: a Great Expectations suite over the per-file and per-category fact tables.
+
+``validate_data`` never raises for bad data (only for a root that is not a data root); it returns a
+``ValidationReport`` and writes the GX validation results (JSON), Data Docs (HTML) and the fact
+tables under ``out_dir``. ``require_valid`` raises ``DataError`` listing the failed rules.
+
+Policy for unusual images: RGBA and 16-bit images are refused by rule (image modes must be 8-bit
+``L`` or ``RGB``; masks ``L`` or ``1``). The reader can still convert them (alpha dropped, 16 bit
+scaled to 8) when a user skips validation.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from adkd.errors import DataError
+from adkd.pipelines.data.facts import category_facts, file_facts
+from adkd.pipelines.data.mvtec import check_root, resolve_categories
+
+IMAGE_MODES = ("L", "RGB")
+MASK_MODES = ("L", "1")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One expectation: which table, its GX class and kwargs, and how to describe an offender."""
+
+    rule_id: str
+    description: str
+    table: str  # files | categories
+    expectation: str
+    kwargs: dict[str, Any]
+    detail: str = ""  # column shown next to each offending file
+
+
+@dataclass
+class RuleOutcome:
+    rule_id: str
+    description: str
+    table: str
+    expectation: str
+    success: bool
+    checked: int
+    unexpected: int
+    offenders: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        what = "files" if self.table == "files" else "categories"
+        head = f"{self.description} [{self.rule_id}]: {self.unexpected} of {self.checked} {what} fail"
+        return head + (f": {'; '.join(self.offenders)}" if self.offenders else "")
+
+
+@dataclass
+class ValidationReport:
+    root: Path
+    categories: list[str]
+    success: bool
+    outcomes: list[RuleOutcome]
+    files: pd.DataFrame
+    category_table: pd.DataFrame
+    out_dir: Path | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[RuleOutcome]:
+        return [o for o in self.outcomes if not o.success]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "categories": self.categories,
+            "success": self.success,
+            "n_files": len(self.files),
+            "expectations": [vars(o) | {"offenders": list(o.offenders)} for o in self.outcomes],
+            "failed": [o.rule_id for o in self.failed],
+            "category_facts": self.category_table.to_dict(orient="records"),
+            "artifacts": self.artifacts,
+        }
+
+    def failure_message(self) -> str:
+        lines = [
+            f"data validation failed for {self.root} ({len(self.failed)} of {len(self.outcomes)} "
+            "expectations): fix the files listed below"
+        ]
+        lines += [f"  - {o.line()}" for o in self.failed]
+        return "\n".join(lines)
+
+
+def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> list[Rule]:
+    img = 'kind == "image"'
+    defective = f'{img} and split == "test" and label == 1'
+    with_mask = f"{defective} and mask_exists == True"
+    rules = [
+        Rule("files-present", "the data set holds files", "files", "ExpectTableRowCountToBeBetween", {"min_value": 1}),
+        Rule(
+            "no-unexpected-files",
+            "only images in train/ and test/ folders and masks in ground_truth/ folders",
+            "files",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "kind", "value_set": ["image", "mask"]},
+            "error",
+        ),
+        Rule(
+            "decodable",
+            "every image and mask decodes",
+            "files",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "decodable", "value_set": [True], "row_condition": 'kind != "unexpected"'},
+            "error",
+        ),
+        Rule(
+            "image-mode",
+            f"images are 8-bit {' or '.join(IMAGE_MODES)} (convert RGBA and 16-bit images)",
+            "files",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "mode", "value_set": list(IMAGE_MODES), "row_condition": f"{img} and decodable == True"},
+            "mode",
+        ),
+        Rule(
+            "mask-mode",
+            f"masks are 8-bit {' or '.join(MASK_MODES)}",
+            "files",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "mode", "value_set": list(MASK_MODES), "row_condition": 'kind == "mask" and decodable == True'},
+            "mode",
+        ),
+        Rule(
+            "train-only-good",
+            "train/ holds only a good/ folder",
+            "files",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "defect", "value_set": ["good"], "row_condition": f'{img} and split == "train"'},
+            "defect",
+        ),
+        Rule(
+            "defect-has-mask",
+            "every defective test image has a mask in ground_truth/<defect>/",
+            "files",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "mask_exists", "value_set": [True], "row_condition": defective},
+            "mask_path",
+        ),
+        Rule(
+            "mask-size",
+            "each mask has its image's size",
+            "files",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "mask_size_matches", "value_set": [True], "row_condition": with_mask},
+            "mask_size",
+        ),
+        Rule(
+            "mask-binary",
+            "mask values are {0, 255} or {0, 1}",
+            "files",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "mask_values_ok", "value_set": [True], "row_condition": with_mask},
+            "mask_values",
+        ),
+        Rule(
+            "mask-nonempty",
+            "each mask marks at least one defect pixel",
+            "files",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "mask_nonempty", "value_set": [True], "row_condition": with_mask},
+            "mask_path",
+        ),
+        Rule(
+            "good-has-no-mask",
+            "good test images have no mask",
+            "files",
+            "ExpectColumnValuesToBeInSet",
+            {
+                "column": "mask_exists",
+                "value_set": [False],
+                "row_condition": f'{img} and split == "test" and label == 0',
+            },
+            "mask_path",
+        ),
+        Rule(
+            "mask-has-image",
+            "every mask belongs to a test image (test/<defect>/<stem>.png)",
+            "files",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "has_image", "value_set": [True], "row_condition": 'kind == "mask"'},
+        ),
+        Rule(
+            "no-train-test-duplicates",
+            "no image is in both train and test (same pixels)",
+            "files",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "in_train_and_test", "value_set": [False], "row_condition": img},
+        ),
+        Rule(
+            "hash-present",
+            "every decodable file has a content hash",
+            "files",
+            "ExpectColumnValuesToNotBeNull",
+            {"column": "content_hash", "row_condition": "decodable == True"},
+        ),
+        Rule(
+            "train-min-count",
+            f"train/good holds at least {min_train} image(s)",
+            "categories",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "n_train_good", "min_value": min_train},
+            "n_train_good",
+        ),
+        Rule(
+            "test-has-good",
+            "test/good holds at least one image",
+            "categories",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "n_test_good", "min_value": 1},
+            "n_test_good",
+        ),
+        Rule(
+            "test-has-defects",
+            "test/ holds at least one defective image",
+            "categories",
+            "ExpectColumnValuesToBeBetween",
+            {"column": "n_test_defective", "min_value": 1},
+            "n_test_defective",
+        ),
+        Rule(
+            "ground-truth-present",
+            "a category with defective test images has a ground_truth/ folder",
+            "categories",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "has_ground_truth", "value_set": [True], "row_condition": "n_test_defective > 0"},
+        ),
+    ]
+    if not allow_mixed_sizes:
+        rules.append(
+            Rule(
+                "one-size",
+                "one image size per category",
+                "categories",
+                "ExpectColumnValuesToBeBetween",
+                {"column": "n_sizes", "max_value": 1},
+                "sizes",
+            )
+        )
+    if not allow_mixed_modes:
+        rules.append(
+            Rule(
+                "one-mode",
+                "one image mode per category",
+                "categories",
+                "ExpectColumnValuesToBeBetween",
+                {"column": "n_modes", "max_value": 1},
+                "modes",
+            )
+        )
+    return rules
+
+
+def _quiet_gx() -> None:
+    for name in ("great_expectations", "great_expectations.core", "great_expectations.data_context"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _run_gx(tables: dict[str, pd.DataFrame], rules: list[Rule], docs_dir: Path | None) -> dict[str, Any]:
+    """Run one suite per table through a GX checkpoint; return the validation results by table."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    _quiet_gx()
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("adkd-facts")
+    definitions = []
+    for table in tables:
+        batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe(f"{table}-all")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"adkd-{table}"))
+        for rule in rules:
+            if rule.table != table:
+                continue
+            kwargs = dict(rule.kwargs)
+            if "row_condition" in kwargs:
+                kwargs["condition_parser"] = "pandas"
+            meta = {"rule_id": rule.rule_id, "description": rule.description}
+            suite.add_expectation(getattr(gxe, rule.expectation)(**kwargs, meta=meta))
+        definitions.append(
+            context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch, suite=suite))
+        )
+    actions = []
+    if docs_dir is not None:
+        site = {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+        context.add_data_docs_site(site_name="adkd", site_config=site)
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data-docs", site_names=["adkd"]))
+    index_columns = {"files": ["path"], "categories": ["category"]}
+    results = {}
+    for definition in definitions:
+        table = definition.name
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"adkd-{table}",
+                validation_definitions=[definition],
+                actions=actions,
+                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_columns[table]},
+            )
+        )
+        run = checkpoint.run(batch_parameters={"dataframe": tables[table]})
+        results[table] = next(iter(run.run_results.values()))
+    return results
+
+
+def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.DataFrame], limit: int):
+    by_id = {rule.rule_id: rule for rule in rules}
+    outcomes = []
+    for table, result in results.items():
+        key = "path" if table == "files" else "category"
+        indexed = tables[table].set_index(key, drop=False)
+        for res in result.results:
+            rule = by_id[res.expectation_config.meta["rule_id"]]
+            info = res.result or {}
+            offenders = []
+            for entry in (info.get("unexpected_index_list") or [])[:limit]:
+                name = str(entry[key]) if isinstance(entry, dict) else str(entry)
+                detail = ""
+                if rule.detail and name in indexed.index:
+                    detail = str(indexed.loc[name, rule.detail])
+                offenders.append(f"{name} ({detail})" if detail else name)
+            if not res.success and not offenders and rule.expectation == "ExpectTableRowCountToBeBetween":
+                offenders.append("no image, mask or other file under the category folders")
+            unexpected = int(info.get("unexpected_count") or (0 if res.success else 1))
+            checked = int(info.get("element_count") or info.get("observed_value") or 0)
+            outcomes.append(
+                RuleOutcome(
+                    rule.rule_id,
+                    rule.description,
+                    table,
+                    rule.expectation,
+                    bool(res.success),
+                    checked,
+                    unexpected,
+                    offenders,
+                )
+            )
+    order = {rule.rule_id: i for i, rule in enumerate(rules)}
+    return sorted(outcomes, key=lambda o: order[o.rule_id])
+
+
+def _html_report(report: ValidationReport) -> str:
+    rows = "".join(
+        f"<tr class={'pass' if o.success else 'fail'}><td>{'PASS' if o.success else 'FAIL'}</td>"
+        f"<td>{html.escape(o.description)}</td><td>{o.table}</td><td>{o.expectation}</td>"
+        f"<td>{o.checked}</td><td>{o.unexpected}</td><td>{html.escape('; '.join(o.offenders))}</td></tr>"
+        for o in report.outcomes
+    )
+    status = "passed" if report.success else "FAILED"
+    return (
+        "<!doctype html><meta charset=utf-8><title>adkd data validation</title>"
+        "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px}"
+        ".fail{background:#fdd}.pass{background:#dfd}</style>"
+        f"<h1>Data validation {status}</h1><p>{html.escape(str(report.root))}: "
+        f"{html.escape(', '.join(report.categories))}, {len(report.files)} files</p>"
+        "<table><tr><th>result</th><th>rule</th><th>table</th><th>expectation</th><th>checked</th>"
+        f"<th>unexpected</th><th>first offending files</th></tr>{rows}</table>"
+        f"{report.category_table.to_html(index=False)}"
+    )
+
+
+def _write_outputs(report: ValidationReport, results: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gx_json = out_dir / "gx_validation_result.json"
+    gx_json.write_text(json.dumps({t: r.to_json_dict() for t, r in results.items()}, indent=1, default=str))
+    report.files.to_csv(out_dir / "file_facts.csv", index=False)
+    report.category_table.to_csv(out_dir / "category_facts.csv", index=False)
+    (out_dir / "report.html").write_text(_html_report(report))
+    report.artifacts = {
+        "gx_validation_result": str(gx_json),
+        "data_docs": str(out_dir / "data_docs" / "index.html"),
+        "report_html": str(out_dir / "report.html"),
+        "file_facts": str(out_dir / "file_facts.csv"),
+        "category_facts": str(out_dir / "category_facts.csv"),
+        "report_json": str(out_dir / "validation_report.json"),
+    }
+    (out_dir / "validation_report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
+
+
+def validate_data(
+    root: str | Path,
+    categories: list[str] | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    min_train: int = 1,
+    allow_mixed_sizes: bool = False,
+    allow_mixed_modes: bool = False,
+    max_offenders: int = 5,
+) -> ValidationReport:
+    """Check ``categories`` (all when None) under ``root``; raises DataError only if root is unusable."""
+    root_path = check_root(root)
+    names = resolve_categories(root_path, categories)
+    files = file_facts(root_path, names)
+    cats = category_facts(root_path, names, files)
+    tables = {"files": files, "categories": cats}
+    rules = _rules(min_train, allow_mixed_sizes, allow_mixed_modes)
+    out = Path(out_dir) if out_dir is not None else None
+    results = _run_gx(tables, rules, out / "data_docs" if out is not None else None)
+    outcomes = _outcomes(results, rules, tables, max_offenders)
+    report = ValidationReport(
+        root=root_path,
+        categories=names,
+        success=all(o.success for o in outcomes),
+        outcomes=outcomes,
+        files=files,
+        category_table=cats,
+        out_dir=out,
+    )
+    if out is not None:
+        _write_outputs(report, results, out)
+    return report
+
+
+def require_valid(
+    root: str | Path, categories: list[str] | None = None, out_dir: str | Path | None = None, **options: Any
+) -> ValidationReport:
+    """Validate and raise DataError listing the failed rules and first offending files."""
+    report = validate_data(root, categories, out_dir, **options)
+    if not report.success:
+        raise DataError(report.failure_message() + "\n  (or pass --skip-validation to train anyway)")
+    return report

@@ -56,6 +56,7 @@ class TrainConfig(BaseModel):
     threshold_quantile: float = Field(0.99, gt=0, lt=1)
     out_dir: str = "adkd-runs/train"
     skip_validation: bool = False
+    evaluate_test: bool = Field(True, description="Score the test split at the end (off for tuning trials).")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default.")
 
     @model_validator(mode="after")

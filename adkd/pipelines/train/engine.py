@@ -512,10 +512,20 @@ class _Run:
             if val is not None:
                 metrics["val/loss"] = val
                 self._track_best(val)
+            metrics.update(self._epoch_model_metrics())
             self.state.history.append({"epoch": self._global_epoch(), **metrics})
             self._save_last("train")
             emit(self.callbacks, "on_epoch_end", self._global_epoch(), metrics)
         return seen_total
+
+    def _epoch_model_metrics(self) -> dict[str, float]:
+        """Extra per-epoch metrics from callbacks that look at the model (``on_epoch_model``, e.g. tuning)."""
+        extra: dict[str, float] = {}
+        for cb in self.callbacks:
+            hook = getattr(cb, "on_epoch_model", None)
+            if hook is not None:
+                extra.update(hook(self._global_epoch(), self.model, self.rt, self.data, self.config) or {})
+        return extra
 
     def _track_best(self, val: float) -> None:
         cfg, st = self.config, self.state
@@ -566,9 +576,12 @@ class _Run:
             last_train = [h["train/loss"] for h in st.history if "train/loss" in h]
             if last_train:
                 extra["train/final_loss"] = last_train[-1]
-        metrics = evaluate_model(
-            self.model, self.data, thresholds, cfg, self.run_dir, self.callbacks, self.rt, extra_metrics=extra
-        )
+        if cfg.evaluate_test:
+            metrics = evaluate_model(
+                self.model, self.data, thresholds, cfg, self.run_dir, self.callbacks, self.rt, extra_metrics=extra
+            )
+        else:  # tuning trials: the test split must not be looked at
+            metrics = extra
         self.result.metrics = metrics
         meta = self._meta(
             thresholds=thresholds.to_dict(),

@@ -25,7 +25,7 @@ OBJECTS = ("disc", "bolt", "chip")
 CATEGORIES = TEXTURES + OBJECTS
 TEXTURE_DEFECTS = ("scratch", "hole", "stain")
 OBJECT_DEFECTS = ("missing_part", "extra_part", "misplaced", "scratch")
-MIN_DEFECT_FRACTION = 0.004  # of the image area; smaller draws are redrawn so every mask is visible
+MIN_DEFECT_FRACTION = 0.003  # of the image area; smaller draws are redrawn so every mask is visible
 
 Colour = tuple[float, float, float]
 
@@ -211,7 +211,7 @@ def _object_defect(name: str, kind: str, parts: list[Part], rng: np.random.Gener
             parts.append(Part("rect", (min(0.14 * side, 0.4 * side), y, max(0.14 * side, 0.4 * side), y + 0.14), STEEL))
         else:
             x = rng.choice([-0.25, 0.0, 0.25])
-            parts.insert(0, Part("rect", (x - 0.055, -0.64, x + 0.055, -0.45), (0.85, 0.85, 0.86)))
+            parts.insert(0, Part("rect", (x - 0.07, -0.68, x + 0.07, -0.45), (0.85, 0.85, 0.86)))
         return parts
     if kind == "misplaced":
         if name == "disc":

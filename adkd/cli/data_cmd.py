@@ -1,0 +1,102 @@
+"""`adkd data ...`: make a synthetic data set and validate a data root before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from adkd.errors import DataError
+
+# Other modules (e.g. data_download_cmd) add their commands to this group.
+data_app = typer.Typer(help="Create, fetch and validate data sets in the MVTec AD layout.", no_args_is_help=True)
+console = Console()
+
+
+def _split_names(values: list[str] | None) -> list[str] | None:
+    """Accept both `--categories a,b` and `--categories a --categories b`."""
+    if not values:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    return names or None
+
+
+@data_app.command("synth")
+def synth(
+    root: Path = typer.Argument(..., help="Folder to write the data set into (categories in it are replaced)."),
+    categories: list[str] = typer.Option(
+        None, "--categories", "-c", help="Categories to make (comma-separated or repeated); default all six."
+    ),
+    size: int = typer.Option(64, "--size", help="Image side in pixels."),
+    train: int = typer.Option(32, "--train", help="Normal training images per category."),
+    test: int = typer.Option(24, "--test", help="Test images per category (about a quarter good)."),
+    seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same files."),
+) -> None:
+    """Write a deterministic synthetic data set (textures and objects, defects with exact masks)."""
+    from adkd.pipelines.data.synth import synthesize
+
+    summary = synthesize(root, _split_names(categories), size=size, n_train=train, n_test=test, seed=seed)
+    table = Table(title=f"synthetic data set in {root}")
+    for col in ("category", "train/good", "test/good", "test defective", "defect kinds"):
+        table.add_column(col, justify="left" if col in ("category", "defect kinds") else "right")
+    for name, counts in summary.items():
+        kinds = [k.split("/", 1)[1] for k in counts if k.startswith("test/") and k != "test/good"]
+        defective = sum(counts[f"test/{k}"] for k in kinds)
+        table.add_row(name, str(counts["train"]), str(counts.get("test/good", 0)), str(defective), ", ".join(kinds))
+    console.print(table)
+
+
+def _print_report(report) -> None:
+    table = Table(title=f"data validation: {report.root} ({', '.join(report.categories)})")
+    for col in ("result", "rule", "expectation", "checked", "unexpected", "first offending files"):
+        table.add_column(col, justify="right" if col in ("checked", "unexpected") else "left", overflow="fold")
+    for o in report.outcomes:
+        mark = "[green]PASS[/]" if o.success else "[bold red]FAIL[/]"
+        table.add_row(
+            mark,
+            o.description,
+            o.expectation,
+            str(o.checked),
+            str(o.unexpected),
+            "\n".join(o.offenders[:3]),
+        )
+    console.print(table)
+
+
+@data_app.command("validate")
+def validate(
+    root: Path = typer.Argument(..., help="Data root holding CATEGORY/train/good, test, ground_truth."),
+    category: list[str] = typer.Option(
+        None, "--category", "-c", help="Category to check (repeatable or comma-separated); default all."
+    ),
+    out: Path = typer.Option(
+        Path("adkd-runs") / "data-validation",
+        "--out",
+        help="Folder for the GX validation result (JSON), Data Docs (HTML) and fact tables.",
+    ),
+    min_train: int = typer.Option(1, "--min-train", help="Fewest images train/good may hold."),
+    allow_mixed_sizes: bool = typer.Option(False, "--allow-mixed-sizes", help="Allow several sizes per category."),
+    allow_mixed_modes: bool = typer.Option(False, "--allow-mixed-modes", help="Allow L and RGB in one category."),
+) -> None:
+    """Run the Great Expectations suite over per-file facts; exit code 2 when it fails."""
+    from adkd.pipelines.data.validate import validate_data
+
+    report = validate_data(
+        root,
+        _split_names(category),
+        out,
+        min_train=min_train,
+        allow_mixed_sizes=allow_mixed_sizes,
+        allow_mixed_modes=allow_mixed_modes,
+    )
+    _print_report(report)
+    console.print(f"reports: {out} (data_docs/index.html, report.html, gx_validation_result.json)")
+    if not report.success:
+        raise DataError(report.failure_message())
+    console.print(f"[green]data valid[/]: {len(report.files)} files in {len(report.categories)} categories")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")

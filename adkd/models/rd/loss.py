@@ -1,0 +1,31 @@
+"""Reverse distillation's cosine loss between teacher and student features."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+LOSS_MODES = ("flatten", "pixel")
+
+
+def cosine_loss(
+    teacher: Sequence[torch.Tensor], student: Sequence[torch.Tensor], mode: str = "flatten"
+) -> torch.Tensor:
+    """Σ over levels of 1 − cosine similarity, averaged over the batch.
+
+    ``"flatten"`` (RD4AD's code): one cosine per image between the flattened C·H·W maps.
+    ``"pixel"`` (the papers' formula): a cosine along channels per position, averaged over positions.
+    """
+    if mode not in LOSS_MODES:
+        msg = f"loss_mode={mode!r}: use one of {', '.join(LOSS_MODES)}"
+        raise ValueError(msg)
+    total = teacher[0].new_zeros(())
+    for t, s in zip(teacher, student, strict=True):
+        if mode == "flatten":
+            cos = F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1)
+        else:
+            cos = F.cosine_similarity(t, s, dim=1)
+        total = total + (1 - cos).mean()
+    return total

@@ -1,0 +1,116 @@
+"""Student-teacher feature pyramid matching (``stfpm``, Wang et al. 2021) and ``stfpm-ae``.
+
+``stfpm``: the student has the teacher's architecture, random init, trained to match the
+teacher's L2-normalised features at three levels.
+
+``stfpm-ae``: one small U-Net autoencoder per level reconstructs the student's features; it is
+pretrained on teacher features (``pretrain_loss``), then trained jointly with
+``α · Σ‖R − F_s‖² + Σ ½‖R̂ − F̂_t‖²`` where ``R = AE(F_s)``; the map compares ``R`` with the teacher.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from adkd.errors import ConfigError
+from adkd.models.backbones import BACKBONES, build_backbone
+from adkd.models.base import AnomalyModel
+from adkd.models.components.maps import image_scores
+from adkd.models.stfpm.anomaly_map import PyramidAnomalyMap
+from adkd.models.stfpm.autoencoder import UNetAutoencoder, stages_for
+from adkd.models.stfpm.loss import pyramid_loss, reconstruction_loss
+
+
+class STFPM(AnomalyModel):
+    """Teacher (frozen) and student (same architecture, trainable, normal BatchNorm)."""
+
+    def __init__(self, backbone: str = "resnet18", weights: str | os.PathLike = "imagenet", *, sigma: float = 4.0):
+        super().__init__()
+        if backbone not in BACKBONES:
+            msg = f"backbone={backbone!r}: choose one of {', '.join(BACKBONES)}"
+            raise ConfigError(msg)
+        self.backbone_name = backbone
+        self.teacher = build_backbone(backbone, weights, frozen=True)
+        self.student = build_backbone(backbone, "none", frozen=False)
+        self.anomaly_map = PyramidAnomalyMap(sigma)
+
+    def forward(self, images: torch.Tensor) -> dict[str, Any] | tuple[torch.Tensor, torch.Tensor]:
+        teacher, student = self.teacher(images), self.student(images)
+        if self.training:
+            return {"teacher": teacher, "student": student}
+        amap = self.anomaly_map(teacher, student, images.shape[-2:])
+        return amap, image_scores(amap)
+
+    def loss(self, outputs: dict[str, Any]) -> torch.Tensor:
+        return pyramid_loss(outputs["teacher"], outputs["student"])
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"student": list(self.student.parameters())}
+
+
+class STFPMAutoencoder(STFPM):
+    """STFPM with a per-level U-Net autoencoder on the student's features.
+
+    Args:
+        alpha: weight of the reconstruction term ‖R − F_s‖² (a sum over C·H·W per image,
+            hence the small default 1e-7).
+        image_size: input size the autoencoders are sized for: each level gets as many
+            2× poolings (at most ``ae_stages``) as keep its map ≥ 2×2.
+        ae_stages: the most contracting stages per autoencoder.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        weights: str | os.PathLike = "imagenet",
+        *,
+        alpha: float = 1e-7,
+        image_size: int = 256,
+        ae_stages: int = 2,
+        sigma: float = 4.0,
+    ) -> None:
+        super().__init__(backbone, weights, sigma=sigma)
+        if alpha < 0:
+            msg = f"alpha={alpha}: it must be >= 0"
+            raise ConfigError(msg)
+        if image_size < 32:
+            msg = f"image_size={image_size}: it must be at least 32"
+            raise ConfigError(msg)
+        self.alpha = float(alpha)
+        self.autoencoders = nn.ModuleList(
+            UNetAutoencoder(c, stages_for(image_size // s, max_stages=ae_stages))
+            for c, s in zip(self.teacher.channels, self.teacher.strides)
+        )
+
+    def forward(self, images: torch.Tensor) -> dict[str, Any] | tuple[torch.Tensor, torch.Tensor]:
+        teacher, student = self.teacher(images), self.student(images)
+        recon = [ae(s) for ae, s in zip(self.autoencoders, student)]
+        if self.training:
+            return {"teacher": teacher, "student": student, "recon": recon}
+        amap = self.anomaly_map(teacher, recon, images.shape[-2:])
+        return amap, image_scores(amap)
+
+    def loss(self, outputs: dict[str, Any]) -> torch.Tensor:
+        similarity = pyramid_loss(outputs["teacher"], outputs["recon"])
+        if self.alpha == 0:
+            return similarity
+        return self.alpha * reconstruction_loss(outputs["recon"], outputs["student"]) + similarity
+
+    def pretrain_loss(self, images: torch.Tensor) -> torch.Tensor:
+        """Σ over levels of MSE(AE(F_t), F_t): autoencoder pretraining on teacher features."""
+        teacher = self.teacher(images)
+        total = images.new_zeros(())
+        for ae, t in zip(self.autoencoders, teacher):
+            total = total + nn.functional.mse_loss(ae(t), t)
+        return total
+
+    def freeze_autoencoder(self, flag: bool = True) -> None:
+        """Stop (True) or resume (False) gradient updates of the autoencoders."""
+        self.autoencoders.requires_grad_(not flag)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"student": list(self.student.parameters()), "autoencoder": list(self.autoencoders.parameters())}

@@ -1,0 +1,282 @@
+"""Anomaly-detection metrics: image/pixel AUROC, AUPRO (MVTec definition) and image F1-max.
+
+All pixel-level metrics pool every pixel of the test set. The pixel curves come from ONE
+sort of all pixels: each pixel's score (as an order-preserving 32-bit key) is packed with
+its ground-truth region id into a uint64, and the uint64 array is sorted with numpy's
+SIMD sort, which is ~10x faster than ``np.argsort`` on millions of pixels. Equal scores
+are collapsed to one threshold; a pixel counts as anomalous when ``score >= threshold``.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
+
+from adkd.errors import ConfigError, DataError
+
+# 8-connectivity inside each image, no connection across images (axis 0 is the image index).
+_EIGHT_CONNECTED_2D = np.zeros((3, 3, 3), dtype=bool)
+_EIGHT_CONNECTED_2D[1] = True
+
+METRIC_NAMES = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
+
+
+class UndefinedMetricWarning(UserWarning):
+    """A metric is undefined for these inputs (for example no defective image) and is NaN."""
+
+
+def _undefined(message: str) -> float:
+    warnings.warn(message, UndefinedMetricWarning, stacklevel=3)
+    return float("nan")
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch.Tensor, without importing torch here
+        x = x.detach().cpu()
+        if x.dtype.is_floating_point and x.dtype.itemsize < 4:  # bf16/fp16 have no numpy view
+            x = x.float()
+        x = x.numpy()
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name}: cannot be read as an array ({exc}); pass a numpy array or tensor") from exc
+
+
+def _as_maps(x: Any, name: str) -> np.ndarray:
+    """Return [N, H, W] from [N, H, W] or [N, 1, H, W]."""
+    a = _to_numpy(x, name)
+    if a.ndim == 4 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 3 or a.size == 0:
+        raise DataError(f"{name}: expected shape [N, H, W] or [N, 1, H, W], got {list(a.shape)}")
+    return a
+
+
+def _as_vector(x: Any, name: str) -> np.ndarray:
+    a = _to_numpy(x, name).reshape(-1)
+    if a.size == 0:
+        raise DataError(f"{name}: is empty; evaluate at least one test image")
+    return a
+
+
+def _check_finite(a: np.ndarray, name: str) -> None:
+    if not np.isfinite(a).all():
+        raise DataError(
+            f"{name}: contains NaN or infinite values; the model diverged "
+            "(lower the learning rate or check the checkpoint)"
+        )
+
+
+def _binary(a: np.ndarray) -> np.ndarray:
+    return a > 0.5 if a.dtype != bool else a
+
+
+def _check_pair(maps: np.ndarray, masks: np.ndarray) -> None:
+    if maps.shape != masks.shape:
+        raise DataError(
+            f"anomaly maps {list(maps.shape)} and ground-truth masks {list(masks.shape)} differ in shape; "
+            "resize the maps to the mask size before evaluating"
+        )
+
+
+def _check_labels(scores: np.ndarray, labels: np.ndarray) -> None:
+    if scores.shape != labels.shape:
+        raise DataError(f"got {scores.size} image scores but {labels.size} labels; pass one label per image")
+
+
+# --------------------------------------------------------------------------------------- image level
+
+
+def image_auroc(scores: Any, labels: Any) -> float:
+    """Area under the ROC curve of image scores against image labels (1 = defective)."""
+    s, y = _as_vector(scores, "image scores"), _as_vector(labels, "image labels")
+    _check_labels(s, y)
+    _check_finite(s, "image scores")
+    y = _binary(y)
+    if y.all() or not y.any():
+        return _undefined("image AUROC is undefined: the test set needs both good and defective images")
+    return float(roc_auc_score(y, s))
+
+
+def f1_max_threshold(scores: Any, labels: Any) -> tuple[float, float]:
+    """Best F1 over all thresholds ``score >= t`` and the threshold reaching it."""
+    s, y = _as_vector(scores, "image scores"), _as_vector(labels, "image labels")
+    _check_labels(s, y)
+    _check_finite(s, "image scores")
+    y = _binary(y)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return _undefined("image F1-max is undefined: the test set has no defective image"), float("nan")
+    order = np.argsort(-s, kind="stable")
+    s_sorted, tp = s[order], np.cumsum(y[order])
+    ends = _tie_group_ends(s_sorted)
+    tp = tp[ends].astype(np.float64)
+    predicted = ends + 1.0
+    f1 = 2.0 * tp / (predicted + n_pos)  # = 2PR/(P+R) with P = tp/predicted, R = tp/n_pos
+    best = int(np.argmax(f1))
+    return float(f1[best]), float(s_sorted[ends[best]])
+
+
+def f1_max(scores: Any, labels: Any) -> float:
+    """Best image-level F1 over all thresholds."""
+    return f1_max_threshold(scores, labels)[0]
+
+
+def _tie_group_ends(descending: np.ndarray) -> np.ndarray:
+    """Index of the last element of each run of equal values in a sorted array."""
+    change = np.flatnonzero(descending[1:] != descending[:-1])
+    return np.append(change, descending.size - 1)
+
+
+# --------------------------------------------------------------------------------------- pixel level
+
+
+def _descending_key(scores: np.ndarray) -> np.ndarray:
+    """uint32 keys whose ascending order is the descending order of float32 scores."""
+    bits = (scores.astype(np.float32) + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into +0.0
+    # IEEE sign/magnitude to an order-preserving unsigned key, then inverted (~) for descending.
+    flip = ((bits >> np.uint32(31)) * np.uint32(0x7FFFFFFF)) | np.uint32(0x80000000)
+    return ~(bits ^ flip)
+
+
+@dataclass(frozen=True)
+class PixelCurves:
+    """Cumulative counts at each distinct pixel threshold, from the highest score down."""
+
+    fp: np.ndarray  # normal pixels with score >= threshold
+    tp: np.ndarray  # anomalous pixels with score >= threshold
+    pro: np.ndarray  # mean over GT regions of the region's fraction with score >= threshold
+    n_normal: int
+    n_anomalous: int
+    n_regions: int
+
+
+def pixel_curves(maps: Any, masks: Any) -> PixelCurves:
+    """Sort all pixels once and accumulate FP, TP and per-region overlap per threshold."""
+    m, g = _as_maps(maps, "anomaly maps"), _binary(_as_maps(masks, "ground-truth masks"))
+    _check_pair(m, g)
+    _check_finite(m, "anomaly maps")
+    regions, n_regions = ndimage.label(g, structure=_EIGHT_CONNECTED_2D)
+    regions = regions.reshape(-1)
+    sizes = np.bincount(regions, minlength=n_regions + 1)
+    n_normal = int(sizes[0])
+
+    flat = m.reshape(-1)
+    if flat.dtype.itemsize <= 4 or np.array_equal(flat.astype(np.float32), flat):
+        # One uint64 per pixel: score key in the high half, region id in the low half.
+        packed = np.empty(flat.size, dtype=np.uint64)
+        halves = packed.view(np.uint32).reshape(-1, 2)
+        high, low = (1, 0) if sys.byteorder == "little" else (0, 1)
+        halves[:, high] = _descending_key(flat)
+        halves[:, low] = regions
+        packed.sort()
+        score_key, region = halves[:, high], halves[:, low]
+    else:  # float64 scores that float32 would merge: exact but slower argsort
+        order = np.argsort(-flat, kind="stable")
+        score_key, region = flat[order], regions[order]
+
+    ends = _tie_group_ends(score_key)
+    is_anomalous = region != 0
+    tp = np.cumsum(is_anomalous)[ends]
+    fp = (ends + 1) - tp
+    # PRO only moves at anomalous pixels: accumulate over those, then read it at each threshold's tp.
+    weight = np.zeros(n_regions + 1)
+    if n_regions:
+        weight[1:] = 1.0 / (sizes[1:] * float(n_regions))
+    pro_steps = np.concatenate(([0.0], np.cumsum(weight[region[is_anomalous]])))
+    pro = pro_steps[tp]
+    return PixelCurves(fp, tp, pro, n_normal, int(flat.size - n_normal), int(n_regions))
+
+
+def _pixel_auroc_from(c: PixelCurves) -> float:
+    if c.n_anomalous == 0 or c.n_normal == 0:
+        return _undefined("pixel AUROC is undefined: the test masks need both normal and defective pixels")
+    fpr = np.concatenate(([0.0], c.fp / c.n_normal))
+    tpr = np.concatenate(([0.0], c.tp / c.n_anomalous))
+    return float(np.trapezoid(tpr, fpr))
+
+
+def _pro_curve_from(c: PixelCurves, fpr_limit: float | None) -> tuple[np.ndarray, np.ndarray]:
+    fpr = np.concatenate(([0.0], c.fp / c.n_normal))
+    pro = np.concatenate(([0.0], c.pro))
+    if fpr_limit is None:
+        return fpr, pro
+    k = int(np.searchsorted(fpr, fpr_limit, side="right"))  # fpr[:k] <= limit; fpr[-1] == 1
+    if k < fpr.size and fpr[k - 1] < fpr_limit:
+        t = (fpr_limit - fpr[k - 1]) / (fpr[k] - fpr[k - 1])
+        return (
+            np.append(fpr[:k], fpr_limit),
+            np.append(pro[:k], pro[k - 1] + t * (pro[k] - pro[k - 1])),
+        )
+    return fpr[:k], pro[:k]
+
+
+def _check_fpr_limit(fpr_limit: float) -> None:
+    if not 0.0 < fpr_limit <= 1.0:
+        raise ConfigError(f"fpr_limit={fpr_limit}: must be in (0, 1]; the MVTec protocol uses 0.3")
+
+
+def _aupro_from(c: PixelCurves, fpr_limit: float) -> float:
+    if c.n_regions == 0:
+        return _undefined("AUPRO is undefined: the test masks contain no defect region")
+    if c.n_normal == 0:
+        return _undefined("AUPRO is undefined: the test masks contain no normal pixel")
+    fpr, pro = _pro_curve_from(c, fpr_limit)
+    return float(np.trapezoid(pro, fpr) / fpr_limit)
+
+
+def pixel_auroc(maps: Any, masks: Any) -> float:
+    """AUROC over all pixels of all images (maps [N,H,W] or [N,1,H,W], masks binary)."""
+    return _pixel_auroc_from(pixel_curves(maps, masks))
+
+
+def pro_curve(maps: Any, masks: Any, fpr_limit: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, PRO) at every distinct threshold from (0, 0); cut and interpolated at ``fpr_limit``."""
+    if fpr_limit is not None:
+        _check_fpr_limit(fpr_limit)
+    c = pixel_curves(maps, masks)
+    if c.n_regions == 0 or c.n_normal == 0:
+        raise DataError("PRO curve: the test masks need both normal pixels and at least one defect region")
+    return _pro_curve_from(c, fpr_limit)
+
+
+def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
+    """Area under the PRO curve up to ``fpr_limit``, divided by ``fpr_limit`` (Bergmann et al. 2021).
+
+    Regions are 8-connected components of each ground-truth mask; FPR counts the normal pixels
+    of all images; PRO averages the overlap of every region.
+    """
+    _check_fpr_limit(fpr_limit)
+    return _aupro_from(pixel_curves(maps, masks), fpr_limit)
+
+
+def roc_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) at every distinct threshold from (0, 0), for image scores or flattened maps."""
+    s, y = _as_vector(scores, "scores"), _binary(_as_vector(labels, "labels"))
+    _check_labels(s, y)
+    c = pixel_curves(s.reshape(1, 1, -1), y.reshape(1, 1, -1))
+    if c.n_anomalous == 0 or c.n_normal == 0:
+        raise DataError("ROC curve: the labels need both normal and anomalous samples")
+    return np.concatenate(([0.0], c.fp / c.n_normal)), np.concatenate(([0.0], c.tp / c.n_anomalous))
+
+
+def compute_metrics(maps: Any, scores: Any, masks: Any, labels: Any, fpr_limit: float = 0.3) -> dict[str, float]:
+    """All four test metrics as fractions; pixel AUROC and AUPRO share one sort of the pixels."""
+    _check_fpr_limit(fpr_limit)
+    m = _as_maps(maps, "anomaly maps")
+    s = _as_vector(scores, "image scores")
+    if s.size != m.shape[0]:
+        raise DataError(f"got {m.shape[0]} anomaly maps but {s.size} image scores; pass one score per map")
+    curves = pixel_curves(m, masks)
+    return {
+        "image_auroc": image_auroc(s, labels),
+        "pixel_auroc": _pixel_auroc_from(curves),
+        "aupro": _aupro_from(curves, fpr_limit),
+        "f1_max": f1_max(s, labels),
+    }

@@ -86,7 +86,7 @@ def to_uint8(img: Image.Image) -> Image.Image:
     if img.mode in SIXTEEN_BIT_MODES:
         arr = np.asarray(img, dtype=np.int64)
         top = 65535 if arr.max(initial=0) > 255 or img.mode != "I" else 255
-        return Image.fromarray((np.clip(arr, 0, top) * 255 // top).astype(np.uint8), mode="L")
+        return Image.fromarray((np.clip(arr, 0, top) * 255 // top).astype(np.uint8))
     if img.mode in ("L", "RGB"):
         return img
     if img.mode in ("1", "LA"):
@@ -120,6 +120,6 @@ def read_mask(path: str | Path, size: int | None = None, crop: int | None = None
     arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr.max(axis=2)
-    binary = Image.fromarray(((arr > 0) * 255).astype(np.uint8), mode="L")
+    binary = Image.fromarray(((arr > 0) * 255).astype(np.uint8))
     binary = _resize_crop(binary, size, crop, Image.Resampling.NEAREST)
     return (np.asarray(binary) > 0).astype(np.uint8)

@@ -1,0 +1,171 @@
+"""What a multi-category run shows: a live table while it runs and a results table at the end."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+# Ordered so the final table reads the same way as the MLflow test metrics.
+RESULT_METRICS = (
+    ("test/image_auroc", "image AUROC"),
+    ("test/pixel_auroc", "pixel AUROC"),
+    ("test/aupro", "AUPRO"),
+)
+
+
+@dataclass
+class CategoryProgress:
+    """The live state of one category's training as the driver sees it."""
+
+    category: str
+    epochs: int | None = None
+    state: str = "PENDING"  # PENDING, RUNNING, RESTARTED, FINISHED, FAILED
+    epoch: int = 0
+    loss: float | None = None
+    attempts: int = 0
+    started_at: float | None = None
+    epoch_times: list[float] = field(default_factory=list)
+    last_epoch_at: float | None = None
+
+    def eta_s(self) -> float | None:
+        if not self.epochs or not self.epoch_times or self.state not in ("RUNNING", "RESTARTED"):
+            return None
+        per_epoch = sum(self.epoch_times) / len(self.epoch_times)
+        return max(self.epochs - self.epoch, 0) * per_epoch
+
+
+@dataclass
+class ResultRow:
+    """One line of the final results table."""
+
+    category: str
+    model: str
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    minutes: float = 0.0
+    registered_version: str | None = None
+    epochs_run: int = 0
+    attempts: int = 1
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    minutes, sec = divmod(seconds, 60)
+    return f"{minutes}:{sec:02d}"
+
+
+def _fmt_pct(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{100.0 * value:.1f}"
+
+
+class ProgressBoard:
+    """Keeps every category's live state; the driver feeds it events, rich renders it."""
+
+    def __init__(self, categories: list[str], epochs: int | None = None) -> None:
+        self.started = time.monotonic()
+        self.rows = {c: CategoryProgress(category=c, epochs=epochs) for c in categories}
+
+    def on_start(self, category: str, attempt: int, epochs: int | None = None) -> None:
+        row = self.rows[category]
+        row.attempts = max(row.attempts, attempt)
+        row.state = "RESTARTED" if attempt > 1 else "RUNNING"
+        if epochs:
+            row.epochs = epochs
+        now = time.monotonic()
+        row.started_at = row.started_at or now
+        row.last_epoch_at = now
+
+    def on_epoch(self, category: str, epoch: int, metrics: dict[str, float]) -> None:
+        row = self.rows[category]
+        now = time.monotonic()
+        if row.last_epoch_at is not None:
+            row.epoch_times.append(now - row.last_epoch_at)
+        row.last_epoch_at = now
+        row.epoch = epoch
+        loss = metrics.get("train/loss", metrics.get("loss"))
+        if loss is not None:
+            row.loss = float(loss)
+
+    def on_end(self, category: str, status: str) -> None:
+        self.rows[category].state = status
+
+    def render(self) -> Table:
+        elapsed = _fmt_duration(time.monotonic() - self.started)
+        table = Table(title=f"adkd train --all-categories ({elapsed} elapsed)")
+        for col in ("category", "state", "epoch", "loss", "time left"):
+            table.add_column(col, justify="left" if col in ("category", "state") else "right")
+        styles = {"FINISHED": "green", "FAILED": "red", "RESTARTED": "yellow", "RUNNING": "cyan"}
+        for row in self.rows.values():
+            epoch = f"{row.epoch}/{row.epochs}" if row.epochs else str(row.epoch)
+            loss = f"{row.loss:.4f}" if row.loss is not None else "-"
+            state = row.state if row.attempts <= 1 else f"{row.state} (try {row.attempts})"
+            style = styles.get(row.state, "")
+            table.add_row(
+                row.category, f"[{style}]{state}[/]" if style else state, epoch, loss, _fmt_duration(row.eta_s())
+            )
+        return table
+
+
+def results_table(rows: list[ResultRow], title: str = "results") -> Table:
+    """The final table: one line per category with test metrics, minutes and registered version."""
+    table = Table(title=title)
+    headers = ["category", "model", "status", *(label for _, label in RESULT_METRICS), "minutes", "version"]
+    for col in headers:
+        table.add_column(col, justify="left" if col in ("category", "model", "status") else "right")
+    for row in rows:
+        status = "[green]FINISHED[/]" if row.status == "FINISHED" else f"[red]{row.status}[/]"
+        table.add_row(
+            row.category,
+            row.model,
+            status,
+            *(_fmt_pct(row.metrics.get(key)) for key, _ in RESULT_METRICS),
+            f"{row.minutes:.1f}",
+            row.registered_version or "-",
+        )
+    return table
+
+
+def results_markdown(rows: list[ResultRow]) -> str:
+    """The final table as GitHub markdown (percentages), failures listed below it."""
+    headers = ["category", "model", "status", *(label for _, label in RESULT_METRICS), "minutes", "version"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        cells = [
+            row.category,
+            row.model,
+            row.status,
+            *(_fmt_pct(row.metrics.get(key)) for key, _ in RESULT_METRICS),
+            f"{row.minutes:.1f}",
+            row.registered_version or "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [row for row in rows if row.error]
+    if failed:
+        lines.append("")
+        lines.extend(f"- **{row.category}** failed: {row.error}" for row in failed)
+    return "\n".join(lines) + "\n"
+
+
+def write_results(run_dir: Path, rows: list[ResultRow], extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Save the results table as ``results.md`` and ``results.json`` in the run folder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    md_path = run_dir / "results.md"
+    json_path = run_dir / "results.json"
+    md_path.write_text(results_markdown(rows))
+    payload = {**(extra or {}), "categories": [row.to_dict() for row in rows]}
+    json_path.write_text(json.dumps(payload, indent=2, default=str))
+    return md_path, json_path

@@ -18,6 +18,7 @@ from adkd.platform.s3 import (
     S3Uri,
     cache_paths,
     resolve_data_root,
+    sync_dataset,
     sync_from_s3,
     sync_prefix,
     upload_dir,
@@ -120,8 +121,9 @@ _WORKER = textwrap.dedent(
     uri, cache, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     while not go.exists():
         time.sleep(0.01)
+    start = time.time()
     r = sync_prefix(uri, cache)
-    print(json.dumps({"downloaded": r.downloaded, "unchanged": r.unchanged}))
+    print(json.dumps({"downloaded": r.downloaded, "unchanged": r.unchanged, "start": start, "end": time.time()}))
     """
 )
 
@@ -149,6 +151,8 @@ def test_two_processes_syncing_at_once_end_with_a_complete_cache(s3_bucket: str,
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
         results.append(json.loads(out.strip().splitlines()[-1]))
+    # Both were inside sync_prefix at the same time, so the lock (not luck) kept them apart.
+    assert max(r["start"] for r in results) < min(r["end"] for r in results)
     assert sorted(r["downloaded"] for r in results) == [0, len(objects)]
     assert sorted(r["unchanged"] for r in results) == [0, len(objects)]
     root, _ = cache_paths(S3Uri.parse(uri), tmp_path / "cache")
@@ -224,3 +228,30 @@ def test_explicit_endpoint_overrides_environment(s3_bucket: str, s3_server: str,
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # a dead endpoint
     root = sync_from_s3(f"s3://{s3_bucket}/e", tmp_path / "cache", endpoint_url=s3_server)
     assert (root / "x.png").read_bytes() == b"1"
+
+
+def test_sync_dataset_fetches_only_the_requested_categories(s3_bucket: str, tmp_path: Path) -> None:
+    bottle = _objects()
+    cable = {k.replace("bottle", "cable"): v + b"c" for k, v in bottle.items()}
+    _put_all(s3_bucket, "mvtec", bottle | cable)
+    root = resolve_data_root(f"s3://{s3_bucket}/mvtec", tmp_path / "cache", categories=["bottle"])
+    assert root == tmp_path / "cache" / "s3" / s3_bucket / "mvtec"
+    assert _local_files(root) == bottle
+    again = sync_prefix(f"s3://{s3_bucket}/mvtec/bottle", tmp_path / "cache")
+    assert again.downloaded == 0
+    with pytest.raises(ConfigError, match="not a folder name"):
+        sync_dataset(f"s3://{s3_bucket}/mvtec", tmp_path / "cache", categories=["../x"])
+
+
+def test_sync_dataset_takes_cache_dir_and_endpoint_from_settings(
+    s3_bucket: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _put_all(s3_bucket, "ds", {"bottle/train/good/0.png": b"0"})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL")
+    monkeypatch.setenv("ADKD_CACHE_DIR", str(tmp_path / "settings-cache"))
+    monkeypatch.setenv("ADKD_S3_ENDPOINT_URL", s3_server)
+    root = sync_dataset(f"s3://{s3_bucket}/ds")
+    assert root == tmp_path / "settings-cache" / "s3" / s3_bucket / "ds"
+    assert (root / "bottle/train/good/0.png").read_bytes() == b"0"

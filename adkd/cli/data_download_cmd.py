@@ -1,4 +1,4 @@
-"""`adkd data download mvtec ROOT`: official MVTec AD archives, checksummed, resumable, safely extracted."""
+"""`adkd data download mvtec ROOT` (official MVTec AD archives) and `adkd data sync|upload` (S3 transfers)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,33 @@ def mvtec(
     Console().print(table)
 
 
+def sync(
+    uri: str = typer.Argument(..., help="s3://bucket/prefix holding an MVTec-layout data set."),
+    categories: str | None = typer.Option(None, "--categories", help="Comma-separated: sync only these."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Local cache (default: settings cache_dir)."),
+    s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint (MinIO, moto)."),
+) -> None:
+    """Sync an S3 data set into the local cache (only changed objects) and print the local root."""
+    from adkd.platform.s3 import sync_dataset
+
+    wanted = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
+    root = sync_dataset(uri, cache_dir, s3_endpoint, wanted)
+    typer.echo(str(root))
+
+
+def upload(
+    local: Path = typer.Argument(..., help="Folder to upload (data set, run folder, checkpoints)."),
+    uri: str = typer.Argument(..., help="Destination s3://bucket/prefix."),
+    s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint (MinIO, moto)."),
+) -> None:
+    """Upload every file under LOCAL to URI/<relative path>."""
+    from adkd.platform.s3 import upload_dir
+    from adkd.platform.settings import load_settings
+
+    count = upload_dir(local, uri, s3_endpoint or load_settings().s3_endpoint_url)
+    typer.echo(f"uploaded {count} files to {uri}")
+
+
 def register(app: typer.Typer) -> None:
     try:
         from adkd.cli.data_cmd import data_app
@@ -78,3 +105,5 @@ def register(app: typer.Typer) -> None:
         data_app = typer.Typer(help="Data sets: download, synthesise, validate.", no_args_is_help=True)
         app.add_typer(data_app, name="data")
     data_app.add_typer(download_app, name="download")
+    data_app.command("sync")(sync)
+    data_app.command("upload")(upload)

@@ -255,3 +255,29 @@ def test_sync_dataset_takes_cache_dir_and_endpoint_from_settings(
     root = sync_dataset(f"s3://{s3_bucket}/ds")
     assert root == tmp_path / "settings-cache" / "s3" / s3_bucket / "ds"
     assert (root / "bottle/train/good/0.png").read_bytes() == b"0"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "adkd.cli.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=os.environ.copy(),
+        timeout=180,
+    )
+
+
+def test_cli_upload_then_sync_and_wrong_bucket(s3_bucket: str, tmp_path: Path) -> None:
+    local = tmp_path / "ds"
+    (local / "bottle/train/good").mkdir(parents=True)
+    (local / "bottle/train/good/0.png").write_bytes(b"png")
+    up = _cli("data", "upload", str(local), f"s3://{s3_bucket}/ds")
+    assert up.returncode == 0, up.stderr
+    assert f"uploaded 1 files to s3://{s3_bucket}/ds" in up.stdout
+
+    bad = _cli("data", "sync", "s3://no-such-bucket-adkd/ds", "--cache-dir", str(tmp_path / "cache"))
+    assert bad.returncode == 2
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "does not exist" in lines[0] and "Traceback" not in bad.stderr
+    assert "testing-secret-key" not in bad.stderr + bad.stdout

@@ -363,6 +363,7 @@ def download_mvtec(
     specs = resolve_archives(categories, url_base, checksums)
     downloads = Path(downloads_dir) if downloads_dir else root / DOWNLOADS_DIR_NAME
     report = DownloadReport(root=root, categories={})
+    created_root = not root.exists()
     try:
         for spec in specs:
             if (root / spec.category).is_dir() and not force:
@@ -381,4 +382,6 @@ def download_mvtec(
     finally:
         if downloads.is_dir() and not any(downloads.iterdir()):
             downloads.rmdir()
+        if created_root and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()  # a failed first download leaves no empty folder behind
     return report

@@ -19,6 +19,7 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 from adkd.errors import ConfigError, DataError
+from adkd.pipelines.evaluate.arrays import as_maps, as_vector, binary, check_finite
 
 # 8-connectivity inside each image, no connection across images (axis 0 is the image index).
 _EIGHT_CONNECTED_2D = np.zeros((3, 3, 3), dtype=bool)
@@ -34,47 +35,6 @@ class UndefinedMetricWarning(UserWarning):
 def _undefined(message: str) -> float:
     warnings.warn(message, UndefinedMetricWarning, stacklevel=3)
     return float("nan")
-
-
-def _to_numpy(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch.Tensor, without importing torch here
-        x = x.detach().cpu()
-        if x.dtype.is_floating_point and x.dtype.itemsize < 4:  # bf16/fp16 have no numpy view
-            x = x.float()
-        x = x.numpy()
-    try:
-        return np.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{name}: cannot be read as an array ({exc}); pass a numpy array or tensor") from exc
-
-
-def _as_maps(x: Any, name: str) -> np.ndarray:
-    """Return [N, H, W] from [N, H, W] or [N, 1, H, W]."""
-    a = _to_numpy(x, name)
-    if a.ndim == 4 and a.shape[1] == 1:
-        a = a[:, 0]
-    if a.ndim != 3 or a.size == 0:
-        raise DataError(f"{name}: expected shape [N, H, W] or [N, 1, H, W], got {list(a.shape)}")
-    return a
-
-
-def _as_vector(x: Any, name: str) -> np.ndarray:
-    a = _to_numpy(x, name).reshape(-1)
-    if a.size == 0:
-        raise DataError(f"{name}: is empty; evaluate at least one test image")
-    return a
-
-
-def _check_finite(a: np.ndarray, name: str) -> None:
-    if not np.isfinite(a).all():
-        raise DataError(
-            f"{name}: contains NaN or infinite values; the model diverged "
-            "(lower the learning rate or check the checkpoint)"
-        )
-
-
-def _binary(a: np.ndarray) -> np.ndarray:
-    return a > 0.5 if a.dtype != bool else a
 
 
 def _check_pair(maps: np.ndarray, masks: np.ndarray) -> None:
@@ -95,10 +55,10 @@ def _check_labels(scores: np.ndarray, labels: np.ndarray) -> None:
 
 def image_auroc(scores: Any, labels: Any) -> float:
     """Area under the ROC curve of image scores against image labels (1 = defective)."""
-    s, y = _as_vector(scores, "image scores"), _as_vector(labels, "image labels")
+    s, y = as_vector(scores, "image scores"), as_vector(labels, "image labels")
     _check_labels(s, y)
-    _check_finite(s, "image scores")
-    y = _binary(y)
+    check_finite(s, "image scores")
+    y = binary(y)
     if y.all() or not y.any():
         return _undefined("image AUROC is undefined: the test set needs both good and defective images")
     return float(roc_auc_score(y, s))
@@ -106,10 +66,10 @@ def image_auroc(scores: Any, labels: Any) -> float:
 
 def f1_max_threshold(scores: Any, labels: Any) -> tuple[float, float]:
     """Best F1 over all thresholds ``score >= t`` and the threshold reaching it."""
-    s, y = _as_vector(scores, "image scores"), _as_vector(labels, "image labels")
+    s, y = as_vector(scores, "image scores"), as_vector(labels, "image labels")
     _check_labels(s, y)
-    _check_finite(s, "image scores")
-    y = _binary(y)
+    check_finite(s, "image scores")
+    y = binary(y)
     n_pos = int(y.sum())
     if n_pos == 0:
         return _undefined("image F1-max is undefined: the test set has no defective image"), float("nan")
@@ -156,12 +116,56 @@ class PixelCurves:
     n_anomalous: int
     n_regions: int
 
+    def roc(self) -> tuple[np.ndarray, np.ndarray]:
+        """(FPR, TPR) from (0, 0) to (1, 1)."""
+        return (
+            np.concatenate(([0.0], self.fp / max(self.n_normal, 1))),
+            np.concatenate(([0.0], self.tp / max(self.n_anomalous, 1))),
+        )
+
+    def auroc(self) -> float:
+        """Pixel AUROC, NaN with a warning when either class is missing."""
+        if self.n_anomalous == 0 or self.n_normal == 0:
+            return _undefined("pixel AUROC is undefined: the test masks need both normal and defective pixels")
+        fpr, tpr = self.roc()
+        return float(np.trapezoid(tpr, fpr))
+
+    def pro_curve(self, fpr_limit: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(FPR, PRO) from (0, 0); with a limit, cut there and the PRO interpolated at exactly it."""
+        fpr = np.concatenate(([0.0], self.fp / max(self.n_normal, 1)))
+        pro = np.concatenate(([0.0], self.pro))
+        if fpr_limit is None:
+            return fpr, pro
+        k = int(np.searchsorted(fpr, fpr_limit, side="right"))  # fpr[:k] <= limit; fpr[-1] == 1
+        if k < fpr.size and fpr[k - 1] < fpr_limit:
+            t = (fpr_limit - fpr[k - 1]) / (fpr[k] - fpr[k - 1])
+            return (
+                np.append(fpr[:k], fpr_limit),
+                np.append(pro[:k], pro[k - 1] + t * (pro[k] - pro[k - 1])),
+            )
+        return fpr[:k], pro[:k]
+
+    def aupro(self, fpr_limit: float = 0.3) -> float:
+        """Area under the PRO curve to ``fpr_limit`` divided by it; NaN with a warning if undefined."""
+        _check_fpr_limit(fpr_limit)
+        if self.n_regions == 0:
+            return _undefined("AUPRO is undefined: the test masks contain no defect region")
+        if self.n_normal == 0:
+            return _undefined("AUPRO is undefined: the test masks contain no normal pixel")
+        fpr, pro = self.pro_curve(fpr_limit)
+        return float(np.trapezoid(pro, fpr) / fpr_limit)
+
+
+def _check_fpr_limit(fpr_limit: float) -> None:
+    if not 0.0 < fpr_limit <= 1.0:
+        raise ConfigError(f"fpr_limit={fpr_limit}: must be in (0, 1]; the MVTec protocol uses 0.3")
+
 
 def pixel_curves(maps: Any, masks: Any) -> PixelCurves:
     """Sort all pixels once and accumulate FP, TP and per-region overlap per threshold."""
-    m, g = _as_maps(maps, "anomaly maps"), _binary(_as_maps(masks, "ground-truth masks"))
+    m, g = as_maps(maps, "anomaly maps"), binary(as_maps(masks, "ground-truth masks"))
     _check_pair(m, g)
-    _check_finite(m, "anomaly maps")
+    check_finite(m, "anomaly maps")
     regions, n_regions = ndimage.label(g, structure=_EIGHT_CONNECTED_2D)
     regions = regions.reshape(-1)
     sizes = np.bincount(regions, minlength=n_regions + 1)
@@ -194,46 +198,9 @@ def pixel_curves(maps: Any, masks: Any) -> PixelCurves:
     return PixelCurves(fp, tp, pro, n_normal, int(flat.size - n_normal), int(n_regions))
 
 
-def _pixel_auroc_from(c: PixelCurves) -> float:
-    if c.n_anomalous == 0 or c.n_normal == 0:
-        return _undefined("pixel AUROC is undefined: the test masks need both normal and defective pixels")
-    fpr = np.concatenate(([0.0], c.fp / c.n_normal))
-    tpr = np.concatenate(([0.0], c.tp / c.n_anomalous))
-    return float(np.trapezoid(tpr, fpr))
-
-
-def _pro_curve_from(c: PixelCurves, fpr_limit: float | None) -> tuple[np.ndarray, np.ndarray]:
-    fpr = np.concatenate(([0.0], c.fp / c.n_normal))
-    pro = np.concatenate(([0.0], c.pro))
-    if fpr_limit is None:
-        return fpr, pro
-    k = int(np.searchsorted(fpr, fpr_limit, side="right"))  # fpr[:k] <= limit; fpr[-1] == 1
-    if k < fpr.size and fpr[k - 1] < fpr_limit:
-        t = (fpr_limit - fpr[k - 1]) / (fpr[k] - fpr[k - 1])
-        return (
-            np.append(fpr[:k], fpr_limit),
-            np.append(pro[:k], pro[k - 1] + t * (pro[k] - pro[k - 1])),
-        )
-    return fpr[:k], pro[:k]
-
-
-def _check_fpr_limit(fpr_limit: float) -> None:
-    if not 0.0 < fpr_limit <= 1.0:
-        raise ConfigError(f"fpr_limit={fpr_limit}: must be in (0, 1]; the MVTec protocol uses 0.3")
-
-
-def _aupro_from(c: PixelCurves, fpr_limit: float) -> float:
-    if c.n_regions == 0:
-        return _undefined("AUPRO is undefined: the test masks contain no defect region")
-    if c.n_normal == 0:
-        return _undefined("AUPRO is undefined: the test masks contain no normal pixel")
-    fpr, pro = _pro_curve_from(c, fpr_limit)
-    return float(np.trapezoid(pro, fpr) / fpr_limit)
-
-
 def pixel_auroc(maps: Any, masks: Any) -> float:
     """AUROC over all pixels of all images (maps [N,H,W] or [N,1,H,W], masks binary)."""
-    return _pixel_auroc_from(pixel_curves(maps, masks))
+    return pixel_curves(maps, masks).auroc()
 
 
 def pro_curve(maps: Any, masks: Any, fpr_limit: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -243,7 +210,7 @@ def pro_curve(maps: Any, masks: Any, fpr_limit: float | None = None) -> tuple[np
     c = pixel_curves(maps, masks)
     if c.n_regions == 0 or c.n_normal == 0:
         raise DataError("PRO curve: the test masks need both normal pixels and at least one defect region")
-    return _pro_curve_from(c, fpr_limit)
+    return c.pro_curve(fpr_limit)
 
 
 def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
@@ -253,30 +220,30 @@ def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
     of all images; PRO averages the overlap of every region.
     """
     _check_fpr_limit(fpr_limit)
-    return _aupro_from(pixel_curves(maps, masks), fpr_limit)
+    return pixel_curves(maps, masks).aupro(fpr_limit)
 
 
 def roc_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     """(FPR, TPR) at every distinct threshold from (0, 0), for image scores or flattened maps."""
-    s, y = _as_vector(scores, "scores"), _binary(_as_vector(labels, "labels"))
+    s, y = as_vector(scores, "scores"), binary(as_vector(labels, "labels"))
     _check_labels(s, y)
     c = pixel_curves(s.reshape(1, 1, -1), y.reshape(1, 1, -1))
     if c.n_anomalous == 0 or c.n_normal == 0:
         raise DataError("ROC curve: the labels need both normal and anomalous samples")
-    return np.concatenate(([0.0], c.fp / c.n_normal)), np.concatenate(([0.0], c.tp / c.n_anomalous))
+    return c.roc()
 
 
 def compute_metrics(maps: Any, scores: Any, masks: Any, labels: Any, fpr_limit: float = 0.3) -> dict[str, float]:
     """All four test metrics as fractions; pixel AUROC and AUPRO share one sort of the pixels."""
     _check_fpr_limit(fpr_limit)
-    m = _as_maps(maps, "anomaly maps")
-    s = _as_vector(scores, "image scores")
+    m = as_maps(maps, "anomaly maps")
+    s = as_vector(scores, "image scores")
     if s.size != m.shape[0]:
         raise DataError(f"got {m.shape[0]} anomaly maps but {s.size} image scores; pass one score per map")
     curves = pixel_curves(m, masks)
     return {
         "image_auroc": image_auroc(s, labels),
-        "pixel_auroc": _pixel_auroc_from(curves),
-        "aupro": _aupro_from(curves, fpr_limit),
+        "pixel_auroc": curves.auroc(),
+        "aupro": curves.aupro(fpr_limit),
         "f1_max": f1_max(s, labels),
     }

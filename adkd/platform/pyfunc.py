@@ -1,0 +1,163 @@
+"""The registered MLflow model: a pyfunc over the exported ONNX graph that takes encoded images.
+
+``mlflow.pyfunc.load_model("models:/adkd-<category>/<version>").predict(df)`` and
+``mlflow models serve`` accept a DataFrame with an ``image`` column of base64 PNG/JPEG strings
+(``data:`` URLs too), raw bytes or uint8 arrays, and return one row per image: ``image_score``,
+``normalized_score`` (0.5 = threshold), ``anomalous``, ``threshold``, ``resized`` and, unless the
+``return_maps`` param is false, ``anomaly_map`` as nested lists.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from adkd.errors import DataError
+
+ONNX_ARTIFACT = "onnx_model"
+
+
+def _decode(value: Any, size: int) -> tuple[np.ndarray, bool]:
+    """One image as uint8 [size, size, 3] RGB and whether it had to be resized or converted."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] == 3:
+        img = Image.fromarray(value)
+    else:
+        if isinstance(value, str):
+            text = value.split(",", 1)[1] if value.startswith("data:") else value
+            try:
+                value = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise DataError(
+                    "input 'image' is not base64: send PNG/JPEG bytes base64-encoded (or a data: URL)"
+                ) from None
+        if not isinstance(value, (bytes, bytearray)):
+            raise DataError(
+                f"input 'image' has type {type(value).__name__}; send base64 PNG/JPEG strings, bytes or "
+                "uint8 [H,W,3] arrays"
+            )
+        try:
+            img = Image.open(io.BytesIO(value))
+            img.load()
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"input 'image' cannot be decoded as an image ({exc}); send PNG or JPEG") from None
+    changed = img.mode != "RGB" or img.size != (size, size)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8), changed
+
+
+def _images(model_input: Any) -> list[Any]:
+    if isinstance(model_input, pd.DataFrame):
+        if "image" in model_input.columns:
+            return list(model_input["image"])
+        if model_input.shape[1] == 1:
+            return list(model_input.iloc[:, 0])
+        raise DataError(f"input has columns {list(model_input.columns)}; send one column named 'image'")
+    if isinstance(model_input, dict):
+        if "image" not in model_input:
+            raise DataError(f"input has keys {list(model_input)}; send one key named 'image'")
+        value = model_input["image"]
+        return list(value) if isinstance(value, (list, tuple, np.ndarray)) and not _is_single(value) else [value]
+    if isinstance(model_input, np.ndarray):
+        return [model_input] if _is_single(model_input) else list(model_input)
+    if isinstance(model_input, (list, tuple)):
+        return list(model_input)
+    return [model_input]
+
+
+def _is_single(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim == 3
+
+
+class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
+    """Decode → ONNX graph (resize, normalise, model, scores inside) → one row per image."""
+
+    def load_context(self, context: Any) -> None:
+        self.load(context.artifacts[ONNX_ARTIFACT])
+
+    def load(self, onnx_path: str | Path) -> OnnxAnomalyModel:
+        import onnxruntime as ort
+
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(str(onnx_path), providers=providers)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.image_size = int(meta["image_size"])
+        self.thresholds = json.loads(meta.get("thresholds", "{}"))
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        return self
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        params = params or {}
+        return_maps = bool(params.get("return_maps", True))
+        batch_size = int(params.get("batch_size", 8))
+        decoded = [_decode(v, self.image_size) for v in _images(model_input)]
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(decoded), batch_size):
+            chunk = decoded[start : start + batch_size]
+            batch = np.stack([img for img, _ in chunk])
+            outputs = dict(zip(self.output_names, self.session.run(None, {self.input_name: batch})))
+            for i, (_, resized) in enumerate(chunk):
+                norm = float(outputs["normalized_score"][i])
+                row = {
+                    "image_score": float(outputs["image_score"][i]),
+                    "normalized_score": norm,
+                    "anomalous": bool(float(outputs["image_score"][i]) > self.thresholds.get("image", np.inf)),
+                    "threshold": float(self.thresholds.get("image", np.nan)),
+                    "resized": resized,
+                }
+                if return_maps:
+                    row["anomaly_map"] = outputs["anomaly_map"][i, 0].astype(np.float32).tolist()
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def encode_png(image: np.ndarray) -> str:
+    """A uint8 [H,W,3] array as a base64 PNG string (what the served model accepts)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def signature_and_example(image_size: int) -> tuple[Any, pd.DataFrame]:
+    """Input/param signature of the pyfunc and a one-image input example (a grey PNG)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "image")]),
+        outputs=Schema(
+            [
+                ColSpec("double", "image_score"),
+                ColSpec("double", "normalized_score"),
+                ColSpec("boolean", "anomalous"),
+                ColSpec("double", "threshold"),
+                ColSpec("boolean", "resized"),
+            ]
+        ),
+        params=ParamSchema([ParamSpec("return_maps", "boolean", True), ParamSpec("batch_size", "long", 8)]),
+    )
+    grey = np.full((image_size, image_size, 3), 128, dtype=np.uint8)
+    return signature, pd.DataFrame({"image": [encode_png(grey)]})
+
+
+def pip_requirements() -> list[str]:
+    """Pinned runtime requirements of the pyfunc (stated, so MLflow does not infer them in a subprocess)."""
+    from importlib.metadata import version
+
+    names = ("mlflow", "onnxruntime", "numpy", "pandas", "pillow")
+    return [f"{name}=={version(name)}" for name in names]

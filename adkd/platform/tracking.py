@@ -713,3 +713,58 @@ def log_pyfunc_model(onnx_path: Path, run_id: str) -> Any:
         metadata={k: meta[k] for k in ("model", "backbone", "category", "image_size") if k in meta},
         run_id=run_id,
     )
+
+
+# --------------------------------------------------------------------------- single-command use
+
+
+class StandaloneTracker(NullCallback):
+    """A session of its own around one category (``adkd train``): opened now, closed at ``on_end``.
+
+    Creating it checks the tracking store, so an unreachable server fails the command before training.
+    A finished training whose export or tracking failed raises at ``on_end`` so the command fails too.
+    """
+
+    def __init__(self, session: TrackingSession, category: str, preset: str | None = None) -> None:
+        self.session = session
+        session.start_parent()
+        self.tracker = session.child(category, preset=preset)
+        self.summary: TrackingSummary | None = None
+
+    @classmethod
+    def for_config(cls, config: Any) -> NullCallback:
+        """Tracking for a TrainConfig with the default settings; a no-op when ADKD_TRACKING=off."""
+        import os
+
+        from adkd.platform.settings import load_settings
+
+        if os.environ.get("ADKD_TRACKING", "").lower() in ("off", "0", "false", "no"):
+            return NullCallback()
+        settings = load_settings()
+        session = TrackingSession.from_settings(settings, config.data, command="train")
+        return cls(session, config.category, preset=getattr(config, "preset", None))
+
+    def on_start(self, config: dict[str, Any]) -> None:
+        self.tracker.on_start(config)
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.tracker.on_epoch_end(epoch, metrics)
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None:
+        self.tracker.on_checkpoint(path, epoch)
+
+    def on_artifact(self, path: Path, kind: str) -> None:
+        self.tracker.on_artifact(path, kind)
+
+    def on_end(self, result: TrainResult) -> None:
+        from rich.console import Console
+
+        self.tracker.on_end(result)
+        self.summary = self.session.finish()
+        console = Console(stderr=True)
+        console.print(self.summary.message, highlight=False)
+        version = self.summary.registered.get(self.tracker.category)
+        if version:
+            console.print(f"registered {registered_name(self.tracker.category)} version {version}", highlight=False)
+        if result.status == "FINISHED" and self.tracker.status == "FAILED":
+            raise AdkdError(f"{self.tracker.category}: {self.tracker.error}")

@@ -1,0 +1,63 @@
+"""`adkd ui`: the MLflow UI on 127.0.0.1 over the configured tracking store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from adkd.errors import ServiceError
+
+console = Console()
+
+
+def ui(
+    port: int = typer.Option(5000, "--port", help="Port of the UI."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (127.0.0.1 keeps it on this machine)."),
+    config_file: Path | None = typer.Option(None, "--config", help="adkd.toml with tracking_uri / runs_dir."),
+) -> None:
+    """Start `mlflow ui` over the configured store and print its URL (Ctrl-C stops it)."""
+    from adkd.platform.mlflow_client import is_remote, redact_uri
+    from adkd.platform.settings import load_settings
+
+    settings = load_settings(config_file)
+    uri = settings.resolved_tracking_uri
+    if is_remote(uri):
+        # A tracking server serves its own UI.
+        console.print(f"MLflow UI: {redact_uri(uri)}")
+        return
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        settings.resolved_artifact_location,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    try:
+        proc = subprocess.Popen(cmd)
+    except OSError as exc:
+        raise ServiceError(
+            f"cannot start `mlflow ui` ({exc.strerror}); is mlflow installed in this environment?"
+        ) from None
+    console.print(f"MLflow UI: http://{host}:{port}  (store {uri}; Ctrl-C to stop)", highlight=False)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=20)
+        return
+    if code != 0:
+        raise ServiceError(f"`mlflow ui` exited with code {code}; is port {port} free? try --port")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ui")(ui)

@@ -299,3 +299,28 @@ def test_cli_offline_is_one_line_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot download") and "ADKD_MVTEC_URL" in lines[0]
+
+
+SHARED_BOTTLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mvtec_ad_256" / "bottle"
+
+
+@pytest.mark.skipif(not SHARED_BOTTLE.is_dir(), reason="shared MVTec AD bottle (../shared/data) not present")
+def test_real_bottle_archive_survives_a_cut_and_round_trips(file_server: FileServer, tmp_path: Path) -> None:
+    # All test images and masks plus 40 training images: the real files, at a packing cost a 2-core CI can pay.
+    train = sorted((SHARED_BOTTLE / "train" / "good").glob("*.png"))[:40]
+    keep = [p for p in SHARED_BOTTLE.rglob("*") if p.is_file() and "train" not in p.relative_to(SHARED_BOTTLE).parts]
+    keep += train
+    archive = file_server.root / "bottle.tar.xz"
+    with tarfile.open(archive, "w:xz", preset=0) as tar:
+        for path in sorted(keep):
+            tar.add(path, arcname=f"bottle/{path.relative_to(SHARED_BOTTLE).as_posix()}")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    size = archive.stat().st_size
+    file_server.cut_after["bottle.tar.xz"] = size * 2 // 5
+    root = tmp_path / "mvtec"
+    download_mvtec(root, ["bottle"], url_base=file_server.url, checksums={"bottle": digest}, retries=1)
+    assert [e["status"] for e in file_server.log] == [200, 206]
+    original = {p.relative_to(SHARED_BOTTLE): p for p in keep}
+    copied = {p.relative_to(root / "bottle"): p for p in (root / "bottle").rglob("*") if p.is_file()}
+    assert sorted(copied) == sorted(original) and len(copied) > 150
+    assert all(copied[k].read_bytes() == original[k].read_bytes() for k in original)

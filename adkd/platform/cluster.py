@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from adkd.errors import AdkdError, ConfigError, ServiceError
 from adkd.pipelines.train.callbacks import NullCallback, TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
-from adkd.platform.progress import ProgressBoard, ResultRow, results_table, write_results
+from adkd.platform.progress import ProgressBoard, ResultRow, write_results
 
 log = logging.getLogger(__name__)
 
@@ -217,13 +217,14 @@ def _engine(spec: str | None) -> Callable[..., TrainResult]:
     return getattr(importlib.import_module(module), name)
 
 
-def _local_data(config: TrainConfig) -> TrainConfig:
+def _local_data(config: TrainConfig, loop_config: dict[str, Any]) -> TrainConfig:
     """Data on s3:// is synced into this node's cache first: workers never rely on the driver's disk."""
     if not config.data.startswith("s3://"):
         return config
     from adkd.platform.s3 import resolve_data_root
 
-    root = resolve_data_root(config.data, categories=[config.category])
+    cache = Path(loop_config.get("cache_dir") or Path.home() / ".cache" / "adkd")
+    root = resolve_data_root(config.data, cache, loop_config.get("s3_endpoint_url"), categories=[config.category])
     return config.model_copy(update={"data": str(root)})
 
 
@@ -265,7 +266,7 @@ def category_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     reporter = _RayReporter(hub, category, rank, attempt)
     reporter._push("worker", resume=resume, world_size=context.get_world_size())
     try:
-        config = _local_data(config)
+        config = _local_data(config, loop_config)
         result = _engine(loop_config.get("engine"))(config, [reporter], resume=resume)
     except AdkdError as exc:
         # Bad data or settings: retrying cannot help, so it is a result, not a crash.
@@ -304,15 +305,13 @@ class RunSink(Protocol):
 
     def callback(self, category: str) -> TrainCallback: ...
 
-    def finish_category(self, result: TrainResult) -> str | None:
-        """Close the category's run; return the registered model version (or None)."""
+    def end(self, results: list[TrainResult]) -> dict[str, str]:
+        """Close the runs; return the registered model version of each category that has one."""
         ...
-
-    def end(self, results: list[TrainResult]) -> None: ...
 
 
 class NullSink:
-    """A sink that records nothing (``--no-tracking`` and unit checks)."""
+    """A sink that records nothing (``--no-tracking``)."""
 
     def start(self, configs: dict[str, TrainConfig]) -> None:
         return None
@@ -320,11 +319,32 @@ class NullSink:
     def callback(self, category: str) -> TrainCallback:
         return NullCallback()
 
-    def finish_category(self, result: TrainResult) -> str | None:
-        return None
+    def end(self, results: list[TrainResult]) -> dict[str, str]:
+        return {}
 
-    def end(self, results: list[TrainResult]) -> None:
-        return None
+
+class TrackingSink:
+    """MLflow through ``adkd.platform.tracking.TrackingSession``: a parent run, a child run per category.
+
+    The session's per-category trackers receive the events the driver replays from the workers;
+    the tracker of a finished category exports ONNX, logs the models and registers a version.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.summary: Any = None
+        self.presets: dict[str, str] = {}
+
+    def start(self, configs: dict[str, TrainConfig]) -> None:
+        self.presets = {c: cfg.preset for c, cfg in configs.items()}
+        self.session.start_parent()
+
+    def callback(self, category: str) -> TrainCallback:
+        return self.session.child(category, preset=self.presets.get(category))
+
+    def end(self, results: list[TrainResult]) -> dict[str, str]:
+        self.summary = self.session.finish()
+        return {c: str(v) for c, v in (self.summary.registered or {}).items()}
 
 
 @dataclass
@@ -485,6 +505,8 @@ def run_all_categories(
     live: bool = True,
     verbose: bool = False,
     engine: str | None = None,
+    s3_endpoint_url: str | None = None,
+    cache_dir: str | None = None,
 ) -> AllCategoriesResult:
     """Train every config (one per category) concurrently on Ray; one category's failure spares the rest.
 
@@ -536,6 +558,8 @@ def run_all_categories(
                 "run_id": run_id,
                 "train_config": state.config.model_dump(mode="json"),
                 "engine": engine,
+                "s3_endpoint_url": s3_endpoint_url,
+                "cache_dir": cache_dir,
             },
             scaling_config=ScalingConfig(
                 num_workers=resources.workers,
@@ -561,7 +585,6 @@ def run_all_categories(
         thread.start()
 
     results: dict[str, TrainResult] = {}
-    versions: dict[str, str | None] = {}
 
     def pump() -> None:
         for event in ray.get(hub.drain.remote()):
@@ -574,7 +597,6 @@ def run_all_categories(
                     driver.dispatch(event)
                 result = _finish(category, state, run_dir, started)
                 board.on_end(category, result.status)
-                versions[category] = _register(sink, result)
                 results[category] = result
 
     if live:
@@ -590,7 +612,11 @@ def run_all_categories(
             time.sleep(POLL_S)
 
     ordered = [results[c] for c in names]
-    _safe(sink.end, ordered)
+    try:
+        versions = sink.end(ordered) or {}
+    except Exception:
+        log.warning("closing the tracking runs failed", exc_info=True)
+        versions = {}
     rows = [
         ResultRow(
             category=r.category,
@@ -671,12 +697,3 @@ def _finish(category: str, state: _CategoryState, run_dir: Path, started: float)
         result.duration_s = duration
     _safe(state.callback.on_end, result)
     return result
-
-
-def _register(sink: RunSink, result: TrainResult) -> str | None:
-    try:
-        version = sink.finish_category(result)
-    except Exception:
-        log.warning("finishing the MLflow run of %s failed", result.category, exc_info=True)
-        return None
-    return None if version is None else str(version)

@@ -172,7 +172,7 @@ def pixel_curves(maps: Any, masks: Any) -> PixelCurves:
     n_normal = int(sizes[0])
 
     flat = m.reshape(-1)
-    if flat.dtype.itemsize <= 4 or np.array_equal(flat.astype(np.float32), flat):
+    if np.can_cast(flat.dtype, np.float32) or np.array_equal(flat.astype(np.float32), flat):
         # One uint64 per pixel: score key in the high half, region id in the low half.
         packed = np.empty(flat.size, dtype=np.uint64)
         halves = packed.view(np.uint32).reshape(-1, 2)

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from adkd.errors import DataError
 from adkd.pipelines.evaluate.arrays import as_maps, as_vector, binary
-from adkd.pipelines.evaluate.metrics import f1_max_threshold, pixel_curves, roc_curve
+from adkd.pipelines.evaluate.metrics import PixelCurves, f1_max_threshold, pixel_curves, roc_curve
 
 _MAX_CURVE_POINTS = 4000  # pixel curves have millions of points; a PNG needs a few thousand
 
@@ -44,9 +44,18 @@ def _has_both(labels: np.ndarray) -> bool:
 
 
 def plot_roc_curves(
-    image_scores: Any, image_labels: Any, maps: Any, masks: Any, out_dir: Path, name: str = "roc.png"
+    image_scores: Any,
+    image_labels: Any,
+    maps: Any,
+    masks: Any,
+    out_dir: Path,
+    name: str = "roc.png",
+    curves: PixelCurves | None = None,
 ) -> Path:
-    """Image-level and pixel-level ROC curves in one figure; an undefined curve is noted instead."""
+    """Image-level and pixel-level ROC curves in one figure; an undefined curve is noted instead.
+
+    ``curves`` (from ``pixel_curves(maps, masks)``) saves sorting the pixels again.
+    """
     fig = Figure(figsize=(5.5, 5))
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="0.7", linestyle=":", linewidth=1)
@@ -57,10 +66,9 @@ def plot_roc_curves(
         ax.plot(fpr, tpr, label=f"image  AUROC {100 * np.trapezoid(tpr, fpr):.1f}%", drawstyle="default")
     else:
         notes.append("image ROC undefined (needs good and defective images)")
-    m, g = as_maps(maps, "anomaly maps"), binary(as_maps(masks, "ground-truth masks"))
-    if _has_both(g):
-        fpr, tpr = roc_curve(m.reshape(-1), g.reshape(-1))
-        ax.plot(*_thin(fpr, tpr), label=f"pixel  AUROC {100 * np.trapezoid(tpr, fpr):.1f}%")
+    curves = curves or pixel_curves(maps, masks)
+    if curves.n_anomalous and curves.n_normal:
+        ax.plot(*_thin(*curves.roc()), label=f"pixel  AUROC {100 * curves.auroc():.1f}%")
     else:
         notes.append("pixel ROC undefined (needs defect pixels)")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate")
@@ -73,11 +81,18 @@ def plot_roc_curves(
     return _save(fig, Path(out_dir) / name)
 
 
-def plot_pro_curve(maps: Any, masks: Any, out_dir: Path, fpr_limit: float = 0.3, name: str = "pro.png") -> Path:
+def plot_pro_curve(
+    maps: Any,
+    masks: Any,
+    out_dir: Path,
+    fpr_limit: float = 0.3,
+    name: str = "pro.png",
+    curves: PixelCurves | None = None,
+) -> Path:
     """PRO against FPR over the whole range, the integration limit marked and its area shaded."""
     fig = Figure(figsize=(5.5, 5))
     ax = fig.add_subplot()
-    curves = pixel_curves(maps, masks)
+    curves = curves or pixel_curves(maps, masks)
     if curves.n_regions and curves.n_normal:
         fpr, pro = curves.pro_curve()
         cut_fpr, cut_pro = curves.pro_curve(fpr_limit)
@@ -210,8 +225,9 @@ def write_evaluation_plots(
     fpr_limit: float = 0.3,
 ) -> list[Path]:
     """ROC, PRO and overlay PNGs for one evaluated test set; returns the written paths."""
+    curves = pixel_curves(maps, masks)
     return [
-        plot_roc_curves(scores, labels, maps, masks, out_dir),
-        plot_pro_curve(maps, masks, out_dir, fpr_limit=fpr_limit),
+        plot_roc_curves(scores, labels, maps, masks, out_dir, curves=curves),
+        plot_pro_curve(maps, masks, out_dir, fpr_limit=fpr_limit, curves=curves),
         *plot_overlays(images, maps, masks, scores, labels, out_dir, pixel_threshold, image_threshold, count, names),
     ]

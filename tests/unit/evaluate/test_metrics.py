@@ -296,3 +296,10 @@ def test_bad_inputs_raise_clear_errors() -> None:
         compute_metrics(maps, maps.max(axis=(1, 2))[:-1], masks, [0, 1, 1, 1, 1])
     with pytest.raises(DataError, match="labels"):
         image_auroc([0.1, 0.2], [0, 1, 1])
+
+
+def test_integer_maps_beyond_float32_precision_stay_exact() -> None:
+    maps = np.array([[[2**25 + 1, 2**25, 3, 2**25]]], dtype=np.int32)  # 2**25 + 1 is not a float32
+    masks = np.array([[[1, 0, 0, 0]]], dtype=np.uint8)
+    assert pixel_auroc(maps, masks) == 1.0
+    assert aupro(maps, masks) == 1.0

@@ -1,0 +1,132 @@
+"""`adkd tune`: search the FMM mask rate λ and the loss weight α per category with Ray Tune."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _categories(data: str, category: str | None, all_categories: bool) -> list[str]:
+    from adkd.errors import ConfigError
+
+    if bool(category) == all_categories:
+        raise ConfigError("pass exactly one of --category NAME and --all-categories")
+    if category:
+        return [category]
+    from adkd.pipelines.data.mvtec import discover_categories
+
+    return discover_categories(Path(data))
+
+
+def _lr_range(text: str | None) -> tuple[float, float] | None:
+    from adkd.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--tune-lr {text!r}: write LOW,HIGH, e.g. 1e-4,1e-2") from None
+    if not 0 < low < high:
+        raise ConfigError(f"--tune-lr {text!r}: need 0 < LOW < HIGH")
+    return low, high
+
+
+def _table(summary) -> Table:
+    table = Table(title=f"adkd tune {summary.model}/{summary.category}: val {summary.objective} (synthetic defects)")
+    table.add_column("trial")
+    for name in summary.best.params:
+        table.add_column(name, justify="right")
+    table.add_column(f"val {summary.objective}", justify="right")
+    table.add_column("epochs", justify="right")
+    table.add_column("status")
+    for row in summary.trials:
+        mark = " *" if row is summary.best else ""
+        values = [f"{row.params[n]:.4g}" for n in summary.best.params]
+        obj = "n/a" if row.objective != row.objective else f"{100 * row.objective:.2f} %"
+        table.add_row(row.trial_id + mark, *values, obj, str(row.epochs), row.status)
+    return table
+
+
+def tune(
+    data: str = typer.Option(..., "--data", "-d", help="Data root (MVTec layout): a folder or s3://bucket/prefix."),
+    model: str = typer.Option("mrkd", "--model", "-m", help="mrkd (λ and α) or stfpm-ae (α)."),
+    category: str = typer.Option(None, "--category", "-c", help="One category to tune."),
+    all_categories: bool = typer.Option(False, "--all-categories", help="Tune every category under --data."),
+    preset: str = typer.Option("cpu-smoke", "--preset", "-p", help="Base training preset of every trial."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a base setting: key=value."),
+    config_file: Path = typer.Option(None, "--config", help="adkd.toml with [train] and [tune.space] tables."),
+    num_samples: int = typer.Option(8, "--num-samples", min=1, help="Trials per category."),
+    max_concurrent: int = typer.Option(None, "--max-concurrent", min=1, help="Trials running at once."),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Epochs per trial (ASHA may stop it sooner)."),
+    search: str = typer.Option("random", "--search", help="random or bayes (Optuna TPE)."),
+    objective: str = typer.Option("pixel_auroc", "--objective", help="pixel_auroc, image_auroc or aupro."),
+    tune_lr: str = typer.Option(None, "--tune-lr", help="Also search the learning rate: LOW,HIGH (log-uniform)."),
+    register_best: bool = typer.Option(False, "--register-best", help="Register the best trial's model."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address (default: local Ray)."),
+    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", min=0.1),
+    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", min=0.0),
+    out: Path = typer.Option(None, "--out", "-o", help="Tune folder (default adkd-runs/tune)."),
+) -> None:
+    """Tune λ and α on held-out normal images with synthetic defects; the test split scores only the best."""
+    from adkd.cli.train_cmd import local_data, resolve_cli_config
+    from adkd.platform.cluster import connect
+    from adkd.platform.settings import load_settings
+    from adkd.platform.tracking import TrackingSession
+    from adkd.platform.tune import log_to_mlflow, parse_space, run_tune, set_line
+
+    settings_file = config_file if config_file is not None and config_file.suffix == ".toml" else None
+    settings = load_settings(settings_file, ray_address=address)
+    space = parse_space(model, settings.tune.get("space"), _lr_range(tune_lr))
+    local = local_data(data)
+    categories = _categories(local, category, all_categories)
+    session = TrackingSession.from_settings(settings, local, "tune", register=register_best, params={"model": model})
+    session.start_parent()
+    connect(settings.ray_address)
+    status = "FINISHED"
+    try:
+        for cat in categories:
+            base = resolve_cli_config(model, preset, cat, local, set_, config_file, None, False)
+            summary = run_tune(
+                base,
+                num_samples=num_samples,
+                max_concurrent=max_concurrent,
+                epochs=epochs,
+                search=search,
+                objective=objective,
+                space=space,
+                cpus_per_trial=cpus_per_trial,
+                gpus_per_trial=gpus_per_trial,
+                out_dir=out or settings.runs_dir / "tune",
+            )
+            log_to_mlflow(session, summary)
+            console.print(_table(summary))
+            test = summary.best_test_metrics
+            shown = ", ".join(
+                f"{k.removeprefix('test/')} {100 * v:.2f} %"
+                for k, v in test.items()
+                if k in ("test/image_auroc", "test/pixel_auroc", "test/aupro")
+            )
+            console.print(f"best trial {summary.best.trial_id}: test split (reported, not used to choose): {shown}")
+            console.print(
+                f"train it with: adkd train --category {cat} --model {model} --preset {preset} "
+                f"{set_line(summary.best.params)}"
+            )
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        result = session.finish(status=status)
+        console.print(result.message)
+        if result.registered:
+            for cat, version in result.registered.items():
+                console.print(f"registered adkd-{cat} version {version}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune)

@@ -1,0 +1,354 @@
+"""`adkd tune`: Ray Tune over the FMM mask rate λ and the loss weight α, scored without test labels.
+
+Each trial trains one configuration and, after every epoch, scores it on the held-out normal images
+(carved from train/good) painted with synthetic defects. ASHA stops weak trials early. Only the best
+trial is then evaluated on the test split, which never influences the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adkd.errors import ConfigError
+from adkd.pipelines.train.callbacks import NullCallback, TrainResult
+from adkd.pipelines.train.config import TrainConfig
+
+OBJECTIVES = ("pixel_auroc", "image_auroc", "aupro")
+TUNABLE_MODELS = ("mrkd", "stfpm-ae")
+
+# name -> (distribution, low, high); names map onto TrainConfig keys through PARAM_TARGETS.
+DEFAULT_SPACES: dict[str, dict[str, tuple[str, float, float]]] = {
+    "mrkd": {"mask_rate": ("uniform", 0.1, 0.9), "alpha": ("loguniform", 1e-2, 10.0)},
+    "stfpm-ae": {"alpha": ("loguniform", 1e-8, 1e-3)},
+}
+PARAM_TARGETS = {"mask_rate": "model_options.mask_rate", "alpha": "model_options.alpha", "lr": "optimizer.lr"}
+DISTRIBUTIONS = ("uniform", "loguniform")
+
+
+def parse_space(model: str, custom: dict[str, Any] | None = None, tune_lr: tuple[float, float] | None = None) -> dict:
+    """The search space: the model's default, replaced per parameter by the config file's [tune.space]."""
+    if model not in TUNABLE_MODELS:
+        raise ConfigError(f"--model {model}: adkd tune searches {' and '.join(TUNABLE_MODELS)} (λ and α)")
+    space = dict(DEFAULT_SPACES[model])
+    for name, spec in (custom or {}).items():
+        if name not in PARAM_TARGETS:
+            raise ConfigError(f"[tune.space] {name}: unknown parameter; use {', '.join(PARAM_TARGETS)}")
+        if name == "mask_rate" and model != "mrkd":
+            raise ConfigError(f"[tune.space] mask_rate applies to mrkd only, not {model}")
+        try:
+            dist, low, high = spec["type"], float(spec["low"]), float(spec["high"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(
+                f'[tune.space] {name}: write it as {{type = "uniform"|"loguniform", low = .., high = ..}}'
+            ) from None
+        if dist not in DISTRIBUTIONS or not low < high or (dist == "loguniform" and low <= 0):
+            raise ConfigError(f"[tune.space] {name}: need type in {DISTRIBUTIONS}, 0 < low < high for loguniform")
+        space[name] = (dist, low, high)
+    if tune_lr:
+        space["lr"] = ("loguniform", *tune_lr)
+    return space
+
+
+def to_ray_space(space: dict[str, tuple[str, float, float]]) -> dict[str, Any]:
+    from ray import tune
+
+    return {k: (tune.uniform if d == "uniform" else tune.loguniform)(lo, hi) for k, (d, lo, hi) in space.items()}
+
+
+def apply_params(base: dict[str, Any], params: dict[str, float]) -> dict[str, Any]:
+    """A copy of the config dict with each tuned parameter written where it belongs."""
+    out = json.loads(json.dumps(base))
+    for name, value in params.items():
+        *parents, leaf = PARAM_TARGETS[name].split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = float(value)
+    return out
+
+
+def set_line(params: dict[str, float]) -> str:
+    """The tuned values as a ready `--set` line for `adkd train`."""
+    return " ".join(f"--set {PARAM_TARGETS[k]}={v:.6g}" for k, v in sorted(params.items()))
+
+
+class ValidationObjective(NullCallback):
+    """After each epoch: score the model on validation images with synthetic defects, report to Tune."""
+
+    def __init__(self, objective: str, seed: int) -> None:
+        self.objective = objective
+        self.seed = seed
+        self._labelled: Any = None
+
+    def on_epoch_model(self, epoch: int, model: Any, runtime: Any, data: Any, config: TrainConfig) -> dict[str, float]:
+        from adkd.pipelines.data.synthetic_defects import with_synthetic_defects
+        from adkd.pipelines.evaluate.metrics import compute_metrics
+        from adkd.pipelines.train.engine import predict
+
+        if self._labelled is None:
+            if len(data.val) == 0:
+                raise ConfigError("adkd tune needs validation images: set val_fraction > 0")
+            self._labelled = with_synthetic_defects(data.val, seed=self.seed)
+        labelled = self._labelled
+        maps, scores = predict(model, labelled.images, runtime, config.eval_batch_size)
+        raw = compute_metrics(maps, scores, labelled.masks, labelled.labels)
+        return {f"val/{k}": float(v) for k, v in raw.items()}
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        from ray import tune
+
+        value = metrics.get(f"val/{self.objective}", float("nan"))
+        report = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        report.update({"objective": value if math.isfinite(value) else 0.0, "epoch": epoch})
+        tune.report(report)
+
+
+def trial_main(params: dict[str, float], base: dict[str, Any], objective: str, trials_dir: str) -> None:
+    """One trial, run by Ray Tune in a worker: train with the trial's parameters, report every epoch."""
+    from ray import tune
+
+    from adkd.pipelines.train.engine import train_category
+
+    trial_dir = Path(trials_dir) / tune.get_context().get_trial_id()
+    values = apply_params(base, params)
+    values["out_dir"] = str(trial_dir)
+    values["evaluate_test"] = False
+    config = TrainConfig.model_validate(values)
+    result = train_category(config, [ValidationObjective(objective, seed=config.seed + 1)])
+    if result.status != "FINISHED":
+        raise RuntimeError(f"trial failed: {result.error}")
+    (trial_dir / "trial_result.json").write_text(json.dumps(result.to_dict(), default=str))
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    params: dict[str, float]
+    objective: float
+    epochs: int
+    status: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: str | None = None
+
+
+@dataclass
+class TuneSummary:
+    category: str
+    model: str
+    objective: str
+    trials: list[TrialRow]
+    best: TrialRow
+    best_test_metrics: dict[str, float]
+    best_config: dict[str, Any]
+    out_dir: Path
+    duration_s: float
+    registered_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "category": self.category,
+            "model": self.model,
+            "objective": self.objective,
+            "best": self.best.__dict__,
+            "best_test_metrics": self.best_test_metrics,
+            "best_set_line": set_line(self.best.params),
+            "trials": [t.__dict__ for t in self.trials],
+            "duration_s": self.duration_s,
+            "registered_version": self.registered_version,
+        }
+
+
+def _rows(results: Any, params: list[str], trials_dir: Path) -> list[TrialRow]:
+    rows = []
+    for res in results:
+        df = res.metrics_dataframe
+        history = [] if df is None else df.to_dict("records")
+        objective = float(df["objective"].max()) if df is not None and "objective" in df else float("nan")
+        trial_id = str((res.metrics or {}).get("trial_id") or Path(res.path).name)
+        trial_dir = trials_dir / trial_id
+        model_pt = next(iter(sorted(trial_dir.rglob("model.pt"))), None) if trial_dir.is_dir() else None
+        rows.append(
+            TrialRow(
+                trial_id=trial_id,
+                params={p: float(res.config[p]) for p in params},
+                objective=objective,
+                epochs=len(history),
+                status="ERROR" if res.error else "TERMINATED",
+                history=[{k: v for k, v in h.items() if isinstance(v, int | float)} for h in history],
+                checkpoint=str(model_pt) if model_pt else None,
+            )
+        )
+    return sorted(rows, key=lambda r: -r.objective if math.isfinite(r.objective) else math.inf)
+
+
+def run_tune(
+    base: TrainConfig,
+    *,
+    num_samples: int = 8,
+    max_concurrent: int | None = None,
+    epochs: int | None = None,
+    search: str = "random",
+    objective: str = "pixel_auroc",
+    space: dict[str, tuple[str, float, float]] | None = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+    out_dir: Path = Path("adkd-runs/tune"),
+    grace_period: int = 1,
+    sink: Any = None,
+) -> TuneSummary:
+    """Run the search on the connected Ray; the caller connects Ray and supplies an MLflow sink."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"--objective {objective}: choose one of {', '.join(OBJECTIVES)}")
+    if base.val_fraction <= 0:
+        raise ConfigError("adkd tune scores trials on validation images: set val_fraction > 0 (e.g. 0.2)")
+    space = space or parse_space(base.model)
+    values = base.model_dump(mode="json")
+    if epochs is not None:
+        values["epochs"] = epochs
+    max_t = max(int(values["epochs"]), 1)
+    started = time.perf_counter()
+
+    search_alg = None
+    if search == "bayes":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(seed=base.seed)
+    elif search != "random":
+        raise ConfigError(f"--search {search}: choose random or bayes")
+    if search_alg is not None and max_concurrent:
+        search_alg = ConcurrencyLimiter(search_alg, max_concurrent=max_concurrent)
+
+    out_dir = out_dir.resolve()
+    name = f"{base.model}-{base.category}-{time.strftime('%Y%m%d-%H%M%S')}"
+    trials_dir = out_dir / name / "trials"
+    trainable = tune.with_parameters(trial_main, base=values, objective=objective, trials_dir=str(trials_dir))
+    trainable = tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=min(grace_period, max_t), reduction_factor=2)
+    callbacks = [sink.tune_callback()] if sink is not None and hasattr(sink, "tune_callback") else []
+    tuner = tune.Tuner(
+        trainable,
+        param_space=to_ray_space(space),
+        tune_config=tune.TuneConfig(
+            metric="objective",
+            mode="max",
+            num_samples=num_samples,
+            scheduler=scheduler,
+            search_alg=search_alg,
+            max_concurrent_trials=max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(out_dir),
+            callbacks=callbacks,
+            verbose=0,
+        ),
+    )
+    results = tuner.fit()
+    rows = _rows(results, list(space), trials_dir)
+    finished = [r for r in rows if math.isfinite(r.objective)]
+    if not finished:
+        errors = [str(res.error) for res in results if res.error][:3]
+        raise ConfigError(f"no trial of {base.model}/{base.category} finished an epoch: {' | '.join(errors)}")
+    best = finished[0]
+    best_config = apply_params(values, best.params)
+
+    test_metrics: dict[str, float] = {}
+    if best.checkpoint:
+        from adkd.pipelines.train.engine import evaluate_checkpoint
+
+        test_metrics = evaluate_checkpoint(
+            best.checkpoint, base.data, base.category, out_dir=Path(best.checkpoint).parent / "test-evaluation"
+        )
+    summary = TuneSummary(
+        category=base.category,
+        model=base.model,
+        objective=objective,
+        trials=rows,
+        best=best,
+        best_test_metrics=test_metrics,
+        best_config=best_config,
+        out_dir=out_dir,
+        duration_s=time.perf_counter() - started,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{base.model}-{base.category}-tune.json").write_text(
+        json.dumps(summary.to_dict(), indent=2, default=str)
+    )
+    return summary
+
+
+def result_from_best(summary: TuneSummary) -> TrainResult | None:
+    """A TrainResult for the best trial, for registering it like any trained model."""
+    if not summary.best.checkpoint:
+        return None
+    ckpt = Path(summary.best.checkpoint)
+    return TrainResult(
+        category=summary.category,
+        model=summary.model,
+        status="FINISHED",
+        run_dir=ckpt.parent,
+        metrics=summary.best_test_metrics,
+        checkpoint_path=ckpt,
+        epochs_run=summary.best.epochs,
+        config=summary.best_config,
+    )
+
+
+def log_to_mlflow(session: Any, summary: TuneSummary) -> None:
+    """A child run per trial under the session's parent run, all written from this (the driver) process.
+
+    The best trial's run is a full category run (test metrics, ONNX model, artifacts; registered when the
+    session registers); the others carry their parameters, per-epoch metrics and objective.
+    """
+    from mlflow.entities import Metric, Param
+
+    from adkd.platform.tracking import flatten, redact
+
+    client = session._client
+    best = summary.best
+    best_result = result_from_best(summary)
+    for trial in summary.trials:
+        tuned = {"tune": trial.params, "tune_trial": trial.trial_id}
+        if trial is best and best_result is not None:
+            tracker = session.child(summary.category)
+            tracker.on_start(summary.best_config | tuned | {"tune_best": True})
+            for row in trial.history:
+                tracker.on_epoch_end(int(row.get("epoch", 0)), row)
+            best_result.metrics = {**summary.best_test_metrics, "val/objective": trial.objective}
+            tracker.on_end(best_result)
+            continue
+        tags = {
+            "mlflow.parentRunId": session.parent_run_id,
+            "mlflow.runName": f"trial-{trial.trial_id}",
+            "category": summary.category,
+            "model": summary.model,
+            "tune.status": trial.status,
+        }
+        params = redact(flatten(apply_params(summary.best_config, trial.params) | tuned))
+
+        def create_and_log(trial: TrialRow = trial, tags: dict = tags, params: dict = params) -> None:
+            run_id = client.create_run(session.experiment_id, tags=tags).info.run_id
+            items = [Param(k[:250], str(v)[:6000]) for k, v in sorted(params.items())]
+            for start in range(0, len(items), 100):
+                client.log_batch(run_id, params=items[start : start + 100])
+            now = int(time.time() * 1000)
+            metrics = [
+                Metric(k, float(v), now, int(row.get("epoch", i)))
+                for i, row in enumerate(trial.history)
+                for k, v in row.items()
+                if (k.startswith(("val/", "train/")) or k == "objective") and math.isfinite(float(v))
+            ]
+            for start in range(0, len(metrics), 500):
+                client.log_batch(run_id, metrics=metrics[start : start + 500])
+            client.set_terminated(run_id, "FINISHED" if trial.status == "TERMINATED" else "FAILED")
+
+        session.writer.submit(f"trial run {trial.trial_id}", create_and_log)

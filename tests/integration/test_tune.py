@@ -1,0 +1,62 @@
+"""`adkd tune` end to end on local Ray: trials in MLflow, best params in the space, test split only for the best."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ADKD = str(Path(sys.executable).with_name("adkd"))
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tune-data") / "synth"
+    subprocess.run([ADKD, "data", "synth", str(root), "--categories", "disc", "--train", "20", "--test", "12"],
+                   check=True, capture_output=True)  # fmt: skip
+    return root
+
+
+def test_tune_four_trials_tracked_and_only_best_sees_test(synth_root: Path, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, ADKD_RUNS_DIR=str(tmp_path / "runs"), RAY_ADDRESS="")
+    env.pop("RAY_ADDRESS")
+    cmd = [ADKD, "tune", "--data", str(synth_root), "--category", "disc", "--model", "mrkd",
+           "--num-samples", "4", "--epochs", "2", "--max-concurrent", "2", "--set", "image_size=64"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "--set model_options.alpha=" in proc.stdout and "--set model_options.mask_rate=" in proc.stdout
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("synth")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.tags.get("command") == "tune"
+    assert len(trials) == 4
+    best = [r for r in trials if r.data.params.get("tune_best") == "True"]
+    assert len(best) == 1
+    for run in trials:
+        mask_rate = float(run.data.params["tune.mask_rate"])
+        alpha = float(run.data.params["tune.alpha"])
+        assert 0.1 <= mask_rate <= 0.9 and 1e-2 <= alpha <= 10.0
+        has_test = any(k.startswith("test/") for k in run.data.metrics)
+        assert has_test == (run is best[0]), "only the best trial may be evaluated on the test split"
+    assert 0.0 <= best[0].data.metrics["test/image_auroc"] <= 1.0
+    history = client.get_metric_history(best[0].info.run_id, "val/pixel_auroc")
+    assert len(history) >= 1
+
+    summaries = list((tmp_path / "runs" / "tune").glob("mrkd-disc-*-tune.json"))
+    assert len(summaries) == 1
+    summary = json.loads(summaries[0].read_text())
+    objectives = [t["objective"] for t in summary["trials"]]
+    assert objectives == sorted(objectives, reverse=True)
+    assert summary["best"]["objective"] == max(objectives)

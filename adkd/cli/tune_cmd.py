@@ -112,11 +112,10 @@ def tune(
                 for k, v in test.items()
                 if k in ("test/image_auroc", "test/pixel_auroc", "test/aupro")
             )
-            console.print(f"best trial {summary.best.trial_id}: test split (reported, not used to choose): {shown}")
-            console.print(
-                f"train it with: adkd train --category {cat} --model {model} --preset {preset} "
-                f"{set_line(summary.best.params)}"
-            )
+            best = f"best trial {summary.best.trial_id}: test split (reported, not used to choose): {shown}"
+            console.print(best, soft_wrap=True, highlight=False)
+            line = f"adkd train --category {cat} --model {model} --preset {preset} {set_line(summary.best.params)}"
+            console.print(f"train it with: {line}", soft_wrap=True, highlight=False)
     except BaseException:
         status = "FAILED"
         raise

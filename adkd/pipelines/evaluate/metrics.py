@@ -73,7 +73,7 @@ def f1_max_threshold(scores: Any, labels: Any) -> tuple[float, float]:
     n_pos = int(y.sum())
     if n_pos == 0:
         return _undefined("image F1-max is undefined: the test set has no defective image"), float("nan")
-    order = np.argsort(-s, kind="stable")
+    order = np.argsort(s, kind="stable")[::-1]  # not argsort(-s): unsigned scores would wrap
     s_sorted, tp = s[order], np.cumsum(y[order])
     ends = _tie_group_ends(s_sorted)
     tp = tp[ends].astype(np.float64)
@@ -182,7 +182,7 @@ def pixel_curves(maps: Any, masks: Any) -> PixelCurves:
         packed.sort()
         score_key, region = halves[:, high], halves[:, low]
     else:  # float64 scores that float32 would merge: exact but slower argsort
-        order = np.argsort(-flat, kind="stable")
+        order = np.argsort(flat, kind="stable")[::-1]
         score_key, region = flat[order], regions[order]
 
     ends = _tie_group_ends(score_key)

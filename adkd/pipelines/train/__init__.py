@@ -1,21 +1,31 @@
-"""Training and evaluation of one model on one category (no Ray, no MLflow)."""
+"""Training and evaluation of one model on one category (no Ray, no MLflow).
 
-from adkd.pipelines.train.callbacks import NullCallback, TrainCallback, TrainResult
-from adkd.pipelines.train.checkpoint import load_model_from_checkpoint, save_checkpoint
-from adkd.pipelines.train.config import OptimizerConfig, TrainConfig
-from adkd.pipelines.train.engine import evaluate_checkpoint, train_category
-from adkd.pipelines.train.presets import PRESETS, resolve_config
+Names are imported lazily so that `adkd --help` and the CLI modules do not pay for importing torch.
+"""
 
-__all__ = [
-    "PRESETS",
-    "NullCallback",
-    "OptimizerConfig",
-    "TrainCallback",
-    "TrainConfig",
-    "TrainResult",
-    "evaluate_checkpoint",
-    "load_model_from_checkpoint",
-    "resolve_config",
-    "save_checkpoint",
-    "train_category",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "NullCallback": "callbacks",
+    "TrainCallback": "callbacks",
+    "TrainResult": "callbacks",
+    "load_model_from_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "OptimizerConfig": "config",
+    "TrainConfig": "config",
+    "evaluate_checkpoint": "engine",
+    "train_category": "engine",
+    "PRESETS": "presets",
+    "resolve_config": "presets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"adkd.pipelines.train.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'adkd.pipelines.train' has no attribute {name!r}")

@@ -71,18 +71,13 @@ def build_callbacks(config: TrainConfig, progress: bool = True) -> list[TrainCal
     return callbacks
 
 
-def local_data(data: str) -> str:
-    """s3:// data is synced to the local cache first (the engine reads local folders)."""
+def local_data(data: str, category: str | None = None) -> str:
+    """s3:// data is synced (only ``category`` when given) to the local cache; the engine reads folders."""
     if not data.startswith("s3://"):
         return data
-    try:
-        from adkd.platform import s3
-    except ImportError:
-        raise ConfigError(f"data {data}: S3 support (adkd.platform.s3) is not installed") from None
-    sync = getattr(s3, "sync_dataset", None) or getattr(s3, "sync_to_cache", None)
-    if sync is None:
-        raise ConfigError(f"data {data}: adkd.platform.s3 has no sync function; sync the data and pass the folder")
-    return str(sync(data))
+    from adkd.platform.s3 import sync_dataset
+
+    return str(sync_dataset(data, categories=[category] if category else None))
 
 
 def run_single(config: TrainConfig, callbacks: Sequence[TrainCallback] = (), resume: bool = False) -> TrainResult:
@@ -90,7 +85,7 @@ def run_single(config: TrainConfig, callbacks: Sequence[TrainCallback] = (), res
     from adkd.pipelines.train.engine import train_category
 
     if config.data.startswith("s3://"):
-        config = config.model_copy(update={"data": local_data(config.data)})
+        config = config.model_copy(update={"data": local_data(config.data, config.category)})
     return train_category(config, callbacks, resume=resume)
 
 
@@ -175,7 +170,7 @@ def evaluate(
 
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device {device}: use auto, cpu or cuda")
-    metrics = evaluate_checkpoint(checkpoint, local_data(data), category, out, device=device)
+    metrics = evaluate_checkpoint(checkpoint, local_data(data, category), category, out, device=device)
     console.print(metrics_table(f"{checkpoint} on {category or 'its category'}", metrics))
 
 

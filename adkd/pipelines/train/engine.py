@@ -262,6 +262,16 @@ def _local_root(data: str) -> Path:
     return root
 
 
+def resolve_model_settings(config: TrainConfig, spec: Any) -> TrainConfig:
+    """Fill in the model's default backbone and, for models sized by it, the input size."""
+    update: dict[str, Any] = {}
+    if config.backbone is None:
+        update["backbone"] = spec.default_backbone
+    if "image_size" in spec.defaults and "image_size" not in config.model_options:
+        update["model_options"] = {**config.model_options, "image_size": config.eval_size}
+    return config.model_copy(update=update) if update else config
+
+
 def run_dir_for(config: TrainConfig) -> Path:
     """Where a run writes: ``<out_dir>/<model>/<category>`` (stable, so --resume finds it)."""
     return Path(config.out_dir) / config.model / config.category
@@ -324,6 +334,7 @@ class _Run:
             torch.set_num_threads(cfg.num_threads)
         root = _local_root(cfg.data)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "error.txt").unlink(missing_ok=True)  # left by an earlier failed attempt
         self._data_gate(root)
 
         from adkd.models.registry import MODEL_REGISTRY, build_model
@@ -331,8 +342,7 @@ class _Run:
 
         if cfg.model not in MODEL_REGISTRY:
             raise ConfigError(f"unknown model '{cfg.model}'; choose one of {', '.join(MODEL_REGISTRY)}")
-        if cfg.backbone is None:
-            cfg = self.config = cfg.model_copy(update={"backbone": MODEL_REGISTRY[cfg.model].default_backbone})
+        cfg = self.config = resolve_model_settings(cfg, MODEL_REGISTRY[cfg.model])
         self.result.config = cfg.model_dump(mode="json")
         (self.run_dir / "config.json").write_text(json.dumps(self.result.config, indent=2) + "\n")
         emit(self.callbacks, "on_artifact", self.run_dir / "config.json", "config")
@@ -676,16 +686,18 @@ def _plots(data: Any, maps: torch.Tensor, scores: torch.Tensor, thresholds: Any,
     except ImportError:
         log.warning("adkd.pipelines.evaluate.plots is not available: no plots written")
         return []
-    return plots.write_evaluation_plots(
+    paths = plots.write_evaluation_plots(
+        data.test,
+        maps,
+        scores,
+        data.test_masks,
+        data.test_labels,
         out_dir,
-        images=data.test,
-        maps=maps,
-        scores=scores,
-        masks=data.test_masks,
-        labels=data.test_labels,
-        thresholds=thresholds,
-        names=[str(p) for p in data.test_paths],
+        pixel_threshold=thresholds.pixel,
+        image_threshold=thresholds.image,
+        names=[Path(p).name for p in data.test_paths],
     )
+    return [(p, "overlay" if "overlay" in p.name else "curve") for p in paths]
 
 
 def evaluate_checkpoint(

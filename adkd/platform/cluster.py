@@ -78,6 +78,22 @@ def _package_dir() -> str:
     return str(Path(adkd.__file__).resolve().parent)
 
 
+def use_ray_token_if_present() -> None:
+    """Send Ray's auth token when one exists (``ray get-auth-token``), as the ``ray`` CLI does.
+
+    Token authentication stays on: a cluster started with it refuses clients without the token.
+    """
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def connect(
     address: str | None = None, num_cpus: float | None = None, num_gpus: float | None = None, verbose: bool = False
 ) -> dict[str, float]:
@@ -93,6 +109,7 @@ def connect(
     }
     try:
         if address:
+            use_ray_token_if_present()
             # A real cluster's nodes do not have this checkout: ship the package with the job.
             runtime_env = {"py_modules": [_package_dir()], "excludes": ["__pycache__", "*.pyc"]}
             if os.environ.get("RAY_JOB_ID"):

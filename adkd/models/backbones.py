@@ -67,12 +67,16 @@ class FeatureExtractor(nn.Module):
     in eval mode, so its BatchNorm statistics never change.
     """
 
-    def __init__(self, backbone: str, frozen: bool = True) -> None:
+    def __init__(self, backbone: str, frozen: bool = True, init: bool = True) -> None:
         super().__init__()
         _check_name(backbone)
         self.backbone = backbone
         self.frozen = frozen
-        net = _BUILDERS[backbone][0](weights=None)
+        # Built on the meta device so the unused head (layer4, fc, classifier) costs nothing;
+        # the kept part is then materialised and initialised as torchvision does (or left for
+        # the caller to fill from a state dict when ``init`` is False).
+        with torch.device("meta"):
+            net = _BUILDERS[backbone][0](weights=None)
         if backbone == "mobilenet_v2":
             self.features = net.features[: _MOBILENET_LEVEL_ENDS[-1] + 1]
             self.channels: tuple[int, int, int] = (24, 32, 96)
@@ -82,9 +86,22 @@ class FeatureExtractor(nn.Module):
             width = 64 if backbone == "resnet18" else 256
             self.channels = (width, 2 * width, 4 * width)
         self.strides: tuple[int, int, int] = (4, 8, 16)
+        self.to_empty(device="cpu")
+        if init:
+            self.reset_parameters()
         if frozen:
             self.requires_grad_(False)
             self.eval()
+
+    def reset_parameters(self) -> None:
+        """torchvision's init: Kaiming-normal (fan_out) convs, zero conv biases, unit BatchNorm."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_parameters()
 
     def train(self, mode: bool = True) -> FeatureExtractor:
         # A frozen teacher stays in eval mode whatever its parent asks.
@@ -112,11 +129,12 @@ class FeatureExtractor(nn.Module):
 
 def build_backbone(backbone: str, weights: str | os.PathLike = "imagenet", frozen: bool = True) -> FeatureExtractor:
     """A three-level extractor for ``backbone`` with ``weights`` = "imagenet" | "none" | a state-dict path."""
-    extractor = FeatureExtractor(backbone, frozen=frozen)
+    _check_name(backbone)
     spec = os.fspath(weights)
     if spec == "none":
-        return extractor
+        return FeatureExtractor(backbone, frozen=frozen)
     state = _imagenet_state_dict(backbone) if spec == "imagenet" else _file_state_dict(Path(spec))
+    extractor = FeatureExtractor(backbone, frozen=frozen, init=False)
     load_weights(extractor, state, source=spec)
     return extractor
 
@@ -124,6 +142,7 @@ def build_backbone(backbone: str, weights: str | os.PathLike = "imagenet", froze
 def load_weights(extractor: FeatureExtractor, state: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state`` into ``extractor``: every key it uses must be present with the right shape.
 
+    The load is strict on the extractor's own keys, so nothing is left uninitialised.
     Keys the extractor does not use (``fc.*``, ``layer4.*``, ``classifier.*``, later
     ``features.*``) are ignored, so a full torchvision state dict and a MobileNetV2
     ``features.*`` one both load.

@@ -81,7 +81,7 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
             "use_fmm": True,
             "alpha": 1.0,
             "mask_rate": 0.5,
-            "map_source": "generated",
+            "map_source": None,  # None: "generated" with FMM, "student" without
         },
     ),
     "stfpm": ModelSpec(

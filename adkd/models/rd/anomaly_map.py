@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from adkd.models.components.blur import GaussianBlur2d
 from adkd.models.components.maps import combine_levels
+from adkd.models.rd.loss import cosine_distance
 
 
 def cosine_distance_map(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     """1 − cosine similarity along channels: [B,C,h,w] × 2 → [B,1,h,w]."""
-    return (1 - F.cosine_similarity(teacher, student, dim=1)).unsqueeze(1)
+    return cosine_distance(teacher, student, dim=1).unsqueeze(1)
 
 
 class CosineAnomalyMap(nn.Module):

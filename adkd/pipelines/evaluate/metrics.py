@@ -115,9 +115,15 @@ class PixelCurves:
     n_normal: int
     n_anomalous: int
     n_regions: int
+    fpr_reach: float = 1.0  # the curves stop once FPR reaches this (1.0: complete)
+
+    def _require(self, fpr_limit: float | None) -> None:
+        if (1.0 if fpr_limit is None else fpr_limit) > self.fpr_reach:
+            raise ValueError(f"these pixel curves stop at FPR {self.fpr_reach}; compute them without fpr_limit")
 
     def roc(self) -> tuple[np.ndarray, np.ndarray]:
         """(FPR, TPR) from (0, 0) to (1, 1)."""
+        self._require(None)
         return (
             np.concatenate(([0.0], self.fp / max(self.n_normal, 1))),
             np.concatenate(([0.0], self.tp / max(self.n_anomalous, 1))),
@@ -132,6 +138,7 @@ class PixelCurves:
 
     def pro_curve(self, fpr_limit: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(FPR, PRO) from (0, 0); with a limit, cut there and the PRO interpolated at exactly it."""
+        self._require(fpr_limit)
         fpr = np.concatenate(([0.0], self.fp / max(self.n_normal, 1)))
         pro = np.concatenate(([0.0], self.pro))
         if fpr_limit is None:
@@ -161,8 +168,12 @@ def _check_fpr_limit(fpr_limit: float) -> None:
         raise ConfigError(f"fpr_limit={fpr_limit}: must be in (0, 1]; the MVTec protocol uses 0.3")
 
 
-def pixel_curves(maps: Any, masks: Any) -> PixelCurves:
-    """Sort all pixels once and accumulate FP, TP and per-region overlap per threshold."""
+def pixel_curves(maps: Any, masks: Any, fpr_limit: float | None = None) -> PixelCurves:
+    """Sort all pixels once and accumulate FP, TP and per-region overlap per threshold.
+
+    With ``fpr_limit`` only the pixels that can matter up to that FPR are sorted: those scoring
+    at least the normal score where FPR reaches the limit (found with an O(n) partition).
+    """
     m, g = as_maps(maps, "anomaly maps"), binary(as_maps(masks, "ground-truth masks"))
     _check_pair(m, g)
     check_finite(m, "anomaly maps")
@@ -172,6 +183,15 @@ def pixel_curves(maps: Any, masks: Any) -> PixelCurves:
     n_normal = int(sizes[0])
 
     flat = m.reshape(-1)
+    n_pixels, reach = flat.size, 1.0
+    if fpr_limit is not None and fpr_limit < 1.0 and n_normal > 0:
+        normal = flat[regions == 0]
+        # One normal pixel past ceil(limit * n_normal) keeps the crossing point despite rounding.
+        k = min(n_normal, int(np.ceil(fpr_limit * n_normal)) + 1)
+        cut = np.partition(normal, n_normal - k)[n_normal - k]
+        del normal
+        keep = flat >= cut
+        flat, regions, reach = flat[keep], regions[keep], fpr_limit
     if np.can_cast(flat.dtype, np.float32) or np.array_equal(flat.astype(np.float32), flat):
         # One uint64 per pixel: score key in the high half, region id in the low half.
         packed = np.empty(flat.size, dtype=np.uint64)
@@ -195,7 +215,7 @@ def pixel_curves(maps: Any, masks: Any) -> PixelCurves:
         weight[1:] = 1.0 / (sizes[1:] * float(n_regions))
     pro_steps = np.concatenate(([0.0], np.cumsum(weight[region[is_anomalous]])))
     pro = pro_steps[tp]
-    return PixelCurves(fp, tp, pro, n_normal, int(flat.size - n_normal), int(n_regions))
+    return PixelCurves(fp, tp, pro, n_normal, int(n_pixels - n_normal), int(n_regions), reach)
 
 
 def pixel_auroc(maps: Any, masks: Any) -> float:
@@ -207,7 +227,7 @@ def pro_curve(maps: Any, masks: Any, fpr_limit: float | None = None) -> tuple[np
     """(FPR, PRO) at every distinct threshold from (0, 0); cut and interpolated at ``fpr_limit``."""
     if fpr_limit is not None:
         _check_fpr_limit(fpr_limit)
-    c = pixel_curves(maps, masks)
+    c = pixel_curves(maps, masks, fpr_limit)
     if c.n_regions == 0 or c.n_normal == 0:
         raise DataError("PRO curve: the test masks need both normal pixels and at least one defect region")
     return c.pro_curve(fpr_limit)
@@ -220,7 +240,7 @@ def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
     of all images; PRO averages the overlap of every region.
     """
     _check_fpr_limit(fpr_limit)
-    return pixel_curves(maps, masks).aupro(fpr_limit)
+    return pixel_curves(maps, masks, fpr_limit).aupro(fpr_limit)
 
 
 def roc_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:

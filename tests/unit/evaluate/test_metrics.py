@@ -303,3 +303,16 @@ def test_integer_maps_beyond_float32_precision_stay_exact() -> None:
     masks = np.array([[[1, 0, 0, 0]]], dtype=np.uint8)
     assert pixel_auroc(maps, masks) == 1.0
     assert aupro(maps, masks) == 1.0
+
+
+@pytest.mark.parametrize("limit", [0.3, 0.01, 0.999])
+def test_truncated_sort_gives_the_full_curve_value(limit: float) -> None:
+    rng = np.random.default_rng(7)
+    maps, masks = random_case(11, n=12, size=24, levels=30)
+    maps = maps + rng.normal(0, 0.05, maps.shape).astype(np.float32) * (rng.random(maps.shape) < 0.5)
+    full = pixel_curves(maps, masks)
+    part = pixel_curves(maps, masks, fpr_limit=limit)
+    assert part.fp.size < full.fp.size
+    assert part.aupro(limit) == pytest.approx(full.aupro(limit), abs=1e-12)
+    with pytest.raises(ValueError, match="without fpr_limit"):
+        part.auroc()

@@ -385,12 +385,13 @@ def _write_outputs(report: ValidationReport, results: dict[str, Any], out_dir: P
     (out_dir / "report.html").write_text(_html_report(report))
     report.artifacts = {
         "gx_validation_result": str(gx_json),
-        "data_docs": str(out_dir / "data_docs" / "index.html"),
         "report_html": str(out_dir / "report.html"),
         "file_facts": str(out_dir / "file_facts.csv"),
         "category_facts": str(out_dir / "category_facts.csv"),
         "report_json": str(out_dir / "validation_report.json"),
     }
+    if (out_dir / "data_docs" / "index.html").is_file():
+        report.artifacts["data_docs"] = str(out_dir / "data_docs" / "index.html")
     (out_dir / "validation_report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
 
 
@@ -403,8 +404,12 @@ def validate_data(
     allow_mixed_sizes: bool = False,
     allow_mixed_modes: bool = False,
     max_offenders: int = 5,
+    data_docs: bool = True,
 ) -> ValidationReport:
-    """Check ``categories`` (all when None) under ``root``; raises DataError only if root is unusable."""
+    """Check ``categories`` (all when None) under ``root``; raises DataError only if root is unusable.
+
+    With ``out_dir``, writes the GX results, fact tables, an HTML summary and (``data_docs``) GX Data Docs.
+    """
     root_path = check_root(root)
     names = resolve_categories(root_path, categories)
     files = file_facts(root_path, names)
@@ -412,7 +417,7 @@ def validate_data(
     tables = {"files": files, "categories": cats}
     rules = _rules(min_train, allow_mixed_sizes, allow_mixed_modes)
     out = Path(out_dir) if out_dir is not None else None
-    results = _run_gx(tables, rules, out / "data_docs" if out is not None else None)
+    results = _run_gx(tables, rules, out / "data_docs" if out is not None and data_docs else None)
     outcomes = _outcomes(results, rules, tables, max_offenders)
     report = ValidationReport(
         root=root_path,

@@ -99,7 +99,9 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
         self.output_names = [o.name for o in self.session.get_outputs()]
         return self
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # model_input has no type hint on purpose: MLflow would read one as the input schema.
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """One row per image: scores, verdict, threshold, whether it was resized, and the map."""
         params = params or {}
         return_maps = bool(params.get("return_maps", True))
         batch_size = int(params.get("batch_size", 8))

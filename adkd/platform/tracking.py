@@ -500,7 +500,8 @@ class CategoryTracker(NullCallback):
             path = self._redacted_config(path)
         folder = ARTIFACT_DIRS.get(kind)
         if folder is None:
-            folder = "overlays" if "overlay" in kind else "curves" if "curve" in kind else f"plots/{kind}"
+            curve = any(word in kind for word in ("curve", "roc", "pro"))
+            folder = "overlays" if "overlay" in kind else "curves" if curve else f"plots/{kind}"
         self._log_artifact(path, folder or None)
 
     def _log_artifact(self, path: Path, folder: str | None) -> None:
@@ -586,12 +587,16 @@ class CategoryTracker(NullCallback):
     def _log_models(self, onnx_path: Path, metrics: dict[str, float]) -> None:
         handle, category = self.handle, self.category
 
+        client = self.session._client
+
         def log_onnx() -> None:
             handle.onnx_model_uri = log_onnx_model(onnx_path, _run_id(handle))
+            client.set_tag(_run_id(handle), "onnx_model_uri", handle.onnx_model_uri)
 
         def log_pyfunc() -> None:
             info = log_pyfunc_model(onnx_path, _run_id(handle))
             handle.pyfunc_model_uri, handle.pyfunc_model_id = info.model_uri, info.model_id
+            client.set_tag(_run_id(handle), "pyfunc_model_uri", info.model_uri)
 
         self._writer.submit(f"ONNX model of {category}", log_onnx)
         self._writer.submit(f"pyfunc model of {category}", log_pyfunc)

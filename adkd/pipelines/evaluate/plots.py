@@ -189,13 +189,13 @@ def _overlay_figure(
     limits: tuple[float, float],
     title: str,
 ) -> Figure:
-    fig = Figure(figsize=(12, 3.4))
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
     axes = fig.subplots(1, 4)
     axes[0].imshow(image)
     axes[0].set_title("image")
     axes[1].imshow(image)
     heat = axes[1].imshow(amap, cmap="jet", alpha=0.5, vmin=limits[0], vmax=limits[1])
-    fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.02)
+    fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.02, format="%.3g")
     axes[1].set_title("anomaly map")
     axes[2].imshow(mask, cmap="gray", vmin=0, vmax=1)
     axes[2].set_title("ground truth")

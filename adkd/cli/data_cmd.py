@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from adkd.errors import DataError
@@ -49,18 +50,18 @@ def synth(
 
 
 def _print_report(report) -> None:
-    table = Table(title=f"data validation: {report.root} ({', '.join(report.categories)})")
+    table = Table(title=escape(f"data validation: {report.root} ({', '.join(report.categories)})"))
     for col in ("result", "rule", "expectation", "checked", "unexpected", "first offending files"):
         table.add_column(col, justify="right" if col in ("checked", "unexpected") else "left", overflow="fold")
     for o in report.outcomes:
         mark = "[green]PASS[/]" if o.success else "[bold red]FAIL[/]"
         table.add_row(
             mark,
-            o.description,
+            escape(o.description),
             o.expectation,
             str(o.checked),
             str(o.unexpected),
-            "\n".join(o.offenders[:3]),
+            escape("\n".join(o.offenders[:3])),
         )
     console.print(table)
 

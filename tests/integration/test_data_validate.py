@@ -77,7 +77,7 @@ def test_broken_bottle_copy_fails_with_exit_2_naming_both_files(tmp_path: Path) 
     assert err.startswith("error: data validation failed")
     assert f"{truncated} (truncated or corrupt image data" in err
     missing_for = bottle / "test" / "contamination" / "001.png"
-    assert f"{missing_for} ({bottle / 'ground_truth' / 'contamination' / '001_mask.png'})" in err
+    assert f"{missing_for} (missing {bottle / 'ground_truth' / 'contamination' / '001_mask.png'})" in err
     failed = json.loads((tmp_path / "r" / "validation_report.json").read_text())["failed"]
     assert failed == ["decodable", "defect-has-mask"]
     gx = json.loads((tmp_path / "r" / "gx_validation_result.json").read_text())

@@ -37,7 +37,7 @@ class Rule:
     table: str  # files | categories
     expectation: str
     kwargs: dict[str, Any]
-    detail: tuple[str, ...] = ()  # columns shown next to each offending file
+    detail: str = ""  # shown next to each offending file; formatted with the file's row
 
 
 @dataclass
@@ -53,7 +53,7 @@ class RuleOutcome:
 
     def line(self) -> str:
         what = "files" if self.table == "files" else "categories"
-        head = f"{self.description} [{self.rule_id}]: {self.unexpected} of {self.checked} {what} fail"
+        head = f"{self.description} (rule {self.rule_id}): {self.unexpected} of {self.checked} {what} fail"
         return head + (f": {'; '.join(self.offenders)}" if self.offenders else "")
 
 
@@ -105,7 +105,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "files",
             "ExpectColumnValuesToBeInSet",
             {"column": "kind", "value_set": ["image", "mask"]},
-            ("error",),
+            "{error}",
         ),
         Rule(
             "decodable",
@@ -113,7 +113,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "files",
             "ExpectColumnValuesToBeInSet",
             {"column": "decodable", "value_set": [True], "row_condition": 'kind != "unexpected"'},
-            ("error",),
+            "{error}",
         ),
         Rule(
             "image-mode",
@@ -121,7 +121,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "files",
             "ExpectColumnValuesToBeInSet",
             {"column": "mode", "value_set": list(IMAGE_MODES), "row_condition": f"{img} and decodable == True"},
-            ("mode",),
+            "mode {mode}",
         ),
         Rule(
             "mask-mode",
@@ -129,7 +129,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "files",
             "ExpectColumnValuesToBeInSet",
             {"column": "mode", "value_set": list(MASK_MODES), "row_condition": 'kind == "mask" and decodable == True'},
-            ("mode",),
+            "mode {mode}",
         ),
         Rule(
             "train-only-good",
@@ -137,7 +137,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "files",
             "ExpectColumnValuesToBeInSet",
             {"column": "defect", "value_set": ["good"], "row_condition": f'{img} and split == "train"'},
-            ("defect",),
+            "in train/{defect}/",
         ),
         Rule(
             "defect-has-mask",
@@ -145,7 +145,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "files",
             "ExpectColumnValuesToBeInSet",
             {"column": "mask_exists", "value_set": [True], "row_condition": defective},
-            ("mask_path",),
+            "missing {mask_path}",
         ),
         Rule(
             "mask-size",
@@ -153,7 +153,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "files",
             "ExpectColumnValuesToBeInSet",
             {"column": "mask_size_matches", "value_set": [True], "row_condition": with_mask},
-            ("mask_path", "mask_size", "width", "height"),
+            "mask {mask_path} is {mask_size}, the image {width}x{height}",
         ),
         Rule(
             "mask-binary",
@@ -161,7 +161,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "files",
             "ExpectColumnValuesToBeInSet",
             {"column": "mask_values_ok", "value_set": [True], "row_condition": with_mask},
-            ("mask_path", "mask_values"),
+            "mask {mask_path} has values {mask_values}",
         ),
         Rule(
             "mask-nonempty",
@@ -169,7 +169,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "files",
             "ExpectColumnValuesToBeInSet",
             {"column": "mask_nonempty", "value_set": [True], "row_condition": with_mask},
-            ("mask_path",),
+            "mask {mask_path} is all zero",
         ),
         Rule(
             "good-has-no-mask",
@@ -181,7 +181,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
                 "value_set": [False],
                 "row_condition": f'{img} and split == "test" and label == 0',
             },
-            ("mask_path",),
+            "has mask {mask_path}",
         ),
         Rule(
             "mask-has-image",
@@ -210,7 +210,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "categories",
             "ExpectColumnValuesToBeBetween",
             {"column": "n_train_good", "min_value": min_train},
-            ("n_train_good",),
+            "{n_train_good} images",
         ),
         Rule(
             "test-has-good",
@@ -218,7 +218,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "categories",
             "ExpectColumnValuesToBeBetween",
             {"column": "n_test_good", "min_value": 1},
-            ("n_test_good",),
+            "{n_test_good} images",
         ),
         Rule(
             "test-has-defects",
@@ -226,7 +226,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "categories",
             "ExpectColumnValuesToBeBetween",
             {"column": "n_test_defective", "min_value": 1},
-            ("n_test_defective",),
+            "{n_test_defective} images",
         ),
         Rule(
             "ground-truth-present",
@@ -244,7 +244,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
                 "categories",
                 "ExpectColumnValuesToBeBetween",
                 {"column": "n_sizes", "max_value": 1},
-                ("sizes",),
+                "sizes {sizes}",
             )
         )
     if not allow_mixed_modes:
@@ -255,7 +255,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
                 "categories",
                 "ExpectColumnValuesToBeBetween",
                 {"column": "n_modes", "max_value": 1},
-                ("modes",),
+                "modes {modes}",
             )
         )
     return rules
@@ -331,10 +331,7 @@ def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.D
                 name = str(entry[key]) if isinstance(entry, dict) else str(entry)
                 detail = ""
                 if rule.detail and name in indexed.index:
-                    row = indexed.loc[name]
-                    detail = ", ".join(
-                        f"{col}={row[col]}" if len(rule.detail) > 1 else str(row[col]) for col in rule.detail
-                    )
+                    detail = rule.detail.format_map(indexed.loc[name].to_dict())
                 offenders.append(f"{name} ({detail})" if detail else name)
             if not res.success and not offenders and rule.expectation == "ExpectTableRowCountToBeBetween":
                 offenders.append("no image, mask or other file under the category folders")

@@ -46,7 +46,7 @@ def test_clean_category_and_nothing_else_fails(corpus: Path, report: ValidationR
     # a missing ground_truth folder also leaves its defective images without masks
     assert {o.rule_id for o in report.failed} == expected | {"defect-has-mask"}
     one_mode = next(o for o in report.outcomes if o.rule_id == "one-mode")
-    assert sorted(one_mode.offenders) == ["rgba (RGB, RGBA)", "sixteen_bit (I;16, RGB)"]
+    assert sorted(one_mode.offenders) == ["rgba (modes RGB, RGBA)", "sixteen_bit (modes I;16, RGB)"]
     decodable = next(o for o in report.outcomes if o.rule_id == "decodable")
     assert decodable.unexpected == 5
 
@@ -76,7 +76,7 @@ def test_require_valid_raises_listing_failures(corpus: Path) -> None:
     with pytest.raises(DataError) as info:
         require_valid(corpus, ["clean", "truncated"])
     message = str(info.value)
-    assert "decodable" in message and str(corpus / "truncated" / "train/good/000.png") in message
+    assert "(rule decodable)" in message and str(corpus / "truncated" / "train/good/000.png") in message
     assert "--skip-validation" in message
     assert require_valid(corpus, ["clean"]).success
 

@@ -1,0 +1,180 @@
+"""`train --all-categories` on an in-process local Ray (2 CPUs): real Ray Train workers, real MLflow store.
+
+One run trains three synthetic categories at 64 px at once plus one category whose data fails
+validation. During the run the test kills one category's training worker process (SIGKILL by PID)
+right after its first checkpoint. The tests below check what that single run left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+GOOD = ("weave", "dots", "disc")
+BROKEN = "broken"
+KILLED = "dots"
+EPOCHS = {"weave": 3, "disc": 3, "dots": 5, BROKEN: 3}  # the killed one runs longer so the kill lands mid-run
+
+
+def _make_data(root: Path) -> None:
+    from adkd.pipelines.data.synth import synthesize
+
+    synthesize(root, categories=list(GOOD), size=64, n_train=16, n_test=12, seed=0)
+    # A copy of weave with one defect mask deleted: the data gate must refuse it.
+    shutil.copytree(root / "weave", root / BROKEN)
+    masks = sorted((root / BROKEN / "ground_truth").rglob("*.png"))
+    masks[0].unlink()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    import ray
+
+    from adkd.pipelines.train.presets import resolve_config
+    from adkd.platform.cluster import CategoryResources, TrackingSink, run_all_categories
+    from adkd.platform.tracking import TrackingSession
+
+    if ray.is_initialized():
+        pytest.skip("another test left Ray running in this process")
+    tmp = tmp_path_factory.mktemp("cluster")
+    data = tmp / "data"
+    _make_data(data)
+    runs_dir = tmp / "runs"
+    tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    configs = [
+        resolve_config("rd", "cpu-smoke", category=c, data=str(data), overrides=[f"epochs={EPOCHS[c]}"])
+        for c in (*GOOD, BROKEN)
+    ]
+    session = TrackingSession(
+        tracking_uri, "cluster-test", "train", artifact_location=(tmp / "artifacts").as_uri(), local_dir=runs_dir
+    )
+    events: list[dict[str, Any]] = []
+    killed: dict[str, int] = {}
+
+    def kill_after_first_checkpoint(event: dict[str, Any]) -> None:
+        events.append(event)
+        if event["category"] == KILLED and event["kind"] == "checkpoint" and not killed:
+            killed["pid"], killed["epoch"] = event["pid"], event["epoch"]
+            os.kill(event["pid"], signal.SIGKILL)
+
+    try:
+        outcome = run_all_categories(
+            configs,
+            resources=CategoryResources(cpus=0.5),
+            num_cpus=2,
+            runs_dir=runs_dir,
+            max_failures=2,
+            sink=TrackingSink(session),
+            listeners=[kill_after_first_checkpoint],
+            live=False,
+        )
+    finally:
+        ray.shutdown()
+    return {"outcome": outcome, "events": events, "killed": killed, "tracking_uri": tracking_uri}
+
+
+def _client(run: dict[str, Any]) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(run["tracking_uri"], registry_uri=run["tracking_uri"])
+
+
+def _child_runs(run: dict[str, Any]) -> dict[str, list[Any]]:
+    client = _client(run)
+    experiment = client.get_experiment_by_name("cluster-test")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.category != ''", max_results=100)
+    out: dict[str, list[Any]] = {}
+    for r in runs:
+        out.setdefault(r.data.tags["category"], []).append(r)
+    return out
+
+
+def test_three_categories_train_in_parallel_and_finish(run: dict[str, Any]) -> None:
+    outcome = run["outcome"]
+    status = {r.category: r.status for r in outcome.results}
+    assert status == {"weave": "FINISHED", "dots": "FINISHED", "disc": "FINISHED", BROKEN: "FAILED"}
+    for result in outcome.results:
+        if result.status == "FINISHED":
+            assert result.epochs_run == EPOCHS[result.category]
+            assert 0.0 <= result.metrics["test/image_auroc"] <= 1.0
+            assert (result.run_dir / "model.pt").is_file()  # fetched from Ray run storage
+    # The categories overlapped in time: every good category had started before any of them ended.
+    kinds = [(e["category"], e["kind"]) for e in run["events"]]
+    first_done = min(i for i, (c, k) in enumerate(kinds) if k == "done")
+    started = {c for c, k in kinds[:first_done] if k == "start"}
+    assert set(GOOD) <= started
+
+
+def test_one_child_run_and_one_registered_version_per_category(run: dict[str, Any]) -> None:
+    children = _child_runs(run)
+    assert sorted(children) == sorted((*GOOD, BROKEN))
+    client = _client(run)
+    for category in GOOD:
+        assert len(children[category]) == 1, f"{category}: {len(children[category])} runs"
+        child = children[category][0]
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"]
+        versions = client.search_model_versions(f"name='adkd-{category}'")
+        assert [str(v.version) for v in versions] == ["1"]
+        assert versions[0].run_id == child.info.run_id
+    parents = {r.data.tags["mlflow.parentRunId"] for c in GOOD for r in children[c]}
+    assert len(parents) == 1
+
+
+def test_killed_worker_resumes_from_checkpoint_without_duplicates(run: dict[str, Any]) -> None:
+    killed = run["killed"]
+    assert killed, "the kill listener never saw a checkpoint of the killed category"
+    attempts = run["outcome"].attempts
+    assert attempts[KILLED] >= 2 and attempts["weave"] == 1 and attempts["disc"] == 1
+    workers = [e for e in run["events"] if e["category"] == KILLED and e["kind"] == "worker"]
+    assert workers[0]["resume"] is False
+    resumed = [w for w in workers if w["attempt"] > 1]
+    assert resumed and resumed[0]["resume"] is True and resumed[0]["pid"] != killed["pid"]
+    # The restarted worker continued after the checkpoint instead of starting over at epoch 1.
+    epochs = [e for e in run["events"] if e["category"] == KILLED and e["kind"] == "epoch"]
+    after_restart = [e["epoch"] for e in epochs if e["attempt"] > 1]
+    assert after_restart and after_restart[0] > killed["epoch"]
+    assert after_restart[-1] == EPOCHS[KILLED]
+    child = _child_runs(run)[KILLED][0]
+    history = _client(run).get_metric_history(child.info.run_id, "train/loss")
+    assert sorted(m.step for m in history) == list(range(1, EPOCHS[KILLED] + 1))
+    assert child.info.status == "FINISHED"
+    assert len(_client(run).search_model_versions(f"name='adkd-{KILLED}'")) == 1
+
+
+def test_invalid_category_fails_validation_and_is_reported(run: dict[str, Any]) -> None:
+    outcome = run["outcome"]
+    broken = next(r for r in outcome.results if r.category == BROKEN)
+    assert broken.status == "FAILED"
+    assert "mask" in broken.error.lower()
+    assert outcome.attempts[BROKEN] == 1  # bad data is not retried
+    child = _child_runs(run)[BROKEN][0]
+    assert child.info.status == "FAILED"
+    assert "mask" in child.data.tags["error"].lower()
+    assert not _client(run).search_model_versions(f"name='adkd-{BROKEN}'")
+
+
+def test_results_table_saved_as_markdown_and_json(run: dict[str, Any]) -> None:
+    outcome = run["outcome"]
+    payload = json.loads(outcome.json_path.read_text())
+    rows = {row["category"]: row for row in payload["categories"]}
+    assert set(rows) == {*GOOD, BROKEN}
+    for category in GOOD:
+        assert rows[category]["registered_version"] == "1"
+        assert rows[category]["metrics"]["test/image_auroc"] == pytest.approx(
+            next(r for r in outcome.results if r.category == category).metrics["test/image_auroc"]
+        )
+    assert rows[BROKEN]["status"] == "FAILED" and rows[BROKEN]["registered_version"] is None
+    markdown = outcome.markdown_path.read_text()
+    header = "| category | model | status | image AUROC | pixel AUROC | AUPRO | minutes | version |"
+    assert markdown.splitlines()[0] == header
+    assert sum(1 for line in markdown.splitlines() if "| FINISHED |" in line) == 3
+    assert f"**{BROKEN}** failed" in markdown

@@ -61,14 +61,14 @@ def _build_stfpm_ae(backbone: str, weights: str | os.PathLike, **options: Any) -
 MODEL_REGISTRY: dict[str, ModelSpec] = {
     "rd": ModelSpec(
         name="rd",
-        description="Reverse distillation (RD4AD): frozen encoder, one-class bottleneck, de-ResNet decoder",
+        description="Reverse distillation (RD4AD)",
         builder=_build_rd,
         default_backbone="wide_resnet50_2",
         defaults={"levels": (1, 2, 3), "loss_mode": "flatten", "bottleneck_width": None, "sigma": 4.0},
     ),
     "mrkd": ModelSpec(
         name="mrkd",
-        description="Masked RD: rd + SCSAtt (SCConv, SimAM) in the bottleneck + feature mask generation",
+        description="rd + SCSAtt + feature mask generation",
         builder=_build_mrkd,
         default_backbone="wide_resnet50_2",
         defaults={
@@ -86,14 +86,14 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
     ),
     "stfpm": ModelSpec(
         name="stfpm",
-        description="Student-teacher feature pyramid matching: L2 of normalised features, product map",
+        description="Student-teacher feature pyramid matching",
         builder=_build_stfpm,
         default_backbone="resnet18",
         defaults={"sigma": 4.0},
     ),
     "stfpm-ae": ModelSpec(
         name="stfpm-ae",
-        description="stfpm + per-level U-Net autoencoder on student features (α·recon + similarity)",
+        description="stfpm + per-level U-Net autoencoder",
         builder=_build_stfpm_ae,
         default_backbone="resnet18",
         defaults={"alpha": 1e-7, "image_size": 256, "ae_stages": 2, "sigma": 4.0},

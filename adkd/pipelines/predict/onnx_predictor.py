@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from adkd.errors import ConfigError, DataError
 
-INPUT_NAME = "images"
-OUTPUTS = ("anomaly_map", "image_score", "normalized_score")
+OUTPUTS = ("anomaly_map", "image_score", "normalized_score")  # as written by adkd.pipelines.export
 
 
 @dataclass
@@ -88,24 +87,28 @@ class OnnxPredictor:
         self.custom_threshold = threshold is not None
 
     def load_image(self, source: str | Path | np.ndarray | Image.Image) -> tuple[np.ndarray, list[str]]:
-        """An RGB uint8 [S, S, 3] array at the model's size, with notes on any conversion made."""
+        """An RGB uint8 [S, S, 3] array at the model's size (decoded and resized exactly as in training)."""
+        from adkd.pipelines.data.images import open_image, to_uint8
+
         notes: list[str] = []
         if isinstance(source, np.ndarray):
-            img = Image.fromarray(source)
+            try:
+                img = Image.fromarray(source)
+            except (TypeError, ValueError) as exc:
+                raise DataError(
+                    f"array of shape {source.shape} and dtype {source.dtype} is not an image: {exc}"
+                ) from None
         elif isinstance(source, Image.Image):
             img = source
         else:
-            try:
-                img = Image.open(source)
-                img.load()
-            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-                raise DataError(f"{source}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+            img = open_image(source)  # raises a DataError naming the file and the reason
         if img.mode != "RGB":
             notes.append(f"converted {img.mode} to RGB")
-            img = img.convert("RGB")
+            img = to_uint8(img).convert("RGB")
         if img.size != (self.image_size, self.image_size):
             notes.append(f"resized {img.size[0]}x{img.size[1]} to {self.image_size}x{self.image_size}")
-            img = img.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR, reducing_gap=None)
+            # PIL's bilinear filter widens its support when shrinking (antialiasing), as the training loader does.
+            img = img.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
         return np.asarray(img, dtype=np.uint8), notes
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -53,6 +53,10 @@ def write_image_outputs(
     mask_path = out_dir / "masks" / f"{stem}.png"
     overlay_path.parent.mkdir(parents=True, exist_ok=True)
     mask_path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = pred.anomaly_map.shape
+    if image.shape[:2] != (h, w):  # the model scored a centre crop: overlay that crop
+        top, left = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+        image = image[top : top + h, left : left + w]
     _atomic_png(heatmap_overlay(image, pred.anomaly_map, vmin, vmax), overlay_path)
     _atomic_png(pred.mask.astype(np.uint8) * 255, mask_path)
     return overlay_path, mask_path

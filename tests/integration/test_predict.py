@@ -1,0 +1,167 @@
+"""Issue 8: `adkd predict` and `adkd.load` on a promoted model; `mlflow models serve` answers a real image."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+ADKD = str(BIN / "adkd")
+BOTTLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mvtec_ad_256" / "bottle"
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([ADKD, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+    if ok:
+        assert proc.returncode == 0, f"adkd {' '.join(args)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A synthetic category trained, registered as adkd-disc v1 and promoted to production."""
+    work = tmp_path_factory.mktemp("predict")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", ADKD_RUNS_DIR=str(work / "runs"),
+               ADKD_CACHE_DIR=str(work / "cache"), COLUMNS="200",
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # fmt: skip
+    data = work / "synth"
+    _run(["data", "synth", str(data), "--categories", "disc", "--train", "24", "--test", "16"], env, work)
+    _run(["train", "--category", "disc", "--data", str(data), "--model", "rd", "--preset", "cpu-smoke",
+          "--set", "epochs=3"], env, work)  # fmt: skip
+    _run(["registry", "promote", "disc", "--version", "1", "--to", "production"], env, work)
+    metrics = json.loads((work / "runs" / "train" / "rd" / "disc" / "metrics.json").read_text())
+    return {"work": work, "env": env, "data": data, "metrics": metrics}
+
+
+def test_predict_csv_reproduces_training_auroc(promoted: dict) -> None:
+    work, env, data = promoted["work"], promoted["env"], promoted["data"]
+    out = work / "pred"
+    proc = _run(["predict", str(data / "disc" / "test"), "--model", "models:/adkd-disc@production",
+                 "--out", str(out), "--batch-size", "5"], env, work)  # fmt: skip
+    assert "images scored" in proc.stdout
+    with (out / "predictions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    n_test = len(list((data / "disc" / "test").rglob("*.png")))
+    assert len(rows) == n_test
+    labels = [0 if Path(r["image"]).parent.name == "good" else 1 for r in rows]
+    scores = [float(r["score"]) for r in rows]
+    auroc = roc_auc_score(labels, scores)
+    assert abs(auroc - promoted["metrics"]["test/image_auroc"]) <= 1e-6
+    for row in rows:
+        assert row["verdict"] in ("normal", "anomalous")
+        assert 0.0 <= float(row["normalized_score"]) <= 1.0
+        overlay = Image.open(row["overlay"])
+        mask = np.asarray(Image.open(row["mask"]))
+        assert overlay.size == (64, 64) and overlay.mode == "RGB"
+        assert set(np.unique(mask)) <= {0, 255}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_images"] == n_test and summary["n_failed"] == 0
+    assert summary["model"]["version"] == "1"
+
+
+def test_predict_bad_inputs_are_reported_and_others_processed(promoted: dict) -> None:
+    work, env, data = promoted["work"], promoted["env"], promoted["data"]
+    inputs = work / "mixed"
+    inputs.mkdir()
+    good = sorted((data / "disc" / "test" / "good").glob("*.png"))[:2]
+    for p in good:
+        shutil.copy(p, inputs / p.name)
+    (inputs / "notes.png").write_text("this is text, not a PNG")
+    Image.new("RGBA", (100, 80), (10, 200, 30, 128)).save(inputs / "rgba.png")
+    out = work / "pred-mixed"
+    proc = _run(["predict", str(inputs), "--model", "models:/adkd-disc@production", "--out", str(out)], env, work,
+                ok=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert "notes.png" in proc.stderr and "Traceback" not in proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_images"] == 3 and summary["n_failed"] == 1
+    rgba = next(r for r in summary["predictions"] if r["image"].endswith("rgba.png"))
+    assert "converted RGBA to RGB" in rgba["notes"] and "resized 100x80 to 64x64" in rgba["notes"]
+    assert not (out / "overlays" / "notes.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("models:/adkd-nosuch@production", "does not exist"),
+        ("models:/adkd-disc@staging", "holds the alias 'staging'"),
+        ("missing.onnx", "does not exist"),
+    ],
+)
+def test_predict_bad_model_reference_is_one_clear_line(promoted: dict, model: str, message: str) -> None:
+    work, env, data = promoted["work"], promoted["env"], promoted["data"]
+    proc = _run(["predict", str(data / "disc" / "test" / "good"), "--model", model], env, work, ok=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_python_api_load_and_predict(promoted: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import adkd
+
+    for key in ("MLFLOW_TRACKING_URI", "ADKD_CACHE_DIR"):
+        monkeypatch.setenv(key, promoted["env"][key])
+    detector = adkd.load("models:/adkd-disc@production")
+    assert detector.image_size == 64 and detector.origin["version"] == "1"
+    image = sorted((promoted["data"] / "disc" / "test").rglob("*.png"))[0]
+    arr = np.asarray(Image.open(image).convert("RGB"))
+    results = detector.predict([arr, Image.open(image), str(image)])
+    assert len(results) == 3
+    assert results[0].anomaly_map.shape == (64, 64)
+    assert results[0].score == pytest.approx(results[1].score, abs=1e-6)
+    assert results[0].score == pytest.approx(results[2].score, abs=1e-6)
+
+
+@pytest.mark.skipif(not BOTTLE.is_dir(), reason="needs ../shared/data/mvtec_ad_256/bottle")
+def test_mlflow_models_serve_answers_a_real_bottle_image(promoted: dict) -> None:
+    env = dict(promoted["env"])
+    port = free_port()
+    log = (promoted["work"] / "serve.log").open("wb")
+    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/adkd-disc@production", "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (promoted["work"] / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        image = sorted((BOTTLE / "test" / "broken_large").glob("*.png"))[0]
+        buf = io.BytesIO()
+        Image.open(image).save(buf, format="PNG")
+        payload = {"dataframe_records": [{"image": base64.b64encode(buf.getvalue()).decode()}]}
+        req = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            answer = json.loads(resp.read())
+        row = answer["predictions"][0]
+        assert np.isfinite(row["image_score"]) and 0.0 <= row["normalized_score"] <= 1.0
+        assert isinstance(row["anomalous"], bool)
+        assert np.asarray(row["anomaly_map"]).shape[-2:] == (64, 64)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)

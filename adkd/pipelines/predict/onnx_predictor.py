@@ -84,7 +84,6 @@ class OnnxPredictor:
         thresholds = self.meta.get("thresholds") or {}
         self.image_threshold = float(threshold if threshold is not None else thresholds.get("image", np.nan))
         self.pixel_threshold = float(thresholds.get("pixel", np.nan))
-        self.custom_threshold = threshold is not None
 
     def load_image(self, source: str | Path | np.ndarray | Image.Image) -> tuple[np.ndarray, list[str]]:
         """An RGB uint8 [S, S, 3] array at the model's size (decoded and resized exactly as in training)."""
@@ -124,10 +123,7 @@ class OnnxPredictor:
         out = []
         for i, (_, notes) in enumerate(loaded):
             score = float(scores[i])
-            if self.custom_threshold:
-                anomalous = score >= self.image_threshold
-            else:
-                anomalous = bool(norms[i] >= 0.5)
+            anomalous = score > self.image_threshold  # the same rule as training's scores.csv and the pyfunc
             out.append(
                 Prediction(
                     score=score,

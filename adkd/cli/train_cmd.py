@@ -175,5 +175,7 @@ def evaluate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
+    from adkd.cli.train_all import with_all_categories
+
+    app.command("train")(with_all_categories(train))
     app.command("evaluate")(evaluate)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
-import click
 import pytest
 import typer
 import yaml
@@ -24,7 +24,7 @@ def _load(name: str) -> dict:
     return yaml.safe_load((INFRA / name).read_text())
 
 
-def _rest(ctx: click.Context) -> list[str]:
+def _rest(ctx: Any) -> list[str]:
     """The arguments left for a sub-command (click 8.2 renamed protected_args)."""
     protected = getattr(ctx, "_protected_args", None)
     if protected is None:
@@ -38,8 +38,8 @@ def _parses(argv: list[str]) -> None:
     group = typer.main.get_command(app)
     ctx = group.make_context("adkd", argv[1:], resilient_parsing=False)
     args = _rest(ctx)
-    cmd: click.Command = group
-    while isinstance(cmd, click.Group) and args:
+    cmd = group
+    while hasattr(cmd, "get_command") and args:  # a group (typer vendors its own click classes)
         name, *args = args
         sub = cmd.get_command(ctx, name)
         assert sub is not None, f"adkd has no command {name!r} ({' '.join(argv)})"
@@ -107,6 +107,13 @@ def test_dockerfile_installs_the_package_and_runs_adkd() -> None:
     assert re.search(r"pip install .*\"\.\[postgres\]\"", text)
     assert 'ENTRYPOINT ["adkd"]' in text
     assert "postgres" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_the_parser_check_can_fail() -> None:
+    with pytest.raises(Exception, match="bogus"):
+        _parses(["adkd", "train", "--bogus"])
+    with pytest.raises(AssertionError, match="no command"):
+        _parses(["adkd", "nosuch"])
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ class FileFacts:
     error: str = ""
     width: int = -1
     height: int = -1
+    size: str = ""  # "WxH" when decodable
     mode: str = ""
     content_hash: str = ""
     mask_path: str = ""
@@ -70,6 +71,7 @@ def _decode_into(row: FileFacts, path: Path):
         row.content_hash = _raw_hash(path) if path.is_file() else ""
         return None
     row.decodable, row.width, row.height, row.mode = True, img.width, img.height, img.mode
+    row.size = f"{img.width}x{img.height}"
     row.content_hash = _pixel_hash(img)
     return img
 

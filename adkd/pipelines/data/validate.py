@@ -151,9 +151,13 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "mask-size",
             "each mask has its image's size",
             "files",
-            "ExpectColumnValuesToBeInSet",
-            {"column": "mask_size_matches", "value_set": [True], "row_condition": with_mask},
-            "mask {mask_path} is {mask_size}, the image {width}x{height}",
+            "ExpectColumnPairValuesToBeEqual",
+            {
+                "column_A": "size",
+                "column_B": "mask_size",
+                "row_condition": f'{with_mask} and decodable == True and mask_size != ""',
+            },
+            "mask {mask_path} is {mask_size}, the image {size}",
         ),
         Rule(
             "mask-binary",
@@ -196,13 +200,6 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "files",
             "ExpectColumnValuesToBeInSet",
             {"column": "in_train_and_test", "value_set": [False], "row_condition": img},
-        ),
-        Rule(
-            "hash-present",
-            "every decodable file has a content hash",
-            "files",
-            "ExpectColumnValuesToNotBeNull",
-            {"column": "content_hash", "row_condition": "decodable == True"},
         ),
         Rule(
             "train-min-count",

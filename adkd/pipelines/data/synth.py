@@ -198,6 +198,9 @@ def _object_defect(name: str, kind: str, parts: list[Part], rng: np.random.Gener
         if name == "bolt":  # a broken-off shaft: the lower half is gone
             parts[idx] = Part("rect", (-0.14, -0.25, 0.14, 0.2), STEEL)
             parts = [p for i, p in enumerate(parts) if not (p.shape == "rect" and i > 0 and p.params[1] > 0.15)]
+        elif name == "chip":  # two neighbouring pins on one side
+            pair = {idx, idx ^ 1}
+            parts = [p for i, p in enumerate(parts) if i not in pair]
         else:
             del parts[idx]
         return parts
@@ -208,7 +211,8 @@ def _object_defect(name: str, kind: str, parts: list[Part], rng: np.random.Gener
         elif name == "bolt":
             side = rng.choice([-1.0, 1.0])
             y = rng.uniform(0.0, 0.5)
-            parts.append(Part("rect", (min(0.14 * side, 0.4 * side), y, max(0.14 * side, 0.4 * side), y + 0.14), STEEL))
+            x0, x1 = sorted((0.14 * side, 0.46 * side))
+            parts.append(Part("rect", (x0, y, x1, y + 0.2), STEEL))
         else:
             x = rng.choice([-0.25, 0.0, 0.25])
             parts.insert(0, Part("rect", (x - 0.07, -0.68, x + 0.07, -0.45), (0.85, 0.85, 0.86)))
@@ -228,8 +232,8 @@ def _object_defect(name: str, kind: str, parts: list[Part], rng: np.random.Gener
         else:
             idx = int(rng.integers(0, 8))
             x0, y0, x1, y1 = parts[idx].params
-            dy = rng.choice([-1.0, 1.0]) * rng.uniform(0.08, 0.12)
-            dx = 0.1 if x0 > 0 else -0.1
+            dy = rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 0.14)
+            dx = 0.14 if x0 > 0 else -0.14
             parts[idx] = Part("rect", (x0 + dx, y0 + dy, x1 + dx, y1 + dy), parts[idx].colour)
         return parts
     raise ValueError(kind)
@@ -267,7 +271,7 @@ def _finish(img: np.ndarray, gain: np.ndarray, noise: np.ndarray) -> np.ndarray:
 
 def _normal_scene(category: str, rng: np.random.Generator) -> Scene:
     is_texture = category in TEXTURES
-    max_angle = 4.0 if is_texture else 10.0
+    max_angle = 4.0 if is_texture else 6.0
     scene = Scene(
         category=category,
         shift=tuple(rng.uniform(-0.06, 0.06, size=2)),

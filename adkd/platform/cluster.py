@@ -112,7 +112,7 @@ def connect(
             use_ray_token_if_present()
             # A real cluster's nodes do not have this checkout: ship the package with the job.
             runtime_env = {"py_modules": [_package_dir()], "excludes": ["__pycache__", "*.pyc"]}
-            if os.environ.get("RAY_JOB_ID"):
+            if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
                 runtime_env = {}  # inside `adkd submit`: the job's runtime_env already carries it
             ray.init(address=address, runtime_env=runtime_env or None, **common)
         else:

@@ -125,6 +125,7 @@ def submit(
     submission_id: str | None = None,
     python: str = "python",
     entrypoint_num_cpus: float | None = None,
+    agent_wait_s: float = 120.0,
 ) -> str:
     """Submit ``adkd <args>`` as a Ray job; return its submission id."""
     entrypoint = entrypoint_for(args, python)
@@ -136,13 +137,21 @@ def submit(
             "configure them on the cluster nodes (AWS profile, instance role) instead"
         )
     with _api(address) as client:
-        return client.submit_job(
-            entrypoint=entrypoint,
-            runtime_env=runtime_env,
-            submission_id=submission_id,
-            metadata={"adkd_command": " ".join(args)[:500]},
-            entrypoint_num_cpus=entrypoint_num_cpus,
-        )
+        deadline = time.monotonic() + agent_wait_s
+        while True:
+            try:
+                return client.submit_job(
+                    entrypoint=entrypoint,
+                    runtime_env=runtime_env,
+                    submission_id=submission_id,
+                    metadata={"adkd_command": " ".join(args)[:500]},
+                    entrypoint_num_cpus=entrypoint_num_cpus,
+                )
+            except RuntimeError as exc:
+                # A head that has just started answers before its job agent is up.
+                if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(2.0)
 
 
 def list_jobs(address: str | None = None) -> list[dict[str, Any]]:

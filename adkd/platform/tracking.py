@@ -738,15 +738,21 @@ class StandaloneTracker(NullCallback):
 
     @classmethod
     def for_config(cls, config: Any) -> NullCallback:
-        """Tracking for a TrainConfig with the default settings; a no-op when ADKD_TRACKING=off."""
+        """Tracking for a TrainConfig with the default settings.
+
+        ``ADKD_TRACKING=off`` turns it into a no-op; ``ADKD_REGISTER=off`` (or ``register_models = false``
+        in adkd.toml) tracks without registering a version.
+        """
         import os
 
         from adkd.platform.settings import load_settings
 
-        if os.environ.get("ADKD_TRACKING", "").lower() in ("off", "0", "false", "no"):
+        off = ("off", "0", "false", "no")
+        if os.environ.get("ADKD_TRACKING", "").lower() in off:
             return NullCallback()
         settings = load_settings()
-        session = TrackingSession.from_settings(settings, config.data, command="train")
+        register = settings.register_models and os.environ.get("ADKD_REGISTER", "").lower() not in off
+        session = TrackingSession.from_settings(settings, config.data, command="train", register=register)
         return cls(session, config.category, preset=getattr(config, "preset", None))
 
     def on_start(self, config: dict[str, Any]) -> None:

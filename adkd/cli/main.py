@@ -7,6 +7,7 @@ import traceback
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from adkd import __version__
 from adkd.errors import AdkdError
@@ -59,7 +60,8 @@ def run() -> None:
     except AdkdError as exc:
         if state["debug"]:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # The message is plain text: paths or rule ids in [brackets] must not be read as rich markup.
+        err_console.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", None)

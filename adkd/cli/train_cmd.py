@@ -80,6 +80,18 @@ def local_data(data: str, category: str | None = None) -> str:
     return str(sync_dataset(data, categories=[category] if category else None))
 
 
+def _check_local_category(config: TrainConfig) -> None:
+    if config.data.startswith("s3://"):
+        return
+    root = Path(config.data).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"data root {root} does not exist; pass the folder that holds the category folders")
+    if not (root / config.category).is_dir():
+        raise ConfigError(
+            f"category {config.category!r} not found under {root}; pick one of its folders or check --data"
+        )
+
+
 def run_single(config: TrainConfig, callbacks: Sequence[TrainCallback] = (), resume: bool = False) -> TrainResult:
     """Train one category in this process (s3:// data synced first)."""
     from adkd.pipelines.train.engine import train_category
@@ -148,6 +160,7 @@ def train(
 ) -> None:
     """Train one model on one category and evaluate it on the test split."""
     config = resolve_cli_config(model, preset, category, data, set_, config_file, out, skip_validation)
+    _check_local_category(config)  # before any tracking run is created
     result = run_single(config, build_callbacks(config), resume=resume)
     for note in result.notes:
         console.print(f"[dim]note:[/] {note}")

@@ -61,7 +61,7 @@ class ResultRow:
 def _fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     minutes, sec = divmod(seconds, 60)
     return f"{minutes}:{sec:02d}"
 

@@ -455,6 +455,19 @@ def _storage_uri(storage_path: str | None, run_dir: Path) -> str:
     return str(Path(storage_path).expanduser().resolve())
 
 
+def _storage_filesystem(storage: str, endpoint_url: str | None) -> tuple[str, Any]:
+    """Ray Train storage: s3:// with a custom endpoint needs an explicit pyarrow S3 filesystem."""
+    if not storage.startswith("s3://") or not endpoint_url:
+        return storage, None
+    from pyarrow import fs
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    scheme = "https" if endpoint_url.startswith("https") else "http"
+    endpoint = endpoint_url.split("://", 1)[-1].rstrip("/")
+    filesystem = fs.S3FileSystem(endpoint_override=endpoint, scheme=scheme, region=region)
+    return storage[len("s3://") :], filesystem
+
+
 def _fetch_outputs(fit_result: Any, dest: Path) -> dict[str, Any] | None:
     """Copy the final checkpoint (the run's outputs) from run storage to ``dest``; return result.json."""
     import json
@@ -546,6 +559,7 @@ def run_all_categories(
     if duplicates:
         raise ConfigError(f"category listed twice: {', '.join(duplicates)}; name each category once")
     resources = resources or CategoryResources()
+    _check_distributed(resources, engine)
     if max_failures < 0:
         raise ConfigError(f"--max-failures must be >= 0, got {max_failures}")
     sink = sink or NullSink()
@@ -554,6 +568,7 @@ def run_all_categories(
     run_dir = (Path(runs_dir) / f"all-{run_id}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     storage = _storage_uri(storage_path, run_dir)
+    storage_root, storage_fs = _storage_filesystem(storage, s3_endpoint_url)
     configs = [_resolve_local_paths(c) for c in configs]
 
     cluster = connect(address, num_cpus=num_cpus, num_gpus=num_gpus, verbose=verbose)
@@ -585,7 +600,8 @@ def run_all_categories(
             ),
             run_config=RunConfig(
                 name=f"{run_id}-{category}",
-                storage_path=storage,
+                storage_path=storage_root,
+                storage_filesystem=storage_fs,
                 failure_config=FailureConfig(max_failures=max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
@@ -666,6 +682,25 @@ def run_all_categories(
         wall_s=wall_s,
         attempts={c: max(s.attempts, 1) for c, s in states.items()},
     )
+
+
+def _check_distributed(resources: CategoryResources, engine: str | None) -> None:
+    """Several workers per category only help an engine that shards batches and averages gradients.
+
+    Ray Train sets up the process group (gloo/NCCL) for every worker; the engine says it uses it by
+    exposing ``SUPPORTS_DISTRIBUTED = True``. Without that, N workers would train N identical copies.
+    """
+    if resources.workers == 1:
+        return
+    import importlib
+
+    module = (engine or "adkd.pipelines.train.engine:train_category").partition(":")[0]
+    if not getattr(importlib.import_module(module), "SUPPORTS_DISTRIBUTED", False):
+        raise ConfigError(
+            f"--workers-per-category {resources.workers}: the training engine ({module}) does not do "
+            "data-parallel training yet, so extra workers would train identical copies; use 1 worker per "
+            "category (categories already train in parallel) and give it more --cpus/--gpus-per-category"
+        )
 
 
 def _check_fits(resources: CategoryResources, cluster: dict[str, float]) -> None:

@@ -1,0 +1,128 @@
+"""Fast checks of the multi-category CLI surface and its pure helpers (no Ray started, no training)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from adkd.errors import ConfigError, DataError
+
+
+def _app() -> typer.Typer:
+    from adkd.cli import train_cmd
+    from adkd.cli.train_all import with_all_categories
+
+    app = typer.Typer()
+    app.command("train")(with_all_categories(train_cmd.train))
+    app.command("noop")(lambda: None)
+    return app
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from adkd.pipelines.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("cli") / "data"
+    synthesize(root, categories=["weave", "disc"], size=32, n_train=4, n_test=4)
+    return root
+
+
+def test_train_gains_the_ray_options_and_keeps_its_own() -> None:
+    result = CliRunner().invoke(_app(), ["train", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    for option in (
+        "--all-categories",
+        "--categories",
+        "--address",
+        "--workers-per-category",
+        "--cpus-per-category",
+        "--gpus-per-category",
+        "--category",
+        "--resume",
+    ):
+        assert option in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "text"),
+    [
+        ([], ConfigError, "missing --category"),
+        (["--category", "weave", "--all-categories"], ConfigError, "not both"),
+        (["--categories", "weave,nope"], DataError, "nope"),
+        (["--categories", " , "], ConfigError, "--categories is empty"),
+        (["--all-categories", "--workers-per-category", "2", "--no-tracking"], ConfigError, "data-parallel"),
+        (["--all-categories", "--cpus-per-category", "0"], ConfigError, "--cpus-per-category must be > 0"),
+        (["--all-categories", "--resume"], ConfigError, "--resume is for one category"),
+    ],
+)
+def test_bad_multi_category_requests_fail_with_one_clear_error(
+    data: Path, args: list[str], error: type, text: str
+) -> None:
+    base = ["train", "--data", str(data), "--model", "rd", "--preset", "cpu-smoke"]
+    result = CliRunner().invoke(_app(), base + args)
+    assert isinstance(result.exception, error), result.output
+    assert text in str(result.exception)
+
+
+def test_categories_are_discovered_or_checked(data: Path) -> None:
+    from adkd.cli.train_all import resolve_categories
+
+    assert resolve_categories(str(data), None, True, None) == ["disc", "weave"]
+    assert resolve_categories(str(data), "weave", False, None) == ["weave"]
+
+
+def test_submit_entrypoint_runtime_env_and_secret_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adkd.platform import jobs
+
+    cmd = jobs.entrypoint_for(["train", "--all-categories", "--data", "/d ata"])
+    assert shlex.split(cmd) == ["python", "-m", "adkd.cli.main", "train", "--all-categories", "--data", "/d ata"]
+    with pytest.raises(ConfigError, match="cannot run as a job"):
+        jobs.entrypoint_for(["submit", "--", "train"])
+    with pytest.raises(ConfigError, match="nothing to submit"):
+        jobs.entrypoint_for([])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.delenv("ADKD_RUNS_DIR", raising=False)
+    env = jobs.build_runtime_env({"ADKD_RUNS_DIR": "/shared/runs"})
+    assert env["env_vars"] == {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "ADKD_RUNS_DIR": "/shared/runs"}
+    assert Path(env["py_modules"][0]).name == "adkd" and (Path(env["py_modules"][0]) / "cli" / "main.py").is_file()
+    assert jobs.parse_env(["A=1", "B=x=y"]) == {"A": "1", "B": "x=y"}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        jobs.parse_env(["novalue"])
+    with pytest.raises(ConfigError, match="AWS_SECRET_ACCESS_KEY"):
+        jobs.submit(["train"], address="http://127.0.0.1:9", env={"AWS_SECRET_ACCESS_KEY": "s"})
+
+
+def test_results_markdown_and_json(tmp_path: Path) -> None:
+    from adkd.platform.progress import ResultRow, write_results
+
+    rows = [
+        ResultRow("bottle", "rd", "FINISHED", {"test/image_auroc": 0.9912, "test/pixel_auroc": 0.985}, 2.25, "3"),
+        ResultRow("cable", "rd", "FAILED", {}, 0.1, None, error="data validation failed: 1 mask missing"),
+    ]
+    md, js = write_results(tmp_path, rows, {"run_id": "x"})
+    lines = md.read_text().splitlines()
+    assert lines[2] == "| bottle | rd | FINISHED | 99.1 | 98.5 | - | 2.2 | 3 |"
+    assert lines[3] == "| cable | rd | FAILED | - | - | - | 0.1 | - |"
+    assert lines[-1] == "- **cable** failed: data validation failed: 1 mask missing"
+    payload = json.loads(js.read_text())
+    assert payload["run_id"] == "x" and payload["categories"][0]["registered_version"] == "3"
+
+
+def test_live_board_tracks_epochs_restarts_and_eta() -> None:
+    from adkd.platform.progress import ProgressBoard
+
+    board = ProgressBoard(["a", "b"])
+    board.on_start("a", attempt=1, epochs=4)
+    board.rows["a"].last_epoch_at -= 10.0  # an epoch that took 10 s
+    board.on_epoch("a", 1, {"train/loss": 0.5})
+    assert board.rows["a"].eta_s() == pytest.approx(30.0, abs=0.5)
+    board.on_start("a", attempt=2)
+    assert board.rows["a"].state == "RESTARTED" and board.rows["a"].attempts == 2
+    board.on_end("a", "FINISHED")
+    assert board.rows["a"].eta_s() is None and board.rows["b"].state == "PENDING"
+    assert board.render().row_count == 2

@@ -42,7 +42,7 @@ def test_cpu_smoke_is_small() -> None:
     for model in MODELS:
         c = resolve_config(model, "cpu-smoke", "cat", "/data")
         assert 64 <= c.image_size <= 128 and c.backbone in ("resnet18", "mobilenet_v2")
-        assert c.weights == "none" and c.epochs + c.ae_pretrain_epochs <= 12
+        assert c.weights == "none" and c.epochs + c.ae_pretrain_epochs <= 16
 
 
 def test_overrides_reach_nested_settings_and_parse_json() -> None:
@@ -98,7 +98,7 @@ def test_config_files_and_precedence(tmp_path) -> None:
     assert resolve_config("rd", "cpu-smoke", "cat", "/data", config_file=toml_file).batch_size == 4
 
     c = resolve_config("rd", "cpu-smoke", "cat", "/data", defaults={"out_dir": "x", "epochs": 99}, settings={"seed": 3})
-    assert (c.out_dir, c.epochs, c.seed) == ("x", 8, 3)  # defaults < preset < settings
+    assert (c.out_dir, c.epochs, c.seed) == ("x", 16, 3)  # defaults < preset < settings
 
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_config("rd", "cpu-smoke", "cat", "/data", config_file=tmp_path / "nope.yaml")

@@ -357,7 +357,6 @@ class _Run:
         self.rt = Runtime.from_config(cfg)
         model = build_model(cfg.model, backbone=cfg.backbone, weights=cfg.weights, **cfg.model_options)
         self.model = self.rt.place(model)
-        self.is_ae = cfg.model == "stfpm-ae" or hasattr(self.model, "pretrain_loss")
         if cfg.ae_pretrain_epochs and not hasattr(self.model, "pretrain_loss"):
             raise ConfigError(f"ae_pretrain_epochs is for stfpm-ae; model '{cfg.model}' has no autoencoder")
         # Training data lives on the device once (uint8): no loader workers, no per-batch copies.

@@ -212,10 +212,28 @@ class _RayReporter(NullCallback):
             # Every rank reports once per epoch: ray.train.report is a barrier across the worker group.
             ray.train.report({"epoch": epoch, **clean}, checkpoint=checkpoint, checkpoint_dir_name=f"epoch-{epoch:05d}")
         if checkpoint is not None:
-            self._push("checkpoint", epoch=epoch)
+            self._push("checkpoint", epoch=epoch, committed=_wait_committed())
 
     def on_artifact(self, path: Path, kind: str) -> None:
         self.artifacts.append((str(path), kind))
+
+
+def _wait_committed(timeout_s: float = 120.0) -> bool:
+    """Block until the controller has registered the reported checkpoint, so a crash resumes from it.
+
+    ``ray.train.report`` returns once the files are in storage; the controller registers them a little
+    later. A worker killed in between would restart from the previous checkpoint.
+    """
+    import ray.train
+
+    try:
+        ray.train.get_all_reported_checkpoints(
+            consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=timeout_s
+        )
+    except Exception:  # an older Ray or a slow controller: training goes on, the event says so
+        log.warning("checkpoint not confirmed by Ray Train within %.0f s", timeout_s, exc_info=True)
+        return False
+    return True
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -411,7 +429,8 @@ class _Driver:
         category = event["category"]
         if kind == "start":
             state.attempts = max(state.attempts, event["attempt"])
-            self.board.on_start(category, event["attempt"], state.config.epochs)
+            total = state.config.epochs + state.config.ae_pretrain_epochs  # the engine counts both phases
+            self.board.on_start(category, event["attempt"], total)
             if not state.started:
                 state.started = True
                 _safe(state.callback.on_start, event.get("config") or state.config.model_dump(mode="json"))

@@ -61,8 +61,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     def kill_after_first_checkpoint(event: dict[str, Any]) -> None:
         events.append(event)
+        # A "checkpoint" event means Ray Train has committed it: a restart must resume from it.
         if event["category"] == KILLED and event["kind"] == "checkpoint" and not killed:
-            killed["pid"], killed["epoch"] = event["pid"], event["epoch"]
+            killed["pid"], killed["epoch"], killed["committed"] = event["pid"], event["epoch"], event["committed"]
             os.kill(event["pid"], signal.SIGKILL)
 
     try:
@@ -132,6 +133,7 @@ def test_one_child_run_and_one_registered_version_per_category(run: dict[str, An
 def test_killed_worker_resumes_from_checkpoint_without_duplicates(run: dict[str, Any]) -> None:
     killed = run["killed"]
     assert killed, "the kill listener never saw a checkpoint of the killed category"
+    assert killed["committed"] is True
     attempts = run["outcome"].attempts
     assert attempts[KILLED] >= 2 and attempts["weave"] == 1 and attempts["disc"] == 1
     workers = [e for e in run["events"] if e["category"] == KILLED and e["kind"] == "worker"]

@@ -589,12 +589,14 @@ class CategoryTracker(NullCallback):
 
         client = self.session._client
 
+        experiment_id = self.session.experiment_id
+
         def log_onnx() -> None:
-            handle.onnx_model_uri = log_onnx_model(onnx_path, _run_id(handle))
+            handle.onnx_model_uri = log_onnx_model(onnx_path, _run_id(handle), experiment_id)
             client.set_tag(_run_id(handle), "onnx_model_uri", handle.onnx_model_uri)
 
         def log_pyfunc() -> None:
-            info = log_pyfunc_model(onnx_path, _run_id(handle))
+            info = log_pyfunc_model(onnx_path, _run_id(handle), experiment_id)
             handle.pyfunc_model_uri, handle.pyfunc_model_id = info.model_uri, info.model_id
             client.set_tag(_run_id(handle), "pyfunc_model_uri", info.model_uri)
 
@@ -672,7 +674,19 @@ def _onnx_example(onnx_path: Path) -> tuple[dict[str, Any], Any]:
     return example, infer_signature(example, outputs)
 
 
-def log_onnx_model(onnx_path: Path, run_id: str) -> str:
+def _logged_model_id(run_id: str, experiment_id: str | None, name: str, flavor: str) -> str | None:
+    """Create the LoggedModel in the run's experiment: left to itself, ``Model.log`` would put it in the
+    process's active experiment (often 'Default'), not the run's."""
+    from mlflow import MlflowClient
+
+    if experiment_id is None:
+        return None
+    client = MlflowClient()
+    model = client.create_logged_model(experiment_id, name=name, source_run_id=run_id, tags={"flavor": flavor})
+    return model.model_id
+
+
+def log_onnx_model(onnx_path: Path, run_id: str, experiment_id: str | None = None) -> str:
     """The raw exported graph as an ``mlflow.onnx`` model of ``run_id`` (uint8 NHWC tensor in)."""
     import mlflow.onnx
     import onnx
@@ -686,6 +700,7 @@ def log_onnx_model(onnx_path: Path, run_id: str) -> str:
         pip_requirements=[r for r in _pyfunc_requirements() if not r.startswith("pillow")],
         save_as_external_data=False,
         run_id=run_id,
+        model_id=_logged_model_id(run_id, experiment_id, "onnx", "onnx"),
     )
     return info.model_uri
 
@@ -696,7 +711,7 @@ def _pyfunc_requirements() -> list[str]:
     return pip_requirements()
 
 
-def log_pyfunc_model(onnx_path: Path, run_id: str) -> Any:
+def log_pyfunc_model(onnx_path: Path, run_id: str, experiment_id: str | None = None) -> Any:
     """The registered model: ``adkd.platform.pyfunc.OnnxAnomalyModel`` over ``onnx_path``."""
     import mlflow.pyfunc
     from mlflow.models import Model
@@ -717,6 +732,7 @@ def log_pyfunc_model(onnx_path: Path, run_id: str) -> Any:
         pip_requirements=_pyfunc_requirements(),
         metadata={k: meta[k] for k in ("model", "backbone", "category", "image_size") if k in meta},
         run_id=run_id,
+        model_id=_logged_model_id(run_id, experiment_id, "model", "python_function"),
     )
 
 

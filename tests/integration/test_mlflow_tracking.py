@@ -72,7 +72,9 @@ def test_parent_and_child_runs_with_tags_and_params(trained: dict[str, Any]) -> 
     assert len(tags["data_fingerprint"]) == 64 and tags["device"] == "cpu"
     assert tags["adkd_version"] and tags["torch_version"] and tags["git_commit"]
     params = child.data.params
-    assert params["epochs"] == "2" and params["optimizer.lr"] == "0.005" and params["backbone"] == "resnet18"
+    config = json.loads((trained["tmp"] / "runs" / "rd" / CATEGORY / "config.json").read_text())
+    assert params["epochs"] == "2" and params["backbone"] == config["backbone"] == tags["backbone"]
+    assert float(params["optimizer.lr"]) == config["optimizer"]["lr"]
     everything = json.dumps([parent.data.params, parent.data.tags, params, tags])
     assert SECRET not in everything
 
@@ -132,6 +134,10 @@ def test_onnx_flavor_model_is_logged_with_signature(trained: dict[str, Any], mlf
     mlflow.set_tracking_uri(mlflow_server)
     uri = trained["client"].get_run(trained["child"].info.run_id).data.tags["onnx_model_uri"]
     assert mlflow.models.get_model_info(uri).flavors.keys() >= {"onnx", "python_function"}
+    # Both logged models live in the run's experiment, linked to the child run.
+    child = trained["child"]
+    logged = mlflow.search_logged_models(experiment_ids=[child.info.experiment_id], output_format="list")
+    assert sorted(m.name for m in logged if m.source_run_id == child.info.run_id) == ["model", "onnx"]
     loaded = mlflow.pyfunc.load_model(uri)
     assert loaded.metadata.get_input_schema().inputs[0].name == "image"
     images = np.full((2, 64, 64, 3), 100, dtype=np.uint8)
@@ -182,3 +188,26 @@ def test_unreachable_server_fails_before_training(tmp_path: Path) -> None:
     assert f"127.0.0.1:{port} is unreachable" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_embedded_store_by_default_and_registration_can_be_skipped(trained: dict[str, Any], tmp_path: Path) -> None:
+    env = _env(tmp_path, "")
+    del env["MLFLOW_TRACKING_URI"]
+    args = ["train", "-c", CATEGORY, "-d", str(trained["data"]), "-m", "stfpm", "-p", "cpu-smoke"]
+    args += ["--set", "epochs=1", "--set", "num_threads=1", "--out", str(tmp_path / "runs")]
+    first = adkd(args, env, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = adkd(args, {**env, "ADKD_REGISTER": "off"}, tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    store = tmp_path / "adkd-runs"
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("synthset")
+    assert experiment.artifact_location == (store / "artifacts").resolve().as_uri()
+    children = client.search_runs([experiment.experiment_id], filter_string=f"tags.category = '{CATEGORY}'")
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    versions = client.search_model_versions(f"name = 'adkd-{CATEGORY}'")
+    assert [str(v.version) for v in versions] == ["1"]
+    registered = [r for r in children if "registered_model" in r.data.tags]
+    assert len(registered) == 1 and versions[0].run_id == registered[0].info.run_id
+    assert any((store / "artifacts").rglob("model.onnx"))

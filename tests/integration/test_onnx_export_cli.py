@@ -44,7 +44,8 @@ def test_export_checkpoint_scores_like_training(tmp_path: Path) -> None:
     assert f"wrote {out}" in proc.stdout.replace("\n", "") and "max map diff" in proc.stdout
 
     meta = read_metadata(out)
-    assert (meta["model"], meta["backbone"], meta["category"], meta["image_size"]) == ("stfpm", "resnet18", "bolt", 64)
+    expected = ("stfpm", result.config["backbone"], "bolt", 64)
+    assert (meta["model"], meta["backbone"], meta["category"], meta["image_size"]) == expected
     assert meta["metrics"]["test/image_auroc"] == pytest.approx(result.metrics["test/image_auroc"])
     assert meta["thresholds"]["image"] == pytest.approx(result.thresholds["image"])
     assert meta["parity"]["ok"] and meta["parity"]["source"].startswith("test images of")

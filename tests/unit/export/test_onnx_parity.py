@@ -18,7 +18,9 @@ from adkd.pipelines.export.onnx_export import ExportError, ExportGraph
 
 SIZE = 64
 THRESHOLDS = {"image": 0.3, "pixel": 0.25, "score_min": 0.05, "score_max": 0.6}
-BOTTLE = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mvtec_ad_256" / "bottle"
+SHARED = Path(__file__).resolve().parents[3] / ".." / "shared"
+BOTTLE = SHARED / "data" / "mvtec_ad_256" / "bottle"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_features.pth"
 
 
 def _images(n: int, seed: int) -> torch.Tensor:
@@ -90,6 +92,19 @@ def test_export_matches_pytorch_on_real_bottle_images(tmp_path: Path) -> None:
     )
     path = export_onnx(model, tmp_path / "rd.onnx", SIZE, THRESHOLDS, verify_images=images, verify_source="bottle")
     assert read_metadata(path)["parity"]["source"] == "bottle"
+    _assert_parity(path, model, images)
+
+
+@pytest.mark.skipif(not (BOTTLE.is_dir() and WEIGHTS.is_file()), reason=f"needs {BOTTLE} and {WEIGHTS}")
+@pytest.mark.parametrize("name", ["rd", "stfpm"])
+def test_export_with_the_real_mobilenet_teacher_on_bottle_images(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, backbone="mobilenet_v2", weights=str(WEIGHTS)).eval()
+    files = sorted((BOTTLE / "test" / "contamination").glob("*.png"))[:2]
+    images = torch.from_numpy(
+        np.stack([np.asarray(Image.open(f).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)) for f in files])
+    )
+    path = export_onnx(model, tmp_path / f"{name}.onnx", SIZE, THRESHOLDS, verify_images=images)
     _assert_parity(path, model, images)
 
 

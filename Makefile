@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 3 --timeout 1500 --durations 25 tests
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit

@@ -125,7 +125,7 @@ def submit(
     submission_id: str | None = None,
     python: str = "python",
     entrypoint_num_cpus: float | None = None,
-    agent_wait_s: float = 120.0,
+    agent_wait_s: float = 300.0,
 ) -> str:
     """Submit ``adkd <args>`` as a Ray job; return its submission id."""
     entrypoint = entrypoint_for(args, python)

@@ -81,7 +81,10 @@ def _download(artifact_uri: str, target: Path, tracking_uri: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
     try:
-        mlflow.set_tracking_uri(tracking_uri)
+        match = _MODELS_URI.match(artifact_uri)
+        if match and match["version"]:
+            # Resolve through our own client: the process-wide registry URI may point elsewhere.
+            artifact_uri = _client(tracking_uri).get_model_version_download_uri(match["name"], match["version"])
         mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(tmp), tracking_uri=tracking_uri)
         tmp.rename(target)
     except Exception as exc:

@@ -80,9 +80,11 @@ def set_line(params: dict[str, float]) -> str:
 class ValidationObjective(NullCallback):
     """After each epoch: score the model on validation images with synthetic defects, report to Tune."""
 
-    def __init__(self, objective: str, seed: int) -> None:
+    def __init__(self, objective: str, seed: int, last_epoch: int) -> None:
         self.objective = objective
         self.seed = seed
+        self.last_epoch = last_epoch
+        self.final: dict[str, float] | None = None
         self._labelled: Any = None
 
     def on_epoch_model(self, epoch: int, model: Any, runtime: Any, data: Any, config: TrainConfig) -> dict[str, float]:
@@ -102,9 +104,15 @@ class ValidationObjective(NullCallback):
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         from ray import tune
 
-        value = metrics.get(f"val/{self.objective}", float("nan"))
+        if f"val/{self.objective}" not in metrics:
+            return  # stfpm-ae's autoencoder pretraining epochs: nothing to score yet
+        value = metrics[f"val/{self.objective}"]
         report = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         report.update({"objective": value if math.isfinite(value) else 0.0, "epoch": epoch})
+        if epoch >= self.last_epoch:
+            # ASHA ends a trial as soon as it reports max_t: hold the last report until model.pt is written.
+            self.final = report
+            return
         tune.report(report)
 
 
@@ -119,10 +127,14 @@ def trial_main(params: dict[str, float], base: dict[str, Any], objective: str, t
     values["out_dir"] = str(trial_dir)
     values["evaluate_test"] = False
     config = TrainConfig.model_validate(values)
-    result = train_category(config, [ValidationObjective(objective, seed=config.seed + 1)])
+    last_epoch = config.ae_pretrain_epochs + config.epochs
+    reporter = ValidationObjective(objective, seed=config.seed + 1, last_epoch=last_epoch)
+    result = train_category(config, [reporter])
     if result.status != "FINISHED":
         raise RuntimeError(f"trial failed: {result.error}")
     (trial_dir / "trial_result.json").write_text(json.dumps(result.to_dict(), default=str))
+    if reporter.final is not None:
+        tune.report(reporter.final)
 
 
 @dataclass
@@ -214,7 +226,7 @@ def run_tune(
     values = base.model_dump(mode="json")
     if epochs is not None:
         values["epochs"] = epochs
-    max_t = max(int(values["epochs"]), 1)
+    max_t = max(int(values["epochs"]) + int(values.get("ae_pretrain_epochs") or 0), 1)
     started = time.perf_counter()
 
     search_alg = None
@@ -254,7 +266,10 @@ def run_tune(
     )
     results = tuner.fit()
     rows = _rows(results, list(space), trials_dir)
-    finished = [r for r in rows if math.isfinite(r.objective)]
+    # Trials ASHA stopped early have no final model (and were judged weak): pick among completed ones.
+    finished = [r for r in rows if math.isfinite(r.objective) and r.checkpoint] or [
+        r for r in rows if math.isfinite(r.objective)
+    ]
     if not finished:
         errors = [str(res.error) for res in results if res.error][:3]
         raise ConfigError(f"no trial of {base.model}/{base.category} finished an epoch: {' | '.join(errors)}")

@@ -42,7 +42,7 @@ def test_tune_four_trials_tracked_and_only_best_sees_test(synth_root: Path, tmp_
     trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].data.tags.get("command") == "tune"
     assert len(trials) == 4
-    best = [r for r in trials if r.data.params.get("tune_best") == "True"]
+    best = [r for r in trials if r.data.params.get("tune_best", "").lower() == "true"]
     assert len(best) == 1
     for run in trials:
         mask_rate = float(run.data.params["tune.mask_rate"])
@@ -54,7 +54,7 @@ def test_tune_four_trials_tracked_and_only_best_sees_test(synth_root: Path, tmp_
     history = client.get_metric_history(best[0].info.run_id, "val/pixel_auroc")
     assert len(history) >= 1
 
-    summaries = list((tmp_path / "runs" / "tune").glob("mrkd-disc-*-tune.json"))
+    summaries = list((tmp_path / "runs" / "tune").glob("mrkd-disc*tune.json"))
     assert len(summaries) == 1
     summary = json.loads(summaries[0].read_text())
     objectives = [t["objective"] for t in summary["trials"]]

@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# --dist loadfile: a module's expensive fixtures (servers, Ray clusters, trainings) run once, not once per worker.
 test: install
-	$(BIN)/python -m pytest -q -n 3 --timeout 1500 --durations 25 tests
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --timeout 1500 --durations 40 tests
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit

@@ -46,7 +46,7 @@ def _table(summary) -> Table:
     table.add_column("epochs", justify="right")
     table.add_column("status")
     for row in summary.trials:
-        mark = " *" if row is summary.best else ""
+        mark = (" *" if row is summary.best else "") + (" (preset)" if row.is_default else "")
         values = [f"{row.params[n]:.4g}" for n in summary.best.params]
         obj = "n/a" if row.objective != row.objective else f"{100 * row.objective:.2f} %"
         table.add_row(row.trial_id + mark, *values, obj, str(row.epochs), row.status)
@@ -60,7 +60,7 @@ def tune(
     all_categories: bool = typer.Option(False, "--all-categories", help="Tune every category under --data."),
     preset: str = typer.Option("cpu-smoke", "--preset", "-p", help="Base training preset of every trial."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a base setting: key=value."),
-    config_file: Path = typer.Option(None, "--config", help="adkd.toml with [train] and [tune.space] tables."),
+    config_file: Path = typer.Option(None, "--config", help="adkd.toml with \\[train] and \\[tune.space] tables."),
     num_samples: int = typer.Option(8, "--num-samples", min=1, help="Trials per category."),
     max_concurrent: int = typer.Option(None, "--max-concurrent", min=1, help="Trials running at once."),
     epochs: int = typer.Option(None, "--epochs", min=1, help="Epochs per trial (ASHA may stop it sooner)."),
@@ -72,13 +72,18 @@ def tune(
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", min=0.1),
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", min=0.0),
     out: Path = typer.Option(None, "--out", "-o", help="Tune folder (default adkd-runs/tune)."),
+    include_default: bool = typer.Option(
+        True,
+        "--include-preset/--no-include-preset",
+        help="Make the preset's own λ/α the first trial, to compare against on the same objective.",
+    ),
 ) -> None:
     """Tune λ and α on held-out normal images with synthetic defects; the test split scores only the best."""
     from adkd.cli.train_cmd import local_data, resolve_cli_config
     from adkd.platform.cluster import connect
     from adkd.platform.settings import load_settings
     from adkd.platform.tracking import TrackingSession
-    from adkd.platform.tune import log_to_mlflow, parse_space, run_tune, set_line
+    from adkd.platform.tune import PARAM_TARGETS, log_to_mlflow, parse_space, run_tune, set_line
 
     settings_file = config_file if config_file is not None and config_file.suffix == ".toml" else None
     settings = load_settings(settings_file, ray_address=address)
@@ -103,6 +108,7 @@ def tune(
                 cpus_per_trial=cpus_per_trial,
                 gpus_per_trial=gpus_per_trial,
                 out_dir=out or settings.runs_dir / "tune",
+                include_default=include_default,
             )
             log_to_mlflow(session, summary)
             console.print(_table(summary))
@@ -114,7 +120,19 @@ def tune(
             )
             best = f"best trial {summary.best.trial_id}: test split (reported, not used to choose): {shown}"
             console.print(best, soft_wrap=True, highlight=False)
-            line = f"adkd train --category {cat} --model {model} --preset {preset} {set_line(summary.best.params)}"
+            default = summary.default
+            if default is not None and default is not summary.best:
+                gain = 100 * (summary.best.objective - default.objective)
+                console.print(
+                    f"the preset's own values score val {summary.objective} {100 * default.objective:.2f} %; "
+                    f"the best trial {gain:+.2f} points",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+            tuned = {PARAM_TARGETS[k] for k in summary.best.params}
+            kept = " ".join(f"--set {item}" for item in set_ if item.partition("=")[0].strip() not in tuned)
+            line = f"adkd train --category {cat} --model {model} --preset {preset} {kept} "
+            line = " ".join((line + set_line(summary.best.params)).split())
             console.print(f"train it with: {line}", soft_wrap=True, highlight=False)
     except BaseException:
         status = "FAILED"

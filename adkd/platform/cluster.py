@@ -116,7 +116,10 @@ def connect(
                 runtime_env = {}  # inside `adkd submit`: the job's runtime_env already carries it
             ray.init(address=address, runtime_env=runtime_env or None, **common)
         else:
+            # "local", not None: None joins whatever `ray start` last left in /tmp/ray (another user's or
+            # test's cluster, perhaps already gone); the embedded mode must start its own.
             ray.init(
+                address="local",
                 num_cpus=int(num_cpus) if num_cpus else None,
                 num_gpus=int(num_gpus) if num_gpus is not None else None,
                 include_dashboard=False,

@@ -72,6 +72,27 @@ def apply_params(base: dict[str, Any], params: dict[str, float]) -> dict[str, An
     return out
 
 
+def default_point(base: dict[str, Any], space: dict[str, tuple[str, float, float]]) -> dict[str, float] | None:
+    """The base config's own values of the searched parameters, or None when one lies outside the space.
+
+    Values not set in the config are the model's defaults (``MODEL_REGISTRY``).
+    """
+    from adkd.models.registry import MODEL_REGISTRY
+
+    model_defaults = MODEL_REGISTRY[base["model"]].defaults
+    point: dict[str, float] = {}
+    for name, (_, low, high) in space.items():
+        *parents, leaf = PARAM_TARGETS[name].split(".")
+        node: Any = base
+        for key in parents:
+            node = node.get(key) or {}
+        value = node.get(leaf, model_defaults.get(leaf) if parents == ["model_options"] else None)
+        if value is None or not low <= float(value) <= high:
+            return None
+        point[name] = float(value)
+    return point
+
+
 def set_line(params: dict[str, float]) -> str:
     """The tuned values as a ready `--set` line for `adkd train`."""
     return " ".join(f"--set {PARAM_TARGETS[k]}={v:.6g}" for k, v in sorted(params.items()))
@@ -146,6 +167,7 @@ class TrialRow:
     status: str
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: str | None = None
+    is_default: bool = False  # the base config's own values, evaluated first for comparison
 
 
 @dataclass
@@ -161,6 +183,11 @@ class TuneSummary:
     duration_s: float
     registered_version: str | None = None
 
+    @property
+    def default(self) -> TrialRow | None:
+        """The trial that ran the base config's own values, if it was evaluated."""
+        return next((t for t in self.trials if t.is_default), None)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "category": self.category,
@@ -170,13 +197,15 @@ class TuneSummary:
             "best_test_metrics": self.best_test_metrics,
             "best_set_line": set_line(self.best.params),
             "trials": [t.__dict__ for t in self.trials],
+            "default": self.default.__dict__ if self.default else None,
             "duration_s": self.duration_s,
             "registered_version": self.registered_version,
         }
 
 
-def _rows(results: Any, params: list[str], trials_dir: Path) -> list[TrialRow]:
+def _rows(results: Any, params: list[str], trials_dir: Path, default: dict[str, float] | None = None) -> list[TrialRow]:
     rows = []
+    default_seen = False
     for res in results:
         df = res.metrics_dataframe
         history = [] if df is None else df.to_dict("records")
@@ -184,15 +213,19 @@ def _rows(results: Any, params: list[str], trials_dir: Path) -> list[TrialRow]:
         trial_id = str((res.metrics or {}).get("trial_id") or Path(res.path).name)
         trial_dir = trials_dir / trial_id
         model_pt = next(iter(sorted(trial_dir.rglob("model.pt"))), None) if trial_dir.is_dir() else None
+        values = {p: float(res.config[p]) for p in params}
+        is_default = not default_seen and default is not None and values == default
+        default_seen = default_seen or is_default
         rows.append(
             TrialRow(
                 trial_id=trial_id,
-                params={p: float(res.config[p]) for p in params},
+                params=values,
                 objective=objective,
                 epochs=len(history),
                 status="ERROR" if res.error else "TERMINATED",
                 history=[{k: v for k, v in h.items() if isinstance(v, int | float)} for h in history],
                 checkpoint=str(model_pt) if model_pt else None,
+                is_default=is_default,
             )
         )
     return sorted(rows, key=lambda r: -r.objective if math.isfinite(r.objective) else math.inf)
@@ -212,8 +245,13 @@ def run_tune(
     out_dir: Path = Path("adkd-runs/tune"),
     grace_period: int = 1,
     sink: Any = None,
+    include_default: bool = True,
 ) -> TuneSummary:
-    """Run the search on the connected Ray; the caller connects Ray and supplies an MLflow sink."""
+    """Run the search on the connected Ray; the caller connects Ray and supplies an MLflow sink.
+
+    With ``include_default`` the base config's own λ/α (when inside the space) is the first of the
+    ``num_samples`` trials, so the table shows what tuning gained over the preset on the same objective.
+    """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -229,14 +267,21 @@ def run_tune(
     max_t = max(int(values["epochs"]) + int(values.get("ae_pretrain_epochs") or 0), 1)
     started = time.perf_counter()
 
-    search_alg = None
+    default = default_point(values, space) if include_default else None
+    points = [default] if default else None
     if search == "bayes":
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = OptunaSearch(seed=base.seed)
-    elif search != "random":
+        search_alg = OptunaSearch(seed=base.seed, points_to_evaluate=points)
+    elif search == "random":
+        from ray.tune.search import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(
+            points_to_evaluate=points, random_state=base.seed, max_concurrent=max_concurrent or 0
+        )
+    else:
         raise ConfigError(f"--search {search}: choose random or bayes")
-    if search_alg is not None and max_concurrent:
+    if search == "bayes" and max_concurrent:
         search_alg = ConcurrencyLimiter(search_alg, max_concurrent=max_concurrent)
 
     out_dir = out_dir.resolve()
@@ -255,7 +300,6 @@ def run_tune(
             num_samples=num_samples,
             scheduler=scheduler,
             search_alg=search_alg,
-            max_concurrent_trials=max_concurrent,
         ),
         run_config=tune.RunConfig(
             name=name,
@@ -265,7 +309,7 @@ def run_tune(
         ),
     )
     results = tuner.fit()
-    rows = _rows(results, list(space), trials_dir)
+    rows = _rows(results, list(space), trials_dir, default)
     # Trials ASHA stopped early have no final model (and were judged weak): pick among completed ones.
     finished = [r for r in rows if math.isfinite(r.objective) and r.checkpoint] or [
         r for r in rows if math.isfinite(r.objective)
@@ -332,7 +376,7 @@ def log_to_mlflow(session: Any, summary: TuneSummary) -> None:
     best = summary.best
     best_result = result_from_best(summary)
     for trial in summary.trials:
-        tuned = {"tune": trial.params, "tune_trial": trial.trial_id}
+        tuned = {"tune": trial.params, "tune_trial": trial.trial_id, "tune_preset_values": trial.is_default}
         if trial is best and best_result is not None:
             tracker = session.child(summary.category)
             tracker.on_start(summary.best_config | tuned | {"tune_best": True})

@@ -104,12 +104,21 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def restartable_mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
-    """A started server the test may ``stop()`` and ``start()`` again (same port, same store)."""
-    server = MlflowServer(tmp_path / "mlflow-server")
-    server.start()
+@pytest.fixture(scope="module")
+def _module_restartable_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-restartable"))
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def restartable_mlflow_server(_module_restartable_server: MlflowServer) -> Iterator[MlflowServer]:
+    """A running server the test may ``stop()`` and ``start()`` again (same port, same store).
+
+    One process per module (a start costs tens of seconds on a loaded box); each test gets it running,
+    whatever the previous test left it as.
+    """
+    _module_restartable_server.start()
+    yield _module_restartable_server

@@ -16,7 +16,11 @@ from adkd.pipelines.train.callbacks import NullCallback
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
 from adkd.platform.tracking import TrackingSession
-from tests.integration.mlflow_fixtures import MlflowServer, restartable_mlflow_server  # noqa: F401
+from tests.integration.mlflow_fixtures import (  # noqa: F401
+    MlflowServer,
+    _module_restartable_server,
+    restartable_mlflow_server,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -25,14 +25,16 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("model", ["rd", "mrkd"])
-def test_bottle_with_real_teacher(tmp_path: Path, model: str) -> None:
+# rd clears the bars after 3 epochs (98.4 / 97.5 / AUPRO 89.6 measured); mrkd needs the preset's 10
+# (3 epochs: pixel AUROC 87.8, 5 epochs: 87.5, 10 epochs: 98.6).
+@pytest.mark.parametrize(("model", "epochs"), [("rd", 4), ("mrkd", 10)])
+def test_bottle_with_real_teacher(tmp_path: Path, model: str, epochs: int) -> None:
     config = resolve_config(
         model,
         "bottle-mobilenet",
         "bottle",
         str(DATA.resolve()),
-        [f"weights={WEIGHTS.resolve()}", f"out_dir={tmp_path}", "num_threads=1"],
+        [f"weights={WEIGHTS.resolve()}", f"out_dir={tmp_path}", "num_threads=1", f"epochs={epochs}"],
     )
     assert config.image_size == 128 and config.backbone == "mobilenet_v2"
     result = train_category(config)

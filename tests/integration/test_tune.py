@@ -27,7 +27,7 @@ def test_tune_four_trials_tracked_and_only_best_sees_test(synth_root: Path, tmp_
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, ADKD_RUNS_DIR=str(tmp_path / "runs"), RAY_ADDRESS="")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, ADKD_RUNS_DIR=str(tmp_path / "runs"), RAY_ADDRESS="", COLUMNS="200")
     env.pop("RAY_ADDRESS")
     cmd = [ADKD, "tune", "--data", str(synth_root), "--category", "disc", "--model", "mrkd",
            "--num-samples", "4", "--epochs", "2", "--max-concurrent", "2", "--set", "image_size=64"]  # fmt: skip
@@ -50,6 +50,10 @@ def test_tune_four_trials_tracked_and_only_best_sees_test(synth_root: Path, tmp_
         assert 0.1 <= mask_rate <= 0.9 and 1e-2 <= alpha <= 10.0
         has_test = any(k.startswith("test/") for k in run.data.metrics)
         assert has_test == (run is best[0]), "only the best trial may be evaluated on the test split"
+    # The preset's own values (mrkd: λ 0.5, α 1) ran as one of the four trials, for comparison.
+    preset = [r for r in trials if r.data.params.get("tune_preset_values", "").lower() == "true"]
+    assert len(preset) == 1
+    assert float(preset[0].data.params["tune.mask_rate"]) == 0.5 and float(preset[0].data.params["tune.alpha"]) == 1
     assert 0.0 <= best[0].data.metrics["test/image_auroc"] <= 1.0
     history = client.get_metric_history(best[0].info.run_id, "val/pixel_auroc")
     assert len(history) >= 1
@@ -60,3 +64,5 @@ def test_tune_four_trials_tracked_and_only_best_sees_test(synth_root: Path, tmp_
     objectives = [t["objective"] for t in summary["trials"]]
     assert objectives == sorted(objectives, reverse=True)
     assert summary["best"]["objective"] == max(objectives)
+    assert summary["default"]["params"] == {"mask_rate": 0.5, "alpha": 1.0}
+    assert "(preset)" in proc.stdout

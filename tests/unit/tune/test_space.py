@@ -1,0 +1,60 @@
+"""The tune search space: defaults, config-file overrides, the preset's own point, the `--set` line."""
+
+from __future__ import annotations
+
+import pytest
+
+from adkd.errors import ConfigError
+from adkd.pipelines.train.presets import resolve_config
+from adkd.platform.tune import apply_params, default_point, parse_space, set_line
+
+
+def test_default_spaces_match_the_issue() -> None:
+    assert parse_space("mrkd") == {"mask_rate": ("uniform", 0.1, 0.9), "alpha": ("loguniform", 1e-2, 10.0)}
+    assert parse_space("stfpm-ae") == {"alpha": ("loguniform", 1e-8, 1e-3)}
+    assert parse_space("mrkd", tune_lr=(1e-4, 1e-2))["lr"] == ("loguniform", 1e-4, 1e-2)
+
+
+@pytest.mark.parametrize(
+    ("model", "custom", "message"),
+    [
+        ("rd", None, "adkd tune searches mrkd and stfpm-ae"),
+        ("mrkd", {"beta": {"type": "uniform", "low": 0, "high": 1}}, "beta: unknown parameter"),
+        ("stfpm-ae", {"mask_rate": {"type": "uniform", "low": 0.1, "high": 0.5}}, "mrkd only"),
+        ("mrkd", {"alpha": {"type": "loguniform", "low": 0, "high": 1}}, "0 < low < high"),
+        ("mrkd", {"alpha": {"low": 0.1}}, 'type = "uniform"|"loguniform"'),
+    ],
+)
+def test_bad_spaces_are_refused_by_name(model: str, custom: dict | None, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_space(model, custom)
+
+
+def test_config_file_space_replaces_one_parameter() -> None:
+    space = parse_space("mrkd", {"mask_rate": {"type": "uniform", "low": 0.2, "high": 0.4}})
+    assert space["mask_rate"] == ("uniform", 0.2, 0.4) and space["alpha"] == ("loguniform", 1e-2, 10.0)
+
+
+def test_apply_params_writes_nested_keys_without_touching_the_base() -> None:
+    base = {"model_options": {"sigma": 4.0}, "optimizer": {"lr": 0.005}}
+    out = apply_params(base, {"mask_rate": 0.3, "alpha": 2.0, "lr": 1e-3})
+    assert out == {"model_options": {"sigma": 4.0, "mask_rate": 0.3, "alpha": 2.0}, "optimizer": {"lr": 1e-3}}
+    assert base == {"model_options": {"sigma": 4.0}, "optimizer": {"lr": 0.005}}
+    assert set_line({"mask_rate": 0.3, "alpha": 2.0}) == "--set model_options.alpha=2 --set model_options.mask_rate=0.3"
+
+
+def test_default_point_reads_registry_defaults_and_preset_overrides() -> None:
+    space = parse_space("mrkd")
+    base = resolve_config("mrkd", "cpu-smoke", "disc", "/data").model_dump(mode="json")
+    assert default_point(base, space) == {"mask_rate": 0.5, "alpha": 1.0}  # the registry's mrkd defaults
+    base["model_options"]["mask_rate"] = 0.25
+    assert default_point(base, space) == {"mask_rate": 0.25, "alpha": 1.0}
+    base["model_options"]["alpha"] = 100.0  # outside [1e-2, 10]: no comparison point
+    assert default_point(base, space) is None
+
+
+def test_default_point_of_stfpm_ae_is_the_papers_alpha() -> None:
+    base = resolve_config("stfpm-ae", "paper", "disc", "/data").model_dump(mode="json")
+    assert default_point(base, parse_space("stfpm-ae")) == {"alpha": 1e-7}
+    lr_space = parse_space("stfpm-ae", tune_lr=(1e-3, 1.0))
+    assert default_point(base, lr_space) == {"alpha": 1e-7, "lr": base["optimizer"]["lr"]}

@@ -102,12 +102,26 @@ def job_logs(
 def job_stop(
     job_id: str = typer.Argument(..., help="Submission id printed by `adkd submit`."),
     address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
+    wait_s: float = typer.Option(
+        120.0, "--wait", min=0, help="Seconds to wait for the job to end (0: only request the stop)."
+    ),
 ) -> None:
-    """Stop a running job."""
+    """Stop a running job (Ray ends its driver, then its Ray Train workers); exit 1 if it does not end in time."""
     from adkd.platform import jobs
 
-    stopped = jobs.stop(job_id, _address(address))
-    console.print(f"job {job_id}: {'stop requested' if stopped else 'already finished'}")
+    where = _address(address)
+    if not jobs.stop(job_id, where):
+        info = jobs.status(job_id, where)
+        console.print(f"job {job_id} had already ended: {info['status']}", highlight=False)
+        return
+    if wait_s == 0:
+        console.print(f"job {job_id}: stop requested (see `adkd jobs status {job_id}`)", highlight=False)
+        return
+    final = jobs.wait(job_id, where, timeout_s=wait_s, poll_s=1.0)
+    if final not in jobs.TERMINAL:
+        console.print(f"job {job_id} is still {final} after {wait_s:g} s; check `adkd jobs status {job_id}`")
+        raise typer.Exit(1)
+    console.print(f"job {job_id} ended {final}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

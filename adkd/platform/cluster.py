@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 from adkd.errors import AdkdError, ConfigError, ServiceError
 from adkd.pipelines.train.callbacks import NullCallback, TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
-from adkd.platform.progress import ProgressBoard, ResultRow, write_results
+from adkd.platform.progress import ProgressBoard, ResultRow, log_lines_above_live, write_results
 
 log = logging.getLogger(__name__)
 
@@ -655,7 +656,11 @@ def run_all_categories(
                 results[category] = result
 
     if live:
-        with Live(board.render(), console=console, refresh_per_second=4, transient=False) as view:
+        terminal = (sys.stdout, sys.stderr)
+        with (
+            Live(board.render(), console=console, refresh_per_second=4, transient=False) as view,
+            log_lines_above_live(terminal),
+        ):
             while len(results) < len(names):
                 pump()
                 view.update(board.render())

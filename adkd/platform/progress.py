@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,30 @@ RESULT_METRICS = (
     ("test/pixel_auroc", "pixel AUROC"),
     ("test/aupro", "AUPRO"),
 )
+
+
+@contextmanager
+def log_lines_above_live(terminal_streams: tuple[Any, ...]) -> Iterator[None]:
+    """Inside a rich ``Live``: send logging's console handlers through Live's stdout/stderr proxies.
+
+    A ``StreamHandler`` keeps the stream it was created with, so without this MLflow's INFO lines
+    (and any library's) are written straight to the terminal, through the middle of the live table.
+    ``terminal_streams`` are the real (stdout, stderr) from before ``Live`` started.
+    """
+    proxies = {id(t): now for t, now in zip(terminal_streams, (sys.stdout, sys.stderr), strict=True) if t is not now}
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    swapped: list[tuple[logging.StreamHandler, Any]] = []
+    for logger in loggers:
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler and id(handler.stream) in proxies:
+                swapped.append((handler, handler.setStream(proxies[id(handler.stream)])))
+    try:
+        yield
+    finally:
+        for handler, original in swapped:
+            handler.setStream(original)
 
 
 @dataclass

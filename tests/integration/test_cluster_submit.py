@@ -119,7 +119,9 @@ def submitted(ray_head: dict[str, str], tmp_path_factory: pytest.TempPathFactory
         "train", "--categories", ",".join(CATEGORIES), "--data", str(data),
         "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=2", "--cpus-per-category", "0.5",
     )  # fmt: skip
-    return {"proc": proc, "job_id": job_id, "tracking_uri": tracking_uri, "store": store, "head": ray_head}
+    return {
+        "proc": proc, "job_id": job_id, "tracking_uri": tracking_uri, "store": store, "head": ray_head, "data": data,
+    }  # fmt: skip
 
 
 def test_submitted_training_job_succeeds(submitted: dict[str, Any]) -> None:
@@ -157,3 +159,31 @@ def test_jobs_commands_follow_the_job(submitted: dict[str, Any]) -> None:
     assert logs.returncode == 0 and "results:" in logs.stdout
     missing = _adkd("jobs", "status", "no-such-job", "--address", address, timeout=120)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_jobs_stop_ends_a_running_job(submitted: dict[str, Any]) -> None:
+    from adkd.platform import jobs
+
+    address = submitted["head"]["dashboard"]
+    job_id = f"adkd-stop-{uuid.uuid4().hex[:8]}"
+    proc = _adkd(
+        "submit", "--address", address, "--tracking-uri", submitted["tracking_uri"],
+        "--env", f"ADKD_RUNS_DIR={submitted['store'] / 'runs-stopped'}", "--env", "ADKD_EXPERIMENT=stop-test",
+        "--job-id", job_id, "--",
+        "train", "--categories", CATEGORIES[0], "--data", str(submitted["data"]),
+        "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=1000", "--cpus-per-category", "0.5",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    deadline = time.monotonic() + 300
+    while jobs.status(job_id, address)["status"] == "PENDING" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert jobs.status(job_id, address)["status"] == "RUNNING"  # 1000 epochs: far from done
+
+    stopped = _adkd("jobs", "stop", job_id, "--address", address, timeout=300)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert f"job {job_id} ended STOPPED" in stopped.stdout
+    assert jobs.status(job_id, address)["status"] == "STOPPED"
+    again = _adkd("jobs", "stop", job_id, "--address", address, timeout=120)
+    assert again.returncode == 0 and "already ended: STOPPED" in again.stdout
+    status = _adkd("jobs", "status", job_id, "--address", address, timeout=120)
+    assert status.returncode == 1 and "STOPPED" in status.stdout

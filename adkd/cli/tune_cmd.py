@@ -65,6 +65,9 @@ def tune(
     max_concurrent: int = typer.Option(None, "--max-concurrent", min=1, help="Trials running at once."),
     epochs: int = typer.Option(None, "--epochs", min=1, help="Epochs per trial (ASHA may stop it sooner)."),
     search: str = typer.Option("random", "--search", help="random or bayes (Optuna TPE)."),
+    grace_period: int = typer.Option(
+        None, "--grace-period", min=1, help="Epochs before ASHA may stop a trial (default: a quarter of them)."
+    ),
     objective: str = typer.Option("pixel_auroc", "--objective", help="pixel_auroc, image_auroc or aupro."),
     tune_lr: str = typer.Option(None, "--tune-lr", help="Also search the learning rate: LOW,HIGH (log-uniform)."),
     register_best: bool = typer.Option(False, "--register-best", help="Register the best trial's model."),
@@ -109,6 +112,7 @@ def tune(
                 gpus_per_trial=gpus_per_trial,
                 out_dir=out or settings.runs_dir / "tune",
                 include_default=include_default,
+                grace_period=grace_period,
             )
             log_to_mlflow(session, summary)
             console.print(_table(summary))

@@ -209,7 +209,10 @@ def _rows(results: Any, params: list[str], trials_dir: Path, default: dict[str, 
     for res in results:
         df = res.metrics_dataframe
         history = [] if df is None else df.to_dict("records")
-        objective = float(df["objective"].max()) if df is not None and "objective" in df else float("nan")
+        # The last epoch's score: that is the model the trial keeps (a max over epochs would credit a
+        # trial with an epoch whose weights are gone).
+        scores = df["objective"].dropna() if df is not None and "objective" in df else []
+        objective = float(scores.iloc[-1]) if len(scores) else float("nan")
         trial_id = str((res.metrics or {}).get("trial_id") or Path(res.path).name)
         trial_dir = trials_dir / trial_id
         model_pt = next(iter(sorted(trial_dir.rglob("model.pt"))), None) if trial_dir.is_dir() else None
@@ -231,6 +234,28 @@ def _rows(results: Any, params: list[str], trials_dir: Path, default: dict[str, 
     return sorted(rows, key=lambda r: -r.objective if math.isfinite(r.objective) else math.inf)
 
 
+def _preset_keeping_asha() -> type:
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class PresetKeepingASHA(ASHAScheduler):
+        """ASHA that never stops the trial running the preset's own values: it is the yardstick."""
+
+        def __init__(self, preset: dict[str, float] | None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._preset = preset
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            decision = super().on_trial_result(tune_controller, trial, result)
+            is_preset = self._preset is not None and all(
+                float(trial.config.get(k, math.nan)) == v for k, v in self._preset.items()
+            )
+            if decision == TrialScheduler.STOP and is_preset and result.get("epoch", 0) < self._max_t:
+                return TrialScheduler.CONTINUE
+            return decision
+
+    return PresetKeepingASHA
+
+
 def run_tune(
     base: TrainConfig,
     *,
@@ -243,7 +268,7 @@ def run_tune(
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
     out_dir: Path = Path("adkd-runs/tune"),
-    grace_period: int = 1,
+    grace_period: int | None = None,
     sink: Any = None,
     include_default: bool = True,
 ) -> TuneSummary:
@@ -253,8 +278,9 @@ def run_tune(
     ``num_samples`` trials, so the table shows what tuning gained over the preset on the same objective.
     """
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
+
+    PresetKeepingASHA = _preset_keeping_asha()  # built lazily: importing adkd must not import Ray
 
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective}: choose one of {', '.join(OBJECTIVES)}")
@@ -289,7 +315,10 @@ def run_tune(
     trials_dir = out_dir / name / "trials"
     trainable = tune.with_parameters(trial_main, base=values, objective=objective, trials_dir=str(trials_dir))
     trainable = tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-    scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=min(grace_period, max_t), reduction_factor=2)
+    # Early epochs are noisy (mrkd on bottle: pixel AUROC 87.8 after 3 epochs, 87.5 after 5, 98.6 after 10),
+    # so by default ASHA judges a trial only after a quarter of its epochs.
+    grace = min(grace_period or max(1, max_t // 4), max_t)
+    scheduler = PresetKeepingASHA(default, time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=2)
     callbacks = [sink.tune_callback()] if sink is not None and hasattr(sink, "tune_callback") else []
     tuner = tune.Tuner(
         trainable,

@@ -58,3 +58,22 @@ def test_default_point_of_stfpm_ae_is_the_papers_alpha() -> None:
     assert default_point(base, parse_space("stfpm-ae")) == {"alpha": 1e-7}
     lr_space = parse_space("stfpm-ae", tune_lr=(1e-3, 1.0))
     assert default_point(base, lr_space) == {"alpha": 1e-7, "lr": base["optimizer"]["lr"]}
+
+
+def test_asha_never_stops_the_preset_trial_before_its_last_epoch() -> None:
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from adkd.platform.tune import _preset_keeping_asha
+
+    asha = _preset_keeping_asha()(
+        {"alpha": 1.0}, time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2, metric="objective", mode="max"
+    )
+    good, weak, preset = (SimpleNamespace(trial_id=i, config={"alpha": a}) for i, a in (("g", 0.5), ("w", 2), ("p", 1)))
+    for trial in (good, weak, preset):
+        asha.on_trial_add(None, trial)
+    assert asha.on_trial_result(None, good, {"epoch": 1, "objective": 0.9}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, weak, {"epoch": 1, "objective": 0.1}) == TrialScheduler.STOP
+    assert asha.on_trial_result(None, preset, {"epoch": 1, "objective": 0.1}) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, preset, {"epoch": 4, "objective": 0.1}) == TrialScheduler.STOP  # done

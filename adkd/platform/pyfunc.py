@@ -29,6 +29,8 @@ def _decode(value: Any, size: int) -> tuple[np.ndarray, bool]:
     """One image as uint8 [size, size, 3] RGB and whether it had to be resized or converted."""
     from PIL import Image, UnidentifiedImageError
 
+    from adkd.pipelines.data.images import to_uint8
+
     if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] == 3:
         img = Image.fromarray(value)
     else:
@@ -52,7 +54,8 @@ def _decode(value: Any, size: int) -> tuple[np.ndarray, bool]:
             raise DataError(f"input 'image' cannot be decoded as an image ({exc}); send PNG or JPEG") from None
     changed = img.mode != "RGB" or img.size != (size, size)
     if img.mode != "RGB":
-        img = img.convert("RGB")
+        # The data loader's conversion: 16-bit scaled to 8 bits (a plain convert("RGB") would clip it).
+        img = to_uint8(img).convert("RGB")
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8), changed

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from adkd.errors import AdkdError, ConfigError
+from adkd.pipelines.evaluate.thresholds import normalize_scores
 
 OPSET = 17
 INPUT_NAME = "image"
@@ -56,9 +57,8 @@ class ExportGraph(nn.Module):
         self.model = model.eval()
         # Same centre crop as the data loader: offset (size - crop) // 2.
         self.offset = (self.image_size - self.eval_size) // 2
-        self.register_buffer("threshold", torch.tensor(t["image"], dtype=torch.float32))
-        scale = max(t["score_max"] - t["score_min"], _MIN_RANGE)
-        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
+        for name, key in (("threshold", "image"), ("score_min", "score_min"), ("score_max", "score_max")):
+            self.register_buffer(name, torch.tensor(t[key], dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.preprocess(images)
@@ -66,8 +66,7 @@ class ExportGraph(nn.Module):
             o, s = self.offset, self.eval_size
             x = x[:, :, o : o + s, o : o + s]
         anomaly_map, score = self.model(x)
-        # Same formula as adkd.pipelines.evaluate.thresholds.normalize_scores, with tensors as constants.
-        normalized = torch.clamp((score - self.threshold) / self.scale + 0.5, 0.0, 1.0)
+        normalized = normalize_scores(score, self.threshold, self.score_min, self.score_max)
         return anomaly_map, score, normalized
 
 

@@ -109,7 +109,8 @@ def _start_and_steps(root: Path, out: Path, d: DistContext) -> dict[str, Any]:
         with torch.no_grad():
             for p in params:
                 p.add_(0.25)
-    report["start_differs"] = len({tuple(f) for f in d.gather(_flat(params).tolist())}) > 1
+    starts = d.gather(_flat(params))
+    report["start_differs"] = not torch.equal(starts[0], starts[1])
     run._sync_ranks()
     report["start_prints"] = d.gather(fingerprint(run.model))
 
@@ -127,7 +128,7 @@ def _start_and_steps(root: Path, out: Path, d: DistContext) -> dict[str, Any]:
     with engine.loss_mode(run.model):
         loss = engine.train_step(run.model, run.optimizer, x[d.rank], rt, dist=d)
     grads = [p.grad.clone() for p in params]
-    report["after_eval_step"] = d.gather(_flat(params).tolist())
+    report["after_eval_step"] = d.gather(_flat(params))
     if d.is_main:
         ref_params, _ = synced_state(ref)
         ref_opt = engine.build_optimizer(ref, cfg)
@@ -151,7 +152,7 @@ def _start_and_steps(root: Path, out: Path, d: DistContext) -> dict[str, Any]:
         ref_opt.load_state_dict(copy.deepcopy(run.optimizer.state_dict()))  # else it shares the momentum buffers
     run.model.train()
     engine.train_step(run.model, run.optimizer, x[d.rank], rt, dist=d)
-    report["after_train_step"] = d.gather(_flat(params).tolist())
+    report["after_train_step"] = d.gather(_flat(params))
     if d.is_main:
         ref.train()
         ref_opt.zero_grad(set_to_none=True)
@@ -163,7 +164,7 @@ def _start_and_steps(root: Path, out: Path, d: DistContext) -> dict[str, Any]:
     # 3) A whole epoch leaves every rank with the same parameters and BatchNorm statistics.
     loss, seen = run._epoch(1, run.optimizer, pretrain=False)
     report["epoch"] = (loss, seen)
-    report["epoch_state"] = d.gather(_flat(params + buffers).tolist())
+    report["epoch_state"] = d.gather(_flat(params + buffers))
     return report
 
 
@@ -247,7 +248,7 @@ def test_one_two_rank_step_equals_one_step_on_the_whole_batch(reports: list[dict
     assert step["param_diff"] <= 1e-4 * step["param_moved"], step
     assert main["train_step_param_diff"] <= 1e-4 * step["param_moved"], main["train_step_param_diff"]
     for key in ("after_eval_step", "after_train_step", "epoch_state"):
-        assert main[key][0] == main[key][1], f"{key}: the ranks hold different weights"
+        assert torch.equal(main[key][0], main[key][1]), f"{key}: the ranks hold different weights"
 
 
 def test_only_rank_zero_writes_and_every_rank_reports_the_same_losses(reports: list[dict[str, Any]]) -> None:

@@ -31,7 +31,13 @@ ALL_CATEGORY_OPTIONS: dict[str, Any] = {
     "address": typer.Option(
         None, "--address", help="Ray cluster address (default RAY_ADDRESS; none = an embedded local Ray)."
     ),
-    "workers_per_category": typer.Option(1, "--workers-per-category", help="Ray Train workers per category."),
+    "workers_per_category": typer.Option(
+        1,
+        "--workers-per-category",
+        help="Ray Train workers per category, data-parallel: each trains on 1/N of the images with batch_size "
+        "images per step (batch_size is per worker: the effective batch is N x batch_size; the learning rate "
+        "is not scaled) and gradients are averaged; worker 0 evaluates and writes the outputs.",
+    ),
     "cpus_per_category": typer.Option(1.0, "--cpus-per-category", help="CPUs per worker (fractions allowed)."),
     "gpus_per_category": typer.Option(
         None, "--gpus-per-category", help="GPUs per worker, fractions allowed (default 1 when the cluster has GPUs)."

@@ -156,12 +156,14 @@ def _make_hub() -> Any:
 
         def __init__(self) -> None:
             self.events: list[Event] = []
-            self.attempts: dict[str, int] = {}
+            self.starts: dict[tuple[str, int], int] = {}
 
         def start(self, category: str, rank: int) -> int:
-            if rank == 0:
-                self.attempts[category] = self.attempts.get(category, 0) + 1
-            return self.attempts.get(category, 1)
+            # Ray Train restarts the whole worker group, so each rank's own start count is the attempt
+            # number (a shared count would race between the ranks of one group).
+            key = (category, rank)
+            self.starts[key] = self.starts.get(key, 0) + 1
+            return self.starts[key]
 
         def push(self, event: Event) -> None:
             self.events.append(event)
@@ -188,9 +190,16 @@ class _RayReporter(NullCallback):
         self.pending: tuple[Path, int] | None = None
         self.artifacts: list[tuple[str, str]] = []
 
-    def _push(self, kind: str, **payload: Any) -> None:
-        if self.rank == 0:
-            event = {"kind": kind, "category": self.category, "attempt": self.attempt, "pid": os.getpid()}
+    def _push(self, kind: str, *, every_rank: bool = False, **payload: Any) -> None:
+        """Send an event to the driver; rank 0 speaks for the group unless ``every_rank``."""
+        if self.rank == 0 or every_rank:
+            event = {
+                "kind": kind,
+                "category": self.category,
+                "attempt": self.attempt,
+                "pid": os.getpid(),
+                "rank": self.rank,
+            }
             self.hub.push.remote({**event, **payload})
 
     def on_start(self, config: dict[str, Any]) -> None:
@@ -303,9 +312,12 @@ def category_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
                 shutil.copy2(source, run_dir / LAST_CHECKPOINT)
                 resume = True
     reporter = _RayReporter(hub, category, rank, attempt)
-    reporter._push("worker", resume=resume, world_size=context.get_world_size())
+    reporter._push("worker", every_rank=True, resume=resume, world_size=context.get_world_size())
     try:
-        config = _local_data(config, loop_config)
+        from adkd.pipelines.train.distributed import DistContext
+
+        with DistContext.detect().agreement():  # a failed sync on one rank fails them all (none waits alone)
+            config = _local_data(config, loop_config)
         result = _engine(loop_config.get("engine"))(config, [reporter], resume=resume)
     except AdkdError as exc:
         # Bad data or settings: retrying cannot help, so it is a result, not a crash.
@@ -715,7 +727,8 @@ def _check_distributed(resources: CategoryResources, engine: str | None) -> None
     """Several workers per category only help an engine that shards batches and averages gradients.
 
     Ray Train sets up the process group (gloo/NCCL) for every worker; the engine says it uses it by
-    exposing ``SUPPORTS_DISTRIBUTED = True``. Without that, N workers would train N identical copies.
+    exposing ``SUPPORTS_DISTRIBUTED = True`` (the default engine does: data-parallel, ``batch_size``
+    per worker). Without that, N workers would train N identical copies.
     """
     if resources.workers == 1:
         return
@@ -725,8 +738,13 @@ def _check_distributed(resources: CategoryResources, engine: str | None) -> None
     if not getattr(importlib.import_module(module), "SUPPORTS_DISTRIBUTED", False):
         raise ConfigError(
             f"--workers-per-category {resources.workers}: the training engine ({module}) does not do "
-            "data-parallel training yet, so extra workers would train identical copies; use 1 worker per "
+            "data-parallel training, so extra workers would train identical copies; use 1 worker per "
             "category (categories already train in parallel) and give it more --cpus/--gpus-per-category"
+        )
+    if 0 < resources.gpus < 1:
+        raise ConfigError(
+            f"--workers-per-category {resources.workers} with --gpus-per-category {resources.gpus:g}: the workers "
+            "of one category could share a GPU, which NCCL refuses; give each worker a whole GPU or use 1 worker"
         )
 
 

@@ -55,7 +55,12 @@ def test_train_gains_the_ray_options_and_keeps_its_own() -> None:
         (["--category", "weave", "--all-categories"], ConfigError, "not both"),
         (["--categories", "weave,nope"], DataError, "nope"),
         (["--categories", " , "], ConfigError, "--categories is empty"),
-        (["--all-categories", "--workers-per-category", "2", "--no-tracking"], ConfigError, "data-parallel"),
+        (["--all-categories", "--workers-per-category", "0"], ConfigError, "--workers-per-category must be >= 1"),
+        (
+            ["--all-categories", "--workers-per-category", "2", "--gpus-per-category", "0.5", "--no-tracking"],
+            ConfigError,
+            "NCCL",
+        ),
         (["--all-categories", "--cpus-per-category", "0"], ConfigError, "--cpus-per-category must be > 0"),
         (["--all-categories", "--resume"], ConfigError, "--resume is for one category"),
     ],
@@ -67,6 +72,19 @@ def test_bad_multi_category_requests_fail_with_one_clear_error(
     result = CliRunner().invoke(_app(), base + args)
     assert isinstance(result.exception, error), result.output
     assert text in str(result.exception)
+
+
+def test_several_workers_per_category_need_a_data_parallel_engine() -> None:
+    from adkd.platform.cluster import CategoryResources, _check_distributed
+
+    two = CategoryResources(workers=2, cpus=0.5)
+    _check_distributed(two, None)  # the default engine averages gradients over the workers
+    _check_distributed(two, "adkd.pipelines.train.engine:train_category")
+    with pytest.raises(ConfigError, match="does not do data-parallel training"):
+        _check_distributed(two, "adkd.pipelines.train.checkpoint:save_checkpoint")  # no SUPPORTS_DISTRIBUTED
+    _check_distributed(CategoryResources(workers=1), "adkd.pipelines.train.checkpoint:save_checkpoint")
+    help_text = CliRunner().invoke(_app(), ["train", "--help"], env={"COLUMNS": "300"}).output
+    assert "batch_size is per worker" in " ".join(help_text.split())
 
 
 def test_categories_are_discovered_or_checked(data: Path) -> None:

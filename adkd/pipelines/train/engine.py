@@ -1,9 +1,14 @@
-"""Train and evaluate one model on one category, in one process (no Ray, no MLflow).
+"""Train and evaluate one model on one category (no Ray, no MLflow).
 
 Progress and artifacts go out through ``TrainCallback``s. Runs are repeatable on CPU: the data
 order of an epoch depends only on (seed, epoch), validation runs on a forked RNG, and the
 per-epoch checkpoint holds model, optimiser, scheduler and RNG state, so a resumed run ends
 bit-identical to an uninterrupted one.
+
+Data-parallel: when ``torch.distributed`` is initialised with several ranks (Ray Train's
+``TorchTrainer``, ``torchrun``), every rank calls ``train_category`` with the same config; the
+ranks train on disjoint shards with averaged gradients and rank 0 alone validates, evaluates and
+writes files (see ``adkd.pipelines.train.distributed``). ``batch_size`` is per rank.
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ from adkd.errors import AdkdError, ConfigError
 from adkd.pipelines.train import checkpoint as ckpt
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
+from adkd.pipelines.train.distributed import DistContext, fingerprint, rank_seed, synced_state
 
 log = logging.getLogger(__name__)
+
+# Checked by adkd.platform.cluster before it gives one category several Ray Train workers.
+SUPPORTS_DISTRIBUTED = True
 
 # Settings that may differ between a run and its resumption without changing what is computed.
 _RESUME_FREE = {"epochs", "out_dir", "num_threads", "skip_validation", "eval_batch_size", "early_stopping"}
@@ -131,6 +140,48 @@ class Runtime:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def _check_finite(loss: torch.Tensor) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {float(loss)}")
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    runtime: Runtime,
+    *,
+    pretrain: bool = False,
+    grad_clip_norm: float | None = None,
+    dist: DistContext | None = None,
+) -> torch.Tensor:
+    """One optimiser step on prepared ``images``; returns the detached loss (averaged over ranks).
+
+    Data-parallel, the gradients of the optimiser's parameters are averaged over the ranks before
+    clipping and stepping, so every rank applies the same update. A non-finite loss raises
+    FloatingPointError before the step (on every rank alike).
+    """
+    dist = dist or DistContext()
+    with _autocast(runtime.device, runtime.amp):
+        loss = model.pretrain_loss(images) if pretrain else model.loss(model(images))
+    optimizer.zero_grad(set_to_none=True)
+    if dist.enabled:
+        loss.backward()
+        loss = dist.average_gradients((p for g in optimizer.param_groups for p in g["params"]), loss)
+        _check_finite(loss)
+    else:
+        _check_finite(loss)
+        loss.backward()
+    if grad_clip_norm:
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip_norm)
+    optimizer.step()
+    return loss.detach()
 
 
 # --------------------------------------------------------------------------- inference
@@ -285,8 +336,15 @@ def train_category(
     User errors (AdkdError) are reported to the callbacks as a FAILED result and re-raised;
     any other failure returns a FAILED result with the error (traceback in ``error.txt``).
     ``resume=True`` continues from ``last.pt`` in the run folder when there is one.
+
+    Under an initialised process group of several ranks every rank calls this with the same config
+    (each may have its own ``out_dir``); every rank gets the lifecycle events (``on_start``,
+    ``on_epoch_end`` with the metrics averaged over ranks, ``on_end``), only rank 0 writes files and
+    gets ``on_checkpoint``/``on_artifact``, and only rank 0's result carries checkpoint and metrics.
+    Ranks other than 0 return as soon as training ends: they do not wait for rank 0's evaluation.
     """
     started = time.perf_counter()
+    dist = DistContext.detect()
     run_dir = run_dir_for(config)
     result = TrainResult(
         category=config.category,
@@ -297,7 +355,7 @@ def train_category(
     )
     emit(callbacks, "on_start", result.config)
     try:
-        _Run(config, callbacks, result, resume).run()
+        _Run(config, callbacks, result, resume, dist).run()
         result.status = "FINISHED"
     except AdkdError as exc:
         result.status, result.error = "FAILED", str(exc)
@@ -306,9 +364,10 @@ def train_category(
         raise
     except Exception as exc:
         result.status, result.error = "FAILED", f"{type(exc).__name__}: {exc}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text(traceback.format_exc())
-        log.exception("training %s/%s failed", config.model, config.category)
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+        log.exception("training %s/%s failed (rank %d)", config.model, config.category, dist.rank)
     result.duration_s = time.perf_counter() - started
     emit(callbacks, "on_end", result)
     return result
@@ -318,24 +377,49 @@ class _Run:
     """One training run's moving parts; ``run()`` does the whole job."""
 
     def __init__(
-        self, config: TrainConfig, callbacks: Sequence[TrainCallback], result: TrainResult, resume: bool
+        self,
+        config: TrainConfig,
+        callbacks: Sequence[TrainCallback],
+        result: TrainResult,
+        resume: bool,
+        dist: DistContext | None = None,
     ) -> None:
         self.config = config
         self.callbacks = callbacks
         self.result = result
         self.resume = resume
+        self.dist = dist or DistContext()
         self.run_dir = result.run_dir
         self.state = LoopState()
+        self.rng_restored = False  # this rank's own RNG state came from the checkpoint
+
+    def _main_emit(self, event: str, *args: Any) -> None:
+        """File events (checkpoint, artifact) go out on rank 0 only: the other ranks write nothing."""
+        if self.dist.is_main:
+            emit(self.callbacks, event, *args)
 
     # -- setup
     def run(self) -> None:
-        cfg = self.config
+        with self.dist.agreement():  # a setup error on any rank ends every rank, with that error
+            self._setup()
+        if self.dist.enabled:
+            self._sync_ranks()
+
+        t0 = time.perf_counter()
+        images_seen = self._pretrain() + self._train()
+        train_s = time.perf_counter() - t0
+        self._finish(train_s, images_seen)
+
+    def _setup(self) -> None:
+        """Data, model, optimisers and resumed state; no collectives (see DistContext.agreement)."""
+        cfg, main = self.config, self.dist.is_main
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         root = _local_root(cfg.data)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "error.txt").unlink(missing_ok=True)  # left by an earlier failed attempt
-        self._data_gate(root)
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "error.txt").unlink(missing_ok=True)  # left by an earlier failed attempt
+            self._data_gate(root)
 
         from adkd.models.registry import MODEL_REGISTRY, build_model
         from adkd.pipelines.data.dataset import load_category
@@ -344,16 +428,22 @@ class _Run:
             raise ConfigError(f"unknown model '{cfg.model}'; choose one of {', '.join(MODEL_REGISTRY)}")
         cfg = self.config = resolve_model_settings(cfg, MODEL_REGISTRY[cfg.model])
         self.result.config = cfg.model_dump(mode="json")
-        (self.run_dir / "config.json").write_text(json.dumps(self.result.config, indent=2) + "\n")
-        emit(self.callbacks, "on_artifact", self.run_dir / "config.json", "config")
+        if main:
+            (self.run_dir / "config.json").write_text(json.dumps(self.result.config, indent=2) + "\n")
+            emit(self.callbacks, "on_artifact", self.run_dir / "config.json", "config")
 
-        seed_everything(cfg.seed)
+        seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights
         self.data = load_category(
             root, cfg.category, image_size=cfg.image_size, crop_size=cfg.crop_size,
             val_fraction=cfg.val_fraction, seed=cfg.seed,
         )  # fmt: skip
         if len(self.data.train) < 2:
             raise ConfigError(f"category '{cfg.category}' in {root} has {len(self.data.train)} training images")
+        if len(self.data.train) // self.dist.world_size < 2:
+            raise ConfigError(
+                f"category '{cfg.category}' has {len(self.data.train)} training images: too few for "
+                f"{self.dist.world_size} data-parallel workers (each needs at least 2); use fewer workers"
+            )
         self.rt = Runtime.from_config(cfg)
         model = build_model(cfg.model, backbone=cfg.backbone, weights=cfg.weights, **cfg.model_options)
         self.model = self.rt.place(model)
@@ -368,10 +458,25 @@ class _Run:
         self.pre_optimizer = self._pretrain_optimizer() if cfg.ae_pretrain_epochs else None
         self._maybe_resume()
 
-        t0 = time.perf_counter()
-        images_seen = self._pretrain() + self._train()
-        train_s = time.perf_counter() - t0
-        self._finish(train_s, images_seen)
+    def _sync_ranks(self) -> None:
+        """Same loop position and weights on every rank, then a random stream of each rank's own."""
+        d = self.dist
+        positions = d.gather((self.state.pretrain_epoch, self.state.epoch))
+        if len(set(positions)) > 1:
+            raise RuntimeError(
+                f"ranks resumed at different epochs {positions} (pretraining, training): every rank must "
+                "load the same last.pt"
+            )
+        params, self.synced_buffers = synced_state(self.model)
+        d.broadcast_(params + self.synced_buffers)
+        prints = d.gather(fingerprint(self.model))
+        if any(p != prints[0] for p in prints):
+            raise RuntimeError(
+                "the frozen teacher differs between ranks after the trained weights were broadcast; "
+                "check that every node has the same teacher weights"
+            )
+        if not self.rng_restored:
+            seed_everything(rank_seed(self.config.seed, d.rank))
 
     def _data_gate(self, root: Path) -> None:
         if self.config.skip_validation:
@@ -408,29 +513,47 @@ class _Run:
         if self.pre_optimizer is not None and ts.get("pretrain_optimizer") is not None:
             self.pre_optimizer.load_state_dict(ts["pretrain_optimizer"])
         self.state = LoopState.from_dict(ts["loop"])
-        set_rng_state(ts["rng"])
+        # One RNG state per rank when the run was data-parallel; [rank 0's] otherwise.
+        states = ts.get("rng_by_rank") or [ts["rng"]]
+        set_rng_state(states[self.dist.rank] if len(states) == self.dist.world_size else states[0])
+        self.rng_restored = len(states) == self.dist.world_size
         self.result.notes.append(
             f"resumed from {path} after {self.state.pretrain_epoch} pretraining and {self.state.epoch} epochs"
         )
+        if not self.rng_restored:
+            self.result.notes.append(
+                f"last.pt was written by {len(states)} rank(s), this run has {self.dist.world_size}: "
+                "random streams start afresh, the run is not bit-identical to an uninterrupted one"
+            )
 
     def _save_last(self, phase: str) -> None:
-        state = {
-            "format": ckpt.FORMAT,
-            "model_state": self.model.state_dict(),
-            "config": self.config.model_dump(mode="json"),
-            "meta": self._meta(),
-            "train_state": {
+        rng = rng_state()
+        rng_by_rank = self.dist.gather(rng) if self.dist.enabled else None
+
+        def write() -> Path:
+            train_state = {
                 "phase": phase,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "pretrain_optimizer": self.pre_optimizer.state_dict() if self.pre_optimizer else None,
                 "loop": self.state.to_dict(),
-                "rng": rng_state(),
-            },
-        }
-        path = ckpt.save_checkpoint(self.run_dir / ckpt.LAST, state)
-        self.result.checkpoint_path = path
-        emit(self.callbacks, "on_checkpoint", path, self._global_epoch())
+                "rng": rng,
+            }
+            if rng_by_rank is not None:
+                train_state["rng_by_rank"] = rng_by_rank
+            state = {
+                "format": ckpt.FORMAT,
+                "model_state": self.model.state_dict(),
+                "config": self.config.model_dump(mode="json"),
+                "meta": self._meta(),
+                "train_state": train_state,
+            }
+            return ckpt.save_checkpoint(self.run_dir / ckpt.LAST, state)
+
+        path = self.dist.on_main(write)  # every rank waits until last.pt is complete
+        if self.dist.is_main:
+            self.result.checkpoint_path = path
+        self._main_emit("on_checkpoint", path, self._global_epoch())
 
     def _meta(self, **extra: Any) -> dict[str, Any]:
         cfg = self.config
@@ -451,33 +574,41 @@ class _Run:
         return self.state.pretrain_epoch + self.state.epoch
 
     # -- phases
-    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.grad_clip_norm:
-            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip_norm)
-        optimizer.step()
+    def epoch_indices(self, epoch_seed_index: int) -> torch.Tensor:
+        """The training images this rank sees in an epoch, in order."""
+        n, seed = len(self.train_images), self.config.seed
+        if self.dist.enabled:
+            return self.dist.shard(n, seed, epoch_seed_index)
+        return epoch_order(n, seed, epoch_seed_index)
 
     def _epoch(self, epoch_seed_index: int, optimizer: torch.optim.Optimizer, pretrain: bool) -> tuple[float, int]:
+        """Train one epoch; return the mean loss over all ranks' images and how many images all ranks saw."""
         cfg, rt, model = self.config, self.rt, self.model
         model.train()
-        order = epoch_order(len(self.train_images), cfg.seed, epoch_seed_index)
         total = torch.zeros((), device=rt.device)
         seen = 0
-        for idx in batches(order, cfg.batch_size):
+        for idx in batches(self.epoch_indices(epoch_seed_index), cfg.batch_size):
             x = rt.prepare(self.train_images[idx.to(rt.device)])
-            with _autocast(rt.device, rt.amp):
-                loss = model.pretrain_loss(x) if pretrain else model.loss(model(x))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {float(loss)} at epoch {self._global_epoch() + 1}; lower the learning rate "
-                    "or set grad_clip_norm"
+            try:
+                loss = train_step(
+                    model, optimizer, x, rt, pretrain=pretrain, grad_clip_norm=cfg.grad_clip_norm, dist=self.dist
                 )
-            self._step(optimizer, loss)
-            total += loss.detach().float() * len(idx)
+            except FloatingPointError as exc:
+                raise FloatingPointError(
+                    f"{exc} at epoch {self._global_epoch() + 1}; lower the learning rate or set grad_clip_norm"
+                ) from None
+            # Every rank's batch has the same size, so the mean of rank means is the mean over all images.
+            total += loss.float() * len(idx)
             seen += len(idx)
-        return float(total) / max(seen, 1), seen
+        if self.dist.enabled:
+            self.dist.average_(self.synced_buffers)  # BatchNorm statistics: the same model on every rank
+        return float(total) / max(seen, 1), seen * self.dist.world_size
+
+    def _held_out_loss(self, pretrain: bool = False) -> float | None:
+        cfg = self.config
+        return self.dist.on_main(
+            lambda: held_out_loss(self.model, self.val_images, self.rt, cfg.eval_batch_size, cfg.seed, pretrain)
+        )
 
     def _pretrain(self) -> int:
         cfg, seen_total = self.config, 0
@@ -490,7 +621,7 @@ class _Run:
             # Offset keeps pretraining orders distinct from joint-phase orders.
             loss, seen = self._epoch(10_000 + self.state.pretrain_epoch, self.pre_optimizer, pretrain=True)
             seen_total += seen
-            val = held_out_loss(self.model, self.val_images, self.rt, cfg.eval_batch_size, cfg.seed, pretrain=True)
+            val = self._held_out_loss(pretrain=True)
             self.state.pretrain_epoch += 1
             metrics = {"pretrain/loss": loss, "epoch_time_s": time.perf_counter() - t0}
             if val is not None:
@@ -510,7 +641,7 @@ class _Run:
             seen_total += seen
             if self.scheduler is not None:
                 self.scheduler.step()
-            val = held_out_loss(self.model, self.val_images, self.rt, cfg.eval_batch_size, cfg.seed)
+            val = self._held_out_loss()
             self.state.epoch += 1
             metrics = {
                 "train/loss": loss,
@@ -528,13 +659,20 @@ class _Run:
         return seen_total
 
     def _epoch_model_metrics(self) -> dict[str, float]:
-        """Extra per-epoch metrics from callbacks that look at the model (``on_epoch_model``, e.g. tuning)."""
-        extra: dict[str, float] = {}
-        for cb in self.callbacks:
-            hook = getattr(cb, "on_epoch_model", None)
-            if hook is not None:
-                extra.update(hook(self._global_epoch(), self.model, self.rt, self.data, self.config) or {})
-        return extra
+        """Extra per-epoch metrics from callbacks that look at the model (``on_epoch_model``, e.g. tuning).
+
+        Data-parallel, rank 0 computes them and every rank reports the same values.
+        """
+
+        def compute() -> dict[str, float]:
+            extra: dict[str, float] = {}
+            for cb in self.callbacks:
+                hook = getattr(cb, "on_epoch_model", None)
+                if hook is not None:
+                    extra.update(hook(self._global_epoch(), self.model, self.rt, self.data, self.config) or {})
+            return extra
+
+        return self.dist.on_main(compute)
 
     def _track_best(self, val: float) -> None:
         cfg, st = self.config, self.state
@@ -547,7 +685,7 @@ class _Run:
                     "config": cfg.model_dump(mode="json"),
                     "meta": self._meta(best_epoch=st.epoch, best_val_loss=val),
                 }
-                ckpt.save_checkpoint(self.run_dir / ckpt.BEST, state)
+                self.dist.on_main(lambda: ckpt.save_checkpoint(self.run_dir / ckpt.BEST, state))
         else:
             st.bad_epochs += 1
             if cfg.early_stopping and st.bad_epochs >= cfg.early_stopping:
@@ -559,6 +697,14 @@ class _Run:
     # -- after training
     def _finish(self, train_s: float, images_seen: int) -> None:
         cfg, st = self.config, self.state
+        if not self.dist.is_main:
+            # No barrier: the test-split evaluation can outlast the process group's timeout. The caller
+            # waits for rank 0 if it needs to (Ray Train's final report does).
+            self.result.epochs_run = st.epoch
+            self.result.notes.append(
+                f"rank {self.dist.rank} of {self.dist.world_size}: rank 0 evaluates and writes the outputs"
+            )
+            return
         if cfg.keep == "best_val_loss" and (self.run_dir / ckpt.BEST).is_file():
             best = ckpt.read_checkpoint(self.run_dir / ckpt.BEST)
             self.model.load_state_dict(best["model_state"])

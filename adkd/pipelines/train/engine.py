@@ -485,7 +485,11 @@ class _Run:
             return
         from adkd.pipelines.data.validate import require_valid
 
-        report = require_valid(root, categories=[self.config.category], out_dir=self.run_dir / "data_validation")
+        # No GX Data Docs site here (~4 MB and seconds of rendering per run); the GX result JSON, fact tables
+        # and report.html are kept. `adkd data validate --out DIR` renders the full Data Docs.
+        report = require_valid(
+            root, categories=[self.config.category], out_dir=self.run_dir / "data_validation", data_docs=False
+        )
         self.result.data_validation = "passed"
         if report is not None and hasattr(report, "to_dict"):
             path = self.run_dir / "data_validation.json"

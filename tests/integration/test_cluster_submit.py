@@ -49,7 +49,7 @@ def _wait_dashboard(url: str, proc: subprocess.Popen, log: Path, timeout: float 
 def ray_head() -> Iterator[dict[str, str]]:
     # A short temp dir: Ray's unix socket paths must stay under ~107 characters.
     tmp = Path(tempfile.mkdtemp(prefix="adkd-rh-", dir="/tmp"))
-    port, dashboard, client = free_port(), free_port(), free_port()
+    port, dashboard, client, agent, agent_grpc, metrics = (free_port() for _ in range(6))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     log = tmp / "ray-start.log"
@@ -58,6 +58,10 @@ def ray_head() -> Iterator[dict[str, str]]:
         "--port", str(port), "--node-ip-address", "127.0.0.1",
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true",
         "--ray-client-server-port", str(client),
+        # The job agent's HTTP port is 52365 for every Ray node by default: another Ray on this machine
+        # (an embedded one from a parallel test) that took it first leaves this head with no job agent.
+        "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
+        "--metrics-export-port", str(metrics),
         "--num-cpus", "2", "--temp-dir", str(tmp / "ray"), "--disable-usage-stats",
     ]  # fmt: skip
     with log.open("wb") as out:
@@ -68,7 +72,7 @@ def ray_head() -> Iterator[dict[str, str]]:
         yield {"dashboard": url, "gcs": f"127.0.0.1:{port}", "tmp": str(tmp)}
     finally:
         # `ray stop` would stop every Ray on this machine; end only this head's process group.
-        for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:

@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# --dist loadfile: a module's expensive fixtures (servers, Ray clusters, trainings) run once, not once per worker.
+# --dist loadgroup with one group per module (tests/conftest.py): a module's expensive fixtures (servers,
+# trainings) run once, not once per worker; the Ray modules share one group and run one after another.
 test: install
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile --timeout 1500 --durations 40 tests
+	$(BIN)/python -m pytest -q -n 3 --dist loadgroup --timeout 1500 --durations 40 tests
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit

@@ -1,4 +1,4 @@
-"""Suite-wide isolation: no test leaves MLflow URIs behind for the next one in the same worker.
+"""Suite-wide: how the tests are spread over xdist workers, and isolation between tests in one worker.
 
 `mlflow.set_tracking_uri` / `set_registry_uri` also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into
 os.environ, so an in-process test would otherwise point later subprocesses (adkd, mlflow serve) at a
@@ -13,6 +13,17 @@ from collections.abc import Iterator
 import pytest
 
 _PREFIXES = ("MLFLOW_", "ADKD_", "RAY_ADDRESS", "AWS_")
+
+# Modules that start a Ray instance (a dozen processes each). Under `--dist loadgroup` they share one xdist
+# worker and run one after another: side by side on a 2-core box they starved each other's workers into
+# Ray's start-up timeouts. Every other module is its own group, i.e. `--dist loadfile`.
+RAY_MODULES = frozenset({"test_cluster.py", "test_cluster_ddp.py", "test_cluster_submit.py", "test_tune.py"})
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # Marked as each test is collected, i.e. before xdist reads the marks in pytest_collection_modifyitems.
+    group = "ray" if item.path.name in RAY_MODULES else item.path.relative_to(item.config.rootpath).as_posix()
+    item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)

@@ -22,10 +22,13 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -686,22 +689,48 @@ def _logged_model_id(run_id: str, experiment_id: str | None, name: str, flavor: 
     return model.model_id
 
 
+@contextmanager
+def _quiet_model_logging() -> Iterator[None]:
+    """Silence what MLflow prints on every log_model and that says nothing about this model.
+
+    "CUDAExecutionProvider unavailable" (the input-example check loads the model on this CPU box; serving
+    on a GPU host still gets CUDA), the CloudPickle notice for the pyfunc class, "Validating input example"
+    and the artifact download progress bars. Errors still show.
+    """
+    loggers = [logging.getLogger(name) for name in ("mlflow.onnx", "mlflow.pyfunc", "mlflow.models")]
+    levels = [lg.level for lg in loggers]
+    previous_bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        if previous_bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous_bar
+
+
 def log_onnx_model(onnx_path: Path, run_id: str, experiment_id: str | None = None) -> str:
     """The raw exported graph as an ``mlflow.onnx`` model of ``run_id`` (uint8 NHWC tensor in)."""
     import mlflow.onnx
     import onnx
 
     example, signature = _onnx_example(onnx_path)
-    info = mlflow.onnx.log_model(
-        onnx.load(str(onnx_path)),
-        name="onnx",
-        signature=signature,
-        input_example=example,
-        pip_requirements=[r for r in _pyfunc_requirements() if not r.startswith("pillow")],
-        save_as_external_data=False,
-        run_id=run_id,
-        model_id=_logged_model_id(run_id, experiment_id, "onnx", "onnx"),
-    )
+    with _quiet_model_logging():
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name="onnx",
+            signature=signature,
+            input_example=example,
+            pip_requirements=[r for r in _pyfunc_requirements() if not r.startswith("pillow")],
+            save_as_external_data=False,
+            run_id=run_id,
+            model_id=_logged_model_id(run_id, experiment_id, "onnx", "onnx"),
+        )
     return info.model_uri
 
 
@@ -721,19 +750,20 @@ def log_pyfunc_model(onnx_path: Path, run_id: str, experiment_id: str | None = N
 
     meta = read_metadata(onnx_path)
     signature, example = signature_and_example(int(meta["image_size"]))
-    return Model.log(
-        artifact_path=None,
-        name="model",
-        flavor=mlflow.pyfunc,
-        python_model=OnnxAnomalyModel(),
-        artifacts={ONNX_ARTIFACT: str(onnx_path)},
-        signature=signature,
-        input_example=example,
-        pip_requirements=_pyfunc_requirements(),
-        metadata={k: meta[k] for k in ("model", "backbone", "category", "image_size") if k in meta},
-        run_id=run_id,
-        model_id=_logged_model_id(run_id, experiment_id, "model", "python_function"),
-    )
+    with _quiet_model_logging():
+        return Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=mlflow.pyfunc,
+            python_model=OnnxAnomalyModel(),
+            artifacts={ONNX_ARTIFACT: str(onnx_path)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=_pyfunc_requirements(),
+            metadata={k: meta[k] for k in ("model", "backbone", "category", "image_size") if k in meta},
+            run_id=run_id,
+            model_id=_logged_model_id(run_id, experiment_id, "model", "python_function"),
+        )
 
 
 # --------------------------------------------------------------------------- single-command use

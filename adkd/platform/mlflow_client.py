@@ -151,6 +151,7 @@ class ResilientWriter:
         self.dropped: list[str] = []
         self.connected = True
         self._outstanding = 0  # submitted and not yet done
+        self._last_progress = time.monotonic()  # an attempt started or an op completed
         self._thread = threading.Thread(target=self._loop, name="adkd-mlflow-writer", daemon=True)
         self._thread.start()
 
@@ -184,12 +185,16 @@ class ResilientWriter:
             return self._outstanding
 
     def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until every submitted write is sent (or dropped); False if time ran out."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        """Wait until every submitted write is sent (or dropped); False after ``timeout_s`` without progress.
+
+        The clock restarts whenever a write starts or completes: a slow but working server (model uploads
+        on a loaded box) is waited for; a server that is gone is given up on after ``timeout_s``.
+        """
+        started = time.monotonic()
         while True:
             if self.backlog == 0:
                 return True
-            if deadline is not None and time.monotonic() >= deadline:
+            if timeout_s is not None and time.monotonic() >= max(started, self._last_progress) + timeout_s:
                 return False
             time.sleep(0.05)
 
@@ -246,6 +251,8 @@ class ResilientWriter:
                 continue
             if op.attempts > 0:
                 self._merge_waiting_metrics(op)
+            if self.connected:
+                self._last_progress = time.monotonic()
             try:
                 op.result = op.fn(op.metrics) if op.metrics is not None else op.fn()
             except BaseException as exc:  # every failure is handled here; the thread must not die
@@ -271,6 +278,7 @@ class ResilientWriter:
             with self._lock:
                 self._pending.pop(0)
                 self._outstanding -= 1
+            self._last_progress = time.monotonic()
             op.done.set()
 
 

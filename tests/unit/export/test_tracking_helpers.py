@@ -137,3 +137,26 @@ def test_gate_orders_by_metric_then_aupro() -> None:
         {"image_auroc": 0.9, "aupro": 0.99}, "image_auroc"
     )
     assert gate_key({}, "image_auroc") == (-math.inf, -math.inf)
+
+
+def test_flush_waits_for_a_slow_server_that_makes_progress_but_not_for_a_dead_one() -> None:
+    server = _FlakyServer()
+    writer = ResilientWriter(initial_backoff_s=0.02, max_backoff_s=0.05)
+
+    def slow_upload(i: int) -> None:
+        time.sleep(0.25)  # e.g. a model upload on a loaded box
+        server.send(i)
+
+    for i in range(6):  # 1.5 s of work, more than the 0.6 s flush timeout
+        writer.submit(f"upload {i}", lambda i=i: slow_upload(i))
+    started = time.monotonic()
+    assert writer.flush(0.6)
+    assert server.received == list(range(6)) and time.monotonic() - started > 1.2
+    server.down.set()
+    writer.submit("never", lambda: server.send("never"))
+    started = time.monotonic()
+    assert not writer.flush(0.6)
+    assert 0.5 < time.monotonic() - started < 2.0  # gave up 0.6 s after the last progress
+    assert writer.pending_descriptions() == ["never"]
+    server.down.clear()
+    assert writer.close(5)

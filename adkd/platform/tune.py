@@ -93,6 +93,11 @@ def default_point(base: dict[str, Any], space: dict[str, tuple[str, float, float
     return point
 
 
+def is_point(config: dict[str, Any], point: dict[str, float] | None) -> bool:
+    """Whether a trial's config holds exactly ``point``'s values (the preset's trial)."""
+    return point is not None and all(float(config.get(k, math.nan)) == v for k, v in point.items())
+
+
 def set_line(params: dict[str, float]) -> str:
     """The tuned values as a ready `--set` line for `adkd train`."""
     return " ".join(f"--set {PARAM_TARGETS[k]}={v:.6g}" for k, v in sorted(params.items()))
@@ -217,7 +222,7 @@ def _rows(results: Any, params: list[str], trials_dir: Path, default: dict[str, 
         trial_dir = trials_dir / trial_id
         model_pt = next(iter(sorted(trial_dir.rglob("model.pt"))), None) if trial_dir.is_dir() else None
         values = {p: float(res.config[p]) for p in params}
-        is_default = not default_seen and default is not None and values == default
+        is_default = not default_seen and is_point(values, default)
         default_seen = default_seen or is_default
         rows.append(
             TrialRow(
@@ -246,10 +251,11 @@ def _preset_keeping_asha() -> type:
 
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
             decision = super().on_trial_result(tune_controller, trial, result)
-            is_preset = self._preset is not None and all(
-                float(trial.config.get(k, math.nan)) == v for k, v in self._preset.items()
-            )
-            if decision == TrialScheduler.STOP and is_preset and result.get("epoch", 0) < self._max_t:
+            if (
+                decision == TrialScheduler.STOP
+                and is_point(trial.config, self._preset)
+                and result.get("epoch", 0) < self._max_t
+            ):
                 return TrialScheduler.CONTINUE
             return decision
 

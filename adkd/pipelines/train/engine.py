@@ -167,19 +167,19 @@ def train_step(
     FloatingPointError before the step (on every rank alike).
     """
     dist = dist or DistContext()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     with _autocast(runtime.device, runtime.amp):
         loss = model.pretrain_loss(images) if pretrain else model.loss(model(images))
     optimizer.zero_grad(set_to_none=True)
     if dist.enabled:
         loss.backward()
-        loss = dist.average_gradients((p for g in optimizer.param_groups for p in g["params"]), loss)
+        loss = dist.average_gradients(params, loss)
         _check_finite(loss)
     else:
         _check_finite(loss)
         loss.backward()
     if grad_clip_norm:
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, grad_clip_norm)
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], grad_clip_norm)
     optimizer.step()
     return loss.detach()
 

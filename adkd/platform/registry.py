@@ -205,6 +205,23 @@ def _owner() -> str:
     return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def _try_set_lock(client: Any, name: str, value: str) -> bool:
+    """Write the lock tag; False when a racing writer's insert of the same tag won (retry later).
+
+    MLflow's SQL store upserts a tag as select-then-insert, so two processes taking a free lock at the
+    same moment can make one of them fail with a UNIQUE constraint error instead of overwriting.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_tag(name, LOCK_TAG, value)
+    except MlflowException as exc:
+        if "UNIQUE constraint" in str(exc) or "IntegrityError" in str(exc) or "duplicate key" in str(exc):
+            return False
+        raise
+    return True
+
+
 @contextmanager
 def model_lock(
     client: Any, name: str, ttl_s: float = 120.0, timeout_s: float = 300.0, settle_s: float = 1.0
@@ -216,8 +233,7 @@ def model_lock(
         current = (client.get_registered_model(name).tags or {}).get(LOCK_TAG, "")
         holder, _, expires = current.partition("|")
         busy = holder and holder != owner and float(expires or 0) > time.time()
-        if not busy:
-            client.set_registered_model_tag(name, LOCK_TAG, f"{owner}|{time.time() + ttl_s}")
+        if not busy and _try_set_lock(client, name, f"{owner}|{time.time() + ttl_s}"):
             time.sleep(settle_s)
             current = (client.get_registered_model(name).tags or {}).get(LOCK_TAG, "")
             if current.startswith(f"{owner}|"):

@@ -2,16 +2,32 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every dependency is pinned here; `make lock` refreshes it from a fresh resolve.
+CONSTRAINTS := constraints.txt
 
-.PHONY: install test test-unit lint demo clean bench
+.PHONY: install test test-unit lint demo clean bench lock
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $(STAMP)
+# pip's own output (and setuptools' build notices) goes to a log; it is shown only when the install fails.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	@echo "installing adkd and its pinned dependencies into $(VENV) (log: $(VENV)/install.log) ..."
+	@$(BIN)/pip install --disable-pip-version-check -c $(CONSTRAINTS) --upgrade pip > $(VENV)/install.log 2>&1 \
+		&& $(BIN)/pip install --disable-pip-version-check -c $(CONSTRAINTS) -e '.[dev]' >> $(VENV)/install.log 2>&1 \
+		|| { tail -n 40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
+	@touch $(STAMP)
+
+# Re-resolve every dependency in a scratch venv and write the pins (commit the result).
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+	.lock-venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	{ echo "# Pinned versions of every dependency (make lock rewrites this file). Used by make install and CI:"; \
+	  echo "#   pip install -c constraints.txt -e '.[dev]'"; \
+	  .lock-venv/bin/pip freeze --all --exclude-editable; } > $(CONSTRAINTS)
+	rm -rf .lock-venv
 
 # --dist loadgroup with one group per module (tests/conftest.py): a module's expensive fixtures (servers,
 # trainings) run once, not once per worker; the Ray modules share one group and run one after another.
@@ -26,7 +42,7 @@ lint: install
 	$(BIN)/ruff format --check adkd tests benchmarks
 
 demo: install
-	$(BIN)/adkd demo
+	@$(BIN)/adkd demo
 
 clean:
 	rm -rf $(VENV) adkd-runs demo-data

@@ -35,10 +35,13 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Ray's and MLflow's own notices."),
 ) -> None:
     """adkd: knowledge-distillation anomaly detection, one model per category."""
+    from adkd.platform.quiet import quiet_third_parties
+
     state["debug"] = debug
+    quiet_third_parties(debug)
 
 
 def _register_subcommands() -> None:

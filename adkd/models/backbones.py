@@ -198,3 +198,10 @@ def _imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
         return _BUILDERS[backbone][1].get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # URLError, socket errors, hash mismatch: all mean "no usable download"
         raise WeightsError(f"{offline_hint} (download failed: {type(exc).__name__})") from exc
+
+
+def ensure_imagenet_weights(backbone: str) -> None:
+    """Have torchvision's ImageNet weights for ``backbone`` in its cache (downloads once); WeightsError if not."""
+    if backbone not in _BUILDERS:
+        raise WeightsError(f"backbone={backbone!r}: choose one of {', '.join(_BUILDERS)}")
+    _imagenet_state_dict(backbone)

@@ -101,8 +101,11 @@ def connect(
     """Start an embedded Ray (no address) or join a cluster; return the cluster's total resources."""
     import ray
 
+    from adkd.platform.quiet import debug_requested, drop_ray_driver_noise
+
     if ray.is_initialized():
         return dict(ray.cluster_resources())
+    verbose = verbose or debug_requested()
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     common: dict[str, Any] = {
         "logging_level": logging.INFO if verbose else logging.WARNING,
@@ -117,6 +120,11 @@ def connect(
                 runtime_env = {}  # inside `adkd submit`: the job's runtime_env already carries it
             ray.init(address=address, runtime_env=runtime_env or None, **common)
         else:
+            # Token authentication on, as Ray's default for a new local cluster, but said explicitly: Ray
+            # otherwise warns on every start that it turned it on (the Ray processes inherit this).
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+            if not verbose:
+                drop_ray_driver_noise()
             # "local", not None: None joins whatever `ray start` last left in /tmp/ray (another user's or
             # test's cluster, perhaps already gone); the embedded mode must start its own.
             ray.init(

@@ -410,7 +410,7 @@ def validate_data(
     cats = category_facts(root_path, names, files)
     tables = {"files": files, "categories": cats}
     rules = _rules(min_train, allow_mixed_sizes, allow_mixed_modes)
-    out = Path(out_dir) if out_dir is not None else None
+    out = Path(out_dir).resolve() if out_dir is not None else None  # GX wants absolute store paths
     results = _run_gx(tables, rules, out / "data_docs" if out is not None and data_docs else None)
     outcomes = _outcomes(results, rules, tables, max_offenders)
     report = ValidationReport(

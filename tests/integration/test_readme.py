@@ -1,0 +1,183 @@
+"""The README is a test: its first block and every Quick-tour command, run as typed, in order.
+
+The commands run in an empty temporary directory (the repository root's role), with no ADKD_*, MLFLOW_*,
+RAY_* or AWS_* variables, and the venv's bin first on PATH (what `source .venv/bin/activate` does).
+`make demo` is run as its recipe: the install step is what the suite itself runs in, then `adkd demo`.
+Two commands need the world outside: `adkd ui` serves until stopped (the test waits for the page, then
+sends SIGTERM and checks that the port is free again), and `adkd data download mvtec` fetches archives of
+several GB (the test first fetches tiny archives in MVTec's format from a real HTTP server on 127.0.0.1
+into the same folder with the same command plus `--url-base/--checksums`, so the command as typed finds
+its categories and completes; its network path is covered in test_download.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import FileServer
+from tests.integration.test_download import _serve_category
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+BIN = Path(sys.executable).parent
+CLEARED = ("ADKD_", "MLFLOW_", "RAY_", "AWS_")
+
+
+def readme_blocks(text: str) -> tuple[list[str], list[str]]:
+    """The commands of the README's first ```bash block and of the block under '## Quick tour'."""
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    tour = text.split("## Quick tour", 1)[1]
+    tour_block = re.search(r"```bash\n(.*?)```", tour, re.S)
+    assert blocks and tour_block, "README lost its first block or its Quick tour"
+    return _commands(blocks[0]), _commands(tour_block.group(1))
+
+
+def _commands(block: str) -> list[str]:
+    out = []
+    for line in block.splitlines():
+        command = re.sub(r"\s+#.*$", "", line).strip()  # trailing comments; no command here quotes a '#'
+        if command and not command.startswith("#"):
+            out.append(command)
+    return out
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CLEARED)}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(BIN.parent), HOME=str(home))
+    env.pop("COLUMNS", None)
+    return env
+
+
+def _run(command: str, cwd: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
+    done = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"README command failed ({done.returncode}): {command}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _ui(command: str, cwd: Path, env: dict[str, str]) -> None:
+    port = int(m.group(1)) if (m := re.search(r"--port\s+(\d+)", command)) else 5000
+    if _port_open(port):
+        pytest.fail(f"port {port} is taken before `{command}` runs; stop what holds it")
+    proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        page = b""
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+                    page = resp.read()
+                break
+            except OSError:
+                time.sleep(1)
+        assert b"MLflow" in page or b"mlflow" in page, f"`{command}` served no MLflow page on port {port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while _port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _port_open(port), f"port {port} still served after SIGTERM to `{command}`"
+
+
+def _make_target(target: str) -> list[str]:
+    """The recipe lines of a Makefile target."""
+    text = (REPO / "Makefile").read_text()
+    recipe = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", text, re.M)
+    assert recipe, f"the Makefile has no '{target}' target"
+    return [line.strip().lstrip("@") for line in recipe.group(1).splitlines()]
+
+
+# What each command promises, checked after it ran: (command prefix, check(cwd, home, output)).
+Check = Callable[[Path, Path, str], None]
+
+
+def _files(*paths: str) -> Check:
+    def check(cwd: Path, home: Path, _out: str) -> None:
+        for path in paths:
+            full = (home / path[2:]) if path.startswith("~/") else cwd / path
+            assert full.exists(), f"{full} missing"
+
+    return check
+
+
+def _says(*words: str) -> Check:
+    def check(_cwd: Path, _home: Path, out: str) -> None:
+        for word in words:
+            assert word in out, f"{word!r} not in output:\n{out}"
+
+    return check
+
+
+PROMISES: list[tuple[str, Check]] = [
+    ("adkd data synth demo-data", _files("demo-data/weave/train/good", "demo-data/disc/ground_truth")),
+    ("adkd data validate demo-data", _files("adkd-runs/data-validation/data_docs/index.html")),
+    ("adkd data download mvtec ~/mvtec", _files("~/mvtec/bottle/train/good", "~/mvtec/cable/train/good")),
+    ("adkd train --category disc", _files("adkd-runs/mlflow.db", "adkd-runs/train/mrkd/disc/model.onnx")),
+    ("adkd train --all-categories", _says("image AUROC", "disc", "weave")),
+    ("adkd registry list", _says("adkd-disc", "adkd-weave")),
+    ("adkd registry rollback disc", _says("1")),
+    ("adkd predict", _files("predictions")),
+    ("adkd tune", _says("trial")),
+]
+
+
+def test_readme_commands_parse() -> None:
+    first, tour = readme_blocks(README.read_text())
+    assert first[:2] == ["make demo", "make test"]
+    assert tour[0] == "source .venv/bin/activate" and len(tour) >= 10
+    assert any(c.startswith("adkd train --all-categories") for c in tour)
+
+
+@pytest.mark.slow
+def test_readme_runs_as_typed(tmp_path: Path, file_server: FileServer) -> None:
+    first, tour = readme_blocks(README.read_text())
+    cwd, home = tmp_path / "work", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    env = _env(home)
+    # `make test` is this suite; `make demo` = install (done: we run in its venv) + its recipe's adkd command.
+    assert any("pytest" in line for line in _make_target("test"))
+    demo = [line for line in _make_target("demo") if "adkd" in line]
+    assert demo == ["$(BIN)/adkd demo"], demo
+    assert "make demo" in first
+    out = _run("adkd demo", cwd, env).stdout
+    assert "image AUROC" in out and "adkd ui" in out
+
+    checked = set()
+    for command in tour:
+        if command == "source .venv/bin/activate":
+            assert "VENV := .venv" in (REPO / "Makefile").read_text()  # the venv make install builds
+            continue
+        if command.startswith("adkd ui"):
+            _ui(command, cwd, env)
+            continue
+        if command.startswith("adkd data download mvtec"):
+            sums = tmp_path / "SHA256SUMS"
+            lines = [f"{_serve_category(file_server, c)[1]}  {c}.tar.xz" for c in ("bottle", "cable")]
+            sums.write_text("\n".join(lines) + "\n")
+            _run(f"{command} --url-base {file_server.url} --checksums {sums}", cwd, env)
+        done = _run(command, cwd, env)
+        for prefix, check in PROMISES:
+            if command.startswith(prefix):
+                check(cwd, home, done.stdout + done.stderr)
+                checked.add(prefix)
+    assert checked == {prefix for prefix, _ in PROMISES}, "a promised command is no longer in the Quick tour"

@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 BIN = Path(sys.executable).parent
 CLEARED = ("ADKD_", "MLFLOW_", "RAY_", "AWS_")
+# Lines that are Ray's, MLflow's or Python's own notices, not adkd's (adkd prints "error: ..." for its own).
+THIRD_PARTY = re.compile(r"WARNING|Warning:|warnings\.warn|\(raylet\)|INFO mlflow|\bINFO\b.*\.py:\d+|setuptools")
 
 
 def readme_blocks(text: str) -> tuple[list[str], list[str]]:
@@ -65,6 +67,11 @@ def _run(command: str, cwd: Path, env: dict[str, str], timeout: float = 900) -> 
     done = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"README command failed ({done.returncode}): {command}\n{done.stdout}\n{done.stderr}"
     return done
+
+
+def _assert_quiet(command: str, done: subprocess.CompletedProcess) -> None:
+    noise = [line for line in (done.stdout + done.stderr).splitlines() if THIRD_PARTY.search(line)]
+    assert not noise, f"`{command}` printed third-party notices:\n" + "\n".join(noise[:10])
 
 
 def _port_open(port: int) -> bool:
@@ -159,8 +166,9 @@ def test_readme_runs_as_typed(tmp_path: Path, file_server: FileServer) -> None:
     demo = [line for line in _make_target("demo") if "adkd" in line]
     assert demo == ["$(BIN)/adkd demo"], demo
     assert "make demo" in first
-    out = _run("adkd demo", cwd, env).stdout
-    assert "image AUROC" in out and "adkd ui" in out
+    done = _run("adkd demo", cwd, env)
+    assert "image AUROC" in done.stdout and "adkd ui" in done.stdout
+    _assert_quiet("adkd demo", done)
 
     checked = set()
     for command in tour:
@@ -176,6 +184,8 @@ def test_readme_runs_as_typed(tmp_path: Path, file_server: FileServer) -> None:
             sums.write_text("\n".join(lines) + "\n")
             _run(f"{command} --url-base {file_server.url} --checksums {sums}", cwd, env)
         done = _run(command, cwd, env)
+        if command.startswith(("adkd train", "adkd predict", "adkd registry")):
+            _assert_quiet(command, done)
         for prefix, check in PROMISES:
             if command.startswith(prefix):
                 check(cwd, home, done.stdout + done.stderr)

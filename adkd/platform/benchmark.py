@@ -221,6 +221,7 @@ def run_benchmark(
         paper_source=grid.paper_source,
         paper_notes=grid.paper_notes,
         deviations=deviations(jobs),
+        grid_categories=list(grid.categories),
         run={"run_id": run_id, "command": command, "address": address or settings.ray_address or "local"},
     )
     message = None

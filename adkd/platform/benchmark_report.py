@@ -63,6 +63,7 @@ class BenchmarkReport:
     paper_source: str = ""
     paper_notes: str = ""
     deviations: list[str] = field(default_factory=list)
+    grid_categories: list[str] = field(default_factory=list)  # what the paper's means are over
     run: dict[str, Any] = field(default_factory=dict)  # run id, wall time, MLflow parent, command
 
     @property
@@ -73,12 +74,15 @@ class BenchmarkReport:
         """Per category the row with the highest (metric, tie-break) among finished runs."""
         out: dict[str, str | None] = {}
         for category in self.categories:
-            scored = []
+            best: tuple[tuple[float, float], str] | None = None
             for row in self.rows:
                 cell = self.cells[row.label][category]
-                if cell.status == "FINISHED" and _num(cell.value(self.metric)) is not None:
-                    scored.append(((_key(cell.value(self.metric)), _key(cell.value(self.tie_break))), row.label))
-            out[category] = max(scored)[1] if scored else None  # a full tie goes to the later row label
+                if cell.status != "FINISHED" or _num(cell.value(self.metric)) is None:
+                    continue
+                key = (_key(cell.value(self.metric)), _key(cell.value(self.tie_break)))
+                if best is None or key > best[0]:  # a full tie keeps the earlier row of the grid
+                    best = (key, row.label)
+            out[category] = best[1] if best else None
         return out
 
     def mean(self, label: str, metric: str) -> float | None:
@@ -115,6 +119,7 @@ class BenchmarkReport:
             "paper_source": self.paper_source,
             "paper_notes": self.paper_notes,
             "deviations_from_paper": self.deviations,
+            "grid_categories": self.grid_categories,
             "run": self.run,
             "rows": rows,
         }
@@ -178,6 +183,12 @@ def _header_lines(report: BenchmarkReport) -> list[str]:
     )
     if report.paper_source:
         lines += ["", f"Paper: {report.paper_source}"]
+    if report.grid_categories and set(report.grid_categories) != set(report.categories):
+        lines += [
+            "",
+            f"The paper's means are over the grid's {len(report.grid_categories)} categories; this run covers "
+            f"{len(report.categories)}, so compare its means with them with care.",
+        ]
     if report.paper_notes:
         lines += ["", report.paper_notes]
     if report.run.get("wall_s") is not None:
@@ -273,7 +284,8 @@ def _svg_chart(report: BenchmarkReport, metric: str, label: str, percent: bool) 
     n_rows = max(len(report.rows), 1)
     bar_w, gap, left, top, height = 14, 18, 48, 28, 180
     group_w = n_rows * bar_w + gap
-    width = left + len(groups) * group_w + 20
+    legend_w = sum(24 + 7 * len(row.label) for row in report.rows) + 60
+    width = max(left + len(groups) * group_w + 20, left + legend_w, 320)
     values: list[tuple[int, int, float | None, float | None]] = []
     for g, group in enumerate(groups):
         for r, row in enumerate(report.rows):

@@ -139,7 +139,10 @@ def benchmark(
     console.print(f"report: {outcome.paths['md']}, {outcome.paths['json'].name}, {outcome.paths['html'].name}")
     if outcome.tracking_message:
         console.print(outcome.tracking_message)
-    if outcome.failed:
+    ran = any(cell.status != "NOT RUN" for cells in report.cells.values() for cell in cells.values())
+    if not ran:
+        console.print("[red]no run of the grid could start[/] (see the reasons above)")
+    if outcome.failed or not ran:
         raise typer.Exit(1)
 
 

@@ -10,7 +10,9 @@ and, with ``promote``, promoted through the registry's gate.
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +40,9 @@ class BenchmarkOutcome:
     tracking_message: str | None = None
 
 
+@functools.cache
 def _tracker_class() -> type:
+    """``CategoryTracker`` plus the row (built on first use: tracking imports MLflow)."""
     from adkd.platform.tracking import CategoryTracker
 
     class RowTracker(CategoryTracker):
@@ -107,8 +111,6 @@ def _cell(result: TrainResult) -> Cell:
 
 
 def _finite(value: Any) -> float | None:
-    import math
-
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 

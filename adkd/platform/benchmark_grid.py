@@ -112,7 +112,6 @@ class Overrides:
     backbone: str | None = None
     weights: str | None = None
     sets: list[str] = field(default_factory=list)
-    out_dir: str | None = None
 
     def as_sets(self, config: dict[str, Any]) -> list[str]:
         """The ``key=value`` settings these overrides add to a job resolved as ``config``."""
@@ -289,7 +288,7 @@ def build_jobs(
         raise ConfigError(f"grid {grid.name} names no data root: pass --data ROOT")
     categories = overrides.categories or grid.categories
     rows = expand_rows(grid)
-    defaults = {"out_dir": overrides.out_dir or str(Path(out_dir) / "benchmark")}
+    defaults = {"out_dir": str(Path(out_dir) / "benchmark")}
     train = settings_train or {}
     jobs: list[Job] = []
     for row in rows:

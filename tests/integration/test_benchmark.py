@@ -143,5 +143,6 @@ def test_register_best_registers_exactly_one_version_per_category(run: dict[str,
         assert len(versions) == 1
         best = next(r for r in report["rows"] if r["label"] == report["best"][category])
         assert versions[0].run_id == best["categories"][category]["run_id"]
-        assert best["categories"][category]["registered_version"] == versions[0].version == "1"
-        assert client.get_registered_model(f"adkd-{category}").aliases == {"staging": "1"}
+        assert best["categories"][category]["registered_version"] == str(versions[0].version) == "1"
+        aliases = client.get_registered_model(f"adkd-{category}").aliases
+        assert {k: str(v) for k, v in aliases.items()} == {"staging": "1"}

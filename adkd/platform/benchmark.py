@@ -132,6 +132,7 @@ def run_benchmark(
     *,
     metric: str | None = None,
     address: str | None = None,
+    workers_per_run: int = 1,
     cpus_per_run: float = 1.0,
     gpus_per_run: float | None = None,
     num_cpus: int | None = None,
@@ -185,7 +186,7 @@ def run_benchmark(
         outcome = cluster.run_all_categories(
             [j.config for j in runnable],  # type: ignore[misc]
             keys=[j.key for j in runnable],
-            resources=cluster.CategoryResources(workers=1, cpus=cpus_per_run, gpus=gpus),
+            resources=cluster.CategoryResources(workers=workers_per_run, cpus=cpus_per_run, gpus=gpus),
             address=address or settings.ray_address,
             num_cpus=num_cpus,
             runs_dir=settings.runs_dir,

@@ -16,6 +16,7 @@ section ``<tag>`` of benchmarks/RESULTS.md (between ``<!-- tag:begin -->`` and `
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -46,7 +47,8 @@ def main() -> None:
     args = ap.parse_args(argv[:split])
     bench = argv[split + 1 :]
     out = RESULTS_DIR / args.tag
-    cmd = [sys.executable, "-m", "adkd.cli.main", "benchmark", *bench, "--out", str(out)]
+    shown = os.path.relpath(out) if out.is_relative_to(Path.cwd()) else str(out)  # as typed in the report
+    cmd = [sys.executable, "-m", "adkd.cli.main", "benchmark", *bench, "--out", shown]
     code = subprocess.call(cmd)
     report = out / "benchmark.md"
     if not report.is_file():

@@ -157,7 +157,10 @@ def run_benchmark(
     if metric not in ("image_auroc", "pixel_auroc", "aupro"):
         raise ConfigError(f"--metric {metric}: choose image_auroc, pixel_auroc or aupro")
     settings = load_settings(config_file, ray_address=address)
-    rows, categories, jobs = build_jobs(grid, overrides, settings_train=settings.train, out_dir=str(settings.runs_dir))
+    address = address or settings.ray_address
+    rows, categories, jobs = build_jobs(
+        grid, overrides, settings_train=settings.train, out_dir=str(settings.runs_dir), local=not address
+    )
     data = overrides.data or grid.data or ""
     runnable = [j for j in jobs if j.runnable]
     by_key = {j.key: j for j in jobs}
@@ -182,12 +185,12 @@ def run_benchmark(
     run_dir = (Path(settings.runs_dir) / f"all-{run_id}").resolve()
     results: dict[str, TrainResult] = {}
     if runnable:
-        gpus = gpus_per_run if gpus_per_run is not None else _default_gpus(address or settings.ray_address)
+        gpus = gpus_per_run if gpus_per_run is not None else _default_gpus(address)
         outcome = cluster.run_all_categories(
             [j.config for j in runnable],  # type: ignore[misc]
             keys=[j.key for j in runnable],
             resources=cluster.CategoryResources(workers=workers_per_run, cpus=cpus_per_run, gpus=gpus),
-            address=address or settings.ray_address,
+            address=address,
             num_cpus=num_cpus,
             runs_dir=settings.runs_dir,
             run_id=run_id,
@@ -225,7 +228,7 @@ def run_benchmark(
         paper_notes=grid.paper_notes,
         deviations=deviations(jobs),
         grid_categories=list(grid.categories),
-        run={"run_id": run_id, "command": command, "address": address or settings.ray_address or "local"},
+        run={"run_id": run_id, "command": command, "address": address or "local"},
     )
     message = None
     if session is not None:

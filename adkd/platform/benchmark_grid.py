@@ -21,6 +21,7 @@ no weights file) is kept with the reason instead, so the report can say why.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -265,8 +266,12 @@ def _resolve(
     )
 
 
-def _missing_reason(config: TrainConfig) -> str | None:
-    """Why a job cannot start on this machine's view of the data and weights, or None."""
+def _missing_reason(config: TrainConfig, local: bool = True) -> str | None:
+    """Why a job cannot start on this machine's view of the data and weights, or None.
+
+    ``local``: the runs train here (embedded Ray), so this machine's weight cache decides for ImageNet
+    weights when downloads are off (``ADKD_OFFLINE``); a cluster's nodes have their own caches.
+    """
     if "://" not in config.data:
         root = Path(config.data).expanduser()
         if not root.is_dir():
@@ -276,11 +281,24 @@ def _missing_reason(config: TrainConfig) -> str | None:
     local_file = config.weights not in ("imagenet", "none") and "://" not in config.weights
     if local_file and not Path(config.weights).expanduser().is_file():
         return f"no weights: teacher weights file {config.weights} does not exist"
+    if local and config.weights == "imagenet" and os.environ.get("ADKD_OFFLINE", "").lower() in ("1", "true", "yes"):
+        from adkd.models.backbones import hub_checkpoint_dir, imagenet_weights_file
+        from adkd.models.registry import MODEL_REGISTRY
+
+        backbone = config.backbone or MODEL_REGISTRY[config.model].default_backbone
+        cached = hub_checkpoint_dir() / imagenet_weights_file(backbone)
+        if not cached.is_file():
+            return f"no weights: ImageNet weights for {backbone} are not cached ({cached}) and ADKD_OFFLINE is set"
     return None
 
 
 def build_jobs(
-    grid: Grid, overrides: Overrides, *, settings_train: dict[str, Any] | None = None, out_dir: str = "adkd-runs"
+    grid: Grid,
+    overrides: Overrides,
+    *,
+    settings_train: dict[str, Any] | None = None,
+    out_dir: str = "adkd-runs",
+    local: bool = True,
 ) -> tuple[list[ExpandedRow], list[str], list[Job]]:
     """Every (row, category) of ``grid`` with its resolved config, after the command-line overrides."""
     data = overrides.data or grid.data
@@ -301,7 +319,7 @@ def build_jobs(
             except ConfigError as exc:
                 raise ConfigError(f"grid {grid.name}, row {row.label!r}: {exc}") from None
             paper_config = {k: getattr(base, k) for k in PAPER_FIELDS}
-            jobs.append(Job(key, row.label, category, config, _missing_reason(config), paper_config))
+            jobs.append(Job(key, row.label, category, config, _missing_reason(config, local), paper_config))
     return rows, categories, jobs
 
 

@@ -181,6 +181,23 @@ def test_jobs_that_cannot_run_say_why(tmp_path: Path) -> None:
     ] * 2
 
 
+def test_uncached_imagenet_weights_offline_are_not_run_on_the_embedded_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bottle").mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty weight cache
+    monkeypatch.setenv("ADKD_OFFLINE", "1")
+    grid = load_grid("seed-mrkd-table5")
+    _, _, jobs = build_jobs(grid, Overrides(data=str(tmp_path), categories=["bottle"]))
+    assert {j.reason for j in jobs} == {
+        f"no weights: ImageNet weights for wide_resnet50_2 are not cached "
+        f"({tmp_path}/torch/hub/checkpoints/wide_resnet50_2-95faca4d.pth) and ADKD_OFFLINE is set"
+    }
+    # A cluster's nodes have their own caches: the driver does not judge them.
+    _, _, jobs = build_jobs(grid, Overrides(data=str(tmp_path), categories=["bottle"]), local=False)
+    assert all(j.runnable for j in jobs)
+
+
 def test_epochs_override_caps_the_autoencoder_phases(tmp_path: Path) -> None:
     _, _, jobs = build_jobs(load_grid("seed-stfpm-ae-table2"), Overrides(data=str(tmp_path), epochs=3))
     by_row = {j.row: j.config for j in jobs if j.category == "bottle"}

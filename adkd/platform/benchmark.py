@@ -14,7 +14,7 @@ import functools
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +175,12 @@ def run_benchmark(
             data,
             command="benchmark",
             register=False,
-            params={"grid": grid.name, "metric": metric, "categories": ",".join(categories)},
+            params={
+                "grid": grid.name,
+                "metric": metric,
+                "categories": ",".join(categories),
+                "overrides": {k: v for k, v in asdict(overrides).items() if v not in (None, [])},
+            },
             tags={"benchmark": grid.name, "mode": "benchmark", "categories": ",".join(categories)},
         )
         sink = BenchmarkSink(session, by_key)
@@ -184,27 +189,33 @@ def run_benchmark(
     run_id = cluster.new_run_id()
     run_dir = (Path(settings.runs_dir) / f"all-{run_id}").resolve()
     results: dict[str, TrainResult] = {}
-    if runnable:
-        gpus = gpus_per_run if gpus_per_run is not None else _default_gpus(address)
-        outcome = cluster.run_all_categories(
-            [j.config for j in runnable],  # type: ignore[misc]
-            keys=[j.key for j in runnable],
-            resources=cluster.CategoryResources(workers=workers_per_run, cpus=cpus_per_run, gpus=gpus),
-            address=address,
-            num_cpus=num_cpus,
-            runs_dir=settings.runs_dir,
-            run_id=run_id,
-            storage_path=storage,
-            max_failures=max_failures,
-            sink=sink,
-            console=console,
-            live=live,
-            s3_endpoint_url=settings.s3_endpoint_url,
-        )
-        results = dict(zip((j.key for j in runnable), outcome.results, strict=True))
-        run_dir = outcome.run_dir
-    elif sink is not None:
-        sink.start({})
+    try:
+        if runnable:
+            gpus = gpus_per_run if gpus_per_run is not None else _default_gpus(address)
+            outcome = cluster.run_all_categories(
+                [j.config for j in runnable],  # type: ignore[misc]
+                keys=[j.key for j in runnable],
+                resources=cluster.CategoryResources(workers=workers_per_run, cpus=cpus_per_run, gpus=gpus),
+                address=address,
+                num_cpus=num_cpus,
+                runs_dir=settings.runs_dir,
+                run_id=run_id,
+                storage_path=storage,
+                max_failures=max_failures,
+                sink=sink,
+                console=console,
+                live=live,
+                s3_endpoint_url=settings.s3_endpoint_url,
+            )
+            results = dict(zip((j.key for j in runnable), outcome.results, strict=True))
+            run_dir = outcome.run_dir
+        elif sink is not None:
+            sink.start({})
+    except BaseException as exc:  # the parent run must not stay RUNNING (e.g. Ray could not start)
+        if session is not None and session.writer is not None:
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            session.finish(status="FAILED", error=lines[-1] if lines else type(exc).__name__)
+        raise
 
     cells: dict[str, dict[str, Cell]] = {r.label: {} for r in rows}
     for job in jobs:

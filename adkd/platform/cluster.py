@@ -580,6 +580,7 @@ def run_all_categories(
     engine: str | None = None,
     s3_endpoint_url: str | None = None,
     cache_dir: str | None = None,
+    keys: Sequence[str] | None = None,
 ) -> AllCategoriesResult:
     """Train every config (one per category) concurrently on Ray; one category's failure spares the rest.
 
@@ -587,7 +588,8 @@ def run_all_categories(
     ``storage_path`` (local or ``s3://``) receives per-epoch checkpoints and final outputs; default
     ``<runs_dir>/all-<run_id>/ray``. Results land in ``<runs_dir>/all-<run_id>/`` as
     ``results.md`` / ``results.json`` and one folder per category. ``engine`` (``module:function``)
-    replaces ``train_category`` (benchmarks); it must be importable on the workers.
+    replaces ``train_category`` (benchmarks); it must be importable on the workers. ``keys`` names the
+    runs when one category trains several times (``adkd benchmark``: row x category); default the categories.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -597,7 +599,9 @@ def run_all_categories(
 
     if not configs:
         raise ConfigError("no categories to train: pass --categories a,b or --all-categories with a data root")
-    names = [c.category for c in configs]
+    names = list(keys) if keys is not None else [c.category for c in configs]
+    if len(names) != len(configs):
+        raise ConfigError(f"{len(names)} run keys for {len(configs)} configs; give one key per config")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"category listed twice: {', '.join(duplicates)}; name each category once")
@@ -617,8 +621,8 @@ def run_all_categories(
     cluster = connect(address, num_cpus=num_cpus, num_gpus=num_gpus, verbose=verbose)
     _check_fits(resources, cluster)
     hub = _make_hub()
-    sink.start({c.category: c for c in configs})
-    states = {c.category: _CategoryState(config=c, callback=sink.callback(c.category)) for c in configs}
+    sink.start(dict(zip(names, configs, strict=True)))
+    states = {n: _CategoryState(config=c, callback=sink.callback(n)) for n, c in zip(names, configs, strict=True)}
     board = ProgressBoard(names, epochs=None)
     driver = _Driver(states, board, listeners)
     started = time.monotonic()
@@ -706,10 +710,10 @@ def run_all_categories(
             minutes=r.duration_s / 60.0,
             registered_version=versions.get(r.category),
             epochs_run=r.epochs_run,
-            attempts=max(states[r.category].attempts, 1),
+            attempts=max(states[n].attempts, 1),
             error=r.error,
         )
-        for r in ordered
+        for n, r in zip(names, ordered, strict=True)
     ]
     wall_s = time.monotonic() - started
     extra = {

@@ -144,6 +144,8 @@ PROMISES: list[tuple[str, Check]] = [
     ("adkd registry rollback disc", _says("1")),
     ("adkd predict", _files("predictions")),
     ("adkd tune", _says("trial")),
+    ("adkd benchmark --list", _says("seed-mrkd-table6")),
+    ("adkd benchmark seed-mrkd-table6", _says("benchmark.md")),
 ]
 
 

@@ -60,7 +60,12 @@ def _decode(value: Any, size: int) -> tuple[np.ndarray, bool]:
             img.load()
         except Image.DecompressionBombError:  # PIL's own limit, at open: far above ours
             raise DataError(f"input 'image' has more than {MAX_PIXELS:,} pixels; downscale it first") from None
-        except (UnidentifiedImageError, OSError) as exc:
+        except UnidentifiedImageError:
+            raise DataError(
+                f"input 'image' cannot be decoded as an image (unknown format; it starts with {bytes(value[:12])!r}); "
+                "send PNG or JPEG"
+            ) from None
+        except OSError as exc:
             raise DataError(f"input 'image' cannot be decoded as an image ({exc}); send PNG or JPEG") from None
     changed = img.mode != "RGB" or img.size != (size, size)
     if img.mode != "RGB":

@@ -47,6 +47,7 @@ def test_non_image_bytes_and_every_bad_row_are_counted() -> None:
     text = base64.b64encode(b"just a text file, not an image").decode()
     exc = _rejected(pd.DataFrame({"image": [text, GOOD, "%%%", text]}))
     assert exc.message.startswith("row 0: ") and "cannot be decoded as an image" in exc.message
+    assert "it starts with b'just a text '" in exc.message
     assert exc.message.endswith("(2 more bad row(s): 2, 3)")
 
 

@@ -55,7 +55,8 @@ def long_named(promoted: dict) -> str:
     client = MlflowClient(promoted["env"]["MLFLOW_TRACKING_URI"])
     v1 = client.get_model_version("adkd-disc", "1")
     ensure_registered_model(client, f"adkd-{LONG}", LONG)
-    client.create_model_version(f"adkd-{LONG}", v1.source, run_id=v1.run_id, tags={**v1.tags, "category": LONG})
+    source = f"{client.get_run(v1.run_id).info.artifact_uri}/model"
+    client.create_model_version(f"adkd-{LONG}", source, run_id=v1.run_id, tags={**v1.tags, "category": LONG})
     return f"adkd-{LONG}"
 
 

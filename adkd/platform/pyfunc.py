@@ -4,7 +4,9 @@
 ``mlflow models serve`` accept a DataFrame with an ``image`` column of base64 PNG/JPEG strings
 (``data:`` URLs too), raw bytes or uint8 arrays, and return one row per image: ``image_score``,
 ``normalized_score`` (0.5 = threshold), ``anomalous``, ``threshold``, ``resized`` and, unless the
-``return_maps`` param is false, ``anomaly_map`` as nested lists.
+``return_maps`` param is false, ``anomaly_map`` as nested lists. A request with rows that cannot be
+scored (not base64, not an image, over ``MAX_PIXELS``, no ``image`` column) is refused as a whole with
+one line naming the rows: HTTP 400 from the scoring server.
 """
 
 from __future__ import annotations

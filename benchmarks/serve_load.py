@@ -21,6 +21,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -157,7 +158,7 @@ def bad_requests(url: str, good: str) -> list[dict[str, Any]]:
         except ValueError:
             reason = resp.text
         after = requests.post(url, json={"dataframe_records": [{"image": good}]}, timeout=120).status_code
-        out.append({"request": name, "status": resp.status_code, "ms": round(ms, 1), "reason": reason[:300],
+        out.append({"request": name, "status": resp.status_code, "ms": round(ms, 1), "reason": reason[:2000],
                     "next_good_request": after})  # fmt: skip
     return out
 
@@ -182,7 +183,8 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for case in result["bad_requests"]:
-        reason = case["reason"].replace("|", "\\|").replace("\n", " ")[:160]
+        # MLflow's own schema errors put the reason after dumps of the request: show that last part.
+        reason = case["reason"].rsplit("Error: ", 1)[-1].replace("|", "\\|").replace("\n", " ")[:200]
         lines.append(f"| {case['request']} | {case['status']} | {reason} | {case['next_good_request']} |")
     return "\n".join(lines) + "\n"
 
@@ -200,6 +202,7 @@ def main() -> None:
     parser.add_argument("--tag", default=None, help="Names the results file and RESULTS.md section.")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="Folder of the JSON results.")
     parser.add_argument("--write-results", action="store_true", help="Update benchmarks/RESULTS.md.")
+    parser.add_argument("--keep-work", action="store_true", help="Keep the temporary store and server log.")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="adkd-serve-load-"))
@@ -233,6 +236,8 @@ def main() -> None:
         bad = bad_requests(url, encoded[0])
     finally:
         stop_tree(server.pid, reap=server)
+        if not args.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
     command = f"benchmarks/serve_load.py --clients {args.clients} --requests {args.requests} --workers {args.workers}"
     command += " --no-maps" if args.no_maps else ""
     meta = {

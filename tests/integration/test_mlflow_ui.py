@@ -82,6 +82,21 @@ def _running(pid: int) -> bool:
     return state != "Z"  # a zombie has ended; only its parent's reaping is pending
 
 
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _kill_leftovers(pids: set[int], started: dict[int, str | None]) -> None:
+    """SIGKILL what a failed test left running; a pid whose start time changed is someone else's now."""
+    for pid in pids:
+        if _running(pid) and started.get(pid) is not None and _start_time(pid) == started[pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,6 +119,7 @@ def test_ui_stopped_by_signal_leaves_no_process_and_frees_the_port(tmp_path: Pat
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     tree: set[int] = set()
+    started: dict[int, str | None] = {}
     try:
         # Generous: on a loaded 2-core box mlflow ui's workers and job consumers take minutes to come up.
         deadline = time.monotonic() + 600
@@ -117,6 +133,7 @@ def test_ui_stopped_by_signal_leaves_no_process_and_frees_the_port(tmp_path: Pat
         else:
             pytest.fail("adkd ui did not answer within 600 s")
         tree = _descendants(proc.pid)
+        started = {p: _start_time(p) for p in tree}
         assert len(tree) >= 2, tree  # mlflow ui and at least its uvicorn server
         # Only the adkd process gets the signal, as from `kill PID`, a service manager or a closed terminal.
         os.kill(proc.pid, sig)
@@ -128,10 +145,9 @@ def test_ui_stopped_by_signal_leaves_no_process_and_frees_the_port(tmp_path: Pat
         assert not left, f"still running after adkd ui ended: {left}"
         assert _port_free(port)
     finally:
-        tree |= _descendants(proc.pid)  # whatever runs now, should the test have failed before the signal
+        late = _descendants(proc.pid) - tree  # what runs now, should the test have failed before the signal
+        started.update({p: _start_time(p) for p in late})
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        for pid in tree:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_leftovers(tree | late, started)
         proc.wait(timeout=30)

@@ -7,7 +7,8 @@ import sys
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from adkd.platform.tables import Column, print_table
 
 console = Console()
 jobs_app = typer.Typer(help="Follow adkd commands submitted as Ray jobs.", no_args_is_help=True)
@@ -60,12 +61,18 @@ def list_jobs(address: str | None = typer.Option(None, "--address", help=ADDRESS
     """Every job on the cluster, newest first."""
     from adkd.platform import jobs
 
-    table = Table(title="Ray jobs")
-    for col in ("id", "status", "started", "ended", "entrypoint"):
-        table.add_column(col)
-    for row in jobs.list_jobs(_address(address)):
-        table.add_row(row["id"], row["status"], _when(row["start_time"]), _when(row["end_time"]), row["entrypoint"])
-    console.print(table)
+    columns = [
+        Column("id", keep=True),
+        Column("status", keep=True),
+        Column("started", rank=3),
+        Column("ended", rank=2),
+        Column("entrypoint", wrap=True, rank=1),
+    ]
+    rows = [
+        [row["id"], row["status"], _when(row["start_time"]), _when(row["end_time"]), row["entrypoint"]]
+        for row in jobs.list_jobs(_address(address))
+    ]
+    print_table(console, "Ray jobs", columns, rows, more="adkd jobs status ID shows one")
 
 
 @jobs_app.command("status")

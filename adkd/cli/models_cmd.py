@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from adkd.platform.tables import Column, print_table
 
 models_app = typer.Typer(help="List the registered models.", no_args_is_help=True)
 
@@ -14,21 +15,21 @@ def list_models() -> None:
     """Print every registered model with its backbones and parameter counts."""
     from adkd.models.registry import MODEL_REGISTRY, build_model, count_parameters
 
-    table = Table(title="adkd models")
-    for col in ("model", "description", "backbones", "default", "trainable", "frozen"):
-        table.add_column(col, justify="right" if col in ("trainable", "frozen") else "left")
+    columns = [
+        Column("model", keep=True),
+        Column("description", wrap=True, rank=5),
+        Column("backbones", wrap=True, rank=3),
+        Column("default", rank=4),
+        Column("trainable", "right", rank=2),
+        Column("frozen", "right", rank=1),
+    ]
+    rows = []
     for name, spec in MODEL_REGISTRY.items():
-        model = build_model(name, weights="none")
-        trainable, frozen = count_parameters(model)
-        table.add_row(
-            name,
-            spec.description,
-            ", ".join(spec.backbones),
-            spec.default_backbone,
-            f"{trainable:,}",
-            f"{frozen:,}",
+        trainable, frozen = count_parameters(build_model(name, weights="none"))
+        rows.append(
+            [name, spec.description, ", ".join(spec.backbones), spec.default_backbone, f"{trainable:,}", f"{frozen:,}"]
         )
-    Console().print(table)
+    print_table(Console(), "adkd models", columns, rows)
 
 
 def register(app: typer.Typer) -> None:

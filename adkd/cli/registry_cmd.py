@@ -11,9 +11,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from adkd.errors import ConfigError
+from adkd.platform.tables import Column, print_table
 
 registry_app = typer.Typer(help="Registered models (adkd-<category>): list, promote, roll back.", no_args_is_help=True)
 console = Console()
@@ -47,11 +47,19 @@ def list_cmd(
     if as_json:
         typer.echo(json.dumps([v.to_dict() for v in versions], indent=2))
         return
-    table = Table(title="adkd registry")
-    for col in ("model", "version", "aliases", "family", "backbone", "image AUROC", "pixel AUROC", "AUPRO", "run id"):
-        table.add_column(col, justify="right" if "AU" in col or col == "version" else "left")
-    for v in versions:
-        table.add_row(
+    columns = [
+        Column("model", keep=True),
+        Column("version", "right", keep=True),
+        Column("aliases", wrap=True, rank=9),
+        Column("family", rank=6),
+        Column("backbone", rank=2),
+        Column("image AUROC", "right", rank=8),
+        Column("pixel AUROC", "right", rank=4),
+        Column("AUPRO", "right", rank=5),
+        Column("run id", rank=1),
+    ]
+    rows = [
+        [
             v.name,
             v.version,
             ", ".join(v.aliases),
@@ -61,8 +69,10 @@ def list_cmd(
             _pct(v.metrics.get("pixel_auroc")),
             _pct(v.metrics.get("aupro")),
             v.run_id or "",
-        )
-    console.print(table)
+        ]
+        for v in versions
+    ]
+    print_table(console, "adkd registry", columns, rows, more="--json shows every field")
     if not versions:
         console.print("no registered adkd models yet: `adkd train` registers adkd-<category> after each run")
 
@@ -126,11 +136,18 @@ def audit_cmd(
     from adkd.platform.registry import audit_trail
 
     _, client = _settings_and_client(tracking_uri)
-    table = Table(title=f"adkd-{category} audit trail")
-    for col in ("time", "action", "alias", "version", "previous", "user", "forced", "reason"):
-        table.add_column(col)
-    for r in audit_trail(client, category):
-        table.add_row(
+    columns = [
+        Column("time", keep=True),
+        Column("action", keep=True),
+        Column("alias", rank=5),
+        Column("version", "right", keep=True),
+        Column("previous", "right", rank=4),
+        Column("user", rank=2),
+        Column("forced", rank=1),
+        Column("reason", wrap=True, rank=3),
+    ]
+    rows = [
+        [
             r.get("time", ""),
             r.get("action", ""),
             r.get("alias", ""),
@@ -139,8 +156,10 @@ def audit_cmd(
             r.get("user", ""),
             str(r.get("forced", "")),
             r.get("reason", ""),
-        )
-    console.print(table)
+        ]
+        for r in audit_trail(client, category)
+    ]
+    print_table(console, f"adkd-{category} audit trail", columns, rows)
 
 
 # --------------------------------------------------------------------------- tracking for `adkd train`

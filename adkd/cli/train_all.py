@@ -116,8 +116,9 @@ def run_all(
     """Resolve one config per category, run them all on Ray, print and return the results."""
     from adkd.cli.train_cmd import resolve_cli_config
     from adkd.platform import cluster
-    from adkd.platform.progress import results_table
+    from adkd.platform.progress import results_cells
     from adkd.platform.settings import load_settings
+    from adkd.platform.tables import print_table
 
     if resume:
         raise ConfigError(
@@ -158,7 +159,8 @@ def run_all(
         live=live,
         s3_endpoint_url=settings.s3_endpoint_url,
     )
-    console.print(results_table(outcome.rows, title=f"{model} on {len(names)} categories"))
+    title, more = f"{model} on {len(names)} categories", "the results files below hold every column"
+    print_table(console, title, *results_cells(outcome.rows), more=more)
     for row in outcome.rows:
         if row.error:
             console.print(f"[red]{row.category} failed:[/] {row.error}", highlight=False)

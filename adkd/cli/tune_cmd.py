@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from adkd.platform.tables import Column, print_table
 
 console = Console()
 
@@ -37,20 +38,22 @@ def _lr_range(text: str | None) -> tuple[float, float] | None:
     return low, high
 
 
-def _table(summary) -> Table:
-    table = Table(title=f"adkd tune {summary.model}/{summary.category}: val {summary.objective} (synthetic defects)")
-    table.add_column("trial")
-    for name in summary.best.params:
-        table.add_column(name, justify="right")
-    table.add_column(f"val {summary.objective}", justify="right")
-    table.add_column("epochs", justify="right")
-    table.add_column("status")
+def _print_table(summary) -> None:
+    columns = [Column("trial", keep=True)]
+    columns += [Column(name, "right", rank=2) for name in summary.best.params]
+    columns += [
+        Column(f"val {summary.objective}", "right", keep=True),
+        Column("epochs", "right", rank=1),
+        Column("status", keep=True),
+    ]
+    rows = []
     for row in summary.trials:
         mark = (" *" if row is summary.best else "") + (" (preset)" if row.is_default else "")
         values = [f"{row.params[n]:.4g}" for n in summary.best.params]
         obj = "n/a" if row.objective != row.objective else f"{100 * row.objective:.2f} %"
-        table.add_row(row.trial_id + mark, *values, obj, str(row.epochs), row.status)
-    return table
+        rows.append([row.trial_id + mark, *values, obj, str(row.epochs), row.status])
+    title = f"adkd tune {summary.model}/{summary.category}: val {summary.objective} (synthetic defects)"
+    print_table(console, title, columns, rows)
 
 
 def tune(
@@ -115,7 +118,7 @@ def tune(
                 grace_period=grace_period,
             )
             log_to_mlflow(session, summary)
-            console.print(_table(summary))
+            _print_table(summary)
             test = summary.best_test_metrics
             shown = ", ".join(
                 f"{k.removeprefix('test/')} {100 * v:.2f} %"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import signal
 import sys
 from pathlib import Path
 
@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from adkd.errors import ServiceError
+from adkd.platform.child_processes import run_until_stopped
 
 console = Console()
 
@@ -19,7 +20,7 @@ def ui(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (127.0.0.1 keeps it on this machine)."),
     config_file: Path | None = typer.Option(None, "--config", help="adkd.toml with tracking_uri / runs_dir."),
 ) -> None:
-    """Start `mlflow ui` over the configured store and print its URL (Ctrl-C stops it)."""
+    """Start `mlflow ui` over the configured store and print its URL (Ctrl-C, SIGTERM or SIGHUP stop it all)."""
     from adkd.platform.mlflow_client import is_remote, redact_uri
     from adkd.platform.settings import load_settings
 
@@ -42,19 +43,16 @@ def ui(
         "--port",
         str(port),
     ]
+    console.print(f"MLflow UI: http://{host}:{port}  (store {uri}; Ctrl-C to stop)", highlight=False)
     try:
-        proc = subprocess.Popen(cmd)
+        code, stopped_by = run_until_stopped(cmd)
     except OSError as exc:
         raise ServiceError(
             f"cannot start `mlflow ui` ({exc.strerror}); is mlflow installed in this environment?"
         ) from None
-    console.print(f"MLflow UI: http://{host}:{port}  (store {uri}; Ctrl-C to stop)", highlight=False)
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=20)
-        return
+    if stopped_by is not None:
+        # Ctrl-C is the normal way out; SIGTERM/SIGHUP exit as a killed process would, after cleaning up.
+        raise typer.Exit(0 if stopped_by == signal.SIGINT else 128 + stopped_by)
     if code != 0:
         raise ServiceError(f"`mlflow ui` exited with code {code}; is port {port} free? try --port")
 

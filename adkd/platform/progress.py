@@ -15,6 +15,8 @@ from typing import Any
 
 from rich.table import Table
 
+from adkd.platform.tables import Column, fit_table
+
 # Ordered so the final table reads the same way as the MLflow test metrics.
 RESULT_METRICS = (
     ("test/image_auroc", "image AUROC"),
@@ -148,23 +150,33 @@ class ProgressBoard:
         return table
 
 
-def results_table(rows: list[ResultRow], title: str = "results") -> Table:
-    """The final table: one line per category with test metrics, minutes and registered version."""
-    table = Table(title=title)
-    headers = ["category", "model", "status", *(label for _, label in RESULT_METRICS), "minutes", "version"]
-    for col in headers:
-        table.add_column(col, justify="left" if col in ("category", "model", "status") else "right")
-    for row in rows:
-        status = "[green]FINISHED[/]" if row.status == "FINISHED" else f"[red]{row.status}[/]"
-        table.add_row(
+def results_cells(rows: list[ResultRow]) -> tuple[list[Column], list[list[str]]]:
+    """Columns and cells of the final table: category and version stay whole, the rest gives way."""
+    columns = [
+        Column("category", keep=True),
+        Column("model", rank=3),
+        Column("status", keep=True),
+        *(Column(label, "right", rank=10 - i) for i, (_, label) in enumerate(RESULT_METRICS)),
+        Column("minutes", "right", rank=1),
+        Column("version", "right", keep=True),
+    ]
+    cells = [
+        [
             row.category,
             row.model,
-            status,
+            "[green]FINISHED[/]" if row.status == "FINISHED" else f"[red]{row.status}[/]",
             *(_fmt_pct(row.metrics.get(key)) for key, _ in RESULT_METRICS),
             f"{row.minutes:.1f}",
             row.registered_version or "-",
-        )
-    return table
+        ]
+        for row in rows
+    ]
+    return columns, cells
+
+
+def results_table(rows: list[ResultRow], title: str = "results", width: int | None = None) -> Table:
+    """The final table: one line per category with test metrics, minutes and registered version."""
+    return fit_table(title, *results_cells(rows), width=width)[0]
 
 
 def results_markdown(rows: list[ResultRow]) -> str:

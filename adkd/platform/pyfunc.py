@@ -4,7 +4,9 @@
 ``mlflow models serve`` accept a DataFrame with an ``image`` column of base64 PNG/JPEG strings
 (``data:`` URLs too), raw bytes or uint8 arrays, and return one row per image: ``image_score``,
 ``normalized_score`` (0.5 = threshold), ``anomalous``, ``threshold``, ``resized`` and, unless the
-``return_maps`` param is false, ``anomaly_map`` as nested lists.
+``return_maps`` param is false, ``anomaly_map`` as nested lists. A request with rows that cannot be
+scored (not base64, not an image, over ``MAX_PIXELS``, no ``image`` column) is refused as a whole with
+one line naming the rows: HTTP 400 from the scoring server.
 """
 
 from __future__ import annotations
@@ -13,16 +15,21 @@ import base64
 import binascii
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from adkd.errors import DataError
 
 ONNX_ARTIFACT = "onnx_model"
+# Larger images are refused before decoding: 10,000 x 10,000 RGB is 300 MB per image, per concurrent request.
+MAX_PIXELS = 8192 * 8192
 
 
 def _decode(value: Any, size: int) -> tuple[np.ndarray, bool]:
@@ -48,9 +55,19 @@ def _decode(value: Any, size: int) -> tuple[np.ndarray, bool]:
                 "uint8 [H,W,3] arrays"
             )
         try:
-            img = Image.open(io.BytesIO(value))
+            with warnings.catch_warnings():  # PIL's bomb warning: _check_pixels refuses those with a reason
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(value))
+            _check_pixels(img.size)
             img.load()
-        except (UnidentifiedImageError, OSError) as exc:
+        except Image.DecompressionBombError:  # PIL's own limit, at open: far above ours
+            raise DataError(f"input 'image' has more than {MAX_PIXELS:,} pixels; downscale it first") from None
+        except UnidentifiedImageError:
+            raise DataError(
+                f"input 'image' cannot be decoded as an image (unknown format; it starts with {bytes(value[:12])!r}); "
+                "send PNG or JPEG"
+            ) from None
+        except OSError as exc:
             raise DataError(f"input 'image' cannot be decoded as an image ({exc}); send PNG or JPEG") from None
     changed = img.mode != "RGB" or img.size != (size, size)
     if img.mode != "RGB":
@@ -59,6 +76,59 @@ def _decode(value: Any, size: int) -> tuple[np.ndarray, bool]:
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8), changed
+
+
+class RejectedInput(MlflowException):
+    """A request the model cannot score: HTTP 400 from ``mlflow models serve``, with one line saying why.
+
+    MLflow's scoring server prefixes the message of a prediction error with a dump of the whole request
+    (``Failed to predict data '<DataFrame>'``); this exception keeps its own one-line reason instead, which
+    also keeps megabytes of base64 out of the answer.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+        super().__init__(reason, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        return self._reason
+
+    @message.setter
+    def message(self, value: str) -> None:
+        pass
+
+
+def _check_pixels(size: tuple[int, int]) -> None:
+    """Refuse an image too large to decode, from its header, before its pixels are read."""
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise DataError(
+            f"input 'image' is {width}x{height} pixels, more than the {MAX_PIXELS:,} this model decodes; "
+            "downscale it first (the model sees it at its own input size anyway)"
+        )
+
+
+def validate_request(model_input: Any, size: int) -> list[tuple[np.ndarray, bool]]:
+    """Every image of a request decoded, or ``RejectedInput`` naming the bad rows and what is wrong with the first."""
+    try:
+        values = _images(model_input)
+    except DataError as exc:
+        raise RejectedInput(str(exc)) from None
+    if not values:
+        raise RejectedInput("the request holds no rows; send at least one image in column 'image'")
+    decoded, bad = [], []
+    for row, value in enumerate(values):
+        try:
+            decoded.append(_decode(value, size))
+        except DataError as exc:
+            bad.append((row, str(exc)))
+    if bad:
+        first, reason = bad[0]
+        rows = ", ".join(str(row) for row, _ in bad[1:11]) + (", ..." if len(bad) > 11 else "")
+        more = f" ({len(bad) - 1} more bad row(s): {rows})" if len(bad) > 1 else ""
+        raise RejectedInput(f"row {first}: {reason}{more}")
+    return decoded
 
 
 def _images(model_input: Any) -> list[Any]:
@@ -108,7 +178,7 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
         params = params or {}
         return_maps = bool(params.get("return_maps", True))
         batch_size = int(params.get("batch_size", 8))
-        decoded = [_decode(v, self.image_size) for v in _images(model_input)]
+        decoded = validate_request(model_input, self.image_size)
         rows: list[dict[str, Any]] = []
         for start in range(0, len(decoded), batch_size):
             chunk = decoded[start : start + batch_size]

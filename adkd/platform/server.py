@@ -6,7 +6,6 @@ The server runs detached (its own session), its pid, URL and log live in a state
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from adkd.errors import ConfigError, ServiceError
+from adkd.platform.child_processes import stop_on_signals, stop_tree
 
 STATE_FILE = "server.json"
 LOG_FILE = "server.log"
@@ -145,18 +145,22 @@ def start_server(
         basic_auth=basic_auth,
     )
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-            msg = f"mlflow server exited with code {proc.returncode}; see {log_path}: "
-            raise ServiceError(msg + " | ".join(tail))
-        if healthy(state.url):
-            tmp = state_dir / (STATE_FILE + ".tmp")
-            tmp.write_text(json.dumps(asdict(state), indent=2))
-            tmp.replace(state_dir / STATE_FILE)
-            return state
-        time.sleep(0.5)
-    _terminate(proc.pid)
+    # Until the state file is written nothing could stop the server later: a signal now stops it too.
+    with stop_on_signals() as request:
+        while time.monotonic() < deadline and request.signum is None:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+                msg = f"mlflow server exited with code {proc.returncode}; see {log_path}: "
+                raise ServiceError(msg + " | ".join(tail))
+            if healthy(state.url):
+                tmp = state_dir / (STATE_FILE + ".tmp")
+                tmp.write_text(json.dumps(asdict(state), indent=2))
+                tmp.replace(state_dir / STATE_FILE)
+                return state
+            time.sleep(0.5)
+        stop_tree(proc.pid, reap=proc)
+    if request.signum is not None:
+        raise ServiceError(f"interrupted by {signal.Signals(request.signum).name} while starting; server stopped")
     raise ServiceError(f"mlflow server did not answer on {state.url} within {wait_s:.0f}s; see {log_path}")
 
 
@@ -171,18 +175,8 @@ def _redact_uri(uri: str) -> str:
 
 
 def _terminate(pid: int, timeout: float = 20.0) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.2)
-    if _pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+    # The whole tree: the server's job consumers run in sessions of their own, outside its process group.
+    stop_tree(pid, grace_s=timeout)
 
 
 def stop_server(state_dir: Path) -> ServerState | None:

@@ -44,6 +44,13 @@ from adkd.platform.mlflow_client import (
     redact_uri,
     write_unsent_report,
 )
+from adkd.platform.mlflow_labels import (
+    experiment_tags,
+    latest_version_tags,
+    mark_training_experiment,
+    model_description,
+    version_description,
+)
 
 log = logging.getLogger(__name__)
 
@@ -329,9 +336,12 @@ class TrackingSession:
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
                 self._client.restore_experiment(experiment.experiment_id)
+            mark_training_experiment(self._client, experiment)
             return experiment.experiment_id
         try:
-            return self._client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+            return self._client.create_experiment(
+                self.experiment, artifact_location=self.artifact_location, tags=experiment_tags()
+            )
         except Exception:
             # Another command created it between our lookup and create.
             experiment = self._client.get_experiment_by_name(self.experiment)
@@ -629,7 +639,10 @@ class CategoryTracker(NullCallback):
                 run_id=_run_id(handle),
                 tags=version_tags,
                 model_id=handle.pyfunc_model_id,
+                description=version_description(category, version_tags, _run_id(handle)),
             )
+            for key, value in latest_version_tags(str(version.version), version_tags).items():
+                client.set_registered_model_tag(name, key, value)
             handle.registered_version = str(version.version)
             client.set_tag(_run_id(handle), "registered_model", f"{name}/{version.version}")
 
@@ -655,7 +668,7 @@ def ensure_registered_model(client: Any, name: str, category: str) -> None:
         client.create_registered_model(
             name,
             tags={"category": category, "managed_by": "adkd"},
-            description=f"adkd anomaly detector for category '{category}' (ONNX pyfunc; see adkd registry).",
+            description=model_description(category),
         )
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):

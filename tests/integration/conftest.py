@@ -6,10 +6,14 @@ Fixtures:
   ``s3_server``, with ~/.aws files hidden; yields the endpoint URL.
 - ``s3_bucket`` (function): a fresh, uniquely named bucket on ``s3_server`` (uses ``s3_env``); yields its name.
 - ``file_server`` (function): an HTTP file server with Range support over a temp folder; see ``FileServer``.
+- ``promoted`` (session): a synthetic category trained with `adkd train`, registered as adkd-disc v1 in a
+  SQLite store and promoted to production; shared by the predict, serving and registry-display tests.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 import subprocess
@@ -186,3 +190,29 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def promoted(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A synthetic category trained, registered as adkd-disc v1 and promoted to production."""
+    work = tmp_path_factory.mktemp("predict")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", ADKD_RUNS_DIR=str(work / "runs"),
+               ADKD_CACHE_DIR=str(work / "cache"), COLUMNS="200",
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # fmt: skip
+    data = work / "synth"
+
+    def run(args: list[str]) -> None:
+        proc = subprocess.run(
+            [str(BIN / "adkd"), *args], env=env, cwd=work, capture_output=True, text=True, timeout=900
+        )
+        assert proc.returncode == 0, f"adkd {' '.join(args)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+    run(["data", "synth", str(data), "--categories", "disc", "--train", "24", "--test", "16"])
+    run(["train", "--category", "disc", "--data", str(data), "--model", "rd", "--preset", "cpu-smoke",
+         "--set", "epochs=3"])  # fmt: skip
+    run(["registry", "promote", "disc", "--version", "1", "--to", "production"])
+    metrics = json.loads((work / "runs" / "train" / "rd" / "disc" / "metrics.json").read_text())
+    return {"work": work, "env": env, "data": data, "metrics": metrics}

@@ -1,9 +1,11 @@
-"""`adkd ui`: an MLflow UI on 127.0.0.1 over the embedded store, its URL printed."""
+"""`adkd ui`: an MLflow UI on 127.0.0.1 over the embedded store, its URL printed; a signal stops all of it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,3 +51,103 @@ def test_ui_serves_the_embedded_store(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
     assert f"MLflow UI: {url}" in out
+
+
+def _children_by_parent() -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            out.setdefault(ppid, []).append(int(entry.name))
+    return out
+
+
+def _descendants(pid: int) -> set[int]:
+    children, found, todo = _children_by_parent(), set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's reaping is pending
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _kill_leftovers(pids: set[int], started: dict[int, str | None]) -> None:
+    """SIGKILL what a failed test left running; a pid whose start time changed is someone else's now."""
+    for pid in pids:
+        if _running(pid) and started.get(pid) is not None and _start_time(pid) == started[pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_ui_stopped_by_signal_leaves_no_process_and_frees_the_port(tmp_path: Path, sig: signal.Signals) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"PYTHONPATH": str(REPO), "ADKD_RUNS_DIR": str(tmp_path / "adkd-runs")})
+    log = (tmp_path / "ui.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adkd.cli.main", "ui", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    tree: set[int] = set()
+    started: dict[int, str | None] = {}
+    try:
+        # Generous: on a loaded 2-core box mlflow ui's workers and job consumers take minutes to come up.
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "ui.log").read_text()
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            pytest.fail("adkd ui did not answer within 600 s")
+        tree = _descendants(proc.pid)
+        started = {p: _start_time(p) for p in tree}
+        assert len(tree) >= 2, tree  # mlflow ui and at least its uvicorn server
+        # Only the adkd process gets the signal, as from `kill PID`, a service manager or a closed terminal.
+        os.kill(proc.pid, sig)
+        assert proc.wait(timeout=60) == 128 + sig
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (any(_running(p) for p in tree) or not _port_free(port)):
+            time.sleep(0.2)
+        left = sorted(p for p in tree if _running(p))
+        assert not left, f"still running after adkd ui ended: {left}"
+        assert _port_free(port)
+    finally:
+        late = _descendants(proc.pid) - tree  # what runs now, should the test have failed before the signal
+        started.update({p: _start_time(p) for p in late})
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_leftovers(tree | late, started)
+        proc.wait(timeout=30)

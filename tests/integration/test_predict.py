@@ -36,22 +36,6 @@ def _run(args: list[str], env: dict[str, str], cwd: Path, ok: bool = True) -> su
     return proc
 
 
-@pytest.fixture(scope="module")
-def promoted(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A synthetic category trained, registered as adkd-disc v1 and promoted to production."""
-    work = tmp_path_factory.mktemp("predict")
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", ADKD_RUNS_DIR=str(work / "runs"),
-               ADKD_CACHE_DIR=str(work / "cache"), COLUMNS="200",
-               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # fmt: skip
-    data = work / "synth"
-    _run(["data", "synth", str(data), "--categories", "disc", "--train", "24", "--test", "16"], env, work)
-    _run(["train", "--category", "disc", "--data", str(data), "--model", "rd", "--preset", "cpu-smoke",
-          "--set", "epochs=3"], env, work)  # fmt: skip
-    _run(["registry", "promote", "disc", "--version", "1", "--to", "production"], env, work)
-    metrics = json.loads((work / "runs" / "train" / "rd" / "disc" / "metrics.json").read_text())
-    return {"work": work, "env": env, "data": data, "metrics": metrics}
-
-
 def test_predict_csv_reproduces_training_auroc(promoted: dict) -> None:
     work, env, data = promoted["work"], promoted["env"], promoted["data"]
     out = work / "pred"

@@ -1,0 +1,68 @@
+"""A child tree started with run_until_stopped ends with its parent, even parts that left its session."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from adkd.platform.child_processes import alive, process_tree
+
+REPO = Path(__file__).resolve().parents[3]
+# A parent that runs a shell; the shell starts one sleeper in its group and one in a session of its own
+# (as mlflow's job runner does), writes their pids, and waits.
+PARENT = """
+import sys
+from adkd.platform.child_processes import run_until_stopped
+code, sig = run_until_stopped(["sh", "-c", sys.argv[1]], grace_s=5)
+print(f"code={code} signal={sig}", flush=True)
+"""
+TREE = "sleep 300 & echo $! > {out}.a; setsid sleep 300 & echo $! > {out}.b; wait"
+
+
+def _wait_for(path: Path, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and path.read_text().strip():
+            return int(path.read_text())
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was not written")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir() or sys.platform != "linux", reason="reads /proc; needs setsid")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signal_to_the_parent_stops_the_whole_tree(tmp_path: Path, sig: signal.Signals) -> None:
+    out = tmp_path / "pid"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, TREE.format(out=out)], env=env, stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)  # fmt: skip
+    sleepers = [_wait_for(Path(f"{out}.a")), _wait_for(Path(f"{out}.b"))]
+    try:
+        tree = process_tree(parent.pid)
+        assert set(sleepers) <= set(tree)
+        assert os.getsid(sleepers[1]) != os.getsid(parent.pid)  # outside the group a killpg would reach
+        parent.send_signal(sig)
+        stdout, _ = parent.communicate(timeout=30)
+        assert f"code=None signal={int(sig)}" in stdout
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(alive(p) for p in sleepers):
+            time.sleep(0.05)
+        assert not [p for p in sleepers if alive(p)]
+    finally:
+        for pid in sleepers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()
+
+
+def test_a_child_that_ends_by_itself_returns_its_code() -> None:
+    from adkd.platform.child_processes import run_until_stopped
+
+    assert run_until_stopped([sys.executable, "-c", "raise SystemExit(3)"]) == (3, None)

@@ -12,8 +12,10 @@ from rich.console import Console
 
 console = Console()
 
-# Two textures and one object: three categories fit in a few minutes on a 2-core machine.
-DEMO_CATEGORIES = ("weave", "dots", "disc")
+# Three textures: stfpm cpu-smoke detects them well with a random teacher too (image AUROC 98.1 / 100 / 88.9
+# measured on weave / grain / dots, 100 on dots with the ImageNet teacher); synthetic objects need a real
+# teacher (disc: 62.1 random, 81.1 ImageNet). Three categories fit in a few minutes on a 2-core machine.
+DEMO_CATEGORIES = ("weave", "grain", "dots")
 DEMO_BACKBONE = "mobilenet_v2"  # the cpu-smoke teacher; torchvision's ImageNet file is 14 MB
 
 

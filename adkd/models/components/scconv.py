@@ -14,6 +14,8 @@ sees variances below its λ and multiplies by a constant. That variant is kept a
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -26,14 +28,21 @@ class SRU(nn.Module):
         if channels % group_num or channels % 2:
             msg = f"SRU: channels={channels} must be divisible by group_num={group_num} and by 2"
             raise ValueError(msg)
+        if not 0.0 < gate_threshold < 1.0:
+            msg = f"SRU: gate_threshold={gate_threshold} must be in (0, 1)"
+            raise ValueError(msg)
         self.gn = nn.GroupNorm(group_num, channels)
         self.gate_threshold = gate_threshold
 
     def gate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights (w1, w2): above the threshold w1 = 1, w2 = 0; elsewhere both equal the re-weight."""
         w_gamma = (self.gn.weight / self.gn.weight.sum()).view(1, -1, 1, 1)
-        reweights = torch.sigmoid(self.gn(x) * w_gamma)
-        informative = reweights > self.gate_threshold
+        logits = self.gn(x) * w_gamma
+        reweights = torch.sigmoid(logits)
+        # sigmoid(z) > t ⟺ z > logit(t). Deciding on z keeps the hard gate identical across runtimes: with
+        # γ/Σγ ≈ 1/C the re-weights all sit within ~1e-3 of 0.5, where sigmoid's last bit (which differs
+        # between PyTorch and onnxruntime) would flip some positions between ×1 and ×0.5.
+        informative = logits > math.log(self.gate_threshold / (1 - self.gate_threshold))
         w1 = torch.where(informative, torch.ones_like(reweights), reweights)
         w2 = torch.where(informative, torch.zeros_like(reweights), reweights)
         return w1, w2

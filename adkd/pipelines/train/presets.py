@@ -135,7 +135,9 @@ _SMOKE = [
     _p(
         "cpu-smoke",
         "mrkd",
-        "CI/demo: 64 px, mobilenet_v2, random teacher, 16 epochs, Adam lr 0.005.",
+        "CI/demo: 64 px, mobilenet_v2, random teacher, 16 epochs, Adam lr 0.005; the model's defaults (1x1 "
+        "fusion, per-channel SCConv, §3.8 paper loss: the two-term loss is not yet measured better, see "
+        "benchmarks/ablation.py --table loss).",
         **_SMOKE_COMMON,
         epochs=16,
         optimizer={"name": "adam", "lr": 0.005, "betas": [0.5, 0.999]},
@@ -186,7 +188,9 @@ _BOTTLE = [
     _p(
         "bottle-mobilenet",
         "mrkd",
-        "Real bottle at 128 px with the ImageNet MobileNetV2 teacher; fits ~3 min on 2 CPU cores.",
+        "Real bottle at 128 px with the ImageNet MobileNetV2 teacher; fits ~3 min on 2 CPU cores. The model's "
+        "defaults (1x1 fusion, per-channel SCConv, §3.8 paper loss: the two-term loss is not yet measured "
+        "better, see benchmarks/ablation.py --table loss).",
         **_BOTTLE_COMMON,
         epochs=10,
         optimizer={"name": "adam", "lr": 0.005, "betas": [0.5, 0.999]},

@@ -58,7 +58,12 @@ def _print_table(summary) -> None:
 
 def tune(
     data: str = typer.Option(..., "--data", "-d", help="Data root (MVTec layout): a folder or s3://bucket/prefix."),
-    model: str = typer.Option("mrkd", "--model", "-m", help="mrkd (λ and α) or stfpm-ae (α)."),
+    model: str = typer.Option(
+        "mrkd",
+        "--model",
+        "-m",
+        help="mrkd (λ; α with the two_term loss) or stfpm-ae (α on a 0 + log grid, AE freeze epochs).",
+    ),
     category: str = typer.Option(None, "--category", "-c", help="One category to tune."),
     all_categories: bool = typer.Option(False, "--all-categories", help="Tune every category under --data."),
     preset: str = typer.Option("cpu-smoke", "--preset", "-p", help="Base training preset of every trial."),
@@ -84,7 +89,7 @@ def tune(
         help="Make the preset's own λ/α the first trial, to compare against on the same objective.",
     ),
 ) -> None:
-    """Tune λ and α on held-out normal images with synthetic defects; the test split scores only the best."""
+    """Tune the model's own knobs on normal images with synthetic defects; only the best sees the test split."""
     from adkd.cli.train_cmd import local_data, resolve_cli_config
     from adkd.platform.cluster import connect
     from adkd.platform.settings import load_settings
@@ -93,9 +98,11 @@ def tune(
 
     settings_file = config_file if config_file is not None and config_file.suffix == ".toml" else None
     settings = load_settings(settings_file, ray_address=address)
-    space = parse_space(model, settings.tune.get("space"), _lr_range(tune_lr))
     local = local_data(data)
     categories = _categories(local, category, all_categories)
+    # The knobs depend on the model's settings (the mrkd paper loss has no α): read them from the first category.
+    first = resolve_cli_config(model, preset, categories[0], local, set_, config_file, None, False)
+    space = parse_space(model, settings.tune.get("space"), _lr_range(tune_lr), model_options=first.model_options)
     session = TrackingSession.from_settings(settings, local, "tune", register=register_best, params={"model": model})
     session.start_parent()
     connect(settings.ray_address)

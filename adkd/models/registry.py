@@ -68,15 +68,18 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
     ),
     "mrkd": ModelSpec(
         name="mrkd",
-        description="rd + SCSAtt + feature mask generation",
+        description="rd + 1x1 fusion + SCSAtt + feature mask generation (masked RD)",
         builder=_build_mrkd,
         default_backbone="wide_resnet50_2",
         defaults={
             "levels": (1, 2, 3),
+            "loss": "paper",
             "loss_mode": "flatten",
             "bottleneck_width": None,
             "sigma": 4.0,
+            "fusion_conv": True,
             "use_scconv": True,
+            "scconv_fusion": "per_channel",
             "use_simam": True,
             "use_fmm": True,
             "alpha": 1.0,
@@ -89,14 +92,14 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
         description="Student-teacher feature pyramid matching",
         builder=_build_stfpm,
         default_backbone="resnet18",
-        defaults={"sigma": 4.0},
+        defaults={"sigma": 4.0, "loss_scale": 0.5},
     ),
     "stfpm-ae": ModelSpec(
         name="stfpm-ae",
         description="stfpm + per-level U-Net autoencoder",
         builder=_build_stfpm_ae,
         default_backbone="resnet18",
-        defaults={"alpha": 1e-7, "image_size": 256, "ae_stages": 2, "sigma": 4.0},
+        defaults={"alpha": 1e-7, "image_size": 256, "ae_stages": 3, "sigma": 4.0, "loss_scale": 0.5},
     ),
 }
 

@@ -1,4 +1,4 @@
-"""`adkd tune`: Ray Tune over the FMM mask rate λ and the loss weight α, scored without test labels.
+"""`adkd tune`: Ray Tune over each model's own knobs (see tune_space), scored without test labels.
 
 Each trial trains one configuration and, after every epoch, scores it on the held-out normal images
 (carved from train/good) painted with synthetic defects. ASHA stops weak trials early. Only the best
@@ -17,90 +17,23 @@ from typing import Any
 from adkd.errors import ConfigError
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
+from adkd.platform.tune_space import (  # noqa: F401 (re-exported: the CLI and tests import them from here)
+    DEFAULT_SPACES,
+    PARAM_TARGETS,
+    TUNABLE_MODELS,
+    apply_params,
+    default_point,
+    parse_space,
+    set_line,
+    to_ray_space,
+)
 
 OBJECTIVES = ("pixel_auroc", "image_auroc", "aupro")
-TUNABLE_MODELS = ("mrkd", "stfpm-ae")
-
-# name -> (distribution, low, high); names map onto TrainConfig keys through PARAM_TARGETS.
-DEFAULT_SPACES: dict[str, dict[str, tuple[str, float, float]]] = {
-    "mrkd": {"mask_rate": ("uniform", 0.1, 0.9), "alpha": ("loguniform", 1e-2, 10.0)},
-    "stfpm-ae": {"alpha": ("loguniform", 1e-8, 1e-3)},
-}
-PARAM_TARGETS = {"mask_rate": "model_options.mask_rate", "alpha": "model_options.alpha", "lr": "optimizer.lr"}
-DISTRIBUTIONS = ("uniform", "loguniform")
-
-
-def parse_space(model: str, custom: dict[str, Any] | None = None, tune_lr: tuple[float, float] | None = None) -> dict:
-    """The search space: the model's default, replaced per parameter by the config file's [tune.space]."""
-    if model not in TUNABLE_MODELS:
-        raise ConfigError(f"--model {model}: adkd tune searches {' and '.join(TUNABLE_MODELS)} (λ and α)")
-    space = dict(DEFAULT_SPACES[model])
-    for name, spec in (custom or {}).items():
-        if name not in PARAM_TARGETS:
-            raise ConfigError(f"[tune.space] {name}: unknown parameter; use {', '.join(PARAM_TARGETS)}")
-        if name == "mask_rate" and model != "mrkd":
-            raise ConfigError(f"[tune.space] mask_rate applies to mrkd only, not {model}")
-        try:
-            dist, low, high = spec["type"], float(spec["low"]), float(spec["high"])
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError(
-                f'[tune.space] {name}: write it as {{type = "uniform"|"loguniform", low = .., high = ..}}'
-            ) from None
-        if dist not in DISTRIBUTIONS or not low < high or (dist == "loguniform" and low <= 0):
-            raise ConfigError(f"[tune.space] {name}: need type in {DISTRIBUTIONS}, 0 < low < high for loguniform")
-        space[name] = (dist, low, high)
-    if tune_lr:
-        space["lr"] = ("loguniform", *tune_lr)
-    return space
-
-
-def to_ray_space(space: dict[str, tuple[str, float, float]]) -> dict[str, Any]:
-    from ray import tune
-
-    return {k: (tune.uniform if d == "uniform" else tune.loguniform)(lo, hi) for k, (d, lo, hi) in space.items()}
-
-
-def apply_params(base: dict[str, Any], params: dict[str, float]) -> dict[str, Any]:
-    """A copy of the config dict with each tuned parameter written where it belongs."""
-    out = json.loads(json.dumps(base))
-    for name, value in params.items():
-        *parents, leaf = PARAM_TARGETS[name].split(".")
-        node = out
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = float(value)
-    return out
-
-
-def default_point(base: dict[str, Any], space: dict[str, tuple[str, float, float]]) -> dict[str, float] | None:
-    """The base config's own values of the searched parameters, or None when one lies outside the space.
-
-    Values not set in the config are the model's defaults (``MODEL_REGISTRY``).
-    """
-    from adkd.models.registry import MODEL_REGISTRY
-
-    model_defaults = MODEL_REGISTRY[base["model"]].defaults
-    point: dict[str, float] = {}
-    for name, (_, low, high) in space.items():
-        *parents, leaf = PARAM_TARGETS[name].split(".")
-        node: Any = base
-        for key in parents:
-            node = node.get(key) or {}
-        value = node.get(leaf, model_defaults.get(leaf) if parents == ["model_options"] else None)
-        if value is None or not low <= float(value) <= high:
-            return None
-        point[name] = float(value)
-    return point
 
 
 def is_point(config: dict[str, Any], point: dict[str, float] | None) -> bool:
     """Whether a trial's config holds exactly ``point``'s values (the preset's trial)."""
     return point is not None and all(float(config.get(k, math.nan)) == v for k, v in point.items())
-
-
-def set_line(params: dict[str, float]) -> str:
-    """The tuned values as a ready `--set` line for `adkd train`."""
-    return " ".join(f"--set {PARAM_TARGETS[k]}={v:.6g}" for k, v in sorted(params.items()))
 
 
 class ValidationObjective(NullCallback):
@@ -292,7 +225,7 @@ def run_tune(
         raise ConfigError(f"--objective {objective}: choose one of {', '.join(OBJECTIVES)}")
     if base.val_fraction <= 0:
         raise ConfigError("adkd tune scores trials on validation images: set val_fraction > 0 (e.g. 0.2)")
-    space = space or parse_space(base.model)
+    space = space or parse_space(base.model, model_options=base.model_options)
     values = base.model_dump(mode="json")
     if epochs is not None:
         values["epochs"] = epochs

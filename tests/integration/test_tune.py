@@ -29,8 +29,10 @@ def test_tune_four_trials_tracked_and_only_best_sees_test(synth_root: Path, tmp_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri, ADKD_RUNS_DIR=str(tmp_path / "runs"), RAY_ADDRESS="", COLUMNS="200")
     env.pop("RAY_ADDRESS")
+    # The two-term loss, so both λ and α are searched (mrkd's paper loss has no α).
     cmd = [ADKD, "tune", "--data", str(synth_root), "--category", "disc", "--model", "mrkd",
-           "--num-samples", "4", "--epochs", "2", "--max-concurrent", "2", "--set", "image_size=64"]  # fmt: skip
+           "--num-samples", "4", "--epochs", "2", "--max-concurrent", "2", "--set", "image_size=64",
+           "--set", "model_options.loss=two_term"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "--set model_options.alpha=" in proc.stdout and "--set model_options.mask_rate=" in proc.stdout

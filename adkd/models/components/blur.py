@@ -16,7 +16,7 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
 
 
 class GaussianBlur2d(nn.Module):
-    """Blur single-channel maps [B,1,H,W] with a separable Gaussian and reflect padding.
+    """Blur single-channel maps [B,1,H,W] with a separable Gaussian and reflect padding; σ = 0 is the identity.
 
     Reflect padding (``d c b | a b c d``) equals scipy's ``mode="mirror"``; it needs
     H and W larger than the radius (16 for σ=4).
@@ -24,7 +24,10 @@ class GaussianBlur2d(nn.Module):
 
     def __init__(self, sigma: float = 4.0, truncate: float = 4.0) -> None:
         super().__init__()
-        k = gaussian_kernel1d(sigma, truncate)
+        if sigma < 0:
+            msg = f"sigma={sigma}: it must be >= 0 (0 = no smoothing)"
+            raise ValueError(msg)
+        k = gaussian_kernel1d(sigma, truncate) if sigma > 0 else torch.ones(1)
         self.radius = (k.numel() - 1) // 2
         self.sigma = sigma
         self.register_buffer("kernel_h", k.view(1, 1, 1, -1), persistent=False)
@@ -35,6 +38,8 @@ class GaussianBlur2d(nn.Module):
         return 2 * self.radius + 1
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        if self.sigma == 0:
+            return maps
         r = self.radius
         x = F.pad(maps, (r, r, r, r), mode="reflect")
         x = F.conv2d(x, self.kernel_h.to(x.dtype))

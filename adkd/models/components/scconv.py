@@ -1,11 +1,20 @@
 """SCConv: spatial and channel reconstruction convolution (Li et al., CVPR 2023).
 
-The paper has no official code. This follows the widely used unofficial version
+The paper has no official code. The SRU follows the widely used unofficial version
 (cheng-haha/ScConv at cf3b372, 2023-10): the SRU gate is the soft ``where`` gating on
 ``sigmoid(GN(x) · γ/Σγ)`` at threshold 0.5, multiplying the input ``x``.
+
+The CRU's fuse step follows the paper: a per-channel soft attention over the two branches,
+``β1 = e^{s1}/(e^{s1}+e^{s2})``, ``β2 = 1 − β1`` for each channel, with ``s1, s2`` the branches'
+global-average-pooled descriptors. The unofficial code instead takes one softmax over all 2C pooled
+channels, so every weight is about 1/(2C): the output shrinks ~1000× at C = 288 and any SimAM after it
+sees variances below its λ and multiplies by a constant. That variant is kept as
+``fusion="softmax_all_channels"`` for anyone matching that code base.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -19,14 +28,21 @@ class SRU(nn.Module):
         if channels % group_num or channels % 2:
             msg = f"SRU: channels={channels} must be divisible by group_num={group_num} and by 2"
             raise ValueError(msg)
+        if not 0.0 < gate_threshold < 1.0:
+            msg = f"SRU: gate_threshold={gate_threshold} must be in (0, 1)"
+            raise ValueError(msg)
         self.gn = nn.GroupNorm(group_num, channels)
         self.gate_threshold = gate_threshold
 
     def gate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights (w1, w2): above the threshold w1 = 1, w2 = 0; elsewhere both equal the re-weight."""
         w_gamma = (self.gn.weight / self.gn.weight.sum()).view(1, -1, 1, 1)
-        reweights = torch.sigmoid(self.gn(x) * w_gamma)
-        informative = reweights > self.gate_threshold
+        logits = self.gn(x) * w_gamma
+        reweights = torch.sigmoid(logits)
+        # sigmoid(z) > t ⟺ z > logit(t). Deciding on z keeps the hard gate identical across runtimes: with
+        # γ/Σγ ≈ 1/C the re-weights all sit within ~1e-3 of 0.5, where sigmoid's last bit (which differs
+        # between PyTorch and onnxruntime) would flip some positions between ×1 and ×0.5.
+        informative = logits > math.log(self.gate_threshold / (1 - self.gate_threshold))
         w1 = torch.where(informative, torch.ones_like(reweights), reweights)
         w2 = torch.where(informative, torch.zeros_like(reweights), reweights)
         return w1, w2
@@ -40,8 +56,15 @@ class SRU(nn.Module):
         return torch.cat([x11 + x22, x12 + x21], dim=1)
 
 
+CRU_FUSIONS = ("per_channel", "softmax_all_channels")
+
+
 class CRU(nn.Module):
-    """Channel reconstruction unit: split α/(1−α), squeeze, GWC+PWC / PWC+reuse, soft-attention fuse."""
+    """Channel reconstruction unit: split α/(1−α), squeeze, GWC+PWC / PWC+reuse, soft-attention fuse.
+
+    ``fusion="per_channel"`` (the paper): β1 + β2 = 1 per channel over the two branches.
+    ``fusion="softmax_all_channels"`` (cheng-haha/ScConv): one softmax over all 2C pooled channels.
+    """
 
     def __init__(
         self,
@@ -50,8 +73,13 @@ class CRU(nn.Module):
         squeeze_ratio: int = 2,
         group_size: int = 2,
         group_kernel_size: int = 3,
+        fusion: str = "per_channel",
     ) -> None:
         super().__init__()
+        if fusion not in CRU_FUSIONS:
+            msg = f"CRU: fusion={fusion!r}: use one of {', '.join(CRU_FUSIONS)}"
+            raise ValueError(msg)
+        self.fusion = fusion
         self.up_channels = up = int(alpha * channels)
         self.low_channels = low = channels - up
         up_sq, low_sq = up // squeeze_ratio, low // squeeze_ratio
@@ -72,10 +100,14 @@ class CRU(nn.Module):
         up, low = self.squeeze1(up), self.squeeze2(low)
         y1 = self.gwc(up) + self.pwc1(up)
         y2 = torch.cat([self.pwc2(low), low], dim=1)
-        out = torch.cat([y1, y2], dim=1)
-        out = torch.softmax(out.mean(dim=(2, 3), keepdim=True), dim=1) * out
-        c = x.shape[1]
-        return out[:, :c] + out[:, c:]
+        if self.fusion == "softmax_all_channels":
+            out = torch.cat([y1, y2], dim=1)
+            out = torch.softmax(out.mean(dim=(2, 3), keepdim=True), dim=1) * out
+            c = x.shape[1]
+            return out[:, :c] + out[:, c:]
+        # A softmax over the two branches per channel is the sigmoid of the descriptors' difference.
+        beta1 = torch.sigmoid(y1.mean(dim=(2, 3), keepdim=True) - y2.mean(dim=(2, 3), keepdim=True))
+        return beta1 * y1 + (1 - beta1) * y2
 
 
 class SCConv(nn.Module):
@@ -90,10 +122,11 @@ class SCConv(nn.Module):
         squeeze_ratio: int = 2,
         group_size: int = 2,
         group_kernel_size: int = 3,
+        fusion: str = "per_channel",
     ) -> None:
         super().__init__()
         self.sru = SRU(channels, group_num=group_num, gate_threshold=gate_threshold)
-        self.cru = CRU(channels, alpha, squeeze_ratio, group_size, group_kernel_size)
+        self.cru = CRU(channels, alpha, squeeze_ratio, group_size, group_kernel_size, fusion=fusion)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cru(self.sru(x))

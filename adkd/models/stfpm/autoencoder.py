@@ -25,7 +25,7 @@ def _double_conv(in_ch: int, out_ch: int) -> nn.Sequential:
     )
 
 
-def stages_for(size: int, max_stages: int = 2, min_size: int = 2) -> int:
+def stages_for(size: int, max_stages: int = 3, min_size: int = 2) -> int:
     """How many 2× poolings a ``size``×``size`` map takes while staying ≥ ``min_size`` (capped)."""
     if size < min_size:
         return 0

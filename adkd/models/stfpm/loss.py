@@ -14,12 +14,16 @@ def normalized_sq_distance(teacher: torch.Tensor, student: torch.Tensor) -> torc
     return 0.5 * (t - s).pow(2).sum(dim=1, keepdim=True)
 
 
-def pyramid_loss(teacher: Sequence[torch.Tensor], student: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Σ over levels of the mean (over batch and positions) of ½‖t̂ − ŝ‖²."""
+def pyramid_loss(teacher: Sequence[torch.Tensor], student: Sequence[torch.Tensor], scale: float = 0.5) -> torch.Tensor:
+    """Σ over levels of the mean (over batch and positions) of ``scale · ‖t̂ − ŝ‖²``.
+
+    ``scale=1`` is the official STFPM code (Σ_c over channels, mean over b, h, w); 0.5 halves it
+    (½‖t̂ − ŝ‖² = 1 − cos), which with SGD halves the effective learning rate.
+    """
     total = teacher[0].new_zeros(())
     for t, s in zip(teacher, student, strict=True):
         total = total + normalized_sq_distance(t, s).mean()
-    return total
+    return total * (2.0 * scale)
 
 
 def reconstruction_loss(recon: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -92,3 +92,14 @@ def validate_config(values: dict[str, Any], source: str = "config") -> TrainConf
         known = ", ".join(sorted(TrainConfig.model_fields))
         hint = f" (known settings: {known})" if any("unknown" in p for p in problems) else ""
         raise ConfigError(f"{source}: " + "; ".join(problems) + hint) from None
+
+
+def check_model_settings(config: TrainConfig) -> None:
+    """The model's settings (its defaults under ``model_options``) checked before data or weights are loaded."""
+    from adkd.models.checks import check_model_settings as check
+    from adkd.models.registry import MODEL_REGISTRY
+
+    spec = MODEL_REGISTRY.get(config.model)
+    if spec is None:
+        raise ConfigError(f"unknown model '{config.model}'; choose one of {', '.join(MODEL_REGISTRY)}")
+    check(config.eval_size, {**spec.defaults, **config.model_options})

@@ -31,7 +31,7 @@ from torch import nn
 from adkd.errors import AdkdError, ConfigError
 from adkd.pipelines.train import checkpoint as ckpt
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
-from adkd.pipelines.train.config import TrainConfig
+from adkd.pipelines.train.config import TrainConfig, check_model_settings
 from adkd.pipelines.train.distributed import DistContext, fingerprint, rank_seed, synced_state
 
 log = logging.getLogger(__name__)
@@ -415,6 +415,7 @@ class _Run:
         cfg, main = self.config, self.dist.is_main
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        check_model_settings(cfg)  # before any data, weights or epoch
         root = _local_root(cfg.data)
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -720,11 +721,19 @@ class _Run:
         if len(self.val_images):
             fit_images, source = self.val_images, "validation"
         else:
+            # Every train/good image was trained on (the paper presets): thresholds come from those same
+            # images, never from the test split; they sit low because the model has seen them.
             fit_images, source = self.data.train, "train"
-            self.result.notes.append("val_fraction=0: thresholds fitted on the training images (optimistic)")
+            self.result.notes.append(
+                f"val_fraction=0: thresholds fitted on the {len(fit_images)} training images at quantile "
+                f"{cfg.threshold_quantile} (optimistic: the model was trained on them; never the test split)"
+            )
         fit_maps, fit_scores = predict(self.model, fit_images, self.rt, cfg.eval_batch_size)
         thresholds = fit_thresholds(fit_scores, fit_maps, cfg.threshold_quantile)
         self.result.thresholds = thresholds.to_dict()
+        source_path = self.run_dir / "thresholds.json"
+        source_info = {"source": source, "images": len(fit_images), "quantile": cfg.threshold_quantile}
+        source_path.write_text(json.dumps({**thresholds.to_dict(), **source_info}, indent=2) + "\n")
 
         extra = {"time/train_s": train_s}
         if train_s > 0 and images_seen:

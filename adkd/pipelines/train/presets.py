@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from adkd.errors import ConfigError
-from adkd.pipelines.train.config import TrainConfig, validate_config
+from adkd.pipelines.train.config import TrainConfig, check_model_settings, validate_config
 
 MODELS = ("rd", "mrkd", "stfpm", "stfpm-ae")
 
@@ -36,38 +36,55 @@ _PAPER = [
     _p(
         "paper",
         "rd",
-        "RD4AD code: wide_resnet50_2, 256 px, Adam lr 0.005 betas (0.5, 0.999), batch 16, 200 epochs.",
+        "RD4AD code: wide_resnet50_2, 256 px, Adam lr 0.005 betas (0.5, 0.999), batch 16, 200 epochs, "
+        "trained on every train/good image (val_fraction 0), last epoch kept; thresholds from the training "
+        "images' own scores (thresholds.json says so; never the test split).",
         backbone="wide_resnet50_2",
         image_size=256,
         batch_size=16,
         epochs=200,
         optimizer={"name": "adam", "lr": 0.005, "betas": [0.5, 0.999], "weight_decay": 0.0},
+        val_fraction=0.0,
         keep="last",
     ),
     _p(
         "paper",
         "mrkd",
         "Masked-RD paper: wide_resnet50_2, 256 px, Adam lr 1e-3, batch 16, 200 epochs, L2 weight "
-        "regularisation (weight decay 1e-5, value not published), early stopping on validation loss "
-        "(patience 20), best-validation-loss checkpoint kept.",
+        "regularisation (weight decay 1e-5, value not published), §3.3 fusion with its 1x1 conv, SCSAtt with "
+        "the SCConv paper's per-channel fuse, FMM λ 0.5, §3.8 loss (per-position cosine on the generated "
+        "features, summed over levels). Trained on every train/good image (val_fraction 0), so no early "
+        "stopping and the last epoch is kept; thresholds from the training images' own scores "
+        "(thresholds.json says so; never the test split).",
         backbone="wide_resnet50_2",
         image_size=256,
         batch_size=16,
         epochs=200,
         optimizer={"name": "adam", "lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 1e-5},
-        early_stopping=20,
-        keep="best_val_loss",
+        val_fraction=0.0,
+        keep="last",
+        model_options={
+            "loss": "paper",
+            "fusion_conv": True,
+            "use_scconv": True,
+            "scconv_fusion": "per_channel",
+            "use_simam": True,
+            "use_fmm": True,
+            "levels": [1, 2, 3],
+        },
     ),
     _p(
         "paper",
         "stfpm",
         "Official STFPM code: resnet18, 256 px, SGD lr 0.4 momentum 0.9 weight decay 1e-4, batch 32, "
-        "100 epochs, 80/20 split of train/good, lowest-validation-loss checkpoint kept.",
+        "100 epochs, loss Σ_c ‖t̂ − ŝ‖² averaged over batch and positions (no ½), no blur of the map "
+        "(sigma 0), 80/20 split of train/good, lowest-validation-loss checkpoint kept (the official choice).",
         backbone="resnet18",
         image_size=256,
         batch_size=32,
         epochs=100,
         optimizer={"name": "sgd", "lr": 0.4, "momentum": 0.9, "weight_decay": 1e-4},
+        model_options={"sigma": 0.0, "loss_scale": 1.0},
         val_fraction=0.2,
         keep="best_val_loss",
     ),
@@ -118,7 +135,9 @@ _SMOKE = [
     _p(
         "cpu-smoke",
         "mrkd",
-        "CI/demo: 64 px, mobilenet_v2, random teacher, 16 epochs, Adam lr 0.005.",
+        "CI/demo: 64 px, mobilenet_v2, random teacher, 16 epochs, Adam lr 0.005; the model's defaults (1x1 "
+        "fusion, per-channel SCConv, §3.8 paper loss, which measured better than the two-term loss on the "
+        "real bottle: 96.8/95.7/87.5 against 84.4/92.7/73.2 image/pixel AUROC/AUPRO, 2 epochs at 128 px).",
         **_SMOKE_COMMON,
         epochs=16,
         optimizer={"name": "adam", "lr": 0.005, "betas": [0.5, 0.999]},
@@ -126,7 +145,8 @@ _SMOKE = [
     _p(
         "cpu-smoke",
         "stfpm",
-        "CI/demo: 64 px, mobilenet_v2, random teacher, 8 epochs, SGD lr 0.4.",
+        "CI/demo: 64 px, mobilenet_v2, random teacher, 8 epochs, SGD lr 0.4; unlike the paper preset it keeps "
+        "the σ=4 map blur and the ½ loss (the blur measured better on the real bottle, issue 12).",
         **_SMOKE_COMMON,
         epochs=8,
         optimizer={"name": "sgd", "lr": 0.4, "momentum": 0.9, "weight_decay": 1e-4},
@@ -168,7 +188,10 @@ _BOTTLE = [
     _p(
         "bottle-mobilenet",
         "mrkd",
-        "Real bottle at 128 px with the ImageNet MobileNetV2 teacher; fits ~3 min on 2 CPU cores.",
+        "Real bottle at 128 px with the ImageNet MobileNetV2 teacher; fits ~3 min on 2 CPU cores. The model's "
+        "defaults (1x1 fusion, per-channel SCConv, §3.8 paper loss, which measured better than the two-term "
+        "loss on the real bottle: 96.8/95.7/87.5 against 84.4/92.7/73.2 image/pixel AUROC/AUPRO, 2 epochs "
+        "at 128 px).",
         **_BOTTLE_COMMON,
         epochs=10,
         optimizer={"name": "adam", "lr": 0.005, "betas": [0.5, 0.999]},
@@ -176,7 +199,8 @@ _BOTTLE = [
     _p(
         "bottle-mobilenet",
         "stfpm",
-        "Real bottle at 128 px with the ImageNet MobileNetV2 teacher.",
+        "Real bottle at 128 px with the ImageNet MobileNetV2 teacher; unlike the paper preset it keeps the "
+        "σ=4 map blur and the ½ loss (the blur measured better on the real bottle, issue 12).",
         **_BOTTLE_COMMON,
         epochs=10,
         optimizer={"name": "sgd", "lr": 0.4, "momentum": 0.9, "weight_decay": 1e-4},
@@ -300,4 +324,6 @@ def resolve_config(
     if missing:
         raise ConfigError(f"missing setting(s) {', '.join(missing)}: pass --category and --data")
     source = f"config file {config_file}" if config_file else "training config"
-    return validate_config(values, source=source)
+    config = validate_config(values, source=source)
+    check_model_settings(config)
+    return config

@@ -131,16 +131,23 @@ def test_rd_wide_resnet50_2_parameter_counts_match_rd4ad() -> None:
 
 def test_mrkd_switches_add_exactly_their_modules() -> None:
     rd = count_parameters(build_model("rd", "resnet18", weights="none"))[0]
-    bare = build_model("mrkd", "resnet18", weights="none", use_fmm=False, use_scconv=False, use_simam=False)
+    bare = build_model(
+        "mrkd", "resnet18", weights="none", use_fmm=False, use_scconv=False, use_simam=False, fusion_conv=False
+    )
     assert count_parameters(bare)[0] == rd
     full = build_model("mrkd", "resnet18", weights="none")
     # FMM generators (two conv3×3 with bias) on 64/128/256 channels:
     #   2·(64·64·9 + 64) + 2·(128·128·9 + 128) + 2·(256·256·9 + 256) = 1,549,184
     # SCConv on the 3·256 = 768-channel fused map: GroupNorm 1,536; CRU squeezes 2·73,728,
     #   GWC (groups 2) 663,552 + bias 768, PWC1 147,456, PWC2 110,592 → 1,071,360. SimAM adds none.
-    assert count_parameters(full)[0] - rd == 1_549_184 + 1_071_360
-    level3 = build_model("mrkd", "resnet18", weights="none", levels=(3,), use_scconv=False)
-    assert count_parameters(level3)[0] - rd == 1_180_160
+    # §3.3 fusion: 1×1 conv 768·768 + BN 2·768 = 591,360.
+    assert count_parameters(full)[0] - rd == 1_549_184 + 1_071_360 + 591_360
+    # Table 7: level 3 alone enters the fusion block and the loss; against rd on the same level, FMM adds
+    # one generator on 256 channels: 2·(256·256·9 + 256) = 1,180,160.
+    rd3 = count_parameters(build_model("rd", "resnet18", weights="none", levels=(3,)))[0]
+    level3 = build_model("mrkd", "resnet18", weights="none", levels=(3,), use_scconv=False, fusion_conv=False)
+    assert count_parameters(level3)[0] - rd3 == 1_180_160
+    assert level3.bottleneck.fused_channels == 256 and len(level3.bottleneck.fuse) == 1
     level3.train()
     out = level3(torch.randn(2, 3, 64, 64))
     assert [f.shape[1] for f in out["student"]] == [256]
@@ -216,9 +223,10 @@ def test_stfpm_ae_loss_is_alpha_recon_plus_similarity() -> None:
 
 def test_stfpm_ae_pretraining_freezing_and_stages() -> None:
     model = build_model("stfpm-ae", "resnet18", weights="none", image_size=64)
-    # At 64 px the levels are 16, 8 and 4 px: 2, 2 and 1 pooling stages (each map stays ≥ 2×2).
-    assert [ae.stages for ae in model.autoencoders] == [2, 2, 1]
-    assert [ae.stages for ae in build_model("stfpm-ae", "resnet18", weights="none").autoencoders] == [2, 2, 2]
+    # At 64 px the levels are 16, 8 and 4 px: 3, 2 and 1 pooling stages (each map stays ≥ 2×2).
+    assert [ae.stages for ae in model.autoencoders] == [3, 2, 1]
+    # At 256 px the paper's three contracting blocks fit every level: 64/32/16 → 8/4/2.
+    assert [ae.stages for ae in build_model("stfpm-ae", "resnet18", weights="none").autoencoders] == [3, 3, 3]
     assert set(model.param_groups()) == {"student", "autoencoder"}
     model.train()
     loss = model.pretrain_loss(torch.randn(2, 3, 64, 64))

@@ -14,15 +14,19 @@ def test_paper_presets_hold_the_papers_values() -> None:
     rd = resolve_config("rd", "paper", "bottle", "/data")
     assert (rd.backbone, rd.image_size, rd.batch_size, rd.epochs) == ("wide_resnet50_2", 256, 16, 200)
     assert (rd.optimizer.name, rd.optimizer.lr, rd.optimizer.betas) == ("adam", 0.005, (0.5, 0.999))
+    assert rd.val_fraction == 0 and rd.keep == "last"  # RD4AD trains on every train/good image
 
     mrkd = resolve_config("mrkd", "paper", "bottle", "/data")
     assert (mrkd.optimizer.name, mrkd.optimizer.lr, mrkd.batch_size, mrkd.epochs) == ("adam", 1e-3, 16, 200)
-    assert mrkd.optimizer.weight_decay > 0 and mrkd.early_stopping > 0 and mrkd.keep == "best_val_loss"
+    assert mrkd.optimizer.weight_decay > 0 and mrkd.val_fraction == 0 and mrkd.keep == "last"
+    assert mrkd.early_stopping == 0  # nothing held out to stop on
+    assert mrkd.model_options["loss"] == "paper" and mrkd.model_options["fusion_conv"] is True
 
     st = resolve_config("stfpm", "paper", "bottle", "/data")
     assert (st.backbone, st.image_size, st.batch_size, st.epochs) == ("resnet18", 256, 32, 100)
     assert (st.optimizer.name, st.optimizer.lr, st.optimizer.momentum) == ("sgd", 0.4, 0.9)
     assert st.optimizer.weight_decay == 1e-4 and st.val_fraction == 0.2 and st.keep == "best_val_loss"
+    assert st.model_options == {"sigma": 0.0, "loss_scale": 1.0}  # no blur, the official loss scale
 
     ae = resolve_config("stfpm-ae", "paper", "bottle", "/data")
     assert (ae.ae_pretrain_epochs, ae.ae_pretrain_lr, ae.epochs) == (100, 1e-3, 100)

@@ -7,12 +7,40 @@ import pytest
 from adkd.errors import ConfigError
 from adkd.pipelines.train.presets import resolve_config
 from adkd.platform.tune import apply_params, default_point, parse_space, set_line
+from adkd.platform.tune_space import log_grid
+
+TWO_TERM = {"loss": "two_term"}
 
 
-def test_default_spaces_match_the_issue() -> None:
-    assert parse_space("mrkd") == {"mask_rate": ("uniform", 0.1, 0.9), "alpha": ("loguniform", 1e-2, 10.0)}
-    assert parse_space("stfpm-ae") == {"alpha": ("loguniform", 1e-8, 1e-3)}
+def test_default_spaces_follow_the_models_knobs() -> None:
+    # mrkd's paper loss has no α: only λ is searched; the two-term loss adds α.
+    assert parse_space("mrkd") == {"mask_rate": ("uniform", 0.1, 0.9)}
+    assert parse_space("mrkd", model_options=TWO_TERM) == {
+        "mask_rate": ("uniform", 0.1, 0.9),
+        "alpha": ("loguniform", 1e-2, 10.0),
+    }
+    # stfpm-ae: the seed's Table 2 α sweep (0 and 1e-7 … 1e-4) and the AE freeze epochs.
+    assert parse_space("stfpm-ae") == {"alpha": ("log_grid", 1e-7, 1e-4), "ae_freeze_epochs": ("int", 0, 10)}
+    assert log_grid(1e-7, 1e-4) == [0.0, 1e-7, 1e-6, 1e-5, 1e-4]
     assert parse_space("mrkd", tune_lr=(1e-4, 1e-2))["lr"] == ("loguniform", 1e-4, 1e-2)
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "custom", "message"),
+    [
+        ("mrkd", None, {"alpha": {"type": "loguniform", "low": 0.1, "high": 1}}, "'paper' loss has no α"),
+        ("mrkd", {"use_fmm": False}, {"mask_rate": {"type": "uniform", "low": 0.1, "high": 0.5}}, "use_fmm=false"),
+        ("mrkd", {"use_fmm": False}, None, "nothing left to tune"),
+        ("mrkd", TWO_TERM, {"ae_freeze_epochs": {"type": "int", "low": 0, "high": 3}}, "stfpm-ae only"),
+        ("stfpm-ae", None, {"ae_freeze_epochs": {"type": "uniform", "low": 0, "high": 3}}, 'type "int"'),
+    ],
+)
+def test_knobs_the_settings_ignore_are_refused_in_one_line(
+    model: str, options: dict | None, custom: dict | None, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        parse_space(model, custom, model_options=options)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -21,17 +49,17 @@ def test_default_spaces_match_the_issue() -> None:
         ("rd", None, "adkd tune searches mrkd and stfpm-ae"),
         ("mrkd", {"beta": {"type": "uniform", "low": 0, "high": 1}}, "beta: unknown parameter"),
         ("stfpm-ae", {"mask_rate": {"type": "uniform", "low": 0.1, "high": 0.5}}, "mrkd only"),
-        ("mrkd", {"alpha": {"type": "loguniform", "low": 0, "high": 1}}, "0 < low < high"),
+        ("mrkd", {"alpha": {"type": "loguniform", "low": 0, "high": 1}}, "0 < low for loguniform"),
         ("mrkd", {"alpha": {"low": 0.1}}, 'type = "uniform"|"loguniform"'),
     ],
 )
 def test_bad_spaces_are_refused_by_name(model: str, custom: dict | None, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        parse_space(model, custom)
+        parse_space(model, custom, model_options=TWO_TERM if model == "mrkd" else None)
 
 
 def test_config_file_space_replaces_one_parameter() -> None:
-    space = parse_space("mrkd", {"mask_rate": {"type": "uniform", "low": 0.2, "high": 0.4}})
+    space = parse_space("mrkd", {"mask_rate": {"type": "uniform", "low": 0.2, "high": 0.4}}, model_options=TWO_TERM)
     assert space["mask_rate"] == ("uniform", 0.2, 0.4) and space["alpha"] == ("loguniform", 1e-2, 10.0)
 
 
@@ -44,7 +72,7 @@ def test_apply_params_writes_nested_keys_without_touching_the_base() -> None:
 
 
 def test_default_point_reads_registry_defaults_and_preset_overrides() -> None:
-    space = parse_space("mrkd")
+    space = parse_space("mrkd", model_options=TWO_TERM)
     base = resolve_config("mrkd", "cpu-smoke", "disc", "/data").model_dump(mode="json")
     assert default_point(base, space) == {"mask_rate": 0.5, "alpha": 1.0}  # the registry's mrkd defaults
     base["model_options"]["mask_rate"] = 0.25
@@ -55,9 +83,11 @@ def test_default_point_reads_registry_defaults_and_preset_overrides() -> None:
 
 def test_default_point_of_stfpm_ae_is_the_papers_alpha() -> None:
     base = resolve_config("stfpm-ae", "paper", "disc", "/data").model_dump(mode="json")
-    assert default_point(base, parse_space("stfpm-ae")) == {"alpha": 1e-7}
+    assert default_point(base, parse_space("stfpm-ae")) == {"alpha": 1e-7, "ae_freeze_epochs": 5}
     lr_space = parse_space("stfpm-ae", tune_lr=(1e-3, 1.0))
-    assert default_point(base, lr_space) == {"alpha": 1e-7, "lr": base["optimizer"]["lr"]}
+    assert default_point(base, lr_space) == {"alpha": 1e-7, "ae_freeze_epochs": 5, "lr": base["optimizer"]["lr"]}
+    assert apply_params(base, {"ae_freeze_epochs": 3.0})["ae_freeze_epochs"] == 3
+    assert set_line({"alpha": 0.0, "ae_freeze_epochs": 3.0}) == "--set ae_freeze_epochs=3 --set model_options.alpha=0"
 
 
 def test_asha_never_stops_the_preset_trial_before_its_last_epoch() -> None:

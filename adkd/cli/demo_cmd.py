@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import socket
 import time
@@ -33,7 +35,8 @@ def _teacher_weights(weights: str) -> str:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)  # an unreachable download host must not hold the demo
     try:
-        ensure_imagenet_weights(DEMO_BACKBONE)
+        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's "Downloading: ..." line
+            ensure_imagenet_weights(DEMO_BACKBONE)
     except WeightsError:
         console.print(
             "no ImageNet MobileNetV2 weights here (not cached, no download): the demo uses a random teacher, "

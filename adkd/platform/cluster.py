@@ -120,10 +120,9 @@ def connect(
                 runtime_env = {}  # inside `adkd submit`: the job's runtime_env already carries it
             ray.init(address=address, runtime_env=runtime_env or None, **common)
         else:
-            # Token authentication on, as Ray's default for a new local cluster, but said explicitly: Ray
-            # otherwise warns on every start that it turned it on (the Ray processes inherit this).
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
             if not verbose:
+                # Ray turns token authentication on for a new local cluster (kept) and warns that it did.
+                logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
                 drop_ray_driver_noise()
             # "local", not None: None joins whatever `ray start` last left in /tmp/ray (another user's or
             # test's cluster, perhaps already gone); the embedded mode must start its own.

@@ -29,6 +29,10 @@ CASES: dict[str, tuple[str, str, str, str, list[str]]] = {
     "synthetic mrkd": ("mrkd", "cpu-smoke", "weave", "synth", []),
     "synthetic stfpm": ("stfpm", "cpu-smoke", "weave", "synth", []),
     "synthetic stfpm-ae": ("stfpm-ae", "cpu-smoke", "weave", "synth", []),
+    **{
+        f"synthetic {m} (ImageNet teacher)": (m, "cpu-smoke", "weave", "synth", [f"weights={WEIGHTS}"])
+        for m in ("rd", "mrkd", "stfpm", "stfpm-ae")
+    },
     "bottle rd (4 epochs)": ("rd", "bottle-mobilenet", "bottle", "bottle", ["epochs=4", f"weights={WEIGHTS}"]),
     "bottle mrkd (10 epochs)": ("mrkd", "bottle-mobilenet", "bottle", "bottle", [f"weights={WEIGHTS}"]),
 }

@@ -173,7 +173,7 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
         return self
 
     # model_input has no type hint on purpose: MLflow would read one as the input schema.
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One row per image: scores, verdict, threshold, whether it was resized, and the map."""
         params = params or {}
         return_maps = bool(params.get("return_maps", True))

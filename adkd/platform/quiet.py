@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 
 # Notices that say nothing about the user's run. Errors always show.
-_IGNORED_WARNINGS = (
-    # MLflow 3 asks every PythonModel for input type hints; adkd logs an explicit signature instead.
-    ("ignore", "Add type hints to the `predict` method", UserWarning),
-)
 # Raylet notices printed on the driver; fractional CPUs per category start more workers than cores on purpose.
 RAY_NOISE = ("PYTHON worker processes have been started on node",)
 _state = {"debug": False}
@@ -32,9 +27,6 @@ def quiet_third_parties(debug: bool) -> None:
         return
     # Child processes (Ray workers, mlflow servers) read these at import.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PYTHONWARNINGS", ",".join(f"{a}:{m}:{c.__name__}" for a, m, c in _IGNORED_WARNINGS))
-    for action, message, category in _IGNORED_WARNINGS:
-        warnings.filterwarnings(action, message=message, category=category)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 

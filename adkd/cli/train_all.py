@@ -205,13 +205,15 @@ def with_all_categories(train: Callable[..., Any]) -> Callable[..., Any]:
     def command(**kwargs: Any) -> None:
         extra = {name: kwargs.pop(name) for name in ALL_CATEGORY_OPTIONS}
         if extra["all_categories"] or extra["categories"] is not None:
+            from adkd.cli.gate_flags import overrides_from
+
             if kwargs.get("category"):
                 raise ConfigError("pass either --category or --all-categories/--categories, not both")
             outcome = run_all(
                 data=kwargs["data"],
                 model=kwargs["model"],
                 preset=kwargs.get("preset"),
-                overrides=list(kwargs.get("set_") or []),
+                overrides=list(kwargs.get("set_") or []) + overrides_from(kwargs),
                 config_file=kwargs.get("config_file"),
                 out=kwargs.get("out"),
                 skip_validation=bool(kwargs.get("skip_validation")),

@@ -48,7 +48,13 @@ def list_cmd(
         typer.echo(json.dumps([v.to_dict() for v in versions], indent=2))
         return
     table = Table(title="adkd registry")
-    for col in ("model", "version", "aliases", "family", "backbone", "image AUROC", "pixel AUROC", "AUPRO", "run id"):
+    # Pixel columns only when some version has pixel metrics (image-level data sets have none).
+    shown = [("image_auroc", "image AUROC")] + [
+        (k, label)
+        for k, label in (("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"))
+        if any(k in v.metrics for v in versions)
+    ]
+    for col in ("model", "version", "aliases", "family", "backbone", *(label for _, label in shown), "run id"):
         table.add_column(col, justify="right" if "AU" in col or col == "version" else "left")
     for v in versions:
         table.add_row(
@@ -57,9 +63,7 @@ def list_cmd(
             ", ".join(v.aliases),
             v.family,
             v.backbone,
-            _pct(v.metrics.get("image_auroc")),
-            _pct(v.metrics.get("pixel_auroc")),
-            _pct(v.metrics.get("aupro")),
+            *(_pct(v.metrics.get(k)) for k, _ in shown),
             v.run_id or "",
         )
     console.print(table)

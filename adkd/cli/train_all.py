@@ -158,7 +158,10 @@ def run_all(
         live=live,
         s3_endpoint_url=settings.s3_endpoint_url,
     )
-    console.print(results_table(outcome.rows, title=f"{model} on {len(names)} categories"))
+    from adkd.pipelines.data.protocol import read_reference
+
+    reference = read_reference(data)  # e.g. the paper's mean for `adkd data download cifar10`
+    console.print(results_table(outcome.rows, title=f"{model} on {len(names)} categories", reference=reference))
     for row in outcome.rows:
         if row.error:
             console.print(f"[red]{row.category} failed:[/] {row.error}", highlight=False)

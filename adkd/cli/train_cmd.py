@@ -108,7 +108,9 @@ def metrics_table(title: str, metrics: dict[str, float], thresholds: dict[str, f
     table.add_column("value", justify="right")
     for key, name in METRIC_ROWS:
         value = metrics.get(key)
-        table.add_row(name, "n/a" if value is None or value != value else f"{100 * value:.2f} %")
+        if value is None:  # absent: e.g. pixel metrics of an image-level data set
+            continue
+        table.add_row(name, "n/a" if value != value else f"{100 * value:.2f} %")
     for key, name in (("image", "image threshold"), ("pixel", "pixel threshold")):
         if thresholds and key in thresholds:
             table.add_row(name, f"{thresholds[key]:.4g}")

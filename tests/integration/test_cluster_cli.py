@@ -124,8 +124,10 @@ def test_results_markdown_and_json(tmp_path: Path) -> None:
     ]
     md, js = write_results(tmp_path, rows, {"run_id": "x"})
     lines = md.read_text().splitlines()
-    assert lines[2] == "| bottle | rd | FINISHED | 99.1 | 98.5 | - | 2.2 | 3 |"
-    assert lines[3] == "| cable | rd | FAILED | - | - | - | 0.1 | - |"
+    # no category has AUPRO: the column is absent, not "-" or 0
+    assert lines[2] == "| bottle | rd | FINISHED | 99.1 | 98.5 | 2.2 | 3 |"
+    assert lines[3] == "| cable | rd | FAILED | - | - | 0.1 | - |"
+    assert lines[4] == "| **mean** | | | 99.1 | 98.5 | | |"
     assert lines[-1] == "- **cable** failed: data validation failed: 1 mask missing"
     payload = json.loads(js.read_text())
     assert payload["run_id"] == "x" and payload["categories"][0]["registered_version"] == "3"

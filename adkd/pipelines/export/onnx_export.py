@@ -334,6 +334,7 @@ def export_checkpoint(
             "model": config.model,
             "backbone": config.backbone,
             "category": config.category,
+            "resize": config.resize,  # predictors place inputs and map results back the same way
             "metrics": meta.get("metrics") or {},
             "checkpoint": checkpoint.name,
         },

@@ -574,6 +574,7 @@ class _Run:
             "image_size": cfg.image_size,
             "crop_size": cfg.crop_size,
             "eval_size": cfg.eval_size,
+            "resize": cfg.resize,
             "epochs_run": self.state.epoch,
             "pretrain_epochs_run": self.state.pretrain_epoch,
         }
@@ -793,7 +794,8 @@ def evaluate_model(
     maps, scores = predict(model, data.test, rt, config.eval_batch_size)
     infer_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    raw = compute_metrics(maps, scores, data.test_masks, data.test_labels)
+    masks = data.test_masks if getattr(data, "has_masks", True) else None  # None: image-level, no pixel metrics
+    raw = compute_metrics(maps, scores, masks, data.test_labels)
     metric_s = time.perf_counter() - t0
     metrics = {f"test/{k}": float(v) for k, v in raw.items()}
     if len(scores):
@@ -845,7 +847,7 @@ def _plots(data: Any, maps: torch.Tensor, scores: torch.Tensor, thresholds: Any,
         data.test,
         maps,
         scores,
-        data.test_masks,
+        data.test_masks if getattr(data, "has_masks", True) else None,
         data.test_labels,
         out_dir,
         pixel_threshold=thresholds.pixel,

@@ -97,11 +97,14 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
 
 
-def read_batches(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Train and test images and labels from an extracted ``cifar-10-batches-py`` folder."""
+def read_batches(folder: Path, source: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train and test images and labels from an extracted ``cifar-10-batches-py`` folder (from ``source``)."""
     train_files = sorted(folder.glob("data_batch_*"))
     if not train_files or not (folder / "test_batch").is_file():
-        raise DataError(f"{folder} lacks data_batch_* or test_batch: not the official CIFAR-10 python archive")
+        raise DataError(
+            f"{source or folder} lacks {BATCH_DIR}/data_batch_* or test_batch: the archive is corrupt or not the "
+            "official CIFAR-10 python archive; download it again (or fix the mirror)"
+        )
     parts = [read_batch(p) for p in train_files]
     train_x = np.concatenate([x for x, _ in parts])
     train_y = np.concatenate([y for _, y in parts])
@@ -206,7 +209,7 @@ def download_cifar10(
         try:
             try:
                 safe_extract(archive, extract_dir, required=BATCH_DIR)
-                arrays = read_batches(extract_dir / BATCH_DIR)
+                arrays = read_batches(extract_dir / BATCH_DIR, f"archive {archive}")
             except DataError:
                 archive.unlink(missing_ok=True)  # verified bytes but unusable content: never reuse it
                 raise

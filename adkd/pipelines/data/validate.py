@@ -441,7 +441,8 @@ def validate_data(
     cats = category_facts(root_path, names, files, image_level)
     tables = {"files": files, "categories": cats}
     rules = _rules(min_train, one_size, allow_mixed_modes)
-    out = Path(out_dir) if out_dir is not None else None
+    # Absolute: GX's Data Docs store refuses a relative folder (the CLI's default --out is relative).
+    out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
     results = _run_gx(tables, rules, out / "data_docs" if out is not None and data_docs else None)
     outcomes = _outcomes(results, rules, tables)
     report = ValidationReport(

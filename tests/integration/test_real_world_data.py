@@ -122,8 +122,9 @@ def test_image_level_data_set_goes_through_registry_and_predict(kolektor_like: P
 
     # A worse image-level candidate is refused on image AUROC, even when the gate metric is a pixel one.
     image_auroc = float(version.tags["metric.image_auroc"])
+    source = f"{client.get_run(version.run_id).info.artifact_uri}/pyfunc"
     worse = client.create_model_version(
-        "adkd-parts", version.source, run_id=version.run_id,
+        "adkd-parts", source, run_id=version.run_id,
         tags={"category": "parts", "metric.image_auroc": repr(image_auroc - 0.2)},
     )  # fmt: skip
     with pytest.raises(PromotionRefused, match="on image_auroc"):

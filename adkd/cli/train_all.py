@@ -162,6 +162,10 @@ def run_all(
 
     reference = read_reference(data)  # e.g. the paper's mean for `adkd data download cifar10`
     console.print(results_table(outcome.rows, title=f"{model} on {len(names)} categories", reference=reference))
+    if reference and outcome.markdown_path is not None:
+        from adkd.platform.progress import results_markdown
+
+        Path(outcome.markdown_path).write_text(results_markdown(outcome.rows, reference))
     for row in outcome.rows:
         if row.error:
             console.print(f"[red]{row.category} failed:[/] {row.error}", highlight=False)

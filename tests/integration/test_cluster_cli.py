@@ -133,6 +133,19 @@ def test_results_markdown_and_json(tmp_path: Path) -> None:
     assert payload["run_id"] == "x" and payload["categories"][0]["registered_version"] == "3"
 
 
+def test_image_level_results_show_the_mean_beside_the_paper() -> None:
+    from adkd.platform.progress import ResultRow, results_markdown
+
+    rows = [
+        ResultRow("cat", "mrkd", "FINISHED", {"test/image_auroc": 0.80, "test/f1_max": 0.5}, 1.0, None),
+        ResultRow("ship", "mrkd", "FINISHED", {"test/image_auroc": 0.90}, 1.0, None),
+    ]
+    reference = {"label": "paper (masked RD, Table 2)", "test/image_auroc": 0.909}
+    lines = results_markdown(rows, reference).splitlines()
+    assert lines[0] == "| category | model | status | image AUROC | minutes | version |"  # no pixel columns
+    assert lines[-2:] == ["| **mean** | | | 85.0 | | |", "| paper (masked RD, Table 2) | | | 90.9 | | |"]
+
+
 def test_live_board_tracks_epochs_restarts_and_eta() -> None:
     from adkd.platform.progress import ProgressBoard
 

@@ -121,7 +121,8 @@ class OnnxPredictor:
         size = self.image_size
         where = placement(img.width, img.height, size, self.resize)
         if img.size != (size, size):
-            notes.append(f"{self.resize} {img.size[0]}x{img.size[1]} to {size}x{size}")
+            how = "" if self.resize == "stretch" else f" ({self.resize})"
+            notes.append(f"resized {img.size[0]}x{img.size[1]} to {size}x{size}{how}")
         # PIL's bilinear filter widens its support when shrinking (antialiasing), as the training loader does.
         model_input = fit(img, size, self.resize, Image.Resampling.BILINEAR)
         original = np.asarray(img, dtype=np.uint8)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from adkd.cli import gate_flags
 from adkd.errors import DataError
 
 # Other modules (e.g. data_download_cmd) add their commands to this group.
@@ -64,6 +65,16 @@ def _print_report(report) -> None:
             escape("\n".join(o.offenders[:3])),
         )
     console.print(table)
+    sizes = Table(title="categories", show_lines=False)
+    for col in ("category", "train/good", "test/good", "test defective", "labels", "image sizes", "modes"):
+        sizes.add_column(col, overflow="fold")
+    for r in report.category_table.to_dict(orient="records"):
+        labels = "image-level" if r["image_level"] else "pixel masks"
+        sizes.add_row(
+            escape(r["category"]), str(r["n_train_good"]), str(r["n_test_good"]), str(r["n_test_defective"]),
+            labels, escape(r["size_summary"]), escape(r["modes"]),
+        )  # fmt: skip
+    console.print(sizes)
 
 
 @data_app.command("validate")
@@ -77,21 +88,16 @@ def validate(
         "--out",
         help="Folder for the GX validation result (JSON), Data Docs (HTML) and fact tables.",
     ),
-    min_train: int = typer.Option(1, "--min-train", help="Fewest images train/good may hold."),
-    allow_mixed_sizes: bool = typer.Option(False, "--allow-mixed-sizes", help="Allow several sizes per category."),
-    allow_mixed_modes: bool = typer.Option(False, "--allow-mixed-modes", help="Allow L and RGB in one category."),
+    min_train: int = gate_flags.MIN_TRAIN,
+    one_size: bool = gate_flags.ONE_SIZE,
+    allow_mixed_modes: bool = gate_flags.ALLOW_MIXED_MODES,
+    image_level: bool = gate_flags.IMAGE_LEVEL,
 ) -> None:
     """Run the Great Expectations suite over per-file facts; exit code 2 when it fails."""
     from adkd.pipelines.data.validate import validate_data
 
-    report = validate_data(
-        root,
-        _split_names(category),
-        out,
-        min_train=min_train,
-        allow_mixed_sizes=allow_mixed_sizes,
-        allow_mixed_modes=allow_mixed_modes,
-    )
+    options = gate_flags.gate_options(one_size, allow_mixed_modes, min_train, image_level)
+    report = validate_data(root, _split_names(category), out, **options.validate_kwargs())
     _print_report(report)
     console.print(f"reports: {out} (data_docs/index.html, report.html, gx_validation_result.json)")
     if not report.success:

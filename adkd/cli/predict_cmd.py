@@ -45,25 +45,23 @@ def predict(
         task = progress.add_task("predict", total=len(files))
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
-            arrays, notes, ok = [], [], []
+            loaded, ok = [], []
             for path in chunk:
                 try:
-                    arr, note = predictor.load_image(path)
+                    loaded.append(predictor.load(path))
                 except AdkdError as exc:
                     failures.append({"image": str(path), "error": str(exc)})
                     err_console.print(f"[red]skipped[/] {exc}", highlight=False)
                     continue
-                arrays.append(arr)
-                notes.append(note)
                 ok.append(path)
-            if arrays:
-                preds = predictor.predict(arrays, sources=[str(p) for p in ok])
-                for path, arr, note, pred in zip(ok, arrays, notes, preds):
-                    pred.notes = note
-                    overlay, mask = write_image_outputs(pred, arr, out, unique_stem(path, used), vmin, vmax)
+            if loaded:
+                # Maps come back at each image's own size: overlays and masks match the input files.
+                preds = predictor.predict_loaded(loaded, [str(p) for p in ok])
+                for path, item, pred in zip(ok, loaded, preds):
+                    overlay, mask = write_image_outputs(pred, item.original, out, unique_stem(path, used), vmin, vmax)
                     rows.append(pred.summary() | {"overlay": str(overlay), "mask": str(mask)})
             progress.advance(task, len(chunk))
-    meta = {k: v for k, v in predictor.meta.items() if k in ("model", "backbone", "category", "image_size")}
+    meta = {k: v for k, v in predictor.meta.items() if k in ("model", "backbone", "category", "image_size", "resize")}
     write_summary(rows, failures, meta | detector.origin, out)
     table = Table(title=f"{len(rows)} images scored with {detector.origin.get('source')}")
     for col in ("verdict", "images"):
@@ -76,7 +74,10 @@ def predict(
     console.print(f"results in {out}/predictions.csv, {out}/summary.json, overlays in {out}/overlays")
     converted = sum(bool(r["notes"]) for r in rows)
     if converted:
-        console.print(f"{converted} image(s) were converted or resized to the model's input (see the notes column)")
+        console.print(
+            f"{converted} image(s) were converted or resized to the model's input (see the notes column); "
+            "maps and masks are at each image's own size"
+        )
     if failures:
         raise typer.Exit(2)
 

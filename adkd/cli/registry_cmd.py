@@ -47,15 +47,20 @@ def list_cmd(
     if as_json:
         typer.echo(json.dumps([v.to_dict() for v in versions], indent=2))
         return
+    # Pixel columns only when some version has pixel metrics (image-level data sets have none).
+    shown = [("image_auroc", "image AUROC")] + [
+        (k, label)
+        for k, label in (("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"))
+        if any(k in v.metrics for v in versions)
+    ]
+    rank = {"image_auroc": 8, "pixel_auroc": 4, "aupro": 5}
     columns = [
         Column("model", keep=True),
         Column("version", "right", keep=True),
         Column("aliases", wrap=True, rank=9),
         Column("family", rank=6),
         Column("backbone", rank=2),
-        Column("image AUROC", "right", rank=8),
-        Column("pixel AUROC", "right", rank=4),
-        Column("AUPRO", "right", rank=5),
+        *(Column(label, "right", rank=rank[k]) for k, label in shown),
         Column("run id", rank=1),
     ]
     rows = [
@@ -65,9 +70,7 @@ def list_cmd(
             ", ".join(v.aliases),
             v.family,
             v.backbone,
-            _pct(v.metrics.get("image_auroc")),
-            _pct(v.metrics.get("pixel_auroc")),
-            _pct(v.metrics.get("aupro")),
+            *(_pct(v.metrics.get(k)) for k, _ in shown),
             v.run_id or "",
         ]
         for v in versions

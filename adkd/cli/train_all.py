@@ -159,8 +159,15 @@ def run_all(
         live=live,
         s3_endpoint_url=settings.s3_endpoint_url,
     )
+    from adkd.pipelines.data.protocol import read_reference
+
+    reference = read_reference(data)  # e.g. the paper's mean for `adkd data download cifar10`
     title, more = f"{model} on {len(names)} categories", "the results files below hold every column"
-    print_table(console, title, *results_cells(outcome.rows), more=more)
+    print_table(console, title, *results_cells(outcome.rows, reference), more=more)
+    if reference and outcome.markdown_path is not None:
+        from adkd.platform.progress import results_markdown
+
+        Path(outcome.markdown_path).write_text(results_markdown(outcome.rows, reference))
     for row in outcome.rows:
         if row.error:
             console.print(f"[red]{row.category} failed:[/] {row.error}", highlight=False)
@@ -207,13 +214,15 @@ def with_all_categories(train: Callable[..., Any]) -> Callable[..., Any]:
     def command(**kwargs: Any) -> None:
         extra = {name: kwargs.pop(name) for name in ALL_CATEGORY_OPTIONS}
         if extra["all_categories"] or extra["categories"] is not None:
+            from adkd.cli.gate_flags import overrides_from
+
             if kwargs.get("category"):
                 raise ConfigError("pass either --category or --all-categories/--categories, not both")
             outcome = run_all(
                 data=kwargs["data"],
                 model=kwargs["model"],
                 preset=kwargs.get("preset"),
-                overrides=list(kwargs.get("set_") or []),
+                overrides=list(kwargs.get("set_") or []) + overrides_from(kwargs),
                 config_file=kwargs.get("config_file"),
                 out=kwargs.get("out"),
                 skip_validation=bool(kwargs.get("skip_validation")),

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from adkd.cli import gate_flags
 from adkd.errors import ConfigError
 from adkd.pipelines.train.callbacks import NullCallback, TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
@@ -107,7 +108,9 @@ def metrics_table(title: str, metrics: dict[str, float], thresholds: dict[str, f
     table.add_column("value", justify="right")
     for key, name in METRIC_ROWS:
         value = metrics.get(key)
-        table.add_row(name, "n/a" if value is None or value != value else f"{100 * value:.2f} %")
+        if value is None:  # absent: e.g. pixel metrics of an image-level data set
+            continue
+        table.add_row(name, "n/a" if value != value else f"{100 * value:.2f} %")
     for key, name in (("image", "image threshold"), ("pixel", "pixel threshold")):
         if thresholds and key in thresholds:
             table.add_row(name, f"{thresholds[key]:.4g}")
@@ -157,9 +160,14 @@ def train(
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default adkd-runs/train)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
     skip_validation: bool = typer.Option(False, "--skip-validation", help="Train without the data gate."),
+    one_size: bool = gate_flags.ONE_SIZE,
+    allow_mixed_modes: bool = gate_flags.ALLOW_MIXED_MODES,
+    min_train: int = gate_flags.MIN_TRAIN,
+    image_level: bool = gate_flags.IMAGE_LEVEL,
 ) -> None:
     """Train one model on one category and evaluate it on the test split."""
-    config = resolve_cli_config(model, preset, category, data, set_, config_file, out, skip_validation)
+    gate = gate_flags.gate_options(one_size, allow_mixed_modes, min_train, image_level).overrides()
+    config = resolve_cli_config(model, preset, category, data, [*set_, *gate], config_file, out, skip_validation)
     _check_local_category(config)  # before any tracking run is created
     result = run_single(config, build_callbacks(config), resume=resume)
     for note in result.notes:

@@ -150,13 +150,35 @@ class ProgressBoard:
         return table
 
 
-def results_cells(rows: list[ResultRow]) -> tuple[list[Column], list[list[str]]]:
-    """Columns and cells of the final table: category and version stay whole, the rest gives way."""
+def _metric_columns(rows: list[ResultRow]) -> list[tuple[str, str]]:
+    """Image AUROC always; a pixel metric only when some category has it (image-level sets have none)."""
+    return [(k, label) for k, label in RESULT_METRICS if k == "test/image_auroc" or any(k in r.metrics for r in rows)]
+
+
+def _mean_cells(rows: list[ResultRow], columns: list[tuple[str, str]]) -> list[str]:
+    """Mean over the finished categories of each shown metric."""
+    done = [r for r in rows if r.status == "FINISHED"]
+    cells = []
+    for key, _ in columns:
+        values = [r.metrics[key] for r in done if key in r.metrics and not math.isnan(r.metrics[key])]
+        cells.append(_fmt_pct(sum(values) / len(values)) if values else "-")
+    return cells
+
+
+def results_cells(
+    rows: list[ResultRow], reference: dict[str, Any] | None = None
+) -> tuple[list[Column], list[list[str]]]:
+    """Columns and cells of the final table: category and version stay whole, the rest gives way.
+
+    With several categories a mean row follows; ``reference`` (``{"label": ..., "test/image_auroc": 0.909}``)
+    adds the published figures to compare with.
+    """
+    metrics = _metric_columns(rows)
     columns = [
         Column("category", keep=True),
         Column("model", rank=3),
         Column("status", keep=True),
-        *(Column(label, "right", rank=10 - i) for i, (_, label) in enumerate(RESULT_METRICS)),
+        *(Column(label, "right", rank=10 - i) for i, (_, label) in enumerate(metrics)),
         Column("minutes", "right", rank=1),
         Column("version", "right", keep=True),
     ]
@@ -165,34 +187,47 @@ def results_cells(rows: list[ResultRow]) -> tuple[list[Column], list[list[str]]]
             row.category,
             row.model,
             "[green]FINISHED[/]" if row.status == "FINISHED" else f"[red]{row.status}[/]",
-            *(_fmt_pct(row.metrics.get(key)) for key, _ in RESULT_METRICS),
+            *(_fmt_pct(row.metrics.get(key)) for key, _ in metrics),
             f"{row.minutes:.1f}",
             row.registered_version or "-",
         ]
         for row in rows
     ]
+    if len(rows) > 1:
+        cells.append(["[bold]mean[/]", "", "", *_mean_cells(rows, metrics), "", ""])
+    if reference:
+        label = str(reference.get("label", "paper"))
+        cells.append([label, "", "", *(_fmt_pct(reference.get(k)) for k, _ in metrics), "", ""])
     return columns, cells
 
 
-def results_table(rows: list[ResultRow], title: str = "results", width: int | None = None) -> Table:
+def results_table(
+    rows: list[ResultRow], title: str = "results", width: int | None = None, reference: dict[str, Any] | None = None
+) -> Table:
     """The final table: one line per category with test metrics, minutes and registered version."""
-    return fit_table(title, *results_cells(rows), width=width)[0]
+    return fit_table(title, *results_cells(rows, reference), width=width)[0]
 
 
-def results_markdown(rows: list[ResultRow]) -> str:
+def results_markdown(rows: list[ResultRow], reference: dict[str, Any] | None = None) -> str:
     """The final table as GitHub markdown (percentages), failures listed below it."""
-    headers = ["category", "model", "status", *(label for _, label in RESULT_METRICS), "minutes", "version"]
+    columns = _metric_columns(rows)
+    headers = ["category", "model", "status", *(label for _, label in columns), "minutes", "version"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
         cells = [
             row.category,
             row.model,
             row.status,
-            *(_fmt_pct(row.metrics.get(key)) for key, _ in RESULT_METRICS),
+            *(_fmt_pct(row.metrics.get(key)) for key, _ in columns),
             f"{row.minutes:.1f}",
             row.registered_version or "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if len(rows) > 1:
+        lines.append("| **mean** | | | " + " | ".join(_mean_cells(rows, columns)) + " | | |")
+    if reference:
+        refs = " | ".join(_fmt_pct(reference.get(k)) for k, _ in columns)
+        lines.append(f"| {reference.get('label', 'paper')} | | | {refs} | | |")
     failed = [row for row in rows if row.error]
     if failed:
         lines.append("")

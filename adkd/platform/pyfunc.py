@@ -4,9 +4,10 @@
 ``mlflow models serve`` accept a DataFrame with an ``image`` column of base64 PNG/JPEG strings
 (``data:`` URLs too), raw bytes or uint8 arrays, and return one row per image: ``image_score``,
 ``normalized_score`` (0.5 = threshold), ``anomalous``, ``threshold``, ``resized`` and, unless the
-``return_maps`` param is false, ``anomaly_map`` as nested lists. A request with rows that cannot be
-scored (not base64, not an image, over ``MAX_PIXELS``, no ``image`` column) is refused as a whole with
-one line naming the rows: HTTP 400 from the scoring server.
+``return_maps`` param is false, ``anomaly_map`` as nested lists at the input image's own size (the
+model's ``resize`` policy undone). A request with rows that cannot be scored (not base64, not an image,
+over ``MAX_PIXELS``, no ``image`` column) is refused as a whole with one line naming the rows: HTTP 400
+from the scoring server.
 """
 
 from __future__ import annotations
@@ -26,19 +27,22 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from adkd.errors import DataError
+from adkd.pipelines.data.geometry import fit, placement, unfit
 
 ONNX_ARTIFACT = "onnx_model"
 # Larger images are refused before decoding: 10,000 x 10,000 RGB is 300 MB per image, per concurrent request.
 MAX_PIXELS = 8192 * 8192
 
 
-def _decode(value: Any, size: int) -> tuple[np.ndarray, bool]:
-    """One image as uint8 [size, size, 3] RGB and whether it had to be resized or converted."""
+def _to_rgb(value: Any) -> tuple[Any, bool]:
+    """One input value as an RGB PIL image and whether it had to be converted."""
     from PIL import Image, UnidentifiedImageError
 
     from adkd.pipelines.data.images import to_uint8
 
-    if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] == 3:
+    if isinstance(value, Image.Image):
+        img = value
+    elif isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] == 3:
         img = Image.fromarray(value)
     else:
         if isinstance(value, str):
@@ -69,13 +73,20 @@ def _decode(value: Any, size: int) -> tuple[np.ndarray, bool]:
             ) from None
         except OSError as exc:
             raise DataError(f"input 'image' cannot be decoded as an image ({exc}); send PNG or JPEG") from None
-    changed = img.mode != "RGB" or img.size != (size, size)
-    if img.mode != "RGB":
+    converted = img.mode != "RGB"
+    if converted:
         # The data loader's conversion: 16-bit scaled to 8 bits (a plain convert("RGB") would clip it).
         img = to_uint8(img).convert("RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8), changed
+    return img, converted
+
+
+def _decode(value: Any, size: int, resize: str = "stretch") -> tuple[np.ndarray, bool]:
+    """One image as uint8 [size, size, 3] RGB (``resize`` policy) and whether it was resized or converted."""
+    from PIL import Image
+
+    img, converted = _to_rgb(value)
+    changed = converted or img.size != (size, size)
+    return np.asarray(fit(img, size, resize, Image.Resampling.BILINEAR), dtype=np.uint8), changed
 
 
 class RejectedInput(MlflowException):
@@ -109,8 +120,8 @@ def _check_pixels(size: tuple[int, int]) -> None:
         )
 
 
-def validate_request(model_input: Any, size: int) -> list[tuple[np.ndarray, bool]]:
-    """Every image of a request decoded, or ``RejectedInput`` naming the bad rows and what is wrong with the first."""
+def validate_request(model_input: Any) -> list[tuple[Any, bool]]:
+    """Every image of a request as (RGB PIL image, converted), or ``RejectedInput`` naming the bad rows."""
     try:
         values = _images(model_input)
     except DataError as exc:
@@ -120,7 +131,7 @@ def validate_request(model_input: Any, size: int) -> list[tuple[np.ndarray, bool
     decoded, bad = [], []
     for row, value in enumerate(values):
         try:
-            decoded.append(_decode(value, size))
+            decoded.append(_to_rgb(value))
         except DataError as exc:
             bad.append((row, str(exc)))
     if bad:
@@ -167,6 +178,9 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
         self.session = ort.InferenceSession(str(onnx_path), providers=providers)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.image_size = int(meta["image_size"])
+        self.resize = meta.get("resize", "stretch")  # models exported before the setting: stretch
+        eval_size = int(meta.get("eval_size", self.image_size))
+        self.crop = eval_size if eval_size != self.image_size else None
         self.thresholds = json.loads(meta.get("thresholds", "{}"))
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -178,23 +192,25 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
         params = params or {}
         return_maps = bool(params.get("return_maps", True))
         batch_size = int(params.get("batch_size", 8))
-        decoded = validate_request(model_input, self.image_size)
+        images = validate_request(model_input)
         rows: list[dict[str, Any]] = []
-        for start in range(0, len(decoded), batch_size):
-            chunk = decoded[start : start + batch_size]
-            batch = np.stack([img for img, _ in chunk])
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            batch = np.stack([_decode(img, self.image_size, self.resize)[0] for img, _ in chunk])
             outputs = dict(zip(self.output_names, self.session.run(None, {self.input_name: batch})))
-            for i, (_, resized) in enumerate(chunk):
+            for i, (img, converted) in enumerate(chunk):
                 norm = float(outputs["normalized_score"][i])
                 row = {
                     "image_score": float(outputs["image_score"][i]),
                     "normalized_score": norm,
                     "anomalous": bool(float(outputs["image_score"][i]) > self.thresholds.get("image", np.inf)),
                     "threshold": float(self.thresholds.get("image", np.nan)),
-                    "resized": resized,
+                    "resized": converted or img.size != (self.image_size, self.image_size),
                 }
-                if return_maps:
-                    row["anomaly_map"] = outputs["anomaly_map"][i, 0].astype(np.float32).tolist()
+                if return_maps:  # at the input image's own size
+                    where = placement(img.width, img.height, self.image_size, self.resize)
+                    amap = unfit(outputs["anomaly_map"][i, 0], where, self.crop)
+                    row["anomaly_map"] = amap.tolist()
                 rows.append(row)
         return pd.DataFrame(rows)
 

@@ -30,6 +30,7 @@ from adkd.platform.tracking import KEY_METRICS, registered_name
 
 ALIASES = ("staging", "production")
 TIE_BREAK = "aupro"
+PIXEL_KEYS = ("pixel_auroc", "aupro")
 LOCK_TAG = "adkd.lock"
 HISTORY_LIMIT = 50
 
@@ -183,6 +184,16 @@ def list_versions(client: Any, category: str | None = None) -> list[VersionInfo]
 # --------------------------------------------------------------------------- gate
 
 
+def gate_metric(candidate: dict[str, float], metric: str) -> str:
+    """The metric promotion compares: ``metric``, or image AUROC for a model of an image-level data set.
+
+    An image-level model has no pixel metrics at all (absent, not 0), so a pixel gate metric cannot rank it.
+    """
+    key = _metric_key(metric)
+    image_level = not any(k in candidate for k in PIXEL_KEYS)
+    return "image_auroc" if image_level and key in PIXEL_KEYS else key
+
+
 def gate_key(metrics: dict[str, float], metric: str) -> tuple[float, float]:
     """What promotion compares: (gate metric, AUPRO); missing values count as -inf."""
 
@@ -311,6 +322,7 @@ def promote(
         previous = (model.aliases or {}).get(alias)
         previous = str(previous) if previous is not None else None
         prev_metrics: dict[str, float] = {}
+        metric = gate_metric(cand_metrics, metric)
         record = {
             "action": "promote",
             "alias": alias,

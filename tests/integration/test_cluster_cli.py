@@ -124,11 +124,26 @@ def test_results_markdown_and_json(tmp_path: Path) -> None:
     ]
     md, js = write_results(tmp_path, rows, {"run_id": "x"})
     lines = md.read_text().splitlines()
-    assert lines[2] == "| bottle | rd | FINISHED | 99.1 | 98.5 | - | 2.2 | 3 |"
-    assert lines[3] == "| cable | rd | FAILED | - | - | - | 0.1 | - |"
+    # no category has AUPRO: the column is absent, not "-" or 0
+    assert lines[2] == "| bottle | rd | FINISHED | 99.1 | 98.5 | 2.2 | 3 |"
+    assert lines[3] == "| cable | rd | FAILED | - | - | 0.1 | - |"
+    assert lines[4] == "| **mean** | | | 99.1 | 98.5 | | |"
     assert lines[-1] == "- **cable** failed: data validation failed: 1 mask missing"
     payload = json.loads(js.read_text())
     assert payload["run_id"] == "x" and payload["categories"][0]["registered_version"] == "3"
+
+
+def test_image_level_results_show_the_mean_beside_the_paper() -> None:
+    from adkd.platform.progress import ResultRow, results_markdown
+
+    rows = [
+        ResultRow("cat", "mrkd", "FINISHED", {"test/image_auroc": 0.80, "test/f1_max": 0.5}, 1.0, None),
+        ResultRow("ship", "mrkd", "FINISHED", {"test/image_auroc": 0.90}, 1.0, None),
+    ]
+    reference = {"label": "paper (masked RD, Table 2)", "test/image_auroc": 0.909}
+    lines = results_markdown(rows, reference).splitlines()
+    assert lines[0] == "| category | model | status | image AUROC | minutes | version |"  # no pixel columns
+    assert lines[-2:] == ["| **mean** | | | 85.0 | | |", "| paper (masked RD, Table 2) | | | 90.9 | | |"]
 
 
 def test_live_board_tracks_epochs_restarts_and_eta() -> None:

@@ -46,7 +46,8 @@ def test_real_bottle_passes(tmp_path: Path) -> None:
     facts = json.loads((tmp_path / "r" / "validation_report.json").read_text())["category_facts"][0]
     assert facts == {
         "category": "bottle", "n_train_good": 209, "n_test_good": 20, "n_test_defective": 63,
-        "has_ground_truth": True, "n_sizes": 1, "sizes": "256x256", "n_modes": 1, "modes": "RGB",
+        "has_ground_truth": True, "image_level": False, "n_sizes": 1, "sizes": "256x256", "size_range": "256x256",
+        "most_common_size": "256x256", "size_summary": "1 size, 256x256", "n_modes": 1, "modes": "RGB",
     }  # fmt: skip
 
 

@@ -81,6 +81,8 @@ def test_predict_bad_inputs_are_reported_and_others_processed(promoted: dict) ->
     rgba = next(r for r in summary["predictions"] if r["image"].endswith("rgba.png"))
     assert "converted RGBA to RGB" in rgba["notes"] and "resized 100x80 to 64x64" in rgba["notes"]
     assert not (out / "overlays" / "notes.png").exists()
+    assert Image.open(out / "masks" / "rgba.png").size == (100, 80)  # mapped back to the input's own size
+    assert Image.open(out / "overlays" / "rgba.png").size == (100, 80)
 
 
 @pytest.mark.parametrize(
@@ -144,7 +146,8 @@ def test_mlflow_models_serve_answers_a_real_bottle_image(promoted: dict) -> None
         row = answer["predictions"][0]
         assert np.isfinite(row["image_score"]) and 0.0 <= row["normalized_score"] <= 1.0
         assert isinstance(row["anomalous"], bool)
-        assert np.asarray(row["anomaly_map"]).shape[-2:] == (64, 64)
+        # The model sees 64 px; the map comes back at the input image's own size.
+        assert np.asarray(row["anomaly_map"]).shape[-2:] == Image.open(image).size[::-1]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 15)

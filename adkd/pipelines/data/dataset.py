@@ -12,7 +12,7 @@ import torch
 
 from adkd.errors import ConfigError, DataError
 from adkd.pipelines.data.images import decode_workers, read_mask, read_rgb
-from adkd.pipelines.data.mvtec import Item, list_items
+from adkd.pipelines.data.mvtec import Item, is_image_level, list_items
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class CategoryData:
     test_paths: list[Path]
     train_paths: list[Path]
     val_paths: list[Path]
+    has_masks: bool = True  # False for an image-level category: test_masks are all zero, no pixel metrics
 
     @property
     def image_size(self) -> int:
@@ -46,6 +47,7 @@ class _Decoded:
     test_labels: torch.Tensor
     test_defects: list[str]
     test_paths: list[Path]
+    has_masks: bool
 
 
 _decoded_cache: dict[tuple, _Decoded] = {}
@@ -69,28 +71,31 @@ def _stack(arrays: list[np.ndarray], size: int, channels: int) -> torch.Tensor:
     return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
 
 
-def _decode_item(item: Item, size: int, crop: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    image = read_rgb(item.image_path, size, crop)
-    if item.label == 0:
+def _decode_item(
+    item: Item, size: int, crop: int | None, resize: str, image_level: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    image = read_rgb(item.image_path, size, crop, resize)
+    if item.label == 0 or image_level:
         return image, None
     if item.mask_path is None:
         raise DataError(
             f"defective test image {item.image_path} has no mask: add "
             f"{item.category}/ground_truth/{item.defect}/{item.image_path.stem}_mask.png"
         )
-    mask = read_mask(item.mask_path, size, crop)
+    mask = read_mask(item.mask_path, size, crop, resize)
     return image, mask
 
 
-def _decode(root: Path, category: str, size: int, crop: int | None) -> _Decoded:
-    items = list_items(root, category)
+def _decode(root: Path, category: str, size: int, crop: int | None, resize: str, image_level: bool) -> _Decoded:
+    image_level = is_image_level(root / category, image_level)
+    items = list_items(root, category, image_level)
     train_items = [it for it in items if it.split == "train"]
     test_items = [it for it in items if it.split == "test"]
     if not train_items:
         raise DataError(f"{root / category / 'train' / 'good'} holds no images: add normal training images")
     out = crop or size
     with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
-        decoded = list(pool.map(lambda it: _decode_item(it, size, crop), items))
+        decoded = list(pool.map(lambda it: _decode_item(it, size, crop, resize, image_level), items))
     train_arrays = [img for (img, _), it in zip(decoded, items) if it.split == "train"]
     test_pairs = [pair for pair, it in zip(decoded, items) if it.split == "test"]
     zero_mask = np.zeros((out, out), dtype=np.uint8)
@@ -102,6 +107,7 @@ def _decode(root: Path, category: str, size: int, crop: int | None) -> _Decoded:
         test_labels=torch.tensor([it.label for it in test_items], dtype=torch.int64),
         test_defects=[it.defect for it in test_items],
         test_paths=[it.image_path for it in test_items],
+        has_masks=not image_level,
     )
 
 
@@ -129,18 +135,24 @@ def load_category(
     crop_size: int | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
+    resize: str = "stretch",
+    image_level: bool = False,
 ) -> CategoryData:
-    """Decode, resize (antialiased; masks nearest) and optionally centre-crop a category, once per process."""
+    """Decode, resize (antialiased; masks nearest) and optionally centre-crop a category, once per process.
+
+    ``resize`` (stretch, letterbox, center-crop) decides how any image size becomes the square; an
+    ``image_level`` category (or one without ground_truth/) has no masks.
+    """
     _check_args(image_size, crop_size, val_fraction)
     root = Path(root).expanduser().resolve()
-    split_key = (str(root), category, image_size, crop_size, float(val_fraction), seed)
-    decoded_key = split_key[:4]
+    decoded_key = (str(root), category, image_size, crop_size, resize, bool(image_level))
+    split_key = (*decoded_key, float(val_fraction), seed)
     with _lock:
         if split_key in _split_cache:
             return _split_cache[split_key]
         decoded = _decoded_cache.get(decoded_key)
     if decoded is None:
-        decoded = _decode(root, category, image_size, crop_size)
+        decoded = _decode(root, category, image_size, crop_size, resize, image_level)
         with _lock:
             decoded = _decoded_cache.setdefault(decoded_key, decoded)
     held = val_indices(len(decoded.good_paths), val_fraction, seed)
@@ -156,6 +168,7 @@ def load_category(
         test_paths=list(decoded.test_paths),
         train_paths=[decoded.good_paths[i] for i in keep],
         val_paths=[decoded.good_paths[i] for i in held],
+        has_masks=decoded.has_masks,
     )
     with _lock:
         return _split_cache.setdefault(split_key, data)

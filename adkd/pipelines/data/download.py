@@ -162,42 +162,52 @@ def resolve_archives(
     return specs
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def hash_file(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with path.open("rb") as fh:
         while block := fh.read(_CHUNK):
             digest.update(block)
     return digest.hexdigest()
 
 
+def sha256_file(path: Path) -> str:
+    return hash_file(path, "sha256")
+
+
 class _Interrupted(Exception):
     """A transfer stopped after some bytes arrived; the .part file keeps them."""
 
 
-def _unreachable(url: str, exc: Exception) -> ServiceError:
+def _unreachable(url: str, exc: Exception, url_hint: str = f"--url-base / {URL_ENV_VAR}") -> ServiceError:
     reason = type(exc).__name__
     return ServiceError(
         f"cannot download {url} ({reason}): the server is unreachable or you are offline; "
-        f"check the network, or point --url-base / {URL_ENV_VAR} at a reachable mirror"
+        f"check the network, or point {url_hint} at a reachable mirror"
     )
 
 
-def _fetch_once(session: requests.Session, url: str, part: Path, timeout: float, progress: ProgressFn | None) -> None:
+def _fetch_once(
+    session: requests.Session,
+    url: str,
+    part: Path,
+    timeout: float,
+    progress: ProgressFn | None,
+    url_hint: str = f"--url-base / {URL_ENV_VAR}",
+) -> None:
     """One HTTP request that appends to `part` from its current size (Range), or restarts it."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
         resp = session.get(url, headers=headers, stream=True, timeout=(timeout, timeout))
     except requests.RequestException as exc:
-        raise _unreachable(url, exc) from exc
+        raise _unreachable(url, exc, url_hint) from exc
     with resp:
         if resp.status_code == 416 and offset:
             # The .part already holds every byte the server has; the checksum decides if it is right.
             return
         if resp.status_code not in (200, 206):
             raise ServiceError(
-                f"download of {url} failed with HTTP {resp.status_code}; check --url-base / {URL_ENV_VAR} "
-                "or try again later"
+                f"download of {url} failed with HTTP {resp.status_code}; check {url_hint} or try again later"
             )
         if resp.status_code == 206 and not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
             raise ServiceError(f"{url} answered a range request with the wrong range; delete {part} and retry")
@@ -228,17 +238,23 @@ def download_file(
     retries: int = 3,
     timeout: float = 30.0,
     progress: ProgressFn | None = None,
+    algorithm: str = "sha256",
+    url_hint: str = f"--url-base / {URL_ENV_VAR}",
 ) -> Path:
-    """Fetch `url` to `dest` through `dest.part`, resuming with HTTP Range; renamed only once the SHA-256 matches."""
+    """Fetch `url` to `dest` through `dest.part`, resuming with HTTP Range; renamed only once the checksum matches.
+
+    ``sha256`` is the expected digest of ``algorithm`` (md5 for archives whose publisher gives only that).
+    ``url_hint`` names the option that points at a mirror, for the offline message.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_file() and sha256_file(dest) == sha256:
+    if dest.is_file() and hash_file(dest, algorithm) == sha256:
         return dest
     part = dest.with_name(dest.name + ".part")
     with requests.Session() as session:
         attempt = 0
         while True:
             try:
-                _fetch_once(session, url, part, timeout, progress)
+                _fetch_once(session, url, part, timeout, progress, url_hint)
                 break
             except _Interrupted as exc:
                 attempt += 1
@@ -248,12 +264,12 @@ def download_file(
                         "run the same command again to resume"
                     ) from exc
                 time.sleep(min(2.0**attempt, 10.0) * 0.1)
-    actual = sha256_file(part)
+    actual = hash_file(part, algorithm)
     if actual != sha256:
         part.unlink()
         raise DataError(
-            f"checksum mismatch for {dest.name} from {url}: expected sha256 {sha256}, got {actual}; "
-            "the download was deleted, run again (or fix the mirror / --checksums file)"
+            f"checksum mismatch for {dest.name} from {url}: expected {algorithm} {sha256}, got {actual}; "
+            "the download was deleted, run again (or fix the mirror / checksum option)"
         )
     part.replace(dest)
     return dest

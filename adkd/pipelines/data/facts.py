@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from adkd.pipelines.data.images import ImageReadError, decode_workers, open_image
-from adkd.pipelines.data.mvtec import GOOD, MASK_SUFFIX, find_mask, is_image_file, natural_key
+from adkd.pipelines.data.mvtec import GOOD, MASK_SUFFIX, find_mask, is_image_file, is_image_level, natural_key
+from adkd.pipelines.data.sizes import most_common, size_counts, size_range
+from adkd.pipelines.data.sizes import summary as size_summary
 
 SPLITS = ("train", "test", "ground_truth")
 
@@ -47,6 +49,7 @@ class FileFacts:
     mask_values: str = ""
     has_image: bool = True  # for masks: the test image it belongs to exists
     in_train_and_test: bool = False
+    image_level: bool = False  # the category has no ground_truth/ (or is declared image-level): no masks
 
 
 def _pixel_hash(img) -> str:
@@ -96,7 +99,7 @@ def _mask_facts(row: FileFacts, mask_path: Path) -> None:
 
 def _image_row(row: FileFacts, path: Path, cat_dir: Path) -> FileFacts:
     _decode_into(row, path)
-    if row.split == "test":
+    if row.split == "test" and not row.image_level:
         mask = find_mask(cat_dir, row.defect, path)
         if mask is not None:
             _mask_facts(row, mask)
@@ -123,14 +126,16 @@ def _entries(folder: Path) -> list[Path]:
         return []
 
 
-def _plan_category(root: Path, category: str) -> list[tuple[FileFacts, Path]]:
+def _plan_category(root: Path, category: str, declared_image_level: bool) -> list[tuple[FileFacts, Path]]:
     """Every entry to inspect, with its row pre-filled from its place in the layout."""
     cat_dir = root / category
+    image_level = is_image_level(cat_dir, declared_image_level)
     plan: list[tuple[FileFacts, Path]] = []
-    for split in SPLITS:
+    for split in SPLITS if not image_level else SPLITS[:2]:
         for entry in _entries(cat_dir / split):
             if not entry.is_dir():
                 row = FileFacts(category, split, "", -1, "unexpected", str(entry), error="file outside a folder")
+                row.image_level = image_level
                 plan.append((row, entry))
                 continue
             defect = entry.name
@@ -144,7 +149,8 @@ def _plan_category(root: Path, category: str) -> list[tuple[FileFacts, Path]]:
                 else:
                     kind = "mask" if split == "ground_truth" else "image"
                 label = -1 if kind != "image" else int(defect != GOOD)
-                plan.append((FileFacts(category, split, defect, label, kind, str(path), error=error), path))
+                row = FileFacts(category, split, defect, label, kind, str(path), error=error, image_level=image_level)
+                plan.append((row, path))
     return plan
 
 
@@ -168,9 +174,9 @@ def _mark_duplicates(df: pd.DataFrame) -> None:
             df.loc[group.index[group.content_hash.isin(both)], "in_train_and_test"] = True
 
 
-def file_facts(root: Path, categories: list[str]) -> pd.DataFrame:
-    """The per-file table for ``categories`` under ``root`` (which must exist)."""
-    plan = [job for category in categories for job in _plan_category(root, category)]
+def file_facts(root: Path, categories: list[str], image_level: bool = False) -> pd.DataFrame:
+    """The per-file table for ``categories`` under ``root`` (which must exist); ``image_level`` ignores masks."""
+    plan = [job for category in categories for job in _plan_category(root, category, image_level)]
     cat_dirs = {c: root / c for c in categories}
     with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
         rows = list(pool.map(lambda job: _inspect(job, cat_dirs), plan))
@@ -180,13 +186,13 @@ def file_facts(root: Path, categories: list[str]) -> pd.DataFrame:
     return df
 
 
-def category_facts(root: Path, categories: list[str], files: pd.DataFrame) -> pd.DataFrame:
-    """One row per category: image counts, whether ground_truth exists, distinct sizes and modes."""
+def category_facts(root: Path, categories: list[str], files: pd.DataFrame, image_level: bool = False) -> pd.DataFrame:
+    """One row per category: image counts, whether ground_truth exists, a summary of sizes, modes."""
     rows = []
     for category in categories:
         sub = files[(files.category == category) & (files.kind == "image")]
         ok = sub[sub.decodable]
-        sizes = sorted({f"{w}x{h}" for w, h in zip(ok.width, ok.height)})
+        counts = size_counts(zip(ok.width, ok.height))
         modes = sorted(set(ok["mode"]))
         rows.append(
             {
@@ -195,8 +201,12 @@ def category_facts(root: Path, categories: list[str], files: pd.DataFrame) -> pd
                 "n_test_good": int(((sub.split == "test") & (sub.label == 0)).sum()),
                 "n_test_defective": int(((sub.split == "test") & (sub.label == 1)).sum()),
                 "has_ground_truth": (root / category / "ground_truth").is_dir(),
-                "n_sizes": len(sizes),
-                "sizes": ", ".join(sizes),
+                "image_level": is_image_level(root / category, image_level),
+                "n_sizes": len(counts),
+                "sizes": ", ".join(s for s, _ in most_common(counts)) + (", …" if len(counts) > 5 else ""),
+                "size_range": size_range(counts),
+                "most_common_size": most_common(counts, 1)[0][0] if counts else "",
+                "size_summary": size_summary(counts),
                 "n_modes": len(modes),
                 "modes": ", ".join(modes),
             }

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from adkd.errors import ConfigError, DataError
+from adkd.pipelines.data.geometry import fit
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's default MAX_IMAGE_PIXELS, used when a caller set it to None
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -99,10 +100,12 @@ def to_uint8(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _resize_crop(img: Image.Image, size: int | None, crop: int | None, resample: int) -> Image.Image:
-    if size is not None and img.size != (size, size):
+def _resize_crop(
+    img: Image.Image, size: int | None, crop: int | None, resample: int, resize: str = "stretch"
+) -> Image.Image:
+    if size is not None:
         # PIL widens the filter support when shrinking, i.e. antialiased resizing.
-        img = img.resize((size, size), resample=resample)
+        img = fit(img, size, resize, resample)
     if crop is not None:
         w, h = img.size
         if crop > min(w, h):
@@ -112,19 +115,21 @@ def _resize_crop(img: Image.Image, size: int | None, crop: int | None, resample:
     return img
 
 
-def read_rgb(path: str | Path, size: int | None = None, crop: int | None = None) -> np.ndarray:
-    """Decode ``path`` to uint8 ``[H, W, 3]``; grayscale becomes 3 equal channels."""
+def read_rgb(path: str | Path, size: int | None = None, crop: int | None = None, resize: str = "stretch") -> np.ndarray:
+    """Decode ``path`` to uint8 ``[H, W, 3]``; grayscale becomes 3 equal channels; ``resize``: see geometry."""
     img = to_uint8(open_image(path)).convert("RGB")
-    img = _resize_crop(img, size, crop, Image.Resampling.BILINEAR)
+    img = _resize_crop(img, size, crop, Image.Resampling.BILINEAR, resize)
     return np.asarray(img, dtype=np.uint8)
 
 
-def read_mask(path: str | Path, size: int | None = None, crop: int | None = None) -> np.ndarray:
+def read_mask(
+    path: str | Path, size: int | None = None, crop: int | None = None, resize: str = "stretch"
+) -> np.ndarray:
     """Decode a mask to uint8 ``[H, W]`` in {0, 1} (any value > 0 is a defect), nearest resampling."""
     img = open_image(path)
     arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr.max(axis=2)
     binary = Image.fromarray(((arr > 0) * 255).astype(np.uint8))
-    binary = _resize_crop(binary, size, crop, Image.Resampling.NEAREST)
+    binary = _resize_crop(binary, size, crop, Image.Resampling.NEAREST, resize)
     return (np.asarray(binary) > 0).astype(np.uint8)

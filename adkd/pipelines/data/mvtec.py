@@ -72,6 +72,11 @@ def resolve_categories(root: str | Path, categories: list[str] | None) -> list[s
     return list(dict.fromkeys(categories))
 
 
+def is_image_level(category_dir: Path, declared: bool = False) -> bool:
+    """A category without ground_truth/ (or one declared so) is image-level: image labels only, no masks."""
+    return declared or not (category_dir / "ground_truth").is_dir()
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
@@ -97,9 +102,13 @@ def find_mask(category_dir: Path, defect: str, image_path: Path) -> Path | None:
     return None
 
 
-def list_items(root: str | Path, category: str) -> list[Item]:
-    """Every image of ``category``: train/good first, then test folders in name order."""
+def list_items(root: str | Path, category: str, image_level: bool = False) -> list[Item]:
+    """Every image of ``category``: train/good first, then test folders in name order.
+
+    In an image-level category (``image_level`` or no ground_truth/) no mask is looked up.
+    """
     cat_dir = check_root(root) / category
+    image_level = is_image_level(cat_dir, image_level)
     if not is_category(cat_dir):
         raise DataError(f"{cat_dir} is not a category: it has no train/good folder")
     items = [Item(category, "train", 0, GOOD, p, None) for p in image_files(cat_dir / "train" / GOOD)]
@@ -108,6 +117,6 @@ def list_items(root: str | Path, category: str) -> list[Item]:
     for defect in defects:
         label = 0 if defect == GOOD else 1
         for p in image_files(test_dir / defect):
-            mask = None if label == 0 else find_mask(cat_dir, defect, p)
+            mask = None if label == 0 or image_level else find_mask(cat_dir, defect, p)
             items.append(Item(category, "test", label, defect, p, mask))
     return items

@@ -25,6 +25,7 @@ from adkd.pipelines.data.facts import category_facts, file_facts
 from adkd.pipelines.data.mvtec import check_root, resolve_categories
 
 IMAGE_MODES = ("L", "RGB")
+SHOWN_OFFENDERS = 10  # a failed rule shows at most this many files; the report files list them all
 MASK_MODES = ("L", "1")
 
 
@@ -49,12 +50,22 @@ class RuleOutcome:
     success: bool
     checked: int
     unexpected: int
-    offenders: list[str] = field(default_factory=list)
+    offenders: list[str] = field(default_factory=list)  # every offender (the report files hold them all)
+    summary: str = ""  # e.g. the folders most offenders are in
+
+    def lines(self, shown: int = SHOWN_OFFENDERS) -> list[str]:
+        """The count, the summary and at most ``shown`` offenders, one per line."""
+        what = "files" if self.table == "files" else "categories"
+        out = [f"{self.description} (rule {self.rule_id}): {self.unexpected} of {self.checked} {what} fail"]
+        if self.summary:
+            out.append(f"    {self.summary}")
+        out += [f"    {o}" for o in self.offenders[:shown]]
+        if len(self.offenders) > shown:
+            out.append(f"    … and {len(self.offenders) - shown} more (all in the report files)")
+        return out
 
     def line(self) -> str:
-        what = "files" if self.table == "files" else "categories"
-        head = f"{self.description} (rule {self.rule_id}): {self.unexpected} of {self.checked} {what} fail"
-        return head + (f": {'; '.join(self.offenders)}" if self.offenders else "")
+        return "\n".join(self.lines())
 
 
 @dataclass
@@ -89,14 +100,24 @@ class ValidationReport:
             f"data validation failed for {self.root} ({len(self.failed)} of {len(self.outcomes)} "
             "expectations): fix the files listed below"
         ]
-        lines += [f"  - {o.line()}" for o in self.failed]
+        for o in self.failed:
+            first, *rest = o.lines()
+            lines += [f"  - {first}", *rest]
+        if self.out_dir is not None:
+            lines.append(f"  full lists: {self.out_dir / 'validation_report.json'} and file_facts.csv")
         return "\n".join(lines)
 
+    def size_lines(self) -> list[str]:
+        """One line per category: its image sizes (count, range, most common)."""
+        return [f"{r['category']}: {r['size_summary']}" for r in self.category_table.to_dict(orient="records")]
 
-def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> list[Rule]:
+
+def _rules(min_train: int, one_size: bool, allow_mixed_modes: bool) -> list[Rule]:
     img = 'kind == "image"'
     defective = f'{img} and split == "test" and label == 1'
     with_mask = f"{defective} and mask_exists == True"
+    # A category without ground_truth/ is image-level: its defective images need no mask. One with
+    # ground_truth/ needs a mask for every defective image.
     rules = [
         Rule("files-present", "the data set holds files", "files", "ExpectTableRowCountToBeBetween", {"min_value": 1}),
         Rule(
@@ -144,7 +165,7 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             "every defective test image has a mask in ground_truth/<defect>/",
             "files",
             "ExpectColumnValuesToBeInSet",
-            {"column": "mask_exists", "value_set": [True], "row_condition": defective},
+            {"column": "mask_exists", "value_set": [True], "row_condition": f"{defective} and image_level == False"},
             "missing {mask_path}",
         ),
         Rule(
@@ -225,23 +246,16 @@ def _rules(min_train: int, allow_mixed_sizes: bool, allow_mixed_modes: bool) -> 
             {"column": "n_test_defective", "min_value": 1},
             "{n_test_defective} images",
         ),
-        Rule(
-            "ground-truth-present",
-            "a category with defective test images has a ground_truth/ folder",
-            "categories",
-            "ExpectColumnValuesToBeInSet",
-            {"column": "has_ground_truth", "value_set": [True], "row_condition": "n_test_defective > 0"},
-        ),
     ]
-    if not allow_mixed_sizes:
+    if one_size:
         rules.append(
             Rule(
                 "one-size",
-                "one image size per category",
+                "one image size per category (asked for by one_size)",
                 "categories",
                 "ExpectColumnValuesToBeBetween",
                 {"column": "n_sizes", "max_value": 1},
-                "sizes {sizes}",
+                "{size_summary}",
             )
         )
     if not allow_mixed_modes:
@@ -314,7 +328,17 @@ def _run_gx(tables: dict[str, pd.DataFrame], rules: list[Rule], docs_dir: Path |
     return results
 
 
-def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.DataFrame], limit: int):
+def _folder_summary(rows: pd.DataFrame) -> str:
+    """Where a rule's offending files are: the 5 folders holding most of them."""
+    if rows.empty:
+        return ""
+    folders = (rows.category + "/" + rows.split + "/" + rows.defect.where(rows.defect != "", "?")).value_counts()
+    top = ", ".join(f"{name} ({n})" for name, n in folders.head(5).items())
+    more = f", +{len(folders) - 5} more folders" if len(folders) > 5 else ""
+    return f"in {top}{more}"
+
+
+def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.DataFrame]) -> list[RuleOutcome]:
     by_id = {rule.rule_id: rule for rule in rules}
     outcomes = []
     for table, result in results.items():
@@ -323,15 +347,19 @@ def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.D
         for res in result.results:
             rule = by_id[res.expectation_config.meta["rule_id"]]
             info = res.result or {}
-            offenders = []
-            for entry in (info.get("unexpected_index_list") or [])[:limit]:
+            offenders, names = [], []
+            for entry in info.get("unexpected_index_list") or []:
                 name = str(entry[key]) if isinstance(entry, dict) else str(entry)
+                names.append(name)
                 detail = ""
                 if rule.detail and name in indexed.index:
                     detail = rule.detail.format_map(indexed.loc[name].to_dict())
                 offenders.append(f"{name} ({detail})" if detail else name)
             if not res.success and not offenders and rule.expectation == "ExpectTableRowCountToBeBetween":
                 offenders.append("no image, mask or other file under the category folders")
+            summary = ""
+            if table == "files" and names and len(names) > SHOWN_OFFENDERS:
+                summary = _folder_summary(indexed.loc[[n for n in names if n in indexed.index]])
             unexpected = int(info.get("unexpected_count") or (0 if res.success else 1))
             checked = int(info.get("element_count") or info.get("observed_value") or 0)
             outcomes.append(
@@ -344,6 +372,7 @@ def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.D
                     checked,
                     unexpected,
                     offenders,
+                    summary,
                 )
             )
     order = {rule.rule_id: i for i, rule in enumerate(rules)}
@@ -354,7 +383,8 @@ def _html_report(report: ValidationReport) -> str:
     rows = "".join(
         f"<tr class={'pass' if o.success else 'fail'}><td>{'PASS' if o.success else 'FAIL'}</td>"
         f"<td>{html.escape(o.description)}</td><td>{o.table}</td><td>{o.expectation}</td>"
-        f"<td>{o.checked}</td><td>{o.unexpected}</td><td>{html.escape('; '.join(o.offenders))}</td></tr>"
+        f"<td>{o.checked}</td><td>{o.unexpected}</td><td>{html.escape(o.summary)}<br>"
+        f"{'<br>'.join(html.escape(x) for x in o.offenders)}</td></tr>"
         for o in report.outcomes
     )
     status = "passed" if report.success else "FAILED"
@@ -365,7 +395,7 @@ def _html_report(report: ValidationReport) -> str:
         f"<h1>Data validation {status}</h1><p>{html.escape(str(report.root))}: "
         f"{html.escape(', '.join(report.categories))}, {len(report.files)} files</p>"
         "<table><tr><th>result</th><th>rule</th><th>table</th><th>expectation</th><th>checked</th>"
-        f"<th>unexpected</th><th>first offending files</th></tr>{rows}</table>"
+        f"<th>unexpected</th><th>offending files</th></tr>{rows}</table>"
         f"{report.category_table.to_html(index=False)}"
     )
 
@@ -395,24 +425,26 @@ def validate_data(
     out_dir: str | Path | None = None,
     *,
     min_train: int = 1,
-    allow_mixed_sizes: bool = False,
+    one_size: bool = False,
     allow_mixed_modes: bool = False,
-    max_offenders: int = 5,
+    image_level: bool = False,
     data_docs: bool = True,
 ) -> ValidationReport:
     """Check ``categories`` (all when None) under ``root``; raises DataError only if root is unusable.
 
-    With ``out_dir``, writes the GX results, fact tables, an HTML summary and (``data_docs``) GX Data Docs.
+    Options are those of ``GateOptions``. With ``out_dir``, writes the GX results, fact tables, an HTML
+    summary and (``data_docs``) GX Data Docs.
     """
     root_path = check_root(root)
     names = resolve_categories(root_path, categories)
-    files = file_facts(root_path, names)
-    cats = category_facts(root_path, names, files)
+    files = file_facts(root_path, names, image_level)
+    cats = category_facts(root_path, names, files, image_level)
     tables = {"files": files, "categories": cats}
-    rules = _rules(min_train, allow_mixed_sizes, allow_mixed_modes)
-    out = Path(out_dir).resolve() if out_dir is not None else None  # GX wants absolute store paths
+    rules = _rules(min_train, one_size, allow_mixed_modes)
+    # Absolute: GX's Data Docs store refuses a relative folder (the CLI's default --out is relative).
+    out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
     results = _run_gx(tables, rules, out / "data_docs" if out is not None and data_docs else None)
-    outcomes = _outcomes(results, rules, tables, max_offenders)
+    outcomes = _outcomes(results, rules, tables)
     report = ValidationReport(
         root=root_path,
         categories=names,

@@ -253,17 +253,23 @@ def roc_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     return c.roc()
 
 
-def compute_metrics(maps: Any, scores: Any, masks: Any, labels: Any, fpr_limit: float = 0.3) -> dict[str, float]:
-    """All four test metrics as fractions; pixel AUROC and AUPRO share one sort of the pixels."""
+IMAGE_METRICS = ("image_auroc", "f1_max")
+PIXEL_METRICS = ("pixel_auroc", "aupro")
+
+
+def compute_metrics(maps: Any, scores: Any, masks: Any | None, labels: Any, fpr_limit: float = 0.3) -> dict[str, float]:
+    """The test metrics as fractions; pixel AUROC and AUPRO share one sort of the pixels.
+
+    ``masks`` None (an image-level data set): only the image metrics, the pixel ones are absent.
+    """
     _check_fpr_limit(fpr_limit)
     m = as_maps(maps, "anomaly maps")
     s = as_vector(scores, "image scores")
     if s.size != m.shape[0]:
         raise DataError(f"got {m.shape[0]} anomaly maps but {s.size} image scores; pass one score per map")
-    curves = pixel_curves(m, masks)
-    return {
-        "image_auroc": image_auroc(s, labels),
-        "pixel_auroc": curves.auroc(),
-        "aupro": curves.aupro(fpr_limit),
-        "f1_max": f1_max(s, labels),
-    }
+    out = {"image_auroc": image_auroc(s, labels)}
+    if masks is not None:
+        curves = pixel_curves(m, masks)
+        out |= {"pixel_auroc": curves.auroc(), "aupro": curves.aupro(fpr_limit)}
+    out["f1_max"] = f1_max(s, labels)
+    return out

@@ -66,11 +66,12 @@ def plot_roc_curves(
         ax.plot(fpr, tpr, label=f"image  AUROC {100 * np.trapezoid(tpr, fpr):.1f}%", drawstyle="default")
     else:
         notes.append("image ROC undefined (needs good and defective images)")
-    curves = curves or pixel_curves(maps, masks)
-    if curves.n_anomalous and curves.n_normal:
-        ax.plot(*_thin(*curves.roc()), label=f"pixel  AUROC {100 * curves.auroc():.1f}%")
-    else:
-        notes.append("pixel ROC undefined (needs defect pixels)")
+    if masks is not None:  # None: an image-level data set, no pixel curve
+        curves = curves or pixel_curves(maps, masks)
+        if curves.n_anomalous and curves.n_normal:
+            ax.plot(*_thin(*curves.roc()), label=f"pixel  AUROC {100 * curves.auroc():.1f}%")
+        else:
+            notes.append("pixel ROC undefined (needs defect pixels)")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate")
     ax.set_title("ROC")
     if notes:
@@ -152,7 +153,7 @@ def plot_overlays(
     is worst); without one, the F1-optimal threshold of these scores is used.
     """
     m = as_maps(maps, "anomaly maps").astype(np.float32)
-    g = binary(as_maps(masks, "ground-truth masks"))
+    g = np.zeros(m.shape, dtype=bool) if masks is None else binary(as_maps(masks, "ground-truth masks"))
     n, h, w = m.shape
     if g.shape != m.shape:
         raise DataError(f"anomaly maps {list(m.shape)} and masks {list(g.shape)} differ in shape")
@@ -224,10 +225,14 @@ def write_evaluation_plots(
     names: Sequence[str] | None = None,
     fpr_limit: float = 0.3,
 ) -> list[Path]:
-    """ROC, PRO and overlay PNGs for one evaluated test set; returns the written paths."""
-    curves = pixel_curves(maps, masks)
+    """ROC, PRO and overlay PNGs for one evaluated test set; returns the written paths.
+
+    ``masks`` None (an image-level data set): no pixel curve and no PRO plot.
+    """
+    curves = pixel_curves(maps, masks) if masks is not None else None
+    pro = [plot_pro_curve(maps, masks, out_dir, fpr_limit=fpr_limit, curves=curves)] if masks is not None else []
     return [
         plot_roc_curves(scores, labels, maps, masks, out_dir, curves=curves),
-        plot_pro_curve(maps, masks, out_dir, fpr_limit=fpr_limit, curves=curves),
+        *pro,
         *plot_overlays(images, maps, masks, scores, labels, out_dir, pixel_threshold, image_threshold, count, names),
     ]

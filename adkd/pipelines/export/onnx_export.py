@@ -297,7 +297,9 @@ def _real_images(config: Any, n: int) -> torch.Tensor | None:
     root = Path(str(config.data)).expanduser()
     if not (root / config.category).is_dir():
         return None
-    data = load_category(root, config.category, config.image_size, crop_size=None, val_fraction=0.0)
+    data = load_category(
+        root, config.category, config.image_size, crop_size=None, val_fraction=0.0, resize=config.resize
+    )
     if len(data.test) == 0:
         return None
     labels = data.test_labels
@@ -332,6 +334,7 @@ def export_checkpoint(
             "model": config.model,
             "backbone": config.backbone,
             "category": config.category,
+            "resize": config.resize,  # predictors place inputs and map results back the same way
             "metrics": meta.get("metrics") or {},
             "checkpoint": checkpoint.name,
         },

@@ -11,13 +11,24 @@ import numpy as np
 from PIL import Image
 
 from adkd.errors import ConfigError, DataError
+from adkd.pipelines.data.geometry import Placement, fit, placement, unfit
 
 OUTPUTS = ("anomaly_map", "image_score", "normalized_score")  # as written by adkd.pipelines.export
 
 
 @dataclass
+class Loaded:
+    """One input image: the RGB original, the model's square input made from it and where it went."""
+
+    original: np.ndarray  # uint8 [H, W, 3]
+    model_input: np.ndarray  # uint8 [S, S, 3]
+    placement: Placement
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Prediction:
-    """One image's result: raw and normalised scores, verdict, map and mask at the model's size."""
+    """One image's result: raw and normalised scores, verdict, map and mask at the input image's own size."""
 
     score: float
     normalized_score: float
@@ -81,12 +92,15 @@ class OnnxPredictor:
         if size is None:
             raise ConfigError(f"{self.path} has no image_size in its metadata; re-export it with `adkd export`")
         self.image_size = int(size[0] if isinstance(size, list) else size)
+        self.resize = str(self.meta.get("resize") or "stretch")  # models exported before the setting: stretch
+        eval_size = int(self.meta.get("eval_size") or self.image_size)
+        self.crop = eval_size if eval_size != self.image_size else None
         thresholds = self.meta.get("thresholds") or {}
         self.image_threshold = float(threshold if threshold is not None else thresholds.get("image", np.nan))
         self.pixel_threshold = float(thresholds.get("pixel", np.nan))
 
-    def load_image(self, source: str | Path | np.ndarray | Image.Image) -> tuple[np.ndarray, list[str]]:
-        """An RGB uint8 [S, S, 3] array at the model's size (decoded and resized exactly as in training)."""
+    def load(self, source: str | Path | np.ndarray | Image.Image) -> Loaded:
+        """Decode ``source`` and make the model's input from it exactly as training did (``resize`` policy)."""
         from adkd.pipelines.data.images import open_image, to_uint8
 
         notes: list[str] = []
@@ -104,11 +118,20 @@ class OnnxPredictor:
         if img.mode != "RGB":
             notes.append(f"converted {img.mode} to RGB")
             img = to_uint8(img).convert("RGB")
-        if img.size != (self.image_size, self.image_size):
-            notes.append(f"resized {img.size[0]}x{img.size[1]} to {self.image_size}x{self.image_size}")
-            # PIL's bilinear filter widens its support when shrinking (antialiasing), as the training loader does.
-            img = img.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8), notes
+        size = self.image_size
+        where = placement(img.width, img.height, size, self.resize)
+        if img.size != (size, size):
+            how = "" if self.resize == "stretch" else f" ({self.resize})"
+            notes.append(f"resized {img.size[0]}x{img.size[1]} to {size}x{size}{how}")
+        # PIL's bilinear filter widens its support when shrinking (antialiasing), as the training loader does.
+        model_input = fit(img, size, self.resize, Image.Resampling.BILINEAR)
+        original = np.asarray(img, dtype=np.uint8)
+        return Loaded(original, np.asarray(model_input, dtype=np.uint8), where, notes)
+
+    def load_image(self, source: str | Path | np.ndarray | Image.Image) -> tuple[np.ndarray, list[str]]:
+        """An RGB uint8 [S, S, 3] array at the model's size (decoded and resized exactly as in training)."""
+        loaded = self.load(source)
+        return loaded.model_input, loaded.notes
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw outputs for a uint8 [B, S, S, 3] batch: maps [B, S, S], scores [B], normalised [B]."""
@@ -116,23 +139,31 @@ class OnnxPredictor:
         return amap.reshape(len(batch), *amap.shape[-2:]), score.reshape(-1), norm.reshape(-1)
 
     def predict(self, images: list[Any], sources: list[str] | None = None) -> list[Prediction]:
-        """Predictions for numpy arrays, PIL images or paths, in the order given."""
-        loaded = [self.load_image(im) for im in images]
-        batch = np.stack([arr for arr, _ in loaded])
+        """Predictions for numpy arrays, PIL images or paths, in the order given; maps at each input's size."""
+        loaded = [self.load(im) for im in images]
+        names = [
+            (sources[i] if sources else str(im) if isinstance(im, str | Path) else "") for i, im in enumerate(images)
+        ]
+        return self.predict_loaded(loaded, names)
+
+    def predict_loaded(self, loaded: list[Loaded], sources: list[str]) -> list[Prediction]:
+        """Run the model on images from ``load`` and map each anomaly map back to its original's size."""
+        batch = np.stack([item.model_input for item in loaded])
         maps, scores, norms = self.run(batch)
         out = []
-        for i, (_, notes) in enumerate(loaded):
+        for i, item in enumerate(loaded):
             score = float(scores[i])
             anomalous = score > self.image_threshold  # the same rule as training's scores.csv and the pyfunc
+            amap = unfit(maps[i], item.placement, self.crop)
             out.append(
                 Prediction(
                     score=score,
                     normalized_score=float(norms[i]),
                     anomalous=anomalous,
-                    anomaly_map=maps[i].astype(np.float32),
-                    mask=maps[i] >= self.pixel_threshold,
-                    source=(sources[i] if sources else str(images[i]) if isinstance(images[i], str | Path) else ""),
-                    notes=notes,
+                    anomaly_map=amap,
+                    mask=amap >= self.pixel_threshold,
+                    source=sources[i],
+                    notes=list(item.notes),
                 )
             )
         return out

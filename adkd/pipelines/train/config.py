@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adkd.errors import ConfigError
+from adkd.pipelines.data.gate import GateOptions
 
 
 class OptimizerConfig(BaseModel):
@@ -33,6 +34,9 @@ class TrainConfig(BaseModel):
     backbone: str | None = Field(None, description="None = the model's default backbone.")
     weights: str = Field("imagenet", description='Teacher weights: "imagenet", "none" or a state-dict path.')
     image_size: int = Field(256, ge=16)
+    resize: Literal["stretch", "letterbox", "center-crop"] = Field(
+        "stretch", description="How an image of any size becomes image_size square: squash, pad or crop."
+    )
     crop_size: int | None = Field(None, ge=16)
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(32, ge=1)
@@ -56,6 +60,7 @@ class TrainConfig(BaseModel):
     threshold_quantile: float = Field(0.99, gt=0, lt=1)
     out_dir: str = "adkd-runs/train"
     skip_validation: bool = False
+    data_gate: GateOptions = Field(default_factory=GateOptions, description="Options of the training data gate.")
     evaluate_test: bool = Field(True, description="Score the test split at the end (off for tuning trials).")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default.")
 

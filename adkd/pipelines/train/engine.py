@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 SUPPORTS_DISTRIBUTED = True
 
 # Settings that may differ between a run and its resumption without changing what is computed.
-_RESUME_FREE = {"epochs", "out_dir", "num_threads", "skip_validation", "eval_batch_size", "early_stopping"}
+_RESUME_FREE = {
+    "epochs", "out_dir", "num_threads", "skip_validation", "data_gate", "eval_batch_size", "early_stopping"
+}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- helpers
@@ -436,7 +438,7 @@ class _Run:
         seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights
         self.data = load_category(
             root, cfg.category, image_size=cfg.image_size, crop_size=cfg.crop_size,
-            val_fraction=cfg.val_fraction, seed=cfg.seed,
+            val_fraction=cfg.val_fraction, seed=cfg.seed, resize=cfg.resize, image_level=cfg.data_gate.image_level,
         )  # fmt: skip
         if len(self.data.train) < 2:
             raise ConfigError(f"category '{cfg.category}' in {root} has {len(self.data.train)} training images")
@@ -489,7 +491,11 @@ class _Run:
         # No GX Data Docs site here (~4 MB and seconds of rendering per run); the GX result JSON, fact tables
         # and report.html are kept. `adkd data validate --out DIR` renders the full Data Docs.
         report = require_valid(
-            root, categories=[self.config.category], out_dir=self.run_dir / "data_validation", data_docs=False
+            root,
+            categories=[self.config.category],
+            out_dir=self.run_dir / "data_validation",
+            data_docs=False,
+            **self.config.data_gate.validate_kwargs(),
         )
         self.result.data_validation = "passed"
         if report is not None and hasattr(report, "to_dict"):
@@ -569,6 +575,7 @@ class _Run:
             "image_size": cfg.image_size,
             "crop_size": cfg.crop_size,
             "eval_size": cfg.eval_size,
+            "resize": cfg.resize,
             "epochs_run": self.state.epoch,
             "pretrain_epochs_run": self.state.pretrain_epoch,
         }
@@ -796,7 +803,8 @@ def evaluate_model(
     maps, scores = predict(model, data.test, rt, config.eval_batch_size)
     infer_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    raw = compute_metrics(maps, scores, data.test_masks, data.test_labels)
+    masks = data.test_masks if getattr(data, "has_masks", True) else None  # None: image-level, no pixel metrics
+    raw = compute_metrics(maps, scores, masks, data.test_labels)
     metric_s = time.perf_counter() - t0
     metrics = {f"test/{k}": float(v) for k, v in raw.items()}
     if len(scores):
@@ -848,7 +856,7 @@ def _plots(data: Any, maps: torch.Tensor, scores: torch.Tensor, thresholds: Any,
         data.test,
         maps,
         scores,
-        data.test_masks,
+        data.test_masks if getattr(data, "has_masks", True) else None,
         data.test_labels,
         out_dir,
         pixel_threshold=thresholds.pixel,
@@ -876,7 +884,8 @@ def evaluate_checkpoint(
     root = _local_root(data)
     loaded = load_category(
         root, category, image_size=config.image_size, crop_size=config.crop_size,
-        val_fraction=config.val_fraction, seed=config.seed,
+        val_fraction=config.val_fraction, seed=config.seed, resize=config.resize,
+        image_level=config.data_gate.image_level,
     )  # fmt: skip
     if not meta.get("thresholds"):
         raise ConfigError(f"checkpoint {checkpoint} has no thresholds; use the model.pt written after training")

@@ -102,8 +102,6 @@ CASES = [
                                                  c / "ground_truth/hole/007_mask.png"),
          "mask-has-image", "ground_truth/hole/007_mask.png"),
     Case("empty_train", _empty_train, "train-min-count", None, "0 images", "holds no images"),
-    Case("missing_ground_truth", lambda c: shutil.rmtree(c / "ground_truth"), "ground-truth-present", None, "",
-         "has no mask"),
     Case("duplicate", _duplicate, "no-train-test-duplicates", "test/good/005.png"),
     Case("unexpected_file", lambda c: (c / "train/good/notes.txt").write_text("x"), "no-unexpected-files",
          "train/good/notes.txt", "not an image file name"),

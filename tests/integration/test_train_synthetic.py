@@ -20,10 +20,15 @@ from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
 from adkd.pipelines.train.engine import evaluate_checkpoint, train_category
 from adkd.pipelines.train.presets import resolve_config
 
-# The synthetic category each model learns best at 64 px with a random teacher, measured on weave,
-# dots, disc and chip (benchmarks/RESULTS.md): textures suit a random teacher better than objects.
 MODEL_CATEGORY = {"rd": "weave", "mrkd": "weave", "stfpm": "weave", "stfpm-ae": "weave"}
 THREADS = "num_threads=1"  # the CI machine's 2 cores are shared; one thread per run avoids OMP thrashing
+# With a random teacher cpu-smoke's margin is a coin flip (image AUROC on weave across seeds 0-2 and
+# ATEN_CPU_CAPABILITY native/default/avx2: rd 0.41-0.92, stfpm 0.54-1.00), so the learning test uses the real
+# ImageNet MobileNetV2 teacher, which learns decisively: worst of 5 runs per model (seeds 0-2 native, seed 0
+# under default and avx2; benchmarks/learning_floors.py, RESULTS.md) image AUROC 0.944 (rd) / 1.000 / 0.991 /
+# 1.000, pixel AUROC >= 0.975, AUPRO >= 0.900. Floors sit well below the worst: 0.85 / 0.90 / 0.80.
+WEIGHTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "weights" / "mobilenet_v2_imagenet_features.pth"
+FLOORS = {"test/image_auroc": 0.85, "test/pixel_auroc": 0.90, "test/aupro": 0.80}
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +41,19 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("model", sorted(MODEL_CATEGORY))
 def test_cpu_smoke_learns_synthetic_defects(synth_root: Path, tmp_path: Path, model: str) -> None:
     category = MODEL_CATEGORY[model]
-    config = resolve_config(model, "cpu-smoke", category, str(synth_root), [f"out_dir={tmp_path}", THREADS])
-    assert config.weights == "none" and config.image_size == 64
+    if not WEIGHTS.is_file():
+        pytest.skip(f"the shared ImageNet MobileNetV2 teacher is not at {WEIGHTS}")
+    overrides = [f"out_dir={tmp_path}", THREADS, f"weights={WEIGHTS.resolve()}"]
+    config = resolve_config(model, "cpu-smoke", category, str(synth_root), overrides)
+    assert config.image_size == 64
     result = train_category(config)
     assert result.status == "FINISHED", result.error
     assert result.data_validation == "passed"
     m = result.metrics
-    assert m["test/image_auroc"] >= 0.9, m
     for key in ("test/image_auroc", "test/pixel_auroc", "test/aupro", "test/f1_max"):
         assert 0.0 <= m[key] <= 1.0
-    assert m["test/pixel_auroc"] > 0.6, m
+    for key, floor in FLOORS.items():
+        assert m[key] >= floor, (key, m)
 
     run = result.run_dir
     assert json.loads((run / "metrics.json").read_text())["test/image_auroc"] == m["test/image_auroc"]

@@ -3,11 +3,12 @@
 The commands run in an empty temporary directory (the repository root's role), with no ADKD_*, MLFLOW_*,
 RAY_* or AWS_* variables, and the venv's bin first on PATH (what `source .venv/bin/activate` does).
 `make demo` is run as its recipe: the install step is what the suite itself runs in, then `adkd demo`.
-Two commands need the world outside: `adkd ui` serves until stopped (the test waits for the page, then
-sends SIGTERM and checks that the port is free again), and `adkd data download mvtec` fetches archives of
-several GB (the test first fetches tiny archives in MVTec's format from a real HTTP server on 127.0.0.1
-into the same folder with the same command plus `--url-base/--checksums`, so the command as typed finds
-its categories and completes; its network path is covered in test_download.py).
+Three commands need the world outside: `adkd ui` serves until stopped (the test waits for the page,
+then sends SIGTERM and checks that the port is free again); `adkd data download mvtec` fetches archives of
+several GB and `adkd data download cifar10` one of 170 MB: the test first fetches tiny archives in MVTec's
+format (CIFAR-10: the shared subset packed in the official format) from a real HTTP server on 127.0.0.1 into
+the same folder, with the same command plus `--url-base` and `--checksums`/`--md5`, so the command as typed
+finds its categories and completes (their network paths: test_download.py, test_cifar10_download.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import FileServer
+from tests.integration.test_cifar10_download import ARCHIVE, official_archive
 from tests.integration.test_download import _serve_category
 
 pytestmark = pytest.mark.integration
@@ -138,6 +140,8 @@ PROMISES: list[tuple[str, Check]] = [
     ("adkd data synth demo-data", _files("demo-data/weave/train/good", "demo-data/disc/ground_truth")),
     ("adkd data validate demo-data", _files("adkd-runs/data-validation/data_docs/index.html")),
     ("adkd data download mvtec ~/mvtec", _files("~/mvtec/bottle/train/good", "~/mvtec/cable/train/good")),
+    ("adkd data download cifar10 ~/cifar", _files("~/cifar/airplane/test/anomaly", "~/cifar/truck/train/good")),
+    ("adkd data import folder my-data", _files("my-data/parts/train/good", "my-data/parts/test/scratch")),
     ("adkd train --category disc", _files("adkd-runs/mlflow.db", "adkd-runs/train/mrkd/disc/model.onnx")),
     ("adkd train --all-categories", _says("image AUROC", "disc", "weave")),
     ("adkd registry list", _says("adkd-disc", "adkd-weave")),
@@ -185,6 +189,9 @@ def test_readme_runs_as_typed(tmp_path: Path, file_server: FileServer) -> None:
             lines = [f"{_serve_category(file_server, c)[1]}  {c}.tar.xz" for c in ("bottle", "cable")]
             sums.write_text("\n".join(lines) + "\n")
             _run(f"{command} --url-base {file_server.url} --checksums {sums}", cwd, env)
+        if command.startswith("adkd data download cifar10"):  # the shared subset in the official format
+            md5 = official_archive(file_server.root / ARCHIVE)
+            _run(f"{command} --url-base {file_server.url} --md5 {md5}", cwd, env)
         done = _run(command, cwd, env)
         if command.startswith(("adkd train", "adkd predict", "adkd registry")):
             _assert_quiet(command, done)

@@ -73,9 +73,12 @@ def build_callbacks(config: TrainConfig, progress: bool = True) -> list[TrainCal
 
 
 def local_data(data: str, category: str | None = None) -> str:
-    """s3:// data is synced (only ``category`` when given) to the local cache; the engine reads folders."""
+    """s3:// data is synced (only ``category`` when given) to the local cache; the engine reads folders.
+
+    A local folder comes back absolute: Ray Tune runs each trial in a folder of its own.
+    """
     if not data.startswith("s3://"):
-        return data
+        return str(Path(data).expanduser().resolve())
     from adkd.platform.s3 import sync_dataset
 
     return str(sync_dataset(data, categories=[category] if category else None))

@@ -43,7 +43,7 @@ SUPPORTS_DISTRIBUTED = True
 # Settings that may differ between a run and its resumption without changing what is computed.
 _RESUME_FREE = {
     "epochs", "out_dir", "num_threads", "skip_validation", "eval_batch_size", "early_stopping",
-    "teacher_cache", "teacher_cache_max_gb",
+    "teacher_cache", "teacher_cache_max_gb", "export_int8",
 }  # fmt: skip
 
 

@@ -6,6 +6,10 @@ held-out normal images (the validation split, never the test split). Only the ne
 (``/model/...`` apart from the anomaly-map head) are quantized: preprocessing, the anomaly map, its
 Gaussian smoothing and the scores stay float, so the outputs keep their meaning and the thresholds hold.
 
+Quantization shifts the scores (its noise adds to the teacher-student distance) while keeping their order,
+so the int8 graph gets its own thresholds, fitted on the same validation images with the same quantile as
+training fitted fp32's (``refit_thresholds``); they replace the constants in the graph and the metadata.
+
 An accuracy gate then runs both graphs on validation images and refuses the int8 model when the image
 scores correlate less than ``MIN_SCORE_CORRELATION`` with fp32's or a verdict (score > image threshold)
 flips on an image that fp32 does not place at the threshold itself: the threshold is a high quantile of
@@ -141,20 +145,54 @@ def run_graph(path: Path, images: np.ndarray, batch_size: int = 8) -> tuple[np.n
     return maps, scores.reshape(-1), norms.reshape(-1)
 
 
+def refit_thresholds(path: Path, images: np.ndarray, quantile: float) -> dict[str, float]:
+    """Fit ``path``'s thresholds on held-out normal ``images`` and write them into its graph and metadata."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from adkd.pipelines.evaluate.thresholds import _MIN_RANGE, fit_thresholds
+
+    maps, scores, _ = run_graph(path, images)
+    fitted = fit_thresholds(torch.from_numpy(scores), torch.from_numpy(maps), quantile).to_dict()
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    # normalized_score = clip((image_score - threshold) / range + 0.5): ExportGraph's two constants.
+    sub = next(
+        (n for n in model.graph.node if n.op_type == "Sub" and list(n.input) == ["image_score", "threshold"]), None
+    )
+    div = next(
+        (n for n in model.graph.node if sub is not None and n.op_type == "Div" and n.input[0] == sub.output[0]), None
+    )
+    if sub is None or div is None or "threshold" not in inits or div.input[1] not in inits:
+        raise ExportError(f"{path}: cannot find the score normalisation (threshold, range) to refit; re-export it")
+    span = max(fitted["score_max"] - fitted["score_min"], _MIN_RANGE)
+    for name, value in (("threshold", fitted["image"]), (div.input[1], span)):
+        dtype = numpy_helper.to_array(inits[name]).dtype
+        inits[name].CopyFrom(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+    onnx.save(model, str(path))
+    _set_metadata(path, {"thresholds": json.dumps(fitted, sort_keys=True)})
+    return fitted
+
+
 def compare(
     fp32_path: Path, int8_path: Path, images: np.ndarray, source: str, labels: np.ndarray | None = None
 ) -> Int8Gate:
-    """The accuracy gate's numbers for ``images`` (uint8 NHWC; ``labels`` 1 = defective, when known)."""
+    """The accuracy gate's numbers for ``images`` (uint8 NHWC; ``labels`` 1 = defective, when known).
+
+    Each model's verdict uses its own image threshold (from its metadata).
+    """
     from adkd.pipelines.evaluate.metrics import image_auroc
 
     threshold = float(read_metadata(fp32_path)["thresholds"]["image"])
+    own_threshold = float(read_metadata(int8_path)["thresholds"]["image"])
     _, ref, ref_norm = run_graph(fp32_path, images)
     _, got, got_norm = run_graph(int8_path, images)
     if np.std(ref) == 0 or np.std(got) == 0:
         corr = 1.0 if np.allclose(ref, got) else 0.0
     else:
         corr = float(np.corrcoef(ref, got)[0, 1])
-    flipped = (ref > threshold) != (got > threshold)
+    flipped = (ref > threshold) != (got > own_threshold)
     near = np.abs(ref_norm - 0.5) < NEAR_THRESHOLD
     return Int8Gate(
         n_images=len(images),
@@ -180,12 +218,16 @@ def quantize_onnx(
     source: str = "validation images",
     batch_size: int = 8,
     min_correlation: float = MIN_SCORE_CORRELATION,
+    enforce_gate: bool = True,
+    threshold_quantile: float | None = None,
 ) -> tuple[Path, Int8Gate]:
     """Write the int8 model beside ``fp32_path`` (or at ``out_path``) if it passes the gate.
 
     ``calibration_images``: held-out normal images, uint8 [N, S, S, 3] at the model's input size; they
     calibrate the activation ranges. ``gate_images`` (default: the calibration images) with optional
-    ``gate_labels`` are what the gate compares on. Raises QuantizationRefused when the gate fails.
+    ``gate_labels`` are what the gate compares on. ``threshold_quantile``: refit the int8 graph's
+    thresholds on the calibration images at this quantile (None keeps fp32's). Raises QuantizationRefused
+    when the gate fails, unless ``enforce_gate`` is False (benchmarks timing the graph; the numbers are returned).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -221,17 +263,18 @@ def quantize_onnx(
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
+        props = {k: v for k, v in _raw_metadata(fp32_path).items() if k != "parity"}
+        _set_metadata(staged, props)
+        if threshold_quantile is not None:
+            refit_thresholds(staged, images, threshold_quantile)
         gate = compare(fp32_path, staged, images if gate_images is None else gate_images, source, gate_labels)
         gate.min_correlation = min_correlation
-        if not gate.ok:
+        if enforce_gate and not gate.ok:
             raise QuantizationRefused(
                 f"int8 model of {fp32_path.name} refused on {gate.n_images} {source}: {gate.problems()}; "
                 "keep the fp32 model"
             )
-        props = {k: v for k, v in _raw_metadata(fp32_path).items() if k != "parity"}
-        props["precision"] = "int8"
-        props["int8_gate"] = json.dumps(gate.to_dict(), sort_keys=True)
-        _set_metadata(staged, props)
+        _set_metadata(staged, {"precision": "int8", "int8_gate": json.dumps(gate.to_dict(), sort_keys=True)})
         staged.replace(out)
     return out, gate
 
@@ -303,6 +346,7 @@ def export_int8(checkpoint: str | Path, fp32_path: str | Path, out_path: str | P
         gate_images=_nhwc(labelled.images),
         gate_labels=labelled.labels.numpy(),
         source=source,
+        threshold_quantile=config.threshold_quantile,
     )
     metrics = test_split_metrics({"fp32": Path(fp32_path), "int8": path}, data, config.eval_size)
     if metrics:

@@ -87,3 +87,16 @@ def test_int8_is_picked_on_request(fp32: Path, tmp_path: Path) -> None:
     assert resolve_onnx(str(plain), "sqlite:///unused.db", tmp_path, int8=True)[0] == int8
     assert resolve_onnx(str(folder), "sqlite:///unused.db", tmp_path, int8=True)[0] == int8
     assert resolve_onnx(str(folder), "sqlite:///unused.db", tmp_path)[0] == plain  # fp32 unless asked
+
+
+def test_int8_graph_gets_its_own_thresholds(fp32: Path, tmp_path: Path) -> None:
+    images = _calibration()
+    out, _ = quantize_onnx(fp32, images, tmp_path / "m.int8.onnx", enforce_gate=False, threshold_quantile=0.9)
+    t = read_metadata(out)["thresholds"]
+    maps, scores, norms = run_graph(out, images)
+    assert t["image"] == pytest.approx(float(np.quantile(scores, 0.9)), rel=1e-6)
+    assert t["score_max"] == pytest.approx(float(max(maps.max(), scores.max())), rel=1e-6)
+    # The graph's normalised score uses the refitted constants: 0.5 at the new threshold.
+    expected = np.clip((scores - t["image"]) / (t["score_max"] - t["score_min"]) + 0.5, 0, 1)
+    np.testing.assert_allclose(norms, expected, atol=1e-5)
+    assert t != read_metadata(fp32)["thresholds"]

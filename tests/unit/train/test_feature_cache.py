@@ -46,10 +46,6 @@ def _train(model: str, root: Path, out: Path, extra: tuple[str, ...]) -> Any:
     return result
 
 
-def _losses(result: Any) -> list[float]:
-    return [h[k] for h in result.history for k in ("train/loss", "pretrain/loss", "val/loss") if k in h]
-
-
 @pytest.mark.parametrize(
     ("model", "extra"),
     [

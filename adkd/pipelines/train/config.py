@@ -48,8 +48,8 @@ class TrainConfig(BaseModel):
     teacher_cache: bool | None = Field(
         None, description="Compute the frozen teacher's features once per run; None = on unless augmentation is on."
     )
-    export_int8: bool = Field(False, description="Tracked runs also log a gated int8 ONNX model for CPU inference.")
     teacher_cache_max_gb: float = Field(4.0, ge=0, description="Above this the teacher cache is a file in the run dir.")
+    export_int8: bool = Field(False, description="Tracked runs also log a gated int8 ONNX model for CPU inference.")
     early_stopping: int = Field(0, ge=0, description="Patience in epochs on validation loss; 0 = off.")
     keep: Literal["last", "best_val_loss"] = "last"
     # stfpm-ae: autoencoder pretraining on teacher features, then joint training.

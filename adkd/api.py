@@ -30,11 +30,16 @@ class Detector:
         return self.predictor.predict(list(images))
 
 
-def load(model_uri: str | Path, threshold: float | None = None, tracking_uri: str | None = None) -> Detector:
-    """Load a model from an .onnx path, ``models:/adkd-CAT@alias``, ``models:/adkd-CAT/N`` or a run id."""
+def load(
+    model_uri: str | Path, threshold: float | None = None, tracking_uri: str | None = None, int8: bool = False
+) -> Detector:
+    """Load a model from an .onnx path, ``models:/adkd-CAT@alias``, ``models:/adkd-CAT/N`` or a run id.
+
+    ``int8=True`` picks the model's int8 ONNX file (``adkd export --int8`` / ``export_int8=true``).
+    """
     from adkd.platform.model_store import resolve_onnx
     from adkd.platform.settings import load_settings
 
     settings = load_settings(tracking_uri=tracking_uri)
-    path, origin = resolve_onnx(str(model_uri), settings.resolved_tracking_uri, settings.cache_dir)
+    path, origin = resolve_onnx(str(model_uri), settings.resolved_tracking_uri, settings.cache_dir, int8=int8)
     return Detector(OnnxPredictor(path, threshold=threshold), origin)

@@ -18,7 +18,9 @@ _PREFIXES = ("MLFLOW_", "ADKD_", "RAY_ADDRESS", "AWS_")
 # one xdist worker and run one after another: side by side on a 2-core box they starved each other's workers
 # into Ray's start-up timeouts. Every other module is its own group, i.e. `--dist loadfile` (test_tune's
 # lighter Ray Tune runs beside them, or this group alone would set the suite's length).
-RAY_MODULES = frozenset({"test_cluster.py", "test_cluster_ddp.py", "test_cluster_submit.py", "test_benchmark.py"})
+RAY_MODULES = frozenset(
+    {"test_cluster.py", "test_cluster_ddp.py", "test_cluster_submit.py", "test_benchmark.py", "test_gpu_paths.py"}
+)
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:

@@ -13,6 +13,9 @@ console = Console()
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model.pt written by `adkd train`."),
     out: Path | None = typer.Option(None, "--out", "-o", help="ONNX file to write (default: beside the checkpoint)."),
+    int8: bool = typer.Option(
+        False, "--int8", help="Also write <name>.int8.onnx: static int8, calibrated and gated on validation images."
+    ),
 ) -> None:
     """Export to ONNX (uint8 RGB NHWC in; anomaly_map, image_score, normalized_score out), checked with onnxruntime."""
     from adkd.pipelines.export import export_checkpoint, read_metadata
@@ -28,6 +31,24 @@ def export(
             f"{parity['max_score_diff']:.2e}",
             highlight=False,
         )
+    if int8:
+        _int8(checkpoint, path)
+
+
+def _int8(checkpoint: Path, fp32: Path) -> None:
+    from adkd.pipelines.export.quantize import export_int8
+
+    result = export_int8(checkpoint, fp32)  # QuantizationRefused: exit 2 with the gate's reasons
+    g = result.gate
+    console.print(
+        f"wrote {result.path}  (int8 QDQ; gate on {g.n_images} {g.source}: score r {g.score_correlation:.4f}, "
+        f"verdicts moved {g.verdicts_moved}, synthetic-defect image AUROC {g.fp32_image_auroc:.4f} fp32 / "
+        f"{g.int8_image_auroc:.4f} int8)",
+        highlight=False,
+    )
+    for name, metrics in result.test_metrics.items():
+        shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items())
+        console.print(f"test split, {name}: {shown}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

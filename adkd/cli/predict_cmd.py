@@ -22,6 +22,7 @@ def predict(
     batch_size: int = typer.Option(8, min=1, help="Images per ONNX Runtime call."),
     threshold: float = typer.Option(None, help="Raw image-score threshold (default: the model's stored one)."),
     tracking_uri: str = typer.Option(None, help="MLflow tracking URI (default: settings / MLFLOW_TRACKING_URI)."),
+    int8: bool = typer.Option(False, "--int8", help="Use the model's int8 ONNX file (CPU inference)."),
 ) -> None:
     """Score images: verdicts, heatmap overlays, masks, predictions.csv and summary.json."""
     from adkd.api import load
@@ -29,7 +30,7 @@ def predict(
     from adkd.pipelines.predict import collect_inputs
     from adkd.pipelines.predict.outputs import unique_stem, write_image_outputs, write_summary
 
-    detector = load(model, threshold=threshold, tracking_uri=tracking_uri)
+    detector = load(model, threshold=threshold, tracking_uri=tracking_uri, int8=int8)
     predictor = detector.predictor
     files = collect_inputs(inputs)
     rows: list[dict] = []

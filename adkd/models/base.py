@@ -16,6 +16,9 @@ class AnomalyModel(nn.Module):
       in eval mode returns ``(anomaly_map [B,1,H,W] at input size, image_score [B])``,
       the score being the max of the Gaussian-smoothed map. The eval path exports to ONNX.
     - ``images`` are float tensors already normalised with ImageNet statistics.
+    - ``forward(images, teacher=features)`` uses the given frozen-teacher features (the list
+      ``self.teacher(images)`` would return) instead of running the teacher: the training
+      engine's teacher feature cache passes them (adkd.pipelines.train.feature_cache).
     - ``param_groups()`` lists the trainable parameters, grouped by role
       (``"student"`` always; ``"autoencoder"`` for stfpm-ae), so the engine can give each
       group its own optimiser settings. The teacher is never in it.

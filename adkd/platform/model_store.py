@@ -19,11 +19,21 @@ _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ve
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def _find_onnx(folder: Path, what: str) -> Path:
+_INT8_SUFFIX = ".int8.onnx"  # adkd.pipelines.export.quantize.INT8_SUFFIX
+
+
+def _find_onnx(folder: Path, what: str, int8: bool = False) -> Path:
     found = sorted(folder.rglob("*.onnx"))
     if not found:
         raise ConfigError(f"{what} holds no ONNX file; it was not produced by adkd (train or export it first)")
-    return found[0]
+    chosen = [p for p in found if p.name.endswith(_INT8_SUFFIX) == int8]
+    if not chosen:
+        raise ConfigError(
+            f"{what} holds no int8 ONNX file; export one with `adkd export --int8` or train with export_int8=true"
+            if int8
+            else f"{what} holds only int8 ONNX files; pass int8 to use them"
+        )
+    return chosen[0]
 
 
 def _client(tracking_uri: str) -> Any:
@@ -95,15 +105,20 @@ def _download(artifact_uri: str, target: Path, tracking_uri: str) -> Path:
     return target
 
 
-def resolve_onnx(ref: str, tracking_uri: str, cache_dir: Path) -> tuple[Path, dict[str, str]]:
-    """The local ONNX file for ``ref`` and a description of where it came from."""
+def resolve_onnx(ref: str, tracking_uri: str, cache_dir: Path, int8: bool = False) -> tuple[Path, dict[str, str]]:
+    """The local ONNX file for ``ref`` (its int8 sibling when ``int8``) and a description of where it came from."""
     path = Path(ref)
     if path.suffix == ".onnx":
         if not path.is_file():
             raise ConfigError(f"model file {path} does not exist; pass an .onnx file, models:/NAME@ALIAS or a run id")
+        if int8 and not path.name.endswith(_INT8_SUFFIX):
+            sibling = path.with_name(path.name.removesuffix(".onnx") + _INT8_SUFFIX)
+            if not sibling.is_file():
+                raise ConfigError(f"{path} has no int8 sibling {sibling.name}; write it with `adkd export --int8`")
+            path = sibling
         return path, {"source": str(path)}
     if path.is_dir():
-        return _find_onnx(path, f"folder {path}"), {"source": str(path)}
+        return _find_onnx(path, f"folder {path}", int8), {"source": str(path)}
     match = _MODELS_URI.match(ref)
     if match:
         name, alias, version = match["name"], match["alias"], match["version"]
@@ -120,10 +135,11 @@ def resolve_onnx(ref: str, tracking_uri: str, cache_dir: Path) -> tuple[Path, di
                     ) from None
                 raise ServiceError(f"cannot reach the MLflow server at {tracking_uri}: {exc}") from None
         folder = _download(f"models:/{name}/{version}", target, tracking_uri)
-        return _find_onnx(folder, f"{name} version {version}"), {"source": ref, "name": name, "version": str(version)}
+        found = _find_onnx(folder, f"{name} version {version}", int8)
+        return found, {"source": ref, "name": name, "version": str(version)}
     if _RUN_ID.match(ref):
         folder = _download(f"runs:/{ref}/", cache_dir / "runs" / ref, tracking_uri)
-        return _find_onnx(folder, f"run {ref}"), {"source": ref, "run_id": ref}
+        return _find_onnx(folder, f"run {ref}", int8), {"source": ref, "run_id": ref}
     raise ConfigError(
         f"model reference {ref!r} is not understood; use a path to an .onnx file, "
         "models:/adkd-CATEGORY@production, models:/adkd-CATEGORY/N or an MLflow run id"

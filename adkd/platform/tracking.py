@@ -569,12 +569,13 @@ class CategoryTracker(NullCallback):
         checkpoint = Path(result.checkpoint_path) if result.checkpoint_path else self.checkpoint
         try:
             onnx_path = self.onnx_path or self._export(checkpoint)
+            int8_path = self._int8(checkpoint, onnx_path) if self.config.get("export_int8") else None
         except AdkdError as exc:
             self._fail(str(exc))
             return
         if checkpoint is not None and checkpoint.is_file():
             self._log_artifact(checkpoint, "checkpoint")
-        self._log_models(onnx_path, final)
+        self._log_models(onnx_path, final, int8_path)
         if self.session.register:
             self._register(final)
         self.status = "FINISHED"
@@ -587,6 +588,24 @@ class CategoryTracker(NullCallback):
             raise AdkdError(f"{self.category}: no checkpoint to export to ONNX; the run cannot be registered")
         return export_checkpoint(checkpoint)
 
+    def _int8(self, checkpoint: Path | None, onnx_path: Path) -> Path | None:
+        """``export_int8=true``: the gated int8 model (None when refused; the refusal is tagged)."""
+        from mlflow.entities import Metric
+
+        from adkd.platform.int8_models import int8_for_run
+
+        if checkpoint is None:
+            raise AdkdError(f"{self.category}: no checkpoint to calibrate an int8 model from")
+        outcome, client, handle = int8_for_run(checkpoint, onnx_path), self.session._client, self.handle
+        for key, value in outcome.tags.items():
+            self._writer.submit(f"{key} tag of {self.category}", lambda k=key, v=value: client.set_tag(
+                _run_id(handle), k, v[:MAX_TAG_VALUE]))  # fmt: skip
+        if outcome.metrics:
+            self._writer.submit(f"int8 metrics of {self.category}", lambda: client.log_batch(
+                _run_id(handle), metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in outcome.metrics.items()]
+            ))  # fmt: skip
+        return outcome.path
+
     def _fail(self, error: str) -> None:
         self.status, self.error = "FAILED", error
         client, handle = self.session._client, self.handle
@@ -597,7 +616,7 @@ class CategoryTracker(NullCallback):
             f"end run of {self.category} (FAILED)", lambda: client.set_terminated(_run_id(handle), "FAILED")
         )
 
-    def _log_models(self, onnx_path: Path, metrics: dict[str, float]) -> None:
+    def _log_models(self, onnx_path: Path, metrics: dict[str, float], int8_path: Path | None = None) -> None:
         handle, category = self.handle, self.category
 
         client = self.session._client
@@ -609,7 +628,7 @@ class CategoryTracker(NullCallback):
             client.set_tag(_run_id(handle), "onnx_model_uri", handle.onnx_model_uri)
 
         def log_pyfunc() -> None:
-            info = log_pyfunc_model(onnx_path, _run_id(handle), experiment_id)
+            info = log_pyfunc_model(onnx_path, _run_id(handle), experiment_id, int8_path)
             handle.pyfunc_model_uri, handle.pyfunc_model_id = info.model_uri, info.model_id
             client.set_tag(_run_id(handle), "pyfunc_model_uri", info.model_uri)
 
@@ -753,12 +772,15 @@ def _pyfunc_requirements() -> list[str]:
     return pip_requirements()
 
 
-def log_pyfunc_model(onnx_path: Path, run_id: str, experiment_id: str | None = None) -> Any:
-    """The registered model: ``adkd.platform.pyfunc.OnnxAnomalyModel`` over ``onnx_path``."""
+def log_pyfunc_model(
+    onnx_path: Path, run_id: str, experiment_id: str | None = None, int8_path: Path | None = None
+) -> Any:
+    """The registered model: ``adkd.platform.pyfunc.OnnxAnomalyModel`` over ``onnx_path`` (and the int8 file)."""
     import mlflow.pyfunc
     from mlflow.models import Model
 
     from adkd.pipelines.export import read_metadata
+    from adkd.platform.int8_models import INT8_ARTIFACT
     from adkd.platform.pyfunc import ONNX_ARTIFACT, OnnxAnomalyModel, signature_and_example
 
     meta = read_metadata(onnx_path)
@@ -769,7 +791,7 @@ def log_pyfunc_model(onnx_path: Path, run_id: str, experiment_id: str | None = N
             name="model",
             flavor=mlflow.pyfunc,
             python_model=OnnxAnomalyModel(),
-            artifacts={ONNX_ARTIFACT: str(onnx_path)},
+            artifacts={ONNX_ARTIFACT: str(onnx_path), **({INT8_ARTIFACT: str(int8_path)} if int8_path else {})},
             signature=signature,
             input_example=example,
             pip_requirements=_pyfunc_requirements(),

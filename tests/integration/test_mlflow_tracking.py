@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pytest
+import torch
 from mlflow import MlflowClient
 from PIL import Image
 
@@ -69,7 +70,9 @@ def test_parent_and_child_runs_with_tags_and_params(trained: dict[str, Any]) -> 
     assert parent.data.tags["command"] == "train"
     tags = child.data.tags
     assert tags["category"] == CATEGORY and tags["model"] == "rd" and tags["preset"] == "cpu-smoke"
-    assert len(tags["data_fingerprint"]) == 64 and tags["device"] == "cpu"
+    # device=auto: the tag names the GPU where CUDA is (the suite also runs on GPU machines).
+    expected_device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+    assert len(tags["data_fingerprint"]) == 64 and tags["device"] == expected_device
     assert tags["adkd_version"] and tags["torch_version"] and tags["git_commit"]
     params = child.data.params
     config = json.loads((trained["tmp"] / "runs" / "rd" / CATEGORY / "config.json").read_text())

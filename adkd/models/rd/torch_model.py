@@ -160,8 +160,10 @@ class ReverseDistillation(AnomalyModel):
         )
         self.anomaly_map = CosineAnomalyMap(sigma)
 
-    def forward(self, images: torch.Tensor) -> dict[str, Any] | tuple[torch.Tensor, torch.Tensor]:
-        teacher = self.teacher(images)
+    def forward(
+        self, images: torch.Tensor, teacher: list[torch.Tensor] | None = None
+    ) -> dict[str, Any] | tuple[torch.Tensor, torch.Tensor]:
+        teacher = self.teacher(images) if teacher is None else teacher
         student = self.decoder(self.bottleneck(teacher))
         t = [teacher[i - 1] for i in self.levels]
         s = [student[i - 1] for i in self.levels]

@@ -60,8 +60,11 @@ class STFPM(AnomalyModel):
         self.student = build_backbone(backbone, "none", frozen=False)
         self.anomaly_map = PyramidAnomalyMap(sigma)
 
-    def forward(self, images: torch.Tensor) -> dict[str, Any] | tuple[torch.Tensor, torch.Tensor]:
-        teacher, student = self.teacher(images), self.student(images)
+    def forward(
+        self, images: torch.Tensor, teacher: list[torch.Tensor] | None = None
+    ) -> dict[str, Any] | tuple[torch.Tensor, torch.Tensor]:
+        teacher = self.teacher(images) if teacher is None else teacher
+        student = self.student(images)
         if self.training:
             return {"teacher": teacher, "student": student}
         amap = self.anomaly_map(teacher, student, images.shape[-2:])
@@ -118,8 +121,11 @@ class STFPMAutoencoder(STFPM):
         self.ae_stages = tuple(stages)
         self.autoencoders = nn.ModuleList(UNetAutoencoder(c, n) for c, n in zip(self.teacher.channels, stages))
 
-    def forward(self, images: torch.Tensor) -> dict[str, Any] | tuple[torch.Tensor, torch.Tensor]:
-        teacher, student = self.teacher(images), self.student(images)
+    def forward(
+        self, images: torch.Tensor, teacher: list[torch.Tensor] | None = None
+    ) -> dict[str, Any] | tuple[torch.Tensor, torch.Tensor]:
+        teacher = self.teacher(images) if teacher is None else teacher
+        student = self.student(images)
         recon = [ae(s) for ae, s in zip(self.autoencoders, student)]
         if self.training:
             return {"teacher": teacher, "student": student, "recon": recon}
@@ -132,9 +138,9 @@ class STFPMAutoencoder(STFPM):
             return similarity
         return self.alpha * reconstruction_loss(outputs["recon"], outputs["student"]) + similarity
 
-    def pretrain_loss(self, images: torch.Tensor) -> torch.Tensor:
+    def pretrain_loss(self, images: torch.Tensor, teacher: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Σ over levels of MSE(AE(F_t), F_t): autoencoder pretraining on teacher features."""
-        teacher = self.teacher(images)
+        teacher = self.teacher(images) if teacher is None else teacher
         total = images.new_zeros(())
         for ae, t in zip(self.autoencoders, teacher):
             total = total + nn.functional.mse_loss(ae(t), t)

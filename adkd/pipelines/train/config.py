@@ -49,6 +49,11 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool | None = Field(None, description="bf16 autocast; None = on when training on CUDA.")
     channels_last: bool | None = Field(None, description="None = on when training on CUDA.")
+    teacher_cache: bool | None = Field(
+        None, description="Compute the frozen teacher's features once per run; None = on unless augmentation is on."
+    )
+    teacher_cache_max_gb: float = Field(4.0, ge=0, description="Above this the teacher cache is a file in the run dir.")
+    export_int8: bool = Field(False, description="Tracked runs also log a gated int8 ONNX model for CPU inference.")
     early_stopping: int = Field(0, ge=0, description="Patience in epochs on validation loss; 0 = off.")
     keep: Literal["last", "best_val_loss"] = "last"
     # stfpm-ae: autoencoder pretraining on teacher features, then joint training.

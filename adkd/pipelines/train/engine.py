@@ -33,6 +33,7 @@ from adkd.pipelines.train import checkpoint as ckpt
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig, check_model_settings
 from adkd.pipelines.train.distributed import DistContext, fingerprint, rank_seed, synced_state
+from adkd.pipelines.train.feature_cache import plan_cache
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ SUPPORTS_DISTRIBUTED = True
 
 # Settings that may differ between a run and its resumption without changing what is computed.
 _RESUME_FREE = {
-    "epochs", "out_dir", "num_threads", "skip_validation", "data_gate", "eval_batch_size", "early_stopping"
+    "epochs", "out_dir", "num_threads", "skip_validation", "data_gate", "eval_batch_size", "early_stopping",
+    "teacher_cache", "teacher_cache_max_gb", "export_int8",
 }  # fmt: skip
 
 
@@ -161,17 +163,19 @@ def train_step(
     pretrain: bool = False,
     grad_clip_norm: float | None = None,
     dist: DistContext | None = None,
+    teacher: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One optimiser step on prepared ``images``; returns the detached loss (averaged over ranks).
 
     Data-parallel, the gradients of the optimiser's parameters are averaged over the ranks before
     clipping and stepping, so every rank applies the same update. A non-finite loss raises
-    FloatingPointError before the step (on every rank alike).
+    FloatingPointError before the step (on every rank alike). ``teacher``: cached teacher features.
     """
     dist = dist or DistContext()
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    cached = {} if teacher is None else {"teacher": teacher}
     with _autocast(runtime.device, runtime.amp):
-        loss = model.pretrain_loss(images) if pretrain else model.loss(model(images))
+        loss = model.pretrain_loss(images, **cached) if pretrain else model.loss(model(images, **cached))
     optimizer.zero_grad(set_to_none=True)
     if dist.enabled:
         loss.backward()
@@ -394,6 +398,7 @@ class _Run:
         self.run_dir = result.run_dir
         self.state = LoopState()
         self.rng_restored = False  # this rank's own RNG state came from the checkpoint
+        self.cache = None  # teacher features, see feature_cache
 
     def _main_emit(self, event: str, *args: Any) -> None:
         """File events (checkpoint, artifact) go out on rank 0 only: the other ranks write nothing."""
@@ -408,7 +413,11 @@ class _Run:
             self._sync_ranks()
 
         t0 = time.perf_counter()
-        images_seen = self._pretrain() + self._train()
+        try:
+            images_seen = self._pretrain() + self._train()
+        finally:
+            if self.cache is not None:
+                self.cache.close()
         train_s = time.perf_counter() - t0
         self._finish(train_s, images_seen)
 
@@ -455,6 +464,7 @@ class _Run:
         # Training data lives on the device once (uint8): no loader workers, no per-batch copies.
         self.train_images = self.data.train.to(self.rt.device)
         self.val_images = self.data.val
+        self.cache = plan_cache(cfg, self.model, self.train_images, self.rt, self.run_dir, self.result.notes)
 
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
@@ -601,10 +611,12 @@ class _Run:
         seen = 0
         for idx in batches(self.epoch_indices(epoch_seed_index), cfg.batch_size):
             x = rt.prepare(self.train_images[idx.to(rt.device)])
+            teacher = self.cache.batch(idx) if self.cache is not None else None
             try:
                 loss = train_step(
-                    model, optimizer, x, rt, pretrain=pretrain, grad_clip_norm=cfg.grad_clip_norm, dist=self.dist
-                )
+                    model, optimizer, x, rt, pretrain=pretrain, grad_clip_norm=cfg.grad_clip_norm, dist=self.dist,
+                    teacher=teacher,
+                )  # fmt: skip
             except FloatingPointError as exc:
                 raise FloatingPointError(
                     f"{exc} at epoch {self._global_epoch() + 1}; lower the learning rate or set grad_clip_norm"

@@ -1,0 +1,102 @@
+"""int8 ONNX: the network is quantized, pre/post-processing stay float, and the accuracy gate can refuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from adkd.errors import ConfigError
+from adkd.models.registry import build_model
+from adkd.pipelines.export import OUTPUT_NAMES, export_onnx, read_metadata
+from adkd.pipelines.export.onnx_export import _noise_images
+from adkd.pipelines.export.quantize import QuantizationRefused, int8_path_for, quantize_onnx, run_graph
+from adkd.pipelines.predict import OnnxPredictor
+from adkd.platform.model_store import resolve_onnx
+
+SIZE = 64
+THRESHOLDS = {"image": 0.3, "pixel": 0.25, "score_min": 0.05, "score_max": 0.6}
+QDQ = {"QuantizeLinear", "DequantizeLinear"}
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = build_model("stfpm", backbone="mobilenet_v2", weights="none").eval()
+    return export_onnx(model, tmp_path_factory.mktemp("int8") / "model.onnx", SIZE, THRESHOLDS, {"model": "stfpm"})
+
+
+def _calibration() -> np.ndarray:
+    return _noise_images(8, SIZE, seed=1).numpy()
+
+
+def test_int8_quantizes_only_the_network(fp32: Path, tmp_path: Path) -> None:
+    out, gate = quantize_onnx(fp32, _calibration(), tmp_path / "model.int8.onnx", min_correlation=0.0)
+    assert out == tmp_path / "model.int8.onnx" and out.is_file()
+    graph = onnx.load(str(out)).graph
+    ops = list(graph.node)
+    dequantized = {out for n in ops if n.op_type == "DequantizeLinear" for out in n.output}
+    assert sum(n.op_type == "QuantizeLinear" for n in ops) > 20
+    # Preprocessing and the anomaly map (its Gaussian blur is a Conv) compute in float: no input of theirs
+    # is dequantized, except the network's features that the map compares.
+    pre = [n for n in ops if n.name.startswith("/preprocess")]
+    assert pre and not any(i in dequantized for n in pre for i in n.input)
+    blur = [n for n in ops if n.name.startswith("/model/anomaly_map") and n.op_type == "Conv"]
+    assert blur and not any(n.input[1] in dequantized for n in blur)
+    network_convs = [n for n in ops if n.op_type == "Conv" and n.name.startswith(("/model/student", "/model/teacher"))]
+    assert network_convs and all(n.input[1] in dequantized for n in network_convs)
+    assert [o.name for o in graph.output] == list(OUTPUT_NAMES)
+
+    meta = read_metadata(out)
+    assert meta["precision"] == "int8" and meta["thresholds"] == read_metadata(fp32)["thresholds"]
+    assert meta["int8_gate"]["n_images"] == 8 and meta["int8_gate"]["score_correlation"] == gate.score_correlation
+    maps, scores, norms = run_graph(out, _calibration())
+    assert maps.shape == (8, 1, SIZE, SIZE) and maps.dtype == np.float32 and scores.shape == norms.shape == (8,)
+    assert -1.0 <= gate.score_correlation <= 1.0
+    assert OnnxPredictor(out).image_size == SIZE
+
+
+def test_gate_refuses_and_leaves_no_file(fp32: Path, tmp_path: Path) -> None:
+    target = tmp_path / "refused.int8.onnx"
+    with pytest.raises(QuantizationRefused, match=r"refused on 8 validation images: image scores correlate"):
+        quantize_onnx(fp32, _calibration(), target, min_correlation=1.01)
+    assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_calibration_images_are_checked(fp32: Path) -> None:
+    with pytest.raises(ConfigError, match=r"calibration images must be uint8 \[N,64,64,3\]"):
+        quantize_onnx(fp32, _calibration().astype(np.float32))
+    with pytest.raises(ConfigError, match="at least 4 held-out normal images"):
+        quantize_onnx(fp32, _calibration()[:2])
+
+
+def test_int8_is_picked_on_request(fp32: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "version"
+    folder.mkdir()
+    plain = folder / "model.onnx"
+    plain.write_bytes(fp32.read_bytes())
+    with pytest.raises(ConfigError, match=r"has no int8 sibling model\.int8\.onnx"):
+        resolve_onnx(str(plain), "sqlite:///unused.db", tmp_path, int8=True)
+    with pytest.raises(ConfigError, match="holds no int8 ONNX file"):
+        resolve_onnx(str(folder), "sqlite:///unused.db", tmp_path, int8=True)
+    int8, _ = quantize_onnx(plain, _calibration(), min_correlation=0.0)
+    assert int8 == int8_path_for(plain) == folder / "model.int8.onnx"
+    assert resolve_onnx(str(plain), "sqlite:///unused.db", tmp_path, int8=True)[0] == int8
+    assert resolve_onnx(str(folder), "sqlite:///unused.db", tmp_path, int8=True)[0] == int8
+    assert resolve_onnx(str(folder), "sqlite:///unused.db", tmp_path)[0] == plain  # fp32 unless asked
+
+
+def test_int8_graph_gets_its_own_thresholds(fp32: Path, tmp_path: Path) -> None:
+    images = _calibration()
+    out, _ = quantize_onnx(fp32, images, tmp_path / "m.int8.onnx", enforce_gate=False, threshold_quantile=0.9)
+    t = read_metadata(out)["thresholds"]
+    maps, scores, norms = run_graph(out, images)
+    assert t["image"] == pytest.approx(float(np.quantile(scores, 0.9)), rel=1e-6)
+    assert t["score_max"] == pytest.approx(float(max(maps.max(), scores.max())), rel=1e-6)
+    # The graph's normalised score uses the refitted constants: 0.5 at the new threshold.
+    expected = np.clip((scores - t["image"]) / (t["score_max"] - t["score_min"]) + 0.5, 0, 1)
+    np.testing.assert_allclose(norms, expected, atol=1e-5)
+    assert t != read_metadata(fp32)["thresholds"]

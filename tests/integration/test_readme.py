@@ -5,7 +5,7 @@ RAY_* or AWS_* variables, and the venv's bin first on PATH (what `source .venv/b
 `make demo` is run as its recipe: the install step is what the suite itself runs in, then `adkd demo`.
 Three commands need the world outside: `adkd ui` serves until stopped (the test waits for the page,
 then sends SIGTERM and checks that the port is free again); `adkd data download mvtec` fetches archives of
-several GB and `adkd data download cifar10` one of 170 MB: the test first fetches tiny archives in MVTec's
+several GB and `adkd data download cifar10` one of 170 MB: the test first fetches small archives in MVTec's
 format (CIFAR-10: the shared subset packed in the official format) from a real HTTP server on 127.0.0.1 into
 the same folder, with the same command plus `--url-base` and `--checksums`/`--md5`, so the command as typed
 finds its categories and completes (their network paths: test_download.py, test_cifar10_download.py).
@@ -13,12 +13,14 @@ finds its categories and completes (their network paths: test_download.py, test_
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -26,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
+from adkd.pipelines.data.synth import synthesize
 from tests.integration.conftest import FileServer
 from tests.integration.test_cifar10_download import ARCHIVE, official_archive
-from tests.integration.test_download import _serve_category
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +107,16 @@ def _ui(command: str, cwd: Path, env: dict[str, str]) -> None:
     while _port_open(port) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _port_open(port), f"port {port} still served after SIGTERM to `{command}`"
+
+
+def _serve_mvtec(file_server: FileServer, scratch: Path, category: str, like: str) -> str:
+    """A small valid MVTec-layout ``category`` (adkd's synthetic ``like``, binary masks) as ``category.tar.xz``."""
+    synthesize(scratch, [like], size=64, n_train=12, n_test=8)
+    (scratch / like).rename(scratch / category)
+    archive = file_server.root / f"{category}.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        tar.add(scratch / category, arcname=category)
+    return hashlib.sha256(archive.read_bytes()).hexdigest()
 
 
 def _make_target(target: str) -> list[str]:
@@ -186,7 +198,10 @@ def test_readme_runs_as_typed(tmp_path: Path, file_server: FileServer) -> None:
             continue
         if command.startswith("adkd data download mvtec"):
             sums = tmp_path / "SHA256SUMS"
-            lines = [f"{_serve_category(file_server, c)[1]}  {c}.tar.xz" for c in ("bottle", "cable")]
+            lines = [
+                f"{_serve_mvtec(file_server, tmp_path / c, c, like)}  {c}.tar.xz"
+                for c, like in (("bottle", "disc"), ("cable", "chip"))
+            ]
             sums.write_text("\n".join(lines) + "\n")
             _run(f"{command} --url-base {file_server.url} --checksums {sums}", cwd, env)
         if command.startswith("adkd data download cifar10"):  # the shared subset in the official format

@@ -99,7 +99,8 @@ def test_val_fraction_zero_fits_thresholds_on_train_images(synth_root: Path, tmp
     result = train_category(config)
     assert result.status == "FINISHED", result.error
     assert result.data_validation == "skipped"
-    assert any("thresholds fitted on the training images" in n for n in result.notes)
+    assert any("thresholds fitted on the" in n and "training images" in n for n in result.notes), result.notes
+    assert json.loads((result.run_dir / "thresholds.json").read_text())["source"] == "train"
     _, _, meta = load_model_from_checkpoint(result.checkpoint_path)
     assert meta["threshold_source"] == "train"
 

@@ -35,7 +35,7 @@ def _teacher_weights(weights: str) -> str:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)  # an unreachable download host must not hold the demo
     try:
-        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's "Downloading: ..." line
+        with contextlib.redirect_stdout(io.StringIO()):  # torch.hub prints "Downloading: ..." on stdout
             ensure_imagenet_weights(DEMO_BACKBONE)
     except WeightsError:
         console.print(

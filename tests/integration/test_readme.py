@@ -39,7 +39,9 @@ README = REPO / "README.md"
 BIN = Path(sys.executable).parent
 CLEARED = ("ADKD_", "MLFLOW_", "RAY_", "AWS_")
 # Lines that are Ray's, MLflow's or Python's own notices, not adkd's (adkd prints "error: ..." for its own).
-THIRD_PARTY = re.compile(r"WARNING|Warning:|warnings\.warn|\(raylet\)|INFO mlflow|\bINFO\b.*\.py:\d+|setuptools")
+THIRD_PARTY = re.compile(
+    r"WARNING|Warning:|warnings\.warn|\(raylet\)|INFO mlflow|\bINFO\b.*\.py:\d+|setuptools|Downloading: \""
+)
 
 
 def readme_blocks(text: str) -> tuple[list[str], list[str]]:

@@ -28,11 +28,15 @@ class TrainResult:
     error: str | None = None
     data_validation: str = "not_run"  # "passed", "skipped" or "not_run"
     notes: list[str] = field(default_factory=list)  # what the run decided on its own (resume, thresholds)
+    onnx_path: Path | None = None  # model.onnx, exported at the end of a finished run
+    int8_path: Path | None = None  # the gated int8 model when export_int8 is on and the gate passed
+    tags: dict[str, str] = field(default_factory=dict)  # e.g. the int8 gate's verdict, for the tracker
+    data_fingerprint: str = ""  # of the category's files, computed where the data was read
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["run_dir"] = str(self.run_dir)
-        out["checkpoint_path"] = str(self.checkpoint_path) if self.checkpoint_path else None
+        for key in ("run_dir", "checkpoint_path", "onnx_path", "int8_path"):
+            out[key] = str(out[key]) if out[key] else None
         return out
 
 

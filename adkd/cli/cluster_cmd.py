@@ -20,7 +20,7 @@ def status(
     import ray
 
     from adkd.platform.cluster import connect, shutdown
-    from adkd.platform.settings import load_settings
+    from adkd.settings import load_settings
 
     address = address or load_settings().ray_address
     total = connect(address)

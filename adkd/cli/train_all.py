@@ -117,8 +117,8 @@ def run_all(
     from adkd.cli.train_cmd import resolve_cli_config
     from adkd.platform import cluster
     from adkd.platform.progress import results_cells
-    from adkd.platform.settings import load_settings
     from adkd.platform.tables import print_table
+    from adkd.settings import load_settings
 
     if resume:
         raise ConfigError(

@@ -22,7 +22,7 @@ def ui(
 ) -> None:
     """Start `mlflow ui` over the configured store and print its URL (Ctrl-C, SIGTERM or SIGHUP stop it all)."""
     from adkd.platform.mlflow_client import is_remote, redact_uri
-    from adkd.platform.settings import load_settings
+    from adkd.settings import load_settings
 
     settings = load_settings(config_file)
     uri = settings.resolved_tracking_uri

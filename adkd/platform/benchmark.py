@@ -149,7 +149,7 @@ def run_benchmark(
 ) -> BenchmarkOutcome:
     """Train every job of the grid on Ray, write the report; register/promote the best rows when asked."""
     from adkd.platform import cluster
-    from adkd.platform.settings import load_settings
+    from adkd.settings import load_settings
 
     check_requests(register, promote, tracking)
     grid = load_grid(grid_spec)

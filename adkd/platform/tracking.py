@@ -826,7 +826,7 @@ class StandaloneTracker(NullCallback):
         """
         import os
 
-        from adkd.platform.settings import load_settings
+        from adkd.settings import load_settings
 
         off = ("off", "0", "false", "no")
         if os.environ.get("ADKD_TRACKING", "").lower() in off:

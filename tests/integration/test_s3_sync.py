@@ -243,17 +243,19 @@ def test_sync_dataset_fetches_only_the_requested_categories(s3_bucket: str, tmp_
         sync_dataset(f"s3://{s3_bucket}/mvtec", tmp_path / "cache", categories=["../x"])
 
 
-def test_sync_dataset_takes_cache_dir_and_endpoint_from_settings(
+def test_data_sync_takes_cache_dir_and_endpoint_from_settings(
     s3_bucket: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """`adkd data sync` reads the cache folder and endpoint from the settings (environment here)."""
     _put_all(s3_bucket, "ds", {"bottle/train/good/0.png": b"0"})
-    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL")
     monkeypatch.setenv("ADKD_CACHE_DIR", str(tmp_path / "settings-cache"))
     monkeypatch.setenv("ADKD_S3_ENDPOINT_URL", s3_server)
-    root = sync_dataset(f"s3://{s3_bucket}/ds")
-    assert root == tmp_path / "settings-cache" / "s3" / s3_bucket / "ds"
+    done = _cli("data", "sync", f"s3://{s3_bucket}/ds")
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "settings-cache" / "s3" / s3_bucket / "ds"
+    assert done.stdout.strip() == str(root)
     assert (root / "bottle/train/good/0.png").read_bytes() == b"0"
 
 

@@ -332,18 +332,3 @@ def sync_dataset(
             raise ConfigError(f"category '{category}' is not a folder name; check --category")
         sync_prefix(str(S3Uri(parsed.bucket, parsed.key(category))), cache_dir, client=client)
     return cache_paths(parsed, cache_dir)[0]
-
-
-def resolve_data_root(
-    data: str,
-    cache_dir: Path,
-    endpoint_url: str | None = None,
-    categories: list[str] | None = None,
-) -> Path:
-    """A local data root as given, or the synced cache folder of an `s3://` URI (optionally some categories)."""
-    if data.startswith("s3://"):
-        return sync_dataset(data, cache_dir, endpoint_url, categories)
-    root = Path(data).expanduser()
-    if not root.exists():
-        raise DataError(f"data root {root} does not exist; pass an existing folder or an s3:// URI to --data")
-    return root

@@ -121,6 +121,16 @@ def decode_workers_override() -> int | None:
     return int(value)
 
 
+def ray_auth_mode_chosen() -> bool:
+    """``RAY_AUTH_MODE`` is set: the user chose Ray's authentication, adkd leaves it alone."""
+    return bool(os.environ.get("RAY_AUTH_MODE"))
+
+
+def inside_ray_job() -> bool:
+    """This process is the entrypoint of a Ray job (``adkd submit``): its runtime_env already ships adkd."""
+    return bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
+
+
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """Merge defaults, the config file, the environment and explicit flags (None flags are ignored)."""
     merged: dict[str, Any] = {}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from adkd.errors import ServiceError
+from adkd.settings import inside_ray_job, ray_auth_mode_chosen
 
 
 def _package_dir() -> str:
@@ -25,7 +26,7 @@ def use_ray_token_if_present() -> None:
 
     Token authentication stays on: a cluster started with it refuses clients without the token.
     """
-    if os.environ.get("RAY_AUTH_MODE"):
+    if ray_auth_mode_chosen():
         return
     try:
         from ray._private.authentication.authentication_token_setup import (
@@ -47,6 +48,7 @@ def connect(
     if ray.is_initialized():
         return dict(ray.cluster_resources())
     verbose = verbose or debug_requested()
+    # Read by Ray Train in the worker processes this driver starts: no print patching unless asked.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     common: dict[str, Any] = {
         "logging_level": logging.INFO if verbose else logging.WARNING,
@@ -57,7 +59,7 @@ def connect(
             use_ray_token_if_present()
             # A real cluster's nodes do not have this checkout: ship the package with the job.
             runtime_env = {"py_modules": [_package_dir()], "excludes": ["__pycache__", "*.pyc"]}
-            if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+            if inside_ray_job():
                 runtime_env = {}  # inside `adkd submit`: the job's runtime_env already carries it
             ray.init(address=address, runtime_env=runtime_env or None, **common)
         else:
@@ -101,13 +103,12 @@ def storage_uri(storage_path: str | None, run_dir: Path) -> str:
     return str(Path(storage_path).expanduser().resolve())
 
 
-def storage_filesystem(storage: str, endpoint_url: str | None) -> tuple[str, Any]:
+def storage_filesystem(storage: str, endpoint_url: str | None, region: str = "us-east-1") -> tuple[str, Any]:
     """Ray Train storage: s3:// with a custom endpoint needs an explicit pyarrow S3 filesystem."""
     if not storage.startswith("s3://") or not endpoint_url:
         return storage, None
     from pyarrow import fs
 
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     scheme = "https" if endpoint_url.startswith("https") else "http"
     endpoint = endpoint_url.split("://", 1)[-1].rstrip("/")
     filesystem = fs.S3FileSystem(endpoint_override=endpoint, scheme=scheme, region=region)

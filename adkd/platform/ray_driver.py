@@ -60,6 +60,7 @@ class RayRunOptions:
     max_failures: int = 2
     engine: str | None = None
     s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
     cache_dir: str | None = None
     verbose: bool = False
 
@@ -175,7 +176,7 @@ def run_all_categories(
     run_dir = (Path(options.runs_dir) / f"all-{run_id}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     storage = storage_uri(options.storage_path, run_dir)
-    storage_root, storage_fs = storage_filesystem(storage, options.s3_endpoint_url)
+    storage_root, storage_fs = storage_filesystem(storage, options.s3_endpoint_url, options.s3_region)
     configs = [_resolve_local_paths(c) for c in configs]
 
     cluster = connect(options.address, num_cpus=options.num_cpus, num_gpus=options.num_gpus, verbose=options.verbose)

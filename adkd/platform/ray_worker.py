@@ -145,13 +145,12 @@ def _engine(spec: str | None) -> Callable[..., TrainResult]:
 
 
 def _local_data(config: TrainConfig, loop_config: dict[str, Any]) -> TrainConfig:
-    """Data on s3:// is synced into this node's cache first: workers never rely on the driver's disk."""
-    if not config.data.startswith("s3://"):
-        return config
-    from adkd.platform.s3 import resolve_data_root
+    """The data made local on this node: s3:// synced into this node's cache (its own settings decide where)."""
+    from adkd.platform.local_data import local_root
+    from adkd.settings import load_settings
 
-    cache = Path(loop_config.get("cache_dir") or Path.home() / ".cache" / "adkd")
-    root = resolve_data_root(config.data, cache, loop_config.get("s3_endpoint_url"), categories=[config.category])
+    cache = Path(loop_config.get("cache_dir") or load_settings().cache_dir)
+    root = local_root(config.data, cache, loop_config.get("s3_endpoint_url"), categories=[config.category])
     return config.model_copy(update={"data": str(root)})
 
 

@@ -174,6 +174,7 @@ def train_many(
         max_failures=plan.max_failures,
         engine=plan.engine,
         s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.aws_region,
     )
     attached = list(listeners)
     tracking = None

@@ -3,7 +3,7 @@
 Extension points for the platform layer:
 - ``CALLBACK_FACTORIES``: functions ``(config) -> TrainCallback`` appended here are attached to
   every single-category run by ``build_callbacks`` (e.g. MLflow tracking).
-- ``run_single(config, callbacks, resume)`` is the single-category path, importable on its own.
+- ``run_single(config, callbacks, resume_from)`` is the single-category path, importable on its own.
 """
 
 from __future__ import annotations
@@ -96,13 +96,26 @@ def _check_local_category(config: TrainConfig) -> None:
         )
 
 
-def run_single(config: TrainConfig, callbacks: Sequence[TrainCallback] = (), resume: bool = False) -> TrainResult:
-    """Train one category in this process (s3:// data synced first)."""
+def run_single(
+    config: TrainConfig, callbacks: Sequence[TrainCallback] = (), resume_from: Path | None = None
+) -> TrainResult:
+    """Train one category in this process (s3:// data synced first); ``resume_from``: a ``last.pt``."""
     from adkd.pipelines.train.engine import train_category
 
     if config.data.startswith("s3://"):
         config = config.model_copy(update={"data": local_data(config.data, config.category)})
-    return train_category(config, callbacks, resume=resume)
+    return train_category(config, callbacks, resume_from=resume_from)
+
+
+def resume_path(config: TrainConfig) -> tuple[Path | None, str | None]:
+    """``--resume``: the run folder's ``last.pt`` when there is one, else (None, a note): a fresh start."""
+    from adkd.pipelines.train.checkpoint import LAST
+    from adkd.pipelines.train.engine import run_dir_for
+
+    last = run_dir_for(config) / LAST
+    if last.is_file():
+        return last, None
+    return None, f"resume asked but {last} does not exist: started from scratch"
 
 
 def metrics_table(title: str, metrics: dict[str, float], thresholds: dict[str, float] | None = None) -> Table:
@@ -172,7 +185,10 @@ def train(
     gate = gate_flags.gate_options(one_size, allow_mixed_modes, min_train, image_level).overrides()
     config = resolve_cli_config(model, preset, category, data, [*set_, *gate], config_file, out, skip_validation)
     _check_local_category(config)  # before any tracking run is created
-    result = run_single(config, build_callbacks(config), resume=resume)
+    resume_from, resume_note = resume_path(config) if resume else (None, None)
+    result = run_single(config, build_callbacks(config), resume_from=resume_from)
+    if resume_note:
+        result.notes.insert(0, resume_note)
     for note in result.notes:
         console.print(f"[dim]note:[/] {note}")
     if result.status != "FINISHED":
@@ -190,7 +206,7 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:
     """Re-evaluate a trained model on a data root with its stored thresholds."""
-    from adkd.pipelines.train.engine import evaluate_checkpoint
+    from adkd.pipelines.evaluate.report import evaluate_checkpoint
 
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device {device}: use auto, cpu or cuda")

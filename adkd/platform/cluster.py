@@ -325,7 +325,8 @@ def category_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
 
         with DistContext.detect().agreement():  # a failed sync on one rank fails them all (none waits alone)
             config = _local_data(config, loop_config)
-        result = _engine(loop_config.get("engine"))(config, [reporter], resume=resume)
+        resume_from = run_dir / LAST_CHECKPOINT if resume else None  # the restored Ray checkpoint, copied above
+        result = _engine(loop_config.get("engine"))(config, [reporter], resume_from=resume_from)
     except AdkdError as exc:
         # Bad data or settings: retrying cannot help, so it is a result, not a crash.
         reporter._push("failed", error=str(exc))

@@ -96,7 +96,7 @@ def test_train_without_tracking_writes_model_onnx(tmp_path: Path) -> None:
 
 def test_finished_run_carries_onnx_int8_and_fingerprint(tmp_path: Path) -> None:
     data = tmp_path / "trainset"
-    synthesize(data, categories=["bolt"], size=64, n_train=10, n_test=6, seed=0)
+    synthesize(data, categories=["bolt"], size=64, n_train=20, n_test=6, seed=0)
     config = resolve_config(
         "stfpm", "cpu-smoke", category="bolt", data=str(data),
         overrides=["epochs=1", "weights=none", "num_threads=1", "export_int8=true", f"out_dir={tmp_path / 'runs'}"],

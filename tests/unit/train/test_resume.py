@@ -112,3 +112,16 @@ def test_resume_from_a_missing_file_is_a_config_error(tiny_root: Path, tmp_path:
         train_category(_config("rd", tiny_root, tmp_path / "out", ("epochs=1",)), [Ends()], resume_from=missing)
     assert [r.status for r in ended] == ["FAILED"]
     assert not (tmp_path / "out").exists()  # refused before any work: no run folder
+
+
+def test_cli_resume_uses_the_run_folders_last_pt_or_starts_afresh(tiny_root: Path, tmp_path: Path) -> None:
+    from adkd.cli.train_cmd import resume_path
+    from adkd.pipelines.train.engine import run_dir_for
+
+    config = _config("rd", tiny_root, tmp_path)
+    path, note = resume_path(config)
+    assert path is None and note is not None and "does not exist: started from scratch" in note
+    last = run_dir_for(config) / LAST
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    assert resume_path(config) == (last, None)

@@ -52,13 +52,20 @@ def train(
     gpus_per_category: float | None = typer.Option(
         None, "--gpus-per-category", help="GPUs per worker, fractions allowed (default 1 when the cluster has GPUs)."
     ),
-    max_failures: int = typer.Option(2, "--max-failures", help="Restarts of a category after a crash (from checkpoint)."),
+    max_failures: int = typer.Option(
+        2, "--max-failures", help="Restarts of a category after a crash (from checkpoint)."
+    ),
     storage: str | None = typer.Option(
         None, "--storage", help="Run storage for checkpoints: a path all nodes see or s3://bucket/prefix."
     ),
-    num_cpus: int | None = typer.Option(None, "--num-cpus", help="CPUs of the embedded local Ray (default: this machine's)."),
+    num_cpus: int | None = typer.Option(
+        None, "--num-cpus", help="CPUs of the embedded local Ray (default: this machine's)."
+    ),
 ) -> None:
-    """Train one model on one category and evaluate it on the test split; with --all-categories, every category at once on Ray."""
+    """Train one model on one category and evaluate it on the test split.
+
+    With --all-categories or --categories: every category at once on Ray (one model each).
+    """
     from adkd.cli.run_output import RichProgress, print_many, print_one
     from adkd.platform.runs import RayPlan, RunRequest, resolve_config, run_settings, train_many, train_one
 

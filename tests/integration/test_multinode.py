@@ -58,9 +58,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _alive_nodes(gcs: str, env: dict[str, str]) -> int:
     code = "import ray; ray.init(address='%s', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
-    done = subprocess.run(
-        [sys.executable, "-c", code % gcs], capture_output=True, text=True, env=env, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", code % gcs], capture_output=True, text=True, env=env, timeout=120)
     try:
         return int(done.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):

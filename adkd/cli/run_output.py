@@ -71,8 +71,10 @@ def print_one(console: Console, result: TrainResult) -> bool:
         console.print(f"[bold red]training failed:[/] {result.error} (see {result.run_dir}/error.txt)")
         return False
     console.print(metrics_table(f"{result.model} on {result.category}", result.metrics, result.thresholds))
-    onnx = f"   ONNX: {result.onnx_path}" if result.onnx_path else ""
-    console.print(f"run folder: {result.run_dir}   model: {result.checkpoint_path}{onnx}")
+    console.print(f"run folder: {result.run_dir}", soft_wrap=True, highlight=False)
+    console.print(f"model: {result.checkpoint_path}", soft_wrap=True, highlight=False)
+    if result.onnx_path:
+        console.print(f"ONNX: {result.onnx_path}", soft_wrap=True, highlight=False)
     return True
 
 

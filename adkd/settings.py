@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adkd.errors import ConfigError
 
@@ -45,7 +45,13 @@ DECODE_WORKERS_ENV = "ADKD_DECODE_WORKERS"
 
 
 class Settings(BaseModel):
-    """Where adkd writes and which services it talks to. Secrets never live here."""
+    """Where adkd writes and which services it talks to. Secrets never live here.
+
+    Other top-level keys of a settings file are kept in ``training_keys`` (a TOML ``--config`` may hold
+    training settings beside the tracking URI); the run that reads the file decides what they mean.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     runs_dir: Path = Field(default=Path(DEFAULT_RUNS_DIR), description="Local run folders and the embedded store.")
     tracking_uri: str | None = Field(default=None, description="MLflow tracking URI; None = embedded SQLite.")
@@ -63,6 +69,11 @@ class Settings(BaseModel):
     promotion_metric: str = "image_auroc"
     train: dict[str, Any] = Field(default_factory=dict, description="[train] table: training overrides.")
     tune: dict[str, Any] = Field(default_factory=dict, description="[tune] table: search space and options.")
+
+    @property
+    def training_keys(self) -> dict[str, Any]:
+        """The file's top-level keys that are not settings (training settings outside a ``[train]`` table)."""
+        return dict(self.model_extra or {})
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -19,7 +19,15 @@ _PREFIXES = ("MLFLOW_", "ADKD_", "RAY_ADDRESS", "AWS_")
 # into Ray's start-up timeouts. Every other module is its own group, i.e. `--dist loadfile` (test_tune's
 # lighter Ray Tune runs beside them, or this group alone would set the suite's length).
 RAY_MODULES = frozenset(
-    {"test_cluster.py", "test_cluster_ddp.py", "test_cluster_submit.py", "test_benchmark.py", "test_gpu_paths.py"}
+    {
+        "test_cluster.py",
+        "test_cluster_ddp.py",
+        "test_cluster_submit.py",
+        "test_benchmark.py",
+        "test_gpu_paths.py",
+        "test_multinode.py",
+        "test_train_flags.py",
+    }
 )
 
 

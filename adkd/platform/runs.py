@@ -85,10 +85,13 @@ class ManyOutcome:
         return self.outcome.failed
 
 
+def is_settings_file(config_file: Path | None) -> bool:
+    return config_file is not None and Path(config_file).suffix == ".toml"
+
+
 def run_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """The settings of a run: a TOML ``--config`` is also the settings file (tracking URI, runs folder…)."""
-    settings_file = config_file if config_file is not None and config_file.suffix == ".toml" else None
-    return load_settings(settings_file, **flags)
+    return load_settings(config_file if is_settings_file(config_file) else None, **flags)
 
 
 def resolve_config(request: RunRequest, category: str, settings: Settings) -> TrainConfig:
@@ -100,15 +103,22 @@ def resolve_config(request: RunRequest, category: str, settings: Settings) -> Tr
         extra.append(f"out_dir={request.out}")
     if request.skip_validation:
         extra.append("skip_validation=true")
+    config_file, file_values, source = request.config_file, settings.train, None
+    if is_settings_file(config_file):
+        source = f"config file {config_file}"
+        # A TOML --config was read as the settings file: its [train] table (and any top-level training
+        # key) is already in the settings, and its tracking URI, runs folder… apply to this run.
+        config_file, file_values = None, {**settings.train, **settings.training_keys}
     return resolve(
         request.model,
         request.preset,
         category=category,
         data=request.data,
         overrides=extra,
-        config_file=request.config_file,
+        config_file=config_file,
         defaults={"out_dir": str(settings.runs_dir / "train")},
-        settings=settings.train,
+        settings=file_values,
+        source=source,
     )
 
 

@@ -303,10 +303,12 @@ def resolve_config(
     *,
     defaults: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
+    source: str | None = None,
 ) -> TrainConfig:
     """defaults < preset < settings ([train] of adkd.toml) < config file < overrides.
 
     The model, category and data arguments win over the files; ``--set`` wins over everything.
+    ``source`` names where the values came from in errors (default: the config file).
     """
     values: dict[str, Any] = copy.deepcopy(defaults or {})
     if preset:
@@ -323,7 +325,7 @@ def resolve_config(
     missing = [k for k in ("category", "data") if not values.get(k)]
     if missing:
         raise ConfigError(f"missing setting(s) {', '.join(missing)}: pass --category and --data")
-    source = f"config file {config_file}" if config_file else "training config"
+    source = source or (f"config file {config_file}" if config_file else "training config")
     config = validate_config(values, source=source)
     check_model_settings(config)
     return config

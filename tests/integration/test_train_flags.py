@@ -1,0 +1,80 @@
+"""`adkd train` flags mean the same on both paths: --out, --no-tracking and a TOML --config.
+
+Each test runs the real command in an empty folder (no ADKD_/MLFLOW_ variables), 64 px, one epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+BIN = Path(sys.executable).parent
+TINY = ["--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=1", "--set", "image_size=64",
+        "--set", "weights=none"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from adkd.pipelines.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("flags") / "data"
+    synthesize(root, categories=["weave", "disc"], size=64, n_train=12, n_test=8, seed=3)
+    return root
+
+
+def _adkd(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADKD_", "MLFLOW_", "RAY_ADDRESS"))}
+    env["COLUMNS"] = "200"
+    return subprocess.run([str(BIN / "adkd"), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=800)
+
+
+def _runs(uri: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_single_category_without_tracking_writes_onnx_and_no_mlflow_run(data: Path, tmp_path: Path) -> None:
+    done = _adkd(tmp_path, "train", "-c", "weave", "-d", str(data), *TINY, "--no-tracking")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_dir = tmp_path / "adkd-runs" / "train" / "stfpm" / "weave"
+    assert (run_dir / "model.onnx").is_file()
+    assert not (tmp_path / "adkd-runs" / "mlflow.db").exists()  # no store was even created
+    assert "registered" not in done.stdout + done.stderr
+
+
+def test_a_toml_config_supplies_the_tracking_uri(data: Path, tmp_path: Path) -> None:
+    store = tmp_path / "elsewhere.db"
+    settings = tmp_path / "f.toml"
+    settings.write_text(f'tracking_uri = "sqlite:///{store}"\nexperiment = "from-file"\n\n[train]\nbatch_size = 4\n')
+    done = _adkd(tmp_path, "train", "-c", "weave", "-d", str(data), *TINY, "--config", str(settings))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not (tmp_path / "adkd-runs" / "mlflow.db").exists()
+    runs = [r for r in _runs(f"sqlite:///{store}") if r.data.tags.get("category") == "weave"]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["batch_size"] == "4"  # the file's [train] table applied too
+    assert "registered adkd-weave version 1" in done.stdout + done.stderr
+
+
+def test_several_categories_honour_out_and_no_tracking(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "elsewhere"
+    done = _adkd(
+        tmp_path, "train", "--categories", "weave,disc", "-d", str(data), *TINY,
+        "--no-tracking", "--out", str(out), "--cpus-per-category", "0.5", "--num-cpus", "2",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not (tmp_path / "adkd-runs").exists()  # nothing outside --out
+    (run,) = out.glob("all-*")
+    rows = json.loads((run / "results.json").read_text())["categories"]
+    assert sorted(r["category"] for r in rows) == ["disc", "weave"]
+    for category in ("weave", "disc"):
+        assert (run / category / "model.onnx").is_file()  # each worker exported its own model
+    assert not list(tmp_path.rglob("mlflow.db"))

@@ -169,9 +169,18 @@ def audit_cmd(
 
 
 def _tracking_callback(config: Any) -> Any:
-    from adkd.platform.tracking import StandaloneTracker
+    # Until settings are read once per command (issue 13): the default settings and the ADKD_TRACKING /
+    # ADKD_REGISTER switches are read here, at the CLI edge, and passed into tracking.
+    import os
 
-    return StandaloneTracker.for_config(config)
+    from adkd.platform.settings import load_settings
+    from adkd.platform.tracking import single_category_tracking
+
+    off = ("off", "0", "false", "no")
+    if os.environ.get("ADKD_TRACKING", "").lower() in off:
+        return single_category_tracking(None, config, enabled=False, register=False)
+    register = os.environ.get("ADKD_REGISTER", "").lower() not in off
+    return single_category_tracking(load_settings(), config, enabled=True, register=register)
 
 
 def _attach_tracking() -> None:

@@ -338,7 +338,8 @@ def log_to_mlflow(session: Any, summary: TuneSummary) -> None:
     """
     from mlflow.entities import Metric, Param
 
-    from adkd.platform.tracking import flatten, redact
+    from adkd.platform.mlflow_values import flatten
+    from adkd.platform.redaction import redact
 
     client = session._client
     best = summary.best

@@ -298,7 +298,8 @@ class StandaloneTracker(NullCallback):
         if version:
             console.print(f"registered {registered_name(self.tracker.category)} version {version}", highlight=False)
         if result.status == "FINISHED" and self.tracker.status == "FAILED":
-            raise AdkdError(f"{self.tracker.category}: {self.tracker.error}")
+            category, error = self.tracker.category, str(self.tracker.error)
+            raise AdkdError(error if error.startswith(f"{category}:") else f"{category}: {error}")
 
 
 def single_category_tracking(settings: Any, config: Any, *, enabled: bool, register: bool) -> TrainCallback:

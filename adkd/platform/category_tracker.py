@@ -66,6 +66,17 @@ def run_id_of(run_id_or_handle: Any) -> str:
     return str(run_id_or_handle)
 
 
+def _existing(*paths: str | Path | None) -> Path | None:
+    """The first path that is a file here: the result's own, else the one its artifact event named.
+
+    On a Ray driver the two differ when only the events were rebased onto the staged outputs.
+    """
+    for path in paths:
+        if path and Path(path).is_file():
+            return Path(path)
+    return None
+
+
 class CategoryTracker(NullCallback):
     """TrainCallback: one category's child run. Methods only queue writes; none raises."""
 
@@ -206,11 +217,11 @@ class CategoryTracker(NullCallback):
         if result.status != "FINISHED":
             self._fail(result.error or f"run ended {result.status}")
             return
-        onnx_path = Path(result.onnx_path) if result.onnx_path else self.onnx_path
-        if onnx_path is None or not onnx_path.is_file():
+        onnx_path = _existing(result.onnx_path, self.onnx_path)
+        if onnx_path is None:
             self._fail(f"{self.category}: the run wrote no model.onnx; nothing to log or register")
             return
-        int8_path = Path(result.int8_path) if result.int8_path else self.int8_path
+        int8_path = _existing(result.int8_path, self.int8_path)
         checkpoint = Path(result.checkpoint_path) if result.checkpoint_path else self.checkpoint
         if checkpoint is not None and checkpoint.is_file():
             self._log_artifact(checkpoint, "checkpoint")

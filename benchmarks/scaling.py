@@ -56,7 +56,9 @@ def main() -> None:
     parser.add_argument("--tag", default=platform.node() or "local")
     args = parser.parse_args()
 
-    from adkd.platform.cluster import CategoryResources, run_all_categories, shutdown
+    from adkd.platform.ray_connection import shutdown
+    from adkd.platform.ray_driver import RayRunOptions, run_all_categories
+    from adkd.platform.ray_resources import CategoryResources
 
     names = _names(args.categories)
     work = Path(tempfile.mkdtemp(prefix="adkd-scaling-"))
@@ -90,10 +92,11 @@ def main() -> None:
     t0 = time.perf_counter()
     outcome = run_all_categories(
         configs,
-        resources=CategoryResources(cpus=per_category, gpus=args.gpus_per_category),
-        num_cpus=cpus,
-        runs_dir=work / "runs",
-        live=False,
+        RayRunOptions(
+            resources=CategoryResources(cpus=per_category, gpus=args.gpus_per_category),
+            num_cpus=cpus,
+            runs_dir=work / "runs",
+        ),
     )
     record["parallel_s"] = time.perf_counter() - t0
     shutdown()

@@ -88,6 +88,7 @@ def benchmark(
     config_file: Path | None = typer.Option(None, "--config", help="adkd.toml settings file."),
 ) -> None:
     """Train a grid of models x categories x settings at once and rank the rows per category."""
+    from adkd.cli.live_board import LiveBoard
     from adkd.errors import ConfigError
     from adkd.platform.benchmark import run_benchmark
     from adkd.platform.benchmark_grid import Overrides
@@ -106,25 +107,26 @@ def benchmark(
         weights=weights,
         sets=list(set_),
     )
-    outcome = run_benchmark(
-        grid,
-        overrides,
-        metric=metric,
-        address=address,
-        workers_per_run=workers_per_run,
-        cpus_per_run=cpus_per_run,
-        gpus_per_run=gpus_per_run,
-        num_cpus=num_cpus,
-        max_failures=max_failures,
-        storage=storage,
-        tracking=not no_tracking,
-        register=register,
-        promote=promote,
-        out=out,
-        command="adkd " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else "",
-        console=console,
-        config_file=config_file,
-    )
+    with LiveBoard(console, title="adkd benchmark") as board:
+        outcome = run_benchmark(
+            grid,
+            overrides,
+            metric=metric,
+            address=address,
+            workers_per_run=workers_per_run,
+            cpus_per_run=cpus_per_run,
+            gpus_per_run=gpus_per_run,
+            num_cpus=num_cpus,
+            max_failures=max_failures,
+            storage=storage,
+            tracking=not no_tracking,
+            register=register,
+            promote=promote,
+            out=out,
+            command="adkd " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else "",
+            listeners=[board],
+            config_file=config_file,
+        )
     report = outcome.report
     console.print(_summary_table(report))
     for row in report.rows:

@@ -19,8 +19,8 @@ def status(
     """Nodes and resources, and how many categories can train at once with the given per-category request."""
     import ray
 
-    from adkd.platform.cluster import connect, shutdown
-    from adkd.platform.settings import load_settings
+    from adkd.platform.ray_connection import connect, shutdown
+    from adkd.settings import load_settings
 
     address = address or load_settings().ray_address
     total = connect(address)

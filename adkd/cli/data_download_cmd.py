@@ -121,9 +121,11 @@ def sync(
 ) -> None:
     """Sync an S3 data set into the local cache (only changed objects) and print the local root."""
     from adkd.platform.s3 import sync_dataset
+    from adkd.settings import load_settings
 
+    settings = load_settings()
     wanted = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
-    root = sync_dataset(uri, cache_dir, s3_endpoint, wanted)
+    root = sync_dataset(uri, cache_dir or settings.cache_dir, s3_endpoint or settings.s3_endpoint_url, wanted)
     typer.echo(str(root))
 
 
@@ -134,7 +136,7 @@ def upload(
 ) -> None:
     """Upload every file under LOCAL to URI/<relative path>."""
     from adkd.platform.s3 import upload_dir
-    from adkd.platform.settings import load_settings
+    from adkd.settings import load_settings
 
     count = upload_dir(local, uri, s3_endpoint or load_settings().s3_endpoint_url)
     typer.echo(f"uploaded {count} files to {uri}")

@@ -17,9 +17,10 @@ ADDRESS_HELP = "Ray Jobs API: http://<head>:8265 or a cluster address (default R
 
 
 def _address(address: str | None) -> str | None:
-    from adkd.platform.settings import load_settings
+    from adkd.settings import load_settings
 
-    return address or load_settings().ray_address
+    settings = load_settings()
+    return address or settings.ray_jobs_address or settings.ray_address
 
 
 def _when(ms: int | None) -> str:

@@ -23,7 +23,7 @@ URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, adkd.toml, or the
 
 def _settings_and_client(tracking_uri: str | None) -> tuple[Any, Any]:
     from adkd.platform.registry import client_for
-    from adkd.platform.settings import load_settings
+    from adkd.settings import load_settings
 
     settings = load_settings(tracking_uri=tracking_uri)
     return settings, client_for(settings.resolved_tracking_uri)
@@ -99,14 +99,14 @@ def promote_cmd(
     if all_:
         if not best or category or version is not None:
             raise ConfigError("--all needs --best and no CATEGORY/--version: adkd registry promote --all --best --to X")
-        results = promote_best_all(client, to, force=force, reason=reason, metric=metric)
+        results = promote_best_all(client, to, force=force, reason=reason, metric=metric, user=settings.user)
     else:
         if not category:
             raise ConfigError("name the CATEGORY to promote (or use --all --best)")
         if best == (version is not None):
             raise ConfigError("pass exactly one of --version N or --best")
         chosen = best_version(client, category, metric) if best else str(version)
-        results = [promote(client, category, chosen, to, force=force, reason=reason, metric=metric)]
+        results = [promote(client, category, chosen, to, force=force, reason=reason, metric=metric, user=settings.user)]
     for r in results:
         if r.action == "unchanged":
             console.print(f"{r.name}@{r.alias} is already version {r.version}")
@@ -125,8 +125,8 @@ def rollback_cmd(
     """Point the alias back at the version that held it before the current one."""
     from adkd.platform.registry import rollback
 
-    _, client = _settings_and_client(tracking_uri)
-    r = rollback(client, category, alias, reason=reason)
+    settings, client = _settings_and_client(tracking_uri)
+    r = rollback(client, category, alias, reason=reason, user=settings.user)
     console.print(f"{r.name}@{r.alias}: version {r.previous} → {r.version} (rolled back)")
 
 
@@ -169,18 +169,11 @@ def audit_cmd(
 
 
 def _tracking_callback(config: Any) -> Any:
-    # Until settings are read once per command (issue 13): the default settings and the ADKD_TRACKING /
-    # ADKD_REGISTER switches are read here, at the CLI edge, and passed into tracking.
-    import os
-
-    from adkd.platform.settings import load_settings
     from adkd.platform.tracking import single_category_tracking
+    from adkd.settings import load_settings
 
-    off = ("off", "0", "false", "no")
-    if os.environ.get("ADKD_TRACKING", "").lower() in off:
-        return single_category_tracking(None, config, enabled=False, register=False)
-    register = os.environ.get("ADKD_REGISTER", "").lower() not in off
-    return single_category_tracking(load_settings(), config, enabled=True, register=register)
+    settings = load_settings()
+    return single_category_tracking(settings, config, enabled=settings.tracking, register=settings.register_models)
 
 
 def _attach_tracking() -> None:

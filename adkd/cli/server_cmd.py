@@ -13,7 +13,7 @@ STATE_DIR_HELP = "Folder holding the server's pid, log and (by default) its SQLi
 
 
 def _default_state_dir() -> Path:
-    from adkd.platform.settings import load_settings
+    from adkd.settings import load_settings
 
     return load_settings().runs_dir / "server"
 

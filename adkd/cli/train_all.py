@@ -2,7 +2,7 @@
 
 ``with_all_categories(train)`` returns the `adkd train` command with the Ray options added: when
 ``--all-categories`` or ``--categories`` is given it trains every category at once through
-``adkd.platform.cluster.run_all_categories``; otherwise it calls the single-category ``train``.
+``adkd.platform.ray_driver.run_all_categories``; otherwise it calls the single-category ``train``.
 """
 
 from __future__ import annotations
@@ -114,11 +114,14 @@ def run_all(
     live: bool = True,
 ) -> Any:
     """Resolve one config per category, run them all on Ray, print and return the results."""
+    from adkd.cli.live_board import LiveBoard
     from adkd.cli.train_cmd import resolve_cli_config
-    from adkd.platform import cluster
-    from adkd.platform.progress import results_cells
-    from adkd.platform.settings import load_settings
+    from adkd.platform.ray_driver import RayRunOptions, run_all_categories
+    from adkd.platform.ray_resources import CategoryResources
+    from adkd.platform.results_files import results_cells
+    from adkd.platform.run_listeners import RunListener, TrackingListener
     from adkd.platform.tables import print_table
+    from adkd.settings import load_settings
 
     if resume:
         raise ConfigError(
@@ -133,8 +136,8 @@ def run_all(
     address = settings.ray_address
     if gpus_per_category is None:
         gpus_per_category = _default_gpus(address)
-    resources = cluster.CategoryResources(workers=workers_per_category, cpus=cpus_per_category, gpus=gpus_per_category)
-    sink: Any = None
+    resources = CategoryResources(workers=workers_per_category, cpus=cpus_per_category, gpus=gpus_per_category)
+    sink: TrackingListener | None = None
     if not no_tracking:
         from adkd.platform.tracking import TrackingSession
 
@@ -145,27 +148,28 @@ def run_all(
             params={"categories": ",".join(names), "model": model, "preset": preset or ""},
             tags={"categories": ",".join(names), "mode": "all-categories"},
         )
-        sink = cluster.TrackingSink(session)
-    outcome = cluster.run_all_categories(
-        configs,
+        sink = TrackingListener(session)
+    options = RayRunOptions(
         resources=resources,
         address=address,
         num_cpus=num_cpus,
         runs_dir=settings.runs_dir,
         storage_path=storage,
         max_failures=max_failures,
-        sink=sink,
-        console=console,
-        live=live,
         s3_endpoint_url=settings.s3_endpoint_url,
     )
+    with LiveBoard(console) as board:
+        listeners: list[RunListener] = [board] if live else []
+        if sink is not None:
+            listeners.append(sink)
+        outcome = run_all_categories(configs, options, listeners)
     from adkd.pipelines.data.protocol import read_reference
 
     reference = read_reference(data)  # e.g. the paper's mean for `adkd data download cifar10`
     title, more = f"{model} on {len(names)} categories", "the results files below hold every column"
     print_table(console, title, *results_cells(outcome.rows, reference), more=more)
     if reference and outcome.markdown_path is not None:
-        from adkd.platform.progress import results_markdown
+        from adkd.platform.results_files import results_markdown
 
         Path(outcome.markdown_path).write_text(results_markdown(outcome.rows, reference))
     for row in outcome.rows:
@@ -190,7 +194,7 @@ def _default_gpus(address: str | None) -> float:
 
 
 def _cluster_has_gpus(address: str) -> bool:
-    from adkd.platform.cluster import connect
+    from adkd.platform.ray_connection import connect
 
     return connect(address).get("GPU", 0.0) > 0
 

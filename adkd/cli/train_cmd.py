@@ -132,7 +132,7 @@ def resolve_cli_config(
 ) -> TrainConfig:
     """Preset < settings file (`[train]` table) < --config < --set < explicit flags."""
     from adkd.pipelines.train.presets import resolve_config
-    from adkd.platform.settings import load_settings
+    from adkd.settings import load_settings
 
     settings_file = config_file if config_file is not None and config_file.suffix == ".toml" else None
     settings = load_settings(settings_file)

@@ -91,10 +91,10 @@ def tune(
 ) -> None:
     """Tune the model's own knobs on normal images with synthetic defects; only the best sees the test split."""
     from adkd.cli.train_cmd import local_data, resolve_cli_config
-    from adkd.platform.cluster import connect
-    from adkd.platform.settings import load_settings
+    from adkd.platform.ray_connection import connect
     from adkd.platform.tracking import TrackingSession
     from adkd.platform.tune import PARAM_TARGETS, log_to_mlflow, parse_space, run_tune, set_line
+    from adkd.settings import load_settings
 
     settings_file = config_file if config_file is not None and config_file.suffix == ".toml" else None
     settings = load_settings(settings_file, ray_address=address)

@@ -23,7 +23,7 @@ def ui(
     """Start `mlflow ui` over the configured store and print its URL (Ctrl-C, SIGTERM or SIGHUP stop it all)."""
     from adkd.platform.mlflow_client import is_remote
     from adkd.platform.redaction import redact_uri
-    from adkd.platform.settings import load_settings
+    from adkd.settings import load_settings
 
     settings = load_settings(config_file)
     uri = settings.resolved_tracking_uri

@@ -31,6 +31,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from adkd.errors import ConfigError, WeightsError
+from adkd.settings import downloads_allowed
 
 BACKBONES: tuple[str, ...] = ("resnet18", "resnet50", "wide_resnet50_2", "mobilenet_v2")
 
@@ -192,7 +193,7 @@ def _imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
         f"ImageNet weights for {backbone} are not cached: copy {name} into {hub_checkpoint_dir()} "
         f"(or set TORCH_HOME), or pass weights=<path to a state dict> or weights='none'"
     )
-    if os.environ.get("ADKD_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if not downloads_allowed():
         raise WeightsError(f"{offline_hint} (ADKD_OFFLINE is set, so no download was tried)")
     try:
         return _BUILDERS[backbone][1].get_state_dict(progress=False, check_hash=True)

@@ -1,6 +1,6 @@
 """`adkd benchmark`: every (row, category) of a grid trained at once through the multi-category Ray path.
 
-The jobs go to ``cluster.run_all_categories`` keyed ``<row>--<category>`` (so one category can train under
+The jobs go to ``ray_driver.run_all_categories`` keyed ``<row>--<category>`` (so one category can train under
 several rows), with the same resources, failure isolation and restarts as ``adkd train --all-categories``.
 Tracking is one MLflow parent run (command ``benchmark``) with a child run per job, tagged with its row;
 no child registers a model by itself. Afterwards the report is written and logged to the parent run, and
@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
 from adkd.platform.benchmark_grid import Job, Overrides, build_jobs, deviations, load_grid
 from adkd.platform.benchmark_report import NOT_RUN, BenchmarkReport, Cell, ReportRow
+from adkd.platform.run_listeners import RunListener
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,8 @@ def _tracker_class() -> type:
     return RowTracker
 
 
-class BenchmarkSink:
-    """``cluster.RunSink`` over a TrackingSession: one child per job key; registration is left to the runner."""
+class BenchmarkListener(RunListener):
+    """A ``RunListener`` over a TrackingSession: one child per job key; registration is left to the runner."""
 
     def __init__(self, session: Any, jobs: dict[str, Job]) -> None:
         self.session = session
@@ -141,13 +143,16 @@ def run_benchmark(
     promote: str | None = None,
     out: Path | None = None,
     command: str = "",
-    console: Any = None,
-    live: bool = True,
+    listeners: Sequence[RunListener] = (),
     config_file: Path | None = None,
 ) -> BenchmarkOutcome:
-    """Train every job of the grid on Ray, write the report; register/promote the best rows when asked."""
-    from adkd.platform import cluster
-    from adkd.platform.settings import load_settings
+    """Train every job of the grid on Ray, write the report; register/promote the best rows when asked.
+
+    ``listeners`` (e.g. the CLI's live table) receive every job's events besides MLflow tracking.
+    """
+    from adkd.platform.ray_driver import RayRunOptions, new_run_id, run_all_categories
+    from adkd.platform.ray_resources import CategoryResources
+    from adkd.settings import load_settings
 
     check_requests(register, promote, tracking)
     grid = load_grid(grid_spec)
@@ -164,7 +169,7 @@ def run_benchmark(
     by_key = {j.key: j for j in jobs}
 
     session: Any = None
-    sink: BenchmarkSink | None = None
+    sink: BenchmarkListener | None = None
     if tracking:
         from adkd.platform.tracking import TrackingSession
 
@@ -181,29 +186,30 @@ def run_benchmark(
             },
             tags={"benchmark": grid.name, "mode": "benchmark", "categories": ",".join(categories)},
         )
-        sink = BenchmarkSink(session, by_key)
+        sink = BenchmarkListener(session, by_key)
 
     started = time.monotonic()
-    run_id = cluster.new_run_id()
+    run_id = new_run_id()
     run_dir = (Path(settings.runs_dir) / f"all-{run_id}").resolve()
     results: dict[str, TrainResult] = {}
     try:
         if runnable:
             gpus = gpus_per_run if gpus_per_run is not None else _default_gpus(address)
-            outcome = cluster.run_all_categories(
-                [j.config for j in runnable],  # type: ignore[misc]
-                keys=[j.key for j in runnable],
-                resources=cluster.CategoryResources(workers=workers_per_run, cpus=cpus_per_run, gpus=gpus),
+            options = RayRunOptions(
+                resources=CategoryResources(workers=workers_per_run, cpus=cpus_per_run, gpus=gpus),
                 address=address,
                 num_cpus=num_cpus,
                 runs_dir=settings.runs_dir,
                 run_id=run_id,
                 storage_path=storage,
                 max_failures=max_failures,
-                sink=sink,
-                console=console,
-                live=live,
                 s3_endpoint_url=settings.s3_endpoint_url,
+            )
+            outcome = run_all_categories(
+                [j.config for j in runnable],  # type: ignore[misc]
+                options,
+                [*listeners, *([sink] if sink is not None else [])],
+                keys=[j.key for j in runnable],
             )
             results = dict(zip((j.key for j in runnable), outcome.results, strict=True))
             run_dir = outcome.run_dir
@@ -266,7 +272,7 @@ def run_benchmark(
     )
 
 
-def _register_best(report: BenchmarkReport, sink: BenchmarkSink, jobs: dict[str, Job], session: Any) -> None:
+def _register_best(report: BenchmarkReport, sink: BenchmarkListener, jobs: dict[str, Job], session: Any) -> None:
     """Register the best row's model of each category: one version of adkd-<category> each."""
     keys = {(j.row, j.category): k for k, j in jobs.items()}
     wanted = {}
@@ -313,7 +319,7 @@ def _promote_best(report: BenchmarkReport, session: Any, alias: str, grid: str) 
 def _default_gpus(address: str | None) -> float:
     """One GPU per run where this machine has GPUs; on a cluster, one when the cluster has any."""
     if address:
-        from adkd.platform.cluster import connect
+        from adkd.platform.ray_connection import connect
 
         return 1.0 if connect(address).get("GPU", 0.0) > 0 else 0.0
     try:

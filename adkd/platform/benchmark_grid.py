@@ -21,7 +21,6 @@ no weights file) is kept with the reason instead, so the report can say why.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from adkd.errors import ConfigError
 from adkd.pipelines.train.config import TrainConfig
+from adkd.settings import downloads_allowed
 
 GRIDS_PACKAGE = "adkd.benchmark_grids"
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -281,7 +281,7 @@ def _missing_reason(config: TrainConfig, local: bool = True) -> str | None:
     local_file = config.weights not in ("imagenet", "none") and "://" not in config.weights
     if local_file and not Path(config.weights).expanduser().is_file():
         return f"no weights: teacher weights file {config.weights} does not exist"
-    if local and config.weights == "imagenet" and os.environ.get("ADKD_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if local and config.weights == "imagenet" and not downloads_allowed():
         from adkd.models.backbones import hub_checkpoint_dir, imagenet_weights_file
         from adkd.models.registry import MODEL_REGISTRY
 

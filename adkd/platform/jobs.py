@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from adkd.errors import ConfigError, ServiceError
-from adkd.platform.cluster import use_ray_token_if_present
+from adkd.platform.ray_connection import use_ray_token_if_present
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # Settings a job inherits from the submitting shell when set (never credentials).
@@ -33,7 +33,7 @@ SECRET_MARKERS = ("SECRET", "TOKEN", "PASSWORD", "SESSION", "ACCESS_KEY")
 
 
 def _dashboard_hint(address: str | None) -> str:
-    where = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS") or "(none)"
+    where = address or "(none)"
     return (
         f"cannot reach the Ray Jobs API at {where}; pass --address http://<head>:8265 (the dashboard port) "
         "or set RAY_ADDRESS, and check the cluster runs with the dashboard (ray start --head)"
@@ -89,6 +89,7 @@ def build_runtime_env(
     env: dict[str, str] | None = None, working_dir: str | None = None, pip: Sequence[str] = ()
 ) -> dict[str, Any]:
     """The job's runtime_env: the adkd package, forwarded settings, optional working dir and pip packages."""
+    # Builds the job's environment: the settings the job must see the same way as this shell.
     env_vars = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
     env_vars.update(env or {})
     runtime_env: dict[str, Any] = {

@@ -50,6 +50,7 @@ _TRANSIENT_TEXT = (
 
 def configure_http_env() -> None:
     """Short HTTP retries inside MLflow calls; an explicit environment setting wins."""
+    # MLflow reads these variables itself (in this process and its children); explicit values win.
     for key, value in _HTTP_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import getpass
 import json
 import math
-import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -277,8 +276,8 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _user() -> str:
-    return os.environ.get("ADKD_USER") or getpass.getuser()
+def _user(user: str | None) -> str:
+    return user or getpass.getuser()
 
 
 def _audit(client: Any, name: str, version: str | None, record: dict[str, Any]) -> None:
@@ -316,8 +315,12 @@ def promote(
     force: bool = False,
     reason: str = "",
     metric: str = "image_auroc",
+    user: str | None = None,
 ) -> PromotionResult:
-    """Point ``alias`` at ``version``; for production, only if it is not worse than the holder."""
+    """Point ``alias`` at ``version``; for production, only if it is not worse than the holder.
+
+    ``user`` goes into the audit trail (default: the login name).
+    """
     if alias not in ALIASES:
         raise ConfigError(f"--to {alias}: choose one of {', '.join(ALIASES)}")
     name = registered_name(category)
@@ -336,7 +339,7 @@ def promote(
             "version": str(candidate.version),
             "previous": previous,
             "time": _now(),
-            "user": _user(),
+            "user": _user(user),
             "reason": reason,
             "forced": force,
             "metric": _metric_key(metric),
@@ -371,7 +374,13 @@ def best_version(client: Any, category: str, metric: str = "image_auroc") -> str
 
 
 def promote_best_all(
-    client: Any, alias: str = "production", *, force: bool = False, reason: str = "", metric: str = "image_auroc"
+    client: Any,
+    alias: str = "production",
+    *,
+    force: bool = False,
+    reason: str = "",
+    metric: str = "image_auroc",
+    user: str | None = None,
 ) -> list[PromotionResult]:
     """For every adkd model, promote its best version to ``alias``."""
     out = []
@@ -379,12 +388,16 @@ def promote_best_all(
         category = model.name.removeprefix("adkd-")
         version = best_version(client, category, metric)
         out.append(
-            promote(client, category, version, alias, force=force, reason=reason or "best version", metric=metric)
+            promote(
+                client, category, version, alias, force=force, reason=reason or "best version", metric=metric, user=user
+            )
         )
     return out
 
 
-def rollback(client: Any, category: str, alias: str = "production", reason: str = "") -> PromotionResult:
+def rollback(
+    client: Any, category: str, alias: str = "production", reason: str = "", user: str | None = None
+) -> PromotionResult:
     """Point ``alias`` back at the version that held it before the current one."""
     name = registered_name(category)
     _get_model(client, name)
@@ -414,7 +427,7 @@ def rollback(client: Any, category: str, alias: str = "production", reason: str 
             "version": target,
             "previous": str(current),
             "time": _now(),
-            "user": _user(),
+            "user": _user(user),
             "reason": reason,
             "forced": False,
         }

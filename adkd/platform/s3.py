@@ -23,7 +23,6 @@ from adkd.errors import AdkdError, ConfigError, DataError, ServiceError
 
 log = logging.getLogger(__name__)
 
-ENDPOINT_ENV_VAR = "ADKD_S3_ENDPOINT_URL"
 MANIFEST_NAME = "manifest.json"
 _STATE_DIR = ".state"  # bucket names cannot start with '.', so this never collides with a bucket folder
 _LOCK_TIMEOUT_S = 3600.0
@@ -69,7 +68,6 @@ def s3_client(endpoint_url: str | None = None, profile: str | None = None) -> An
     from botocore.config import Config
     from botocore.exceptions import ProfileNotFound
 
-    endpoint_url = endpoint_url or os.environ.get(ENDPOINT_ENV_VAR) or None
     try:
         session = boto3.session.Session(profile_name=profile)
     except ProfileNotFound as exc:
@@ -317,21 +315,14 @@ def upload_dir(local: Path, uri: str, endpoint_url: str | None = None, *, client
 
 def sync_dataset(
     uri: str,
-    cache_dir: Path | None = None,
+    cache_dir: Path,
     endpoint_url: str | None = None,
     categories: list[str] | None = None,
 ) -> Path:
-    """Sync an MVTec-layout data set (or only `categories` of it) and return its local root.
+    """Sync an MVTec-layout data set (or only `categories` of it) into ``cache_dir`` and return its local root.
 
-    Without `cache_dir`, the settings decide it and the endpoint (adkd.toml < AWS_ENDPOINT_URL /
-    MLFLOW_S3_ENDPOINT_URL / ADKD_S3_ENDPOINT_URL). With categories, only `prefix/<category>/` is fetched.
+    With categories, only `prefix/<category>/` is fetched. ``endpoint_url`` None: boto3's own configuration.
     """
-    if cache_dir is None:
-        from adkd.platform.settings import load_settings
-
-        settings = load_settings()
-        cache_dir = settings.cache_dir
-        endpoint_url = endpoint_url or settings.s3_endpoint_url
     parsed = S3Uri.parse(uri)
     if not categories:
         return sync_from_s3(uri, cache_dir, endpoint_url)
@@ -341,18 +332,3 @@ def sync_dataset(
             raise ConfigError(f"category '{category}' is not a folder name; check --category")
         sync_prefix(str(S3Uri(parsed.bucket, parsed.key(category))), cache_dir, client=client)
     return cache_paths(parsed, cache_dir)[0]
-
-
-def resolve_data_root(
-    data: str,
-    cache_dir: Path,
-    endpoint_url: str | None = None,
-    categories: list[str] | None = None,
-) -> Path:
-    """A local data root as given, or the synced cache folder of an `s3://` URI (optionally some categories)."""
-    if data.startswith("s3://"):
-        return sync_dataset(data, cache_dir, endpoint_url, categories)
-    root = Path(data).expanduser()
-    if not root.exists():
-        raise DataError(f"data root {root} does not exist; pass an existing folder or an s3:// URI to --data")
-    return root

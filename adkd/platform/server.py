@@ -131,10 +131,9 @@ def start_server(
     if basic_auth:
         cmd += ["--app-name", "basic-auth"]
     log_path = state_dir / LOG_FILE
-    env = dict(os.environ)
-    with log_path.open("ab") as log:
+    with log_path.open("ab") as log:  # the server inherits this environment (MLflow's own variables included)
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
     state = ServerState(
         pid=proc.pid,

@@ -197,25 +197,29 @@ def test_two_rank_nccl_step_equals_one_process_on_the_concatenated_batch(root: P
 def test_four_categories_share_one_gpu_at_a_quarter_each(root: Path, tmp_path: Path) -> None:
     import ray
 
-    from adkd.platform.cluster import CategoryResources, run_all_categories
+    from adkd.platform.ray_driver import RayRunOptions, run_all_categories
+    from adkd.platform.ray_resources import CategoryResources
+    from adkd.platform.run_listeners import RunListener
 
     if ray.is_initialized():
         pytest.skip("another test left Ray running in this process")
     configs = [_config("stfpm", root, tmp_path / "runs", "epochs=3", category=c) for c in CATEGORIES]
     seen: dict[str, list[float]] = {}
 
-    def clock(event: dict[str, Any]) -> None:
-        seen.setdefault(event["category"], []).append(time.monotonic())
+    class Clock(RunListener):
+        def event(self, event: dict[str, Any]) -> None:
+            seen.setdefault(event["category"], []).append(time.monotonic())
 
     try:
         outcome = run_all_categories(
             configs,
-            resources=CategoryResources(cpus=1, gpus=0.25),
-            num_cpus=max(4, os.cpu_count() or 4),
-            num_gpus=1,
-            runs_dir=tmp_path / "runs",
-            listeners=[clock],
-            live=False,
+            RayRunOptions(
+                resources=CategoryResources(cpus=1, gpus=0.25),
+                num_cpus=max(4, os.cpu_count() or 4),
+                num_gpus=1,
+                runs_dir=tmp_path / "runs",
+            ),
+            [Clock()],
         )
     finally:
         ray.shutdown()

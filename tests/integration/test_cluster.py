@@ -39,7 +39,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     import ray
 
     from adkd.pipelines.train.presets import resolve_config
-    from adkd.platform.cluster import CategoryResources, TrackingSink, run_all_categories
+    from adkd.platform.ray_driver import RayRunOptions, run_all_categories
+    from adkd.platform.ray_resources import CategoryResources
+    from adkd.platform.run_listeners import RunListener, TrackingListener
     from adkd.platform.tracking import TrackingSession
 
     if ray.is_initialized():
@@ -59,23 +61,19 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     events: list[dict[str, Any]] = []
     killed: dict[str, int] = {}
 
-    def kill_after_first_checkpoint(event: dict[str, Any]) -> None:
-        events.append(event)
-        # A "checkpoint" event means Ray Train has committed it: a restart must resume from it.
-        if event["category"] == KILLED and event["kind"] == "checkpoint" and not killed:
-            killed["pid"], killed["epoch"], killed["committed"] = event["pid"], event["epoch"], event["committed"]
-            os.kill(event["pid"], signal.SIGKILL)
+    class KillAfterFirstCheckpoint(RunListener):
+        def event(self, event: dict[str, Any]) -> None:
+            events.append(event)
+            # A "checkpoint" event means Ray Train has committed it: a restart must resume from it.
+            if event["category"] == KILLED and event["kind"] == "checkpoint" and not killed:
+                killed["pid"], killed["epoch"], killed["committed"] = event["pid"], event["epoch"], event["committed"]
+                os.kill(event["pid"], signal.SIGKILL)
 
     try:
         outcome = run_all_categories(
             configs,
-            resources=CategoryResources(cpus=0.5),
-            num_cpus=2,
-            runs_dir=runs_dir,
-            max_failures=2,
-            sink=TrackingSink(session),
-            listeners=[kill_after_first_checkpoint],
-            live=False,
+            RayRunOptions(resources=CategoryResources(cpus=0.5), num_cpus=2, runs_dir=runs_dir, max_failures=2),
+            [TrackingListener(session), KillAfterFirstCheckpoint()],
         )
     finally:
         ray.shutdown()

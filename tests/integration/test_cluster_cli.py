@@ -55,13 +55,13 @@ def test_train_gains_the_ray_options_and_keeps_its_own() -> None:
         (["--category", "weave", "--all-categories"], ConfigError, "not both"),
         (["--categories", "weave,nope"], DataError, "nope"),
         (["--categories", " , "], ConfigError, "--categories is empty"),
-        (["--all-categories", "--workers-per-category", "0"], ConfigError, "--workers-per-category must be >= 1"),
+        (["--all-categories", "--workers-per-category", "0"], ConfigError, "workers per category must be >= 1"),
         (
             ["--all-categories", "--workers-per-category", "2", "--gpus-per-category", "0.5", "--no-tracking"],
             ConfigError,
             "NCCL",
         ),
-        (["--all-categories", "--cpus-per-category", "0"], ConfigError, "--cpus-per-category must be > 0"),
+        (["--all-categories", "--cpus-per-category", "0"], ConfigError, "cpus per category must be > 0"),
         (["--all-categories", "--resume"], ConfigError, "--resume is for one category"),
     ],
 )
@@ -75,14 +75,14 @@ def test_bad_multi_category_requests_fail_with_one_clear_error(
 
 
 def test_several_workers_per_category_need_a_data_parallel_engine() -> None:
-    from adkd.platform.cluster import CategoryResources, _check_distributed
+    from adkd.platform.ray_resources import CategoryResources, check_distributed
 
     two = CategoryResources(workers=2, cpus=0.5)
-    _check_distributed(two, None)  # the default engine averages gradients over the workers
-    _check_distributed(two, "adkd.pipelines.train.engine:train_category")
+    check_distributed(two, None)  # the default engine averages gradients over the workers
+    check_distributed(two, "adkd.pipelines.train.engine:train_category")
     with pytest.raises(ConfigError, match="does not do data-parallel training"):
-        _check_distributed(two, "adkd.pipelines.train.checkpoint:save_checkpoint")  # no SUPPORTS_DISTRIBUTED
-    _check_distributed(CategoryResources(workers=1), "adkd.pipelines.train.checkpoint:save_checkpoint")
+        check_distributed(two, "adkd.pipelines.train.checkpoint:save_checkpoint")  # no SUPPORTS_DISTRIBUTED
+    check_distributed(CategoryResources(workers=1), "adkd.pipelines.train.checkpoint:save_checkpoint")
     help_text = CliRunner().invoke(_app(), ["train", "--help"], env={"COLUMNS": "300"}).output
     assert "batch_size is per worker" in " ".join(help_text.split())
 
@@ -116,7 +116,7 @@ def test_submit_entrypoint_runtime_env_and_secret_guard(monkeypatch: pytest.Monk
 
 
 def test_results_markdown_and_json(tmp_path: Path) -> None:
-    from adkd.platform.progress import ResultRow, write_results
+    from adkd.platform.results_files import ResultRow, write_results
 
     rows = [
         ResultRow("bottle", "rd", "FINISHED", {"test/image_auroc": 0.9912, "test/pixel_auroc": 0.985}, 2.25, "3"),
@@ -134,7 +134,7 @@ def test_results_markdown_and_json(tmp_path: Path) -> None:
 
 
 def test_image_level_results_show_the_mean_beside_the_paper() -> None:
-    from adkd.platform.progress import ResultRow, results_markdown
+    from adkd.platform.results_files import ResultRow, results_markdown
 
     rows = [
         ResultRow("cat", "mrkd", "FINISHED", {"test/image_auroc": 0.80, "test/f1_max": 0.5}, 1.0, None),
@@ -147,7 +147,7 @@ def test_image_level_results_show_the_mean_beside_the_paper() -> None:
 
 
 def test_live_board_tracks_epochs_restarts_and_eta() -> None:
-    from adkd.platform.progress import ProgressBoard
+    from adkd.cli.live_board import ProgressBoard
 
     board = ProgressBoard(["a", "b"])
     board.on_start("a", attempt=1, epochs=4)

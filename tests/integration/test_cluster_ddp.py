@@ -23,7 +23,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     from adkd.pipelines.data.synth import synthesize
     from adkd.pipelines.train.presets import resolve_config
-    from adkd.platform.cluster import CategoryResources, TrackingSink, run_all_categories
+    from adkd.platform.ray_driver import RayRunOptions, run_all_categories
+    from adkd.platform.ray_resources import CategoryResources
+    from adkd.platform.run_listeners import RunListener, TrackingListener
     from adkd.platform.tracking import TrackingSession
 
     if ray.is_initialized():
@@ -45,16 +47,18 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         register=False,
     )
     events: list[dict[str, Any]] = []
+
+    class Record(RunListener):
+        def event(self, event: dict[str, Any]) -> None:
+            events.append(event)
+
     try:
         outcome = run_all_categories(
             [config],
-            resources=CategoryResources(workers=2, cpus=0.5),
-            num_cpus=2,
-            runs_dir=runs_dir,
-            max_failures=0,
-            sink=TrackingSink(session),
-            listeners=[events.append],
-            live=False,
+            RayRunOptions(
+                resources=CategoryResources(workers=2, cpus=0.5), num_cpus=2, runs_dir=runs_dir, max_failures=0
+            ),
+            [TrackingListener(session), Record()],
         )
     finally:
         ray.shutdown()

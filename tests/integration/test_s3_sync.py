@@ -14,10 +14,10 @@ import boto3
 import pytest
 
 from adkd.errors import ConfigError, DataError, ServiceError
+from adkd.platform.local_data import local_root
 from adkd.platform.s3 import (
     S3Uri,
     cache_paths,
-    resolve_data_root,
     sync_dataset,
     sync_from_s3,
     sync_prefix,
@@ -212,15 +212,16 @@ def test_upload_to_missing_bucket_is_a_clear_error(s3_env: str, tmp_path: Path) 
         upload_dir(tmp_path, "s3://no-such-bucket-adkd/p")
 
 
-def test_resolve_data_root(s3_bucket: str, tmp_path: Path) -> None:
+def test_local_root(s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _put_all(s3_bucket, "ds", _objects())
-    synced = resolve_data_root(f"s3://{s3_bucket}/ds", tmp_path / "cache")
+    synced = local_root(f"s3://{s3_bucket}/ds", tmp_path / "cache")
     assert (synced / "bottle" / "train" / "good" / "000.png").is_file()
     local = tmp_path / "local"
     local.mkdir()
-    assert resolve_data_root(str(local), tmp_path / "cache") == local
-    with pytest.raises(DataError, match="does not exist"):
-        resolve_data_root(str(tmp_path / "missing"), tmp_path / "cache")
+    monkeypatch.chdir(tmp_path)
+    assert local_root("local", tmp_path / "cache") == local  # relative roots come back absolute
+    with pytest.raises(ConfigError, match="missing does not exist"):
+        local_root(str(tmp_path / "missing"), tmp_path / "cache")
 
 
 def test_explicit_endpoint_overrides_environment(s3_bucket: str, s3_server: str, tmp_path: Path, monkeypatch) -> None:
@@ -234,7 +235,7 @@ def test_sync_dataset_fetches_only_the_requested_categories(s3_bucket: str, tmp_
     bottle = _objects()
     cable = {k.replace("bottle", "cable"): v + b"c" for k, v in bottle.items()}
     _put_all(s3_bucket, "mvtec", bottle | cable)
-    root = resolve_data_root(f"s3://{s3_bucket}/mvtec", tmp_path / "cache", categories=["bottle"])
+    root = local_root(f"s3://{s3_bucket}/mvtec", tmp_path / "cache", categories=["bottle"])
     assert root == tmp_path / "cache" / "s3" / s3_bucket / "mvtec"
     assert _local_files(root) == bottle
     again = sync_prefix(f"s3://{s3_bucket}/mvtec/bottle", tmp_path / "cache")
@@ -243,17 +244,19 @@ def test_sync_dataset_fetches_only_the_requested_categories(s3_bucket: str, tmp_
         sync_dataset(f"s3://{s3_bucket}/mvtec", tmp_path / "cache", categories=["../x"])
 
 
-def test_sync_dataset_takes_cache_dir_and_endpoint_from_settings(
+def test_data_sync_takes_cache_dir_and_endpoint_from_settings(
     s3_bucket: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """`adkd data sync` reads the cache folder and endpoint from the settings (environment here)."""
     _put_all(s3_bucket, "ds", {"bottle/train/good/0.png": b"0"})
-    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL")
     monkeypatch.setenv("ADKD_CACHE_DIR", str(tmp_path / "settings-cache"))
     monkeypatch.setenv("ADKD_S3_ENDPOINT_URL", s3_server)
-    root = sync_dataset(f"s3://{s3_bucket}/ds")
-    assert root == tmp_path / "settings-cache" / "s3" / s3_bucket / "ds"
+    done = _cli("data", "sync", f"s3://{s3_bucket}/ds")
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "settings-cache" / "s3" / s3_bucket / "ds"
+    assert done.stdout.strip() == str(root)
     assert (root / "bottle/train/good/0.png").read_bytes() == b"0"
 
 

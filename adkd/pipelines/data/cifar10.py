@@ -195,7 +195,6 @@ def download_cifar10(
     names = resolve_classes(classes)
     if all((root / c).is_dir() for c in names) and not force:
         return Cifar10Report(root, dict.fromkeys(names, "skipped"))
-    url_base = url_base or os.environ.get(URL_ENV_VAR) or None
     url = f"{url_base.rstrip('/')}/{ARCHIVE}" if url_base else CIFAR10_URL
     downloads = root / DOWNLOADS_DIR_NAME
     archive = downloads / ARCHIVE

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import lzma
-import os
 import posixpath
 import shutil
 import tarfile
@@ -141,7 +140,6 @@ def resolve_archives(
     checksums: dict[str, str] | None = None,
 ) -> list[ArchiveSpec]:
     """Archives for the requested categories; a URL base (flag or ADKD_MVTEC_URL) replaces MVTec's links."""
-    url_base = url_base or os.environ.get(URL_ENV_VAR) or None
     known = dict.fromkeys(MVTEC_CATEGORIES) | dict.fromkeys(checksums or {})
     wanted = list(categories) if categories else list(MVTEC_CATEGORIES)
     specs = []

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from adkd.errors import ConfigError, DataError
+from adkd.errors import DataError
 from adkd.pipelines.data.geometry import fit
+from adkd.settings import decode_workers_override
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's default MAX_IMAGE_PIXELS, used when a caller set it to None
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -32,12 +33,8 @@ class ImageReadError(DataError):
 
 def decode_workers() -> int:
     """Threads for decoding (``ADKD_DECODE_WORKERS`` overrides): PIL releases the GIL while decoding."""
-    override = os.environ.get("ADKD_DECODE_WORKERS", "").strip()
-    if override:
-        if not override.isdigit() or int(override) < 1:
-            raise ConfigError(f"ADKD_DECODE_WORKERS={override!r} is invalid: use a positive integer, e.g. 4")
-        return int(override)
-    return max(1, min(8, os.cpu_count() or 1))
+    override = decode_workers_override()
+    return override if override is not None else max(1, min(8, os.cpu_count() or 1))
 
 
 def max_pixels() -> int:

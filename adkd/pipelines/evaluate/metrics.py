@@ -25,7 +25,6 @@ from adkd.pipelines.evaluate.arrays import as_maps, as_vector, binary, check_fin
 _EIGHT_CONNECTED_2D = np.zeros((3, 3, 3), dtype=bool)
 _EIGHT_CONNECTED_2D[1] = True
 
-METRIC_NAMES = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
 
 
 class UndefinedMetricWarning(UserWarning):

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from adkd.platform.progress import log_lines_above_live
+from adkd.cli.live_board import log_lines_above_live
 
 
 @pytest.fixture

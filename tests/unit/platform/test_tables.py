@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from adkd.platform.progress import ResultRow, results_cells
+from adkd.platform.results_files import ResultRow, results_cells
 from adkd.platform.tables import Column, fit_table, print_table
 
 COLUMNS = [

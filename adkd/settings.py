@@ -1,4 +1,10 @@
-"""Settings: defaults < config file (`adkd.toml` or `--config`) < environment < flags."""
+"""Settings: defaults < config file (`adkd.toml` or `--config`) < environment < flags.
+
+The one place adkd reads its environment. A command loads ``Settings`` once and passes it down;
+the few knobs that code below the platform needs in any process (a Ray worker included) have a
+function of their own here (``downloads_allowed``, ``decode_workers_override``). Modules that build a
+child process's environment copy ``os.environ`` and say so where they do.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +32,16 @@ ENV_VARS = {
     "ADKD_S3_ENDPOINT_URL": "s3_endpoint_url",
     "ADKD_CACHE_DIR": "cache_dir",
     "ADKD_EXPERIMENT": "experiment",
+    "ADKD_TRACKING": "tracking",
+    "ADKD_REGISTER": "register_models",
+    "ADKD_USER": "user",
+    "ADKD_OFFLINE": "offline",
+    "AWS_DEFAULT_REGION": "aws_region",
+    "AWS_REGION": "aws_region",
+    "RAY_API_SERVER_ADDRESS": "ray_jobs_address",
 }
+OFFLINE_ENV = "ADKD_OFFLINE"
+DECODE_WORKERS_ENV = "ADKD_DECODE_WORKERS"
 
 
 class Settings(BaseModel):
@@ -39,7 +54,12 @@ class Settings(BaseModel):
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto).")
     cache_dir: Path = Field(default=Path.home() / ".cache" / "adkd", description="Synced data sets.")
     experiment: str | None = Field(default=None, description="MLflow experiment name; None = data set name.")
-    register_models: bool = True
+    tracking: bool = Field(default=True, description="Write MLflow runs (ADKD_TRACKING=off: none at all).")
+    register_models: bool = Field(default=True, description="Register a model version per finished category.")
+    user: str | None = Field(default=None, description="Who promotes a model (audit trail); None = login name.")
+    offline: bool = Field(default=False, description="Never download weights (only caches are tried).")
+    aws_region: str = Field(default="us-east-1", description="Region for S3 run storage.")
+    ray_jobs_address: str | None = Field(default=None, description="Ray Jobs API address (dashboard).")
     promotion_metric: str = "image_auroc"
     train: dict[str, Any] = Field(default_factory=dict, description="[train] table: training overrides.")
     tune: dict[str, Any] = Field(default_factory=dict, description="[tune] table: search space and options.")
@@ -80,6 +100,35 @@ def _from_env() -> dict[str, Any]:
         if value:
             out[field_name] = value
     return out
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def downloads_allowed() -> bool:
+    """False under ``ADKD_OFFLINE=1``: weights come from caches only (read in every process, workers too)."""
+    return not _flag(os.environ.get(OFFLINE_ENV, ""))
+
+
+def decode_workers_override() -> int | None:
+    """``ADKD_DECODE_WORKERS``: threads for image decoding, or None for the default."""
+    value = os.environ.get(DECODE_WORKERS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{DECODE_WORKERS_ENV}={value!r} is invalid: use a positive integer, e.g. 4")
+    return int(value)
+
+
+def ray_auth_mode_chosen() -> bool:
+    """``RAY_AUTH_MODE`` is set: the user chose Ray's authentication, adkd leaves it alone."""
+    return bool(os.environ.get("RAY_AUTH_MODE"))
+
+
+def inside_ray_job() -> bool:
+    """This process is the entrypoint of a Ray job (``adkd submit``): its runtime_env already ships adkd."""
+    return bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:

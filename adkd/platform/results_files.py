@@ -1,14 +1,9 @@
-"""What a multi-category run shows: a live table while it runs and a results table at the end."""
+"""The results of a multi-category run: one row per category, as a rich table, markdown and JSON files."""
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,51 +18,6 @@ RESULT_METRICS = (
     ("test/pixel_auroc", "pixel AUROC"),
     ("test/aupro", "AUPRO"),
 )
-
-
-@contextmanager
-def log_lines_above_live(terminal_streams: tuple[Any, ...]) -> Iterator[None]:
-    """Inside a rich ``Live``: send logging's console handlers through Live's stdout/stderr proxies.
-
-    A ``StreamHandler`` keeps the stream it was created with, so without this MLflow's INFO lines
-    (and any library's) are written straight to the terminal, through the middle of the live table.
-    ``terminal_streams`` are the real (stdout, stderr) from before ``Live`` started.
-    """
-    proxies = {id(t): now for t, now in zip(terminal_streams, (sys.stdout, sys.stderr), strict=True) if t is not now}
-    loggers = [logging.getLogger()] + [
-        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
-    ]
-    swapped: list[tuple[logging.StreamHandler, Any]] = []
-    for logger in loggers:
-        for handler in logger.handlers:
-            if type(handler) is logging.StreamHandler and id(handler.stream) in proxies:
-                swapped.append((handler, handler.setStream(proxies[id(handler.stream)])))
-    try:
-        yield
-    finally:
-        for handler, original in swapped:
-            handler.setStream(original)
-
-
-@dataclass
-class CategoryProgress:
-    """The live state of one category's training as the driver sees it."""
-
-    category: str
-    epochs: int | None = None
-    state: str = "PENDING"  # PENDING, RUNNING, RESTARTED, FINISHED, FAILED
-    epoch: int = 0
-    loss: float | None = None
-    attempts: int = 0
-    started_at: float | None = None
-    epoch_times: list[float] = field(default_factory=list)
-    last_epoch_at: float | None = None
-
-    def eta_s(self) -> float | None:
-        if not self.epochs or not self.epoch_times or self.state not in ("RUNNING", "RESTARTED"):
-            return None
-        per_epoch = sum(self.epoch_times) / len(self.epoch_times)
-        return max(self.epochs - self.epoch, 0) * per_epoch
 
 
 @dataclass
@@ -88,66 +38,10 @@ class ResultRow:
         return asdict(self)
 
 
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = round(seconds)
-    minutes, sec = divmod(seconds, 60)
-    return f"{minutes}:{sec:02d}"
-
-
 def _fmt_pct(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{100.0 * value:.1f}"
-
-
-class ProgressBoard:
-    """Keeps every category's live state; the driver feeds it events, rich renders it."""
-
-    def __init__(self, categories: list[str], epochs: int | None = None) -> None:
-        self.started = time.monotonic()
-        self.rows = {c: CategoryProgress(category=c, epochs=epochs) for c in categories}
-
-    def on_start(self, category: str, attempt: int, epochs: int | None = None) -> None:
-        row = self.rows[category]
-        row.attempts = max(row.attempts, attempt)
-        row.state = "RESTARTED" if attempt > 1 else "RUNNING"
-        if epochs:
-            row.epochs = epochs
-        now = time.monotonic()
-        row.started_at = row.started_at or now
-        row.last_epoch_at = now
-
-    def on_epoch(self, category: str, epoch: int, metrics: dict[str, float]) -> None:
-        row = self.rows[category]
-        now = time.monotonic()
-        if row.last_epoch_at is not None:
-            row.epoch_times.append(now - row.last_epoch_at)
-        row.last_epoch_at = now
-        row.epoch = epoch
-        loss = metrics.get("train/loss", metrics.get("loss"))
-        if loss is not None:
-            row.loss = float(loss)
-
-    def on_end(self, category: str, status: str) -> None:
-        self.rows[category].state = status
-
-    def render(self) -> Table:
-        elapsed = _fmt_duration(time.monotonic() - self.started)
-        table = Table(title=f"adkd train --all-categories ({elapsed} elapsed)")
-        for col in ("category", "state", "epoch", "loss", "time left"):
-            table.add_column(col, justify="left" if col in ("category", "state") else "right")
-        styles = {"FINISHED": "green", "FAILED": "red", "RESTARTED": "yellow", "RUNNING": "cyan"}
-        for row in self.rows.values():
-            epoch = f"{row.epoch}/{row.epochs}" if row.epochs else str(row.epoch)
-            loss = f"{row.loss:.4f}" if row.loss is not None else "-"
-            state = row.state if row.attempts <= 1 else f"{row.state} (try {row.attempts})"
-            style = styles.get(row.state, "")
-            table.add_row(
-                row.category, f"[{style}]{state}[/]" if style else state, epoch, loss, _fmt_duration(row.eta_s())
-            )
-        return table
 
 
 def _metric_columns(rows: list[ResultRow]) -> list[tuple[str, str]]:

@@ -1,0 +1,216 @@
+"""One path for every training run: the CLI, the Python API, the demo, tuning and benchmarks train here.
+
+A run resolves its settings and one config per category once, opens tracking, and trains one
+category in this process (``train_one``) or many at once on Ray (``train_many``). The data root
+stays what the user gave (tracking records it); it is made local where it is read: in this process,
+or on the Ray worker that trains the category (``adkd.platform.local_data``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adkd.errors import ConfigError
+from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
+from adkd.pipelines.train.config import TrainConfig
+from adkd.platform.local_data import check_category, list_categories, local_root
+from adkd.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from adkd.platform.ray_driver import AllCategoriesResult
+    from adkd.platform.run_listeners import RunListener
+
+
+@dataclass
+class RunRequest:
+    """What the user asked for: one ``category`` in this process, or ``categories``/all of them on Ray."""
+
+    model: str
+    data: str
+    category: str | None = None
+    categories: list[str] | None = None
+    all_categories: bool = False
+    preset: str | None = "paper"
+    overrides: list[str] = field(default_factory=list)
+    config_file: Path | None = None
+    out: Path | None = None
+    skip_validation: bool = False
+    tracking: bool = True
+    resume: bool = False
+
+    @property
+    def many(self) -> bool:
+        return self.all_categories or self.categories is not None
+
+    def check(self) -> None:
+        """Contradictory or missing choices, before anything starts."""
+        if self.many and self.category:
+            raise ConfigError("pass either --category or --all-categories/--categories, not both")
+        if not self.many and not self.category:
+            raise ConfigError("missing --category: name one category, or train them all with --all-categories")
+        if self.categories is not None and not self.categories:
+            raise ConfigError("--categories is empty; write e.g. --categories bottle,cable")
+        if self.many and self.resume:
+            raise ConfigError(
+                "--resume is for one category; --all-categories resumes crashed workers by itself (--max-failures)"
+            )
+
+
+@dataclass
+class RayPlan:
+    """How many categories share the cluster: workers and resources per category, restarts, storage."""
+
+    address: str | None = None
+    workers_per_category: int = 1
+    cpus_per_category: float = 1.0
+    gpus_per_category: float | None = None  # None: 1 where the cluster has GPUs, else 0
+    max_failures: int = 2
+    storage: str | None = None
+    num_cpus: int | None = None
+    engine: str | None = None  # ``module:function`` replacing the engine (benchmarks)
+
+
+@dataclass
+class ManyOutcome:
+    """A multi-category run's results and what tracking said about it (None without tracking)."""
+
+    outcome: AllCategoriesResult
+    tracking_message: str | None = None
+
+    @property
+    def failed(self) -> list[str]:
+        return self.outcome.failed
+
+
+def run_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """The settings of a run: a TOML ``--config`` is also the settings file (tracking URI, runs folder…)."""
+    settings_file = config_file if config_file is not None and config_file.suffix == ".toml" else None
+    return load_settings(settings_file, **flags)
+
+
+def resolve_config(request: RunRequest, category: str, settings: Settings) -> TrainConfig:
+    """Preset < settings file (``[train]`` table) < --config < --set < explicit flags."""
+    from adkd.pipelines.train.presets import resolve_config as resolve
+
+    extra = list(request.overrides)
+    if request.out is not None:
+        extra.append(f"out_dir={request.out}")
+    if request.skip_validation:
+        extra.append("skip_validation=true")
+    return resolve(
+        request.model,
+        request.preset,
+        category=category,
+        data=request.data,
+        overrides=extra,
+        config_file=request.config_file,
+        defaults={"out_dir": str(settings.runs_dir / "train")},
+        settings=settings.train,
+    )
+
+
+def make_local(config: TrainConfig, settings: Settings) -> TrainConfig:
+    """The config with its data root made local in this process (s3:// synced for its category only)."""
+    root = local_root(config.data, settings.cache_dir, settings.s3_endpoint_url, [config.category])
+    return config.model_copy(update={"data": str(root)})
+
+
+def train_one(
+    request: RunRequest, settings: Settings | None = None, callbacks: Sequence[TrainCallback] = ()
+) -> TrainResult:
+    """Train ``request.category`` in this process, tracked unless ``request.tracking`` or the settings say no."""
+    from adkd.pipelines.train.checkpoint import LAST
+    from adkd.pipelines.train.engine import run_dir_for, train_category
+
+    request.check()
+    assert request.category is not None
+    settings = settings or run_settings(request.config_file)
+    config = resolve_config(request, request.category, settings)
+    check_category(config.data, config.category)  # before a tracking run is created
+    attached = list(callbacks)
+    if request.tracking and settings.tracking:
+        from adkd.platform.tracking import StandaloneTracker
+
+        attached.append(StandaloneTracker.open(settings, config, register=settings.register_models))
+    local = make_local(config, settings)
+    resume_from = None
+    if request.resume:
+        last = run_dir_for(local) / LAST
+        resume_from = last if last.is_file() else None
+    result = train_category(local, attached, resume_from=resume_from)
+    if request.resume and resume_from is None:
+        result.notes.insert(0, f"--resume: no {LAST} in {run_dir_for(local)}, so training started fresh")
+    return result
+
+
+def train_many(
+    request: RunRequest,
+    settings: Settings | None = None,
+    plan: RayPlan | None = None,
+    listeners: Sequence[RunListener] = (),
+) -> ManyOutcome:
+    """Train every requested category at once on Ray; results and outputs land under ``--out`` or the runs folder."""
+    from adkd.platform.ray_driver import RayRunOptions, run_all_categories
+    from adkd.platform.ray_resources import CategoryResources
+
+    request.check()
+    plan = plan or RayPlan()
+    settings = settings or run_settings(request.config_file, ray_address=plan.address)
+    names = list_categories(request.data, request.categories, settings.s3_endpoint_url)
+    configs = [resolve_config(request, name, settings) for name in names]
+    gpus = plan.gpus_per_category
+    if gpus is None:
+        gpus = default_gpus(settings.ray_address)
+    resources = CategoryResources(workers=plan.workers_per_category, cpus=plan.cpus_per_category, gpus=gpus)
+    options = RayRunOptions(
+        resources=resources,
+        address=settings.ray_address,
+        num_cpus=plan.num_cpus,
+        runs_dir=request.out if request.out is not None else settings.runs_dir,
+        storage_path=plan.storage,
+        max_failures=plan.max_failures,
+        engine=plan.engine,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.aws_region,
+    )
+    attached = list(listeners)
+    tracking = None
+    if request.tracking and settings.tracking:
+        tracking = tracking_listener(settings, request, names)
+        attached.append(tracking)
+    outcome = run_all_categories(configs, options, attached)
+    message = tracking.summary.message if tracking is not None and tracking.summary is not None else None
+    return ManyOutcome(outcome, message)
+
+
+def tracking_listener(settings: Settings, request: RunRequest, names: list[str]) -> Any:
+    """A parent MLflow run for a multi-category run and a child per category (registered unless told not to)."""
+    from adkd.platform.run_listeners import TrackingListener
+    from adkd.platform.tracking import TrackingSession
+
+    session = TrackingSession.from_settings(
+        settings,
+        request.data,
+        command="train",
+        params={"categories": ",".join(names), "model": request.model, "preset": request.preset or ""},
+        tags={"categories": ",".join(names), "mode": "all-categories"},
+        register=settings.register_models,
+    )
+    return TrackingListener(session)
+
+
+def default_gpus(address: str | None) -> float:
+    """One GPU per category where the cluster (or this machine, for an embedded Ray) has GPUs."""
+    if address:
+        from adkd.platform.ray_connection import connect
+
+        return 1.0 if connect(address).get("GPU", 0.0) > 0 else 0.0
+    try:
+        import torch
+
+        return 1.0 if torch.cuda.is_available() else 0.0
+    except ImportError:
+        return 0.0

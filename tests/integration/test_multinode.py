@@ -1,0 +1,188 @@
+"""`adkd train --categories a,b,c,d --gpus-per-category 0.25 --address …` on a 2-node Ray cluster.
+
+Two `ray start` nodes on 127.0.0.1, each declaring 1 GPU as a Ray resource and each with scratch
+and cache folders of its own (``TMPDIR``, ``ADKD_CACHE_DIR``), so a category trained on one node
+cannot read what the other node wrote. The data set lives on a real S3 server (moto): each node
+syncs the categories it trains into its own cache. The engine trains on CPU (no CUDA here): the
+declared GPUs only exercise placement. Every category's outputs, MLflow child run (the data root as
+the user gave it, a non-empty data fingerprint) and registered version must arrive on the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+BIN = Path(sys.executable).parent
+CATEGORIES = ("weave", "dots", "grain", "disc")
+
+
+def _aws_env(endpoint: str, tmp: Path) -> dict[str, str]:
+    return {
+        "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-aws-credentials"),
+        "AWS_ACCESS_KEY_ID": "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End one `ray start --block` and its children (its own process group), never other Rays."""
+    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            return
+
+
+def _alive_nodes(gcs: str, env: dict[str, str]) -> int:
+    code = "import ray; ray.init(address='%s', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+    done = subprocess.run(
+        [sys.executable, "-c", code % gcs], capture_output=True, text=True, env=env, timeout=120
+    )
+    try:
+        return int(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return 0
+
+
+@pytest.fixture(scope="module")
+def two_nodes(s3_server: str) -> Iterator[dict[str, Any]]:
+    # Short paths: Ray's unix socket paths must stay under ~107 characters.
+    tmp = Path(tempfile.mkdtemp(prefix="adkd-2n-", dir="/tmp"))
+    base = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **_aws_env(s3_server, tmp)}
+    base.pop("RAY_ADDRESS", None)
+    port = free_port()
+    nodes: dict[str, dict[str, Any]] = {}
+    procs: list[subprocess.Popen] = []
+    try:
+        for name in ("a", "b"):
+            scratch, cache = tmp / name / "tmp", tmp / name / "cache"
+            scratch.mkdir(parents=True)
+            env = {**base, "TMPDIR": str(scratch), "ADKD_CACHE_DIR": str(cache)}
+            ports = [free_port() for _ in range(4)]
+            common = [
+                "--block", "--num-cpus", "2", "--num-gpus", "1", "--node-ip-address", "127.0.0.1",
+                "--dashboard-agent-listen-port", str(ports[0]), "--dashboard-agent-grpc-port", str(ports[1]),
+                "--metrics-export-port", str(ports[2]), "--node-manager-port", str(ports[3]),
+                "--disable-usage-stats",
+            ]  # fmt: skip
+            if name == "a":
+                cmd = [str(BIN / "ray"), "start", "--head", "--port", str(port), "--include-dashboard", "false",
+                       "--ray-client-server-port", str(free_port()), "--temp-dir", str(tmp / "ray"), *common]  # fmt: skip
+            else:
+                cmd = [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{port}", *common]
+            log = (tmp / f"ray-{name}.log").open("wb")
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+            nodes[name] = {"scratch": scratch, "cache": cache, "log": tmp / f"ray-{name}.log"}
+            if name == "a":
+                time.sleep(5)
+        gcs = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while _alive_nodes(gcs, base) < 2:
+            for proc, name in zip(procs, nodes, strict=True):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"ray start ({name}) exited: {nodes[name]['log'].read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the two Ray nodes did not both join in 180 s")
+            time.sleep(2)
+        yield {"gcs": gcs, "nodes": nodes, "env": base, "tmp": tmp}
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def trained(two_nodes: dict[str, Any], s3_server: str) -> dict[str, Any]:
+    import boto3
+
+    from adkd.pipelines.data.synth import synthesize
+
+    tmp = two_nodes["tmp"]
+    data = tmp / "data"
+    synthesize(data, categories=list(CATEGORIES), size=64, n_train=12, n_test=8, seed=2)
+    bucket = f"adkd-2n-{os.getpid()}"
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                      aws_access_key_id="testing-key-id", aws_secret_access_key="testing-secret-key")  # fmt: skip
+    s3.create_bucket(Bucket=bucket)
+    for path in data.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, f"ds/{path.relative_to(data)}")
+    uri = f"s3://{bucket}/ds"
+    out = tmp / "out"
+    store = tmp / "store"
+    store.mkdir()
+    tracking_uri = f"sqlite:///{store / 'mlflow.db'}"
+    env = {**two_nodes["env"], "MLFLOW_TRACKING_URI": tracking_uri, "ADKD_EXPERIMENT": "two-nodes",
+           "ADKD_CACHE_DIR": str(tmp / "driver-cache"), "COLUMNS": "200"}  # fmt: skip
+    proc = subprocess.run(
+        [str(BIN / "adkd"), "train", "--categories", ",".join(CATEGORIES), "--data", uri,
+         "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=1", "--set", "image_size=64",
+         "--gpus-per-category", "0.25", "--cpus-per-category", "1", "--max-failures", "0",
+         "--address", two_nodes["gcs"], "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=800,
+    )  # fmt: skip
+    return {"proc": proc, "uri": uri, "out": out, "tracking_uri": tracking_uri, **two_nodes}
+
+
+def test_four_categories_train_on_both_nodes(trained: dict[str, Any]) -> None:
+    proc = trained["proc"]
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    placed = {}
+    for name, node in trained["nodes"].items():
+        synced = node["cache"] / "s3"
+        placed[name] = sorted(p.name for p in synced.glob("*/ds/*") if p.is_dir()) if synced.is_dir() else []
+    # 1 CPU per category on 2-CPU nodes: two categories at a time per node, so both nodes train.
+    assert placed["a"] and placed["b"], placed
+    assert sorted(placed["a"] + placed["b"]) == sorted(CATEGORIES), placed  # each category synced once, on its node
+    assert not (trained["tmp"] / "driver-cache").exists()  # the driver made no data local
+
+
+def test_outputs_arrive_under_out_on_the_driver(trained: dict[str, Any]) -> None:
+    runs = list(trained["out"].glob("all-*"))
+    assert len(runs) == 1, runs
+    results = json.loads((runs[0] / "results.json").read_text())
+    rows = {r["category"]: r for r in results["categories"]}
+    assert sorted(rows) == sorted(CATEGORIES)
+    assert all(r["status"] == "FINISHED" for r in rows.values()), rows
+    for category in CATEGORIES:
+        assert (runs[0] / category / "model.pt").is_file()
+        assert (runs[0] / category / "model.onnx").is_file()
+
+
+def test_child_runs_record_the_data_root_as_given_and_a_fingerprint(trained: dict[str, Any]) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(trained["tracking_uri"], registry_uri=trained["tracking_uri"])
+    experiment = client.get_experiment_by_name("two-nodes")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.category != ''")
+    assert sorted(r.data.tags["category"] for r in runs) == sorted(CATEGORIES)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["data"] == trained["uri"]
+        assert len(run.data.tags.get("data_fingerprint", "")) >= 16
+    for category in CATEGORIES:
+        versions = client.search_model_versions(f"name='adkd-{category}'")
+        assert [str(v.version) for v in versions] == ["1"]

@@ -25,8 +25,8 @@ from adkd.platform.category_tracker import CategoryTracker
 from adkd.platform.int8_models import INT8_ARTIFACT
 from adkd.platform.mlflow_values import MAX_TAG_VALUE
 from adkd.platform.pyfunc import ONNX_ARTIFACT
-from adkd.platform.settings import Settings
 from adkd.platform.tracking import StandaloneTracker, TrackingSession
+from adkd.settings import Settings
 
 pytestmark = pytest.mark.integration
 

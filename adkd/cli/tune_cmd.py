@@ -103,7 +103,7 @@ def tune(
     # The knobs depend on the model's settings (the mrkd paper loss has no α): read them from the first category.
     first = resolve_cli_config(model, preset, categories[0], local, set_, config_file, None, False)
     space = parse_space(model, settings.tune.get("space"), _lr_range(tune_lr), model_options=first.model_options)
-    session = TrackingSession.from_settings(settings, local, "tune", register=register_best, params={"model": model})
+    session = TrackingSession.from_settings(settings, data, "tune", register=register_best, params={"model": model})
     session.start_parent()
     connect(settings.ray_address)
     status = "FINISHED"

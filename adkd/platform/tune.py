@@ -317,9 +317,11 @@ def result_from_best(summary: TuneSummary) -> TrainResult | None:
     """A TrainResult for the best trial, for registering it like any trained model."""
     if not summary.best.checkpoint:
         return None
+    from adkd.pipelines.data.fingerprint import data_fingerprint
     from adkd.pipelines.export import export_checkpoint
 
     ckpt = Path(summary.best.checkpoint)
+    data = summary.best_config.get("data")
     # The trial's own export when its run wrote one; else the best trial alone is exported here.
     onnx = ckpt.with_suffix(".onnx") if ckpt.with_suffix(".onnx").is_file() else export_checkpoint(ckpt)
     return TrainResult(
@@ -332,6 +334,7 @@ def result_from_best(summary: TuneSummary) -> TrainResult | None:
         epochs_run=summary.best.epochs,
         config=summary.best_config,
         onnx_path=onnx,
+        data_fingerprint=data_fingerprint(data, summary.category) if data else "",
     )
 
 

@@ -22,7 +22,8 @@ import torch
 from adkd.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from adkd.models.registry import build_model
 from adkd.pipelines.train.config import TrainConfig
-from adkd.pipelines.train.engine import Runtime, build_optimizer, train_step
+from adkd.pipelines.train.runtime import Runtime
+from adkd.pipelines.train.steps import build_optimizer, train_step
 
 
 def cpu_has_bf16() -> bool:

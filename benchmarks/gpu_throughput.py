@@ -23,7 +23,8 @@ import torch
 
 from adkd.models.registry import build_model
 from adkd.pipelines.train.config import TrainConfig
-from adkd.pipelines.train.engine import Runtime, build_optimizer, predict, train_step
+from adkd.pipelines.train.runtime import Runtime
+from adkd.pipelines.train.steps import build_optimizer, predict, train_step
 
 FULL = [("rd", "wide_resnet50_2"), ("mrkd", "wide_resnet50_2"), ("stfpm", "resnet18")]
 DRY = [("rd", "resnet18"), ("mrkd", "resnet18"), ("stfpm", "resnet18")]

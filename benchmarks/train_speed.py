@@ -24,7 +24,7 @@ import torch
 
 from adkd.models.registry import build_model
 from adkd.pipelines.train.config import TrainConfig
-from adkd.pipelines.train.engine import Runtime
+from adkd.pipelines.train.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"

@@ -12,7 +12,7 @@ from rich.table import Table
 from adkd.cli import gate_flags
 from adkd.errors import DataError
 
-# Other modules (e.g. data_download_cmd) add their commands to this group.
+# data_download.py and data_import.py add their commands to this group (see register).
 data_app = typer.Typer(help="Create, fetch and validate data sets in the MVTec AD layout.", no_args_is_help=True)
 console = Console()
 
@@ -106,4 +106,8 @@ def validate(
 
 
 def register(app: typer.Typer) -> None:
+    from adkd.cli import data_download, data_import
+
+    data_download.register(data_app)
+    data_import.register(data_app)
     app.add_typer(data_app, name="data")

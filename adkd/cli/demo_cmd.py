@@ -60,8 +60,10 @@ def demo(
     num_cpus: int | None = typer.Option(None, "--num-cpus", help="CPUs of the local Ray (default: all)."),
 ) -> None:
     """Synthesise a data set, train every category at once on the embedded local Ray, show the results."""
-    from adkd.cli.train_all import run_all
+    from adkd.cli.live_board import LiveBoard
+    from adkd.cli.run_output import print_many
     from adkd.pipelines.data.synth import synthesize
+    from adkd.platform.runs import RayPlan, RunRequest, train_many
 
     started = time.monotonic()
     names = [c.strip() for c in categories.split(",") if c.strip()]
@@ -80,19 +82,14 @@ def demo(
         f"--set weights={teacher} on a local Ray with {cpus} CPUs ({per_category:g} per category)",
         highlight=False,
     )
-    outcome = run_all(
-        data=str(data),
-        model=model,
-        preset="cpu-smoke",
-        overrides=[f"weights={teacher}", *set_],
-        config_file=None,
-        out=None,
-        skip_validation=False,
-        categories=",".join(names),
-        cpus_per_category=per_category,
-        gpus_per_category=0.0,
-        num_cpus=cpus,
+    request = RunRequest(
+        model=model, data=str(data), categories=names, preset="cpu-smoke", overrides=[f"weights={teacher}", *set_]
     )
+    plan = RayPlan(cpus_per_category=per_category, gpus_per_category=0.0, num_cpus=cpus)
+    with LiveBoard(console) as board:
+        many = train_many(request, plan=plan, listeners=[board])
+    print_many(console, many, model, str(data))
+    outcome = many.outcome
     minutes = (time.monotonic() - started) / 60
     console.print(f"demo finished in {minutes:.1f} min. Where to look:", highlight=False)
     console.print("  adkd ui                      the runs, metrics and registered models in MLflow's UI")

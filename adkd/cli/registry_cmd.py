@@ -1,8 +1,4 @@
-"""`adkd registry list|promote|rollback|audit`: the adkd-<category> models and their aliases.
-
-Importing this module also attaches MLflow tracking to `adkd train` (one category) through
-``adkd.cli.train_cmd.CALLBACK_FACTORIES``; set ``ADKD_TRACKING=off`` to train without it.
-"""
+"""`adkd registry list|promote|rollback|audit`: the adkd-<category> models and their aliases."""
 
 from __future__ import annotations
 
@@ -165,26 +161,5 @@ def audit_cmd(
     print_table(console, f"adkd-{category} audit trail", columns, rows)
 
 
-# --------------------------------------------------------------------------- tracking for `adkd train`
-
-
-def _tracking_callback(config: Any) -> Any:
-    from adkd.platform.tracking import single_category_tracking
-    from adkd.settings import load_settings
-
-    settings = load_settings()
-    return single_category_tracking(settings, config, enabled=settings.tracking, register=settings.register_models)
-
-
-def _attach_tracking() -> None:
-    try:
-        from adkd.cli import train_cmd
-    except ImportError:  # the train command is not there; nothing to attach to
-        return
-    if _tracking_callback not in train_cmd.CALLBACK_FACTORIES:
-        train_cmd.CALLBACK_FACTORIES.append(_tracking_callback)
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(registry_app, name="registry")
-    _attach_tracking()

@@ -90,18 +90,19 @@ def tune(
     ),
 ) -> None:
     """Tune the model's own knobs on normal images with synthetic defects; only the best sees the test split."""
-    from adkd.cli.train_cmd import local_data, resolve_cli_config
+    from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS, logged_key
+    from adkd.platform.local_data import local_root
     from adkd.platform.ray_connection import connect
+    from adkd.platform.runs import RunRequest, resolve_config, run_settings
     from adkd.platform.tracking import TrackingSession
     from adkd.platform.tune import PARAM_TARGETS, log_to_mlflow, parse_space, run_tune, set_line
-    from adkd.settings import load_settings
 
-    settings_file = config_file if config_file is not None and config_file.suffix == ".toml" else None
-    settings = load_settings(settings_file, ray_address=address)
-    local = local_data(data)
+    settings = run_settings(config_file, ray_address=address)
+    local = str(local_root(data, settings.cache_dir, settings.s3_endpoint_url))
     categories = _categories(local, category, all_categories)
+    request = RunRequest(model=model, data=local, preset=preset, overrides=list(set_), config_file=config_file)
     # The knobs depend on the model's settings (the mrkd paper loss has no α): read them from the first category.
-    first = resolve_cli_config(model, preset, categories[0], local, set_, config_file, None, False)
+    first = resolve_config(request, categories[0], settings)
     space = parse_space(model, settings.tune.get("space"), _lr_range(tune_lr), model_options=first.model_options)
     session = TrackingSession.from_settings(settings, data, "tune", register=register_best, params={"model": model})
     session.start_parent()
@@ -109,7 +110,7 @@ def tune(
     status = "FINISHED"
     try:
         for cat in categories:
-            base = resolve_cli_config(model, preset, cat, local, set_, config_file, None, False)
+            base = resolve_config(request, cat, settings)
             summary = run_tune(
                 base,
                 num_samples=num_samples,
@@ -130,7 +131,7 @@ def tune(
             shown = ", ".join(
                 f"{k.removeprefix('test/')} {100 * v:.2f} %"
                 for k, v in test.items()
-                if k in ("test/image_auroc", "test/pixel_auroc", "test/aupro")
+                if k in {logged_key(name) for name in QUALITY_METRICS}
             )
             best = f"best trial {summary.best.trial_id}: test split (reported, not used to choose): {shown}"
             console.print(best, soft_wrap=True, highlight=False)

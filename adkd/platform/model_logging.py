@@ -97,8 +97,7 @@ def log_pyfunc_model(
     from mlflow.models import Model
 
     from adkd.pipelines.export import read_metadata
-    from adkd.platform.int8_models import INT8_ARTIFACT
-    from adkd.platform.pyfunc import ONNX_ARTIFACT, OnnxAnomalyModel, signature_and_example
+    from adkd.platform.pyfunc import INT8_ARTIFACT, ONNX_ARTIFACT, OnnxAnomalyModel, signature_and_example
 
     meta = read_metadata(onnx_path)
     signature, example = signature_and_example(int(meta["image_size"]))

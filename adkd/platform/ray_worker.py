@@ -180,15 +180,17 @@ def category_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     config = TrainConfig.model_validate(values)
     run_dir = scratch / config.run_dir_name()
 
-    resume = False
+    resume_from: Path | None = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             source = Path(ckpt_dir) / LAST_CHECKPOINT
             if source.is_file():
-                run_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, run_dir / LAST_CHECKPOINT)
-                resume = True
+                # Ray may hand a temporary folder: keep the restored state beside (not in) the run folder.
+                resume_from = scratch / f"restored-{LAST_CHECKPOINT}"
+                scratch.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, resume_from)
+    resume = resume_from is not None
     reporter = _RayReporter(hub, category, rank, attempt)
     reporter._push("worker", every_rank=True, resume=resume, world_size=context.get_world_size())
     try:
@@ -196,7 +198,7 @@ def category_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
 
         with DistContext.detect().agreement():  # a failed sync on one rank fails them all (none waits alone)
             config = _local_data(config, loop_config)
-        result = _engine(loop_config.get("engine"))(config, [reporter], resume=resume)
+        result = _engine(loop_config.get("engine"))(config, [reporter], resume_from=resume_from)
     except AdkdError as exc:
         # Bad data or settings: retrying cannot help, so it is a result, not a crash.
         reporter._push("failed", error=str(exc))
@@ -204,9 +206,10 @@ def category_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
 
     payload = result.to_dict()
     payload["run_dir"] = "."
-    if result.checkpoint_path:
-        cp = Path(result.checkpoint_path)
-        payload["checkpoint_path"] = str(cp.relative_to(run_dir)) if cp.is_relative_to(run_dir) else cp.name
+    for key in ("checkpoint_path", "onnx_path", "int8_path"):  # files the driver finds in the staged outputs
+        if payload.get(key):
+            path = Path(payload[key])
+            payload[key] = str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else path.name
     payload["artifacts"] = [
         (str(Path(p).relative_to(run_dir)) if Path(p).is_relative_to(run_dir) else p, kind)
         for p, kind in reporter.artifacts

@@ -122,8 +122,7 @@ def train_one(
     request: RunRequest, settings: Settings | None = None, callbacks: Sequence[TrainCallback] = ()
 ) -> TrainResult:
     """Train ``request.category`` in this process, tracked unless ``request.tracking`` or the settings say no."""
-    from adkd.pipelines.train.checkpoint import LAST
-    from adkd.pipelines.train.engine import run_dir_for, train_category
+    from adkd.pipelines.train.engine import train_category
 
     request.check()
     assert request.category is not None
@@ -136,14 +135,22 @@ def train_one(
 
         attached.append(StandaloneTracker.open(settings, config, register=settings.register_models))
     local = make_local(config, settings)
-    resume_from = None
-    if request.resume:
-        last = run_dir_for(local) / LAST
-        resume_from = last if last.is_file() else None
+    resume_from, note = resume_path(local) if request.resume else (None, None)
     result = train_category(local, attached, resume_from=resume_from)
-    if request.resume and resume_from is None:
-        result.notes.insert(0, f"--resume: no {LAST} in {run_dir_for(local)}, so training started fresh")
+    if note:
+        result.notes.insert(0, note)
     return result
+
+
+def resume_path(config: TrainConfig) -> tuple[Path | None, str | None]:
+    """``--resume``: the run folder's ``last.pt`` when there is one, else (None, a note): a fresh start."""
+    from adkd.pipelines.train.checkpoint import LAST
+    from adkd.pipelines.train.engine import run_dir_for
+
+    last = run_dir_for(config) / LAST
+    if last.is_file():
+        return last, None
+    return None, f"resume asked but {last} does not exist: started from scratch"
 
 
 def train_many(

@@ -49,7 +49,7 @@ class ValidationObjective(NullCallback):
     def on_epoch_model(self, epoch: int, model: Any, runtime: Any, data: Any, config: TrainConfig) -> dict[str, float]:
         from adkd.pipelines.data.synthetic_defects import with_synthetic_defects
         from adkd.pipelines.evaluate.metrics import compute_metrics
-        from adkd.pipelines.train.engine import predict
+        from adkd.pipelines.train.steps import predict
 
         if self._labelled is None:
             if len(data.val) == 0:
@@ -85,6 +85,7 @@ def trial_main(params: dict[str, float], base: dict[str, Any], objective: str, t
     values = apply_params(base, params)
     values["out_dir"] = str(trial_dir)
     values["evaluate_test"] = False
+    values["export_onnx"] = values["export_int8"] = False  # a trial's model is not shipped
     config = TrainConfig.model_validate(values)
     last_epoch = config.ae_pretrain_epochs + config.epochs
     reporter = ValidationObjective(objective, seed=config.seed + 1, last_epoch=last_epoch)
@@ -258,7 +259,6 @@ def run_tune(
     # so by default ASHA judges a trial only after a quarter of its epochs.
     grace = min(grace_period or max(1, max_t // 4), max_t)
     scheduler = PresetKeepingASHA(default, time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=2)
-    callbacks = [sink.tune_callback()] if sink is not None and hasattr(sink, "tune_callback") else []
     tuner = tune.Tuner(
         trainable,
         param_space=to_ray_space(space),
@@ -272,7 +272,6 @@ def run_tune(
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(out_dir),
-            callbacks=callbacks,
             verbose=0,
         ),
     )
@@ -290,7 +289,7 @@ def run_tune(
 
     test_metrics: dict[str, float] = {}
     if best.checkpoint:
-        from adkd.pipelines.train.engine import evaluate_checkpoint
+        from adkd.pipelines.evaluate.report import evaluate_checkpoint
 
         test_metrics = evaluate_checkpoint(
             best.checkpoint, base.data, base.category, out_dir=Path(best.checkpoint).parent / "test-evaluation"

@@ -50,7 +50,8 @@ def trained(root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     """An rd model trained on the GPU with the defaults there (bf16 autocast, channels-last)."""
     from adkd.pipelines.data.dataset import load_category
     from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
-    from adkd.pipelines.train.engine import Runtime, train_category
+    from adkd.pipelines.train.engine import train_category
+    from adkd.pipelines.train.runtime import Runtime
 
     config = _config("rd", root, tmp_path_factory.mktemp("runs"))
     result = train_category(config)
@@ -63,14 +64,14 @@ def trained(root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
 
 
 def _runtime(amp: bool, channels_last: bool) -> Any:
-    from adkd.pipelines.train.engine import Runtime
+    from adkd.pipelines.train.runtime import Runtime
 
     return Runtime(torch.device("cuda"), amp=amp, channels_last=channels_last)
 
 
 def _evaluate(model: torch.nn.Module, data: Any, amp: bool, channels_last: bool) -> tuple[Any, dict[str, float]]:
     from adkd.pipelines.evaluate.metrics import compute_metrics
-    from adkd.pipelines.train.engine import predict
+    from adkd.pipelines.train.steps import predict
 
     rt = _runtime(amp, channels_last)
     maps, scores = predict(rt.place(copy.deepcopy(model)), data.test, rt, batch_size=16)
@@ -108,7 +109,7 @@ def test_channels_last_matches_contiguous(trained: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_bf16_training_step_follows_fp32(trained: dict[str, Any], channels_last: bool) -> None:
-    from adkd.pipelines.train.engine import build_optimizer, loss_mode, train_step
+    from adkd.pipelines.train.steps import build_optimizer, loss_mode, train_step
 
     _no_tf32()
     config, data = trained["config"], trained["data"]
@@ -139,7 +140,7 @@ def _free_port() -> int:
 def _nccl_rank(rank: int, port: int, root: str, out: str) -> None:
     import torch.distributed as dist
 
-    from adkd.pipelines.train import engine
+    from adkd.pipelines.train import engine, steps
     from adkd.pipelines.train.callbacks import TrainResult
     from adkd.pipelines.train.distributed import DistContext, synced_state
 
@@ -153,21 +154,21 @@ def _nccl_rank(rank: int, port: int, root: str, out: str) -> None:
         sgd = ("optimizer.name=sgd", "optimizer.lr=0.001", "amp=false", "channels_last=false")
         config = _config("rd", Path(root), Path(out) / f"rank{rank}", *sgd)
         result = TrainResult(config.category, config.model, "RUNNING", engine.run_dir_for(config))
-        run = engine._Run(config, [], result, False, d)
+        run = engine._Run(config, [], result, None, d)
         run._setup()
         run._sync_ranks()
         params, _ = synced_state(run.model)
         shards = [DistContext(r, 2).shard(len(run.train_images), config.seed, 0) for r in range(2)]
         x = [run.rt.prepare(run.train_images[s[:4].to(run.rt.device)]) for s in shards]
         ref = copy.deepcopy(run.model) if d.is_main else None
-        with engine.loss_mode(run.model):
-            loss = engine.train_step(run.model, run.optimizer, x[d.rank], run.rt, dist=d)
+        with steps.loss_mode(run.model):
+            loss = steps.train_step(run.model, run.opts.optimizer, x[d.rank], run.rt, dist=d)
         report: dict[str, Any] = {"params": d.gather(torch.cat([p.detach().flatten().cpu() for p in params]))}
         if d.is_main:
             ref_params, _ = synced_state(ref)
             initial = torch.cat([p.detach().flatten().cpu() for p in ref_params])
-            with engine.loss_mode(ref):
-                ref_loss = engine.train_step(ref, engine.build_optimizer(ref, config), torch.cat(x), run.rt)
+            with steps.loss_mode(ref):
+                ref_loss = steps.train_step(ref, steps.build_optimizer(ref, config), torch.cat(x), run.rt)
             report.update(
                 loss=(float(loss), float(ref_loss)),
                 reference=torch.cat([p.detach().flatten().cpu() for p in ref_params]),

@@ -22,9 +22,8 @@ from adkd.pipelines.train.callbacks import TrainResult
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
 from adkd.platform.category_tracker import CategoryTracker
-from adkd.platform.int8_models import INT8_ARTIFACT
 from adkd.platform.mlflow_values import MAX_TAG_VALUE
-from adkd.platform.pyfunc import ONNX_ARTIFACT
+from adkd.platform.pyfunc import INT8_ARTIFACT, ONNX_ARTIFACT
 from adkd.platform.tracking import StandaloneTracker, TrackingSession
 from adkd.settings import Settings
 

@@ -15,11 +15,9 @@ from adkd.errors import ConfigError, DataError
 
 def _app() -> typer.Typer:
     from adkd.cli import train_cmd
-    from adkd.cli.train_all import with_all_categories
 
     app = typer.Typer()
-    app.command("train")(with_all_categories(train_cmd.train))
-    app.command("noop")(lambda: None)
+    train_cmd.register(app)
     return app
 
 
@@ -88,10 +86,10 @@ def test_several_workers_per_category_need_a_data_parallel_engine() -> None:
 
 
 def test_categories_are_discovered_or_checked(data: Path) -> None:
-    from adkd.cli.train_all import resolve_categories
+    from adkd.platform.local_data import list_categories
 
-    assert resolve_categories(str(data), None, True, None) == ["disc", "weave"]
-    assert resolve_categories(str(data), "weave", False, None) == ["weave"]
+    assert list_categories(str(data), None) == ["disc", "weave"]
+    assert list_categories(str(data), ["weave"]) == ["weave"]
 
 
 def test_submit_entrypoint_runtime_env_and_secret_guard(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -100,10 +100,7 @@ def submitted(ray_head: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 
     help_text = _adkd("train", "--help", env={"COLUMNS": "300"}, timeout=120).stdout
     if "--categories" not in help_text:
-        pytest.fail(
-            "`adkd train` has no --categories: wrap it with adkd.cli.train_all.with_all_categories "
-            "in adkd/cli/train_cmd.py register()"
-        )
+        pytest.fail("`adkd train` has no --categories (adkd/cli/train_cmd.py)")
     tmp = tmp_path_factory.mktemp("submit")
     data = tmp / "data"
     synthesize(data, categories=list(CATEGORIES), size=64, n_train=16, n_test=12, seed=1)

@@ -58,9 +58,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _alive_nodes(gcs: str, env: dict[str, str]) -> int:
     code = "import ray; ray.init(address='%s', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
-    done = subprocess.run(
-        [sys.executable, "-c", code % gcs], capture_output=True, text=True, env=env, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", code % gcs], capture_output=True, text=True, env=env, timeout=120)
     try:
         return int(done.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
@@ -89,8 +87,9 @@ def two_nodes(s3_server: str) -> Iterator[dict[str, Any]]:
                 "--disable-usage-stats",
             ]  # fmt: skip
             if name == "a":
-                cmd = [str(BIN / "ray"), "start", "--head", "--port", str(port), "--include-dashboard", "false",
-                       "--ray-client-server-port", str(free_port()), "--temp-dir", str(tmp / "ray"), *common]  # fmt: skip
+                head = ["--head", "--port", str(port), "--include-dashboard", "false",
+                        "--ray-client-server-port", str(free_port()), "--temp-dir", str(tmp / "ray")]  # fmt: skip
+                cmd = [str(BIN / "ray"), "start", *head, *common]
             else:
                 cmd = [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{port}", *common]
             log = (tmp / f"ray-{name}.log").open("wb")

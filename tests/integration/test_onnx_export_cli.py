@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from adkd.errors import AdkdError
 from adkd.pipelines.data.dataset import load_category
+from adkd.pipelines.data.fingerprint import data_fingerprint
 from adkd.pipelines.data.synth import synthesize
 from adkd.pipelines.export import read_metadata
+from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
 
@@ -63,3 +67,77 @@ def test_export_of_a_missing_checkpoint_is_one_clear_error(tmp_path: Path) -> No
     proc = adkd("export", "--checkpoint", str(tmp_path / "nope.pt"), cwd=tmp_path)
     assert proc.returncode == 2
     assert "nope.pt does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+class ArtifactKinds(NullCallback):
+    def __init__(self) -> None:
+        self.artifacts: list[tuple[Path, str]] = []
+
+    def on_artifact(self, path: Path, kind: str) -> None:
+        self.artifacts.append((Path(path), kind))
+
+
+def test_train_without_tracking_writes_model_onnx(tmp_path: Path) -> None:
+    """`adkd train --category X` with tracking off still ends with model.onnx in the run folder."""
+    data = tmp_path / "trainset"
+    synthesize(data, categories=["bolt"], size=64, n_train=10, n_test=6, seed=0)
+    out = tmp_path / "runs"
+    proc = adkd(
+        "train", "--category", "bolt", "--data", str(data), "--model", "stfpm", "--preset", "cpu-smoke",
+        "--set", "epochs=1", "--set", "image_size=64", "--set", "weights=none", "--set", "num_threads=1",
+        "--out", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run_dir = out / "stfpm" / "bolt"
+    meta = read_metadata(run_dir / "model.onnx")
+    assert (meta["model"], meta["category"], meta["checkpoint"]) == ("stfpm", "bolt", "model.pt")
+    assert meta["parity"]["ok"]
+
+
+def test_finished_run_carries_onnx_int8_and_fingerprint(tmp_path: Path) -> None:
+    data = tmp_path / "trainset"
+    synthesize(data, categories=["bolt"], size=64, n_train=20, n_test=6, seed=0)
+    config = resolve_config(
+        "stfpm", "cpu-smoke", category="bolt", data=str(data),
+        overrides=["epochs=1", "weights=none", "num_threads=1", "export_int8=true", f"out_dir={tmp_path / 'runs'}"],
+    )  # fmt: skip
+    seen = ArtifactKinds()
+    result = train_category(config, [seen])
+    assert result.status == "FINISHED", result.error
+    assert result.onnx_path == result.run_dir / "model.onnx" and result.onnx_path.is_file()
+    kinds = {kind: path for path, kind in seen.artifacts}
+    assert kinds["onnx"] == result.onnx_path
+    assert len(result.data_fingerprint) == 64 and int(result.data_fingerprint, 16) >= 0  # a SHA-256 of the files
+    same, other = tmp_path / "same", tmp_path / "other"
+    shutil.copytree(data, same)
+    shutil.copytree(data, other)
+    (other / "bolt" / "train" / "good" / "extra.txt").write_text("one more file")
+    assert data_fingerprint(same, "bolt") == result.data_fingerprint != data_fingerprint(other, "bolt")
+    # The int8 gate either passes (a file, its metrics) or refuses (a reason); both are the run's outcome.
+    if result.tags["int8"] == "logged":
+        assert result.int8_path is not None and result.int8_path.is_file()
+        assert kinds["onnx_int8"] == result.int8_path and "int8/score_correlation" in result.metrics
+    else:
+        assert result.tags["int8"] == "refused" and result.tags["int8_refused"]
+        assert result.int8_path is None and "onnx_int8" not in kinds
+
+
+def test_a_failed_export_fails_the_run_and_keeps_model_pt(tmp_path: Path) -> None:
+    data = tmp_path / "trainset"
+    synthesize(data, categories=["bolt"], size=64, n_train=10, n_test=6, seed=0)
+    config = resolve_config(
+        "stfpm", "cpu-smoke", category="bolt", data=str(data),
+        overrides=["epochs=1", "weights=none", "num_threads=1", f"out_dir={tmp_path / 'runs'}"],
+    )  # fmt: skip
+    run_dir = tmp_path / "runs" / "stfpm" / "bolt"
+    (run_dir / "model.onnx").mkdir(parents=True)  # a folder where the file must go: the export cannot write it
+    ended: list[TrainResult] = []
+
+    class Ends(NullCallback):
+        def on_end(self, result: TrainResult) -> None:
+            ended.append(result)
+
+    with pytest.raises(AdkdError, match=r"ONNX export of .*model\.pt failed"):
+        train_category(config, [Ends()])
+    assert [r.status for r in ended] == ["FAILED"] and ended[0].onnx_path is None
+    assert (run_dir / "model.pt").is_file()

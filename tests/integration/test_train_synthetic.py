@@ -16,8 +16,9 @@ import pytest
 
 from adkd.errors import DataError
 from adkd.pipelines.data.synth import synthesize
+from adkd.pipelines.evaluate.report import evaluate_checkpoint
 from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
-from adkd.pipelines.train.engine import evaluate_checkpoint, train_category
+from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
 
 MODEL_CATEGORY = {"rd": "weave", "mrkd": "weave", "stfpm": "weave", "stfpm-ae": "weave"}

@@ -89,6 +89,8 @@ class STFPMAutoencoder(STFPM):
             64/32/16 → 8/4/2 at 256 px).
     """
 
+    has_autoencoder = True
+
     def __init__(
         self,
         backbone: str = "resnet18",

@@ -172,3 +172,15 @@ def load_category(
     )
     with _lock:
         return _split_cache.setdefault(split_key, data)
+
+
+def local_root(data: str) -> Path:
+    """The local data root ``data`` names; a ConfigError for s3:// (sync it first) or a missing folder."""
+    if data.startswith("s3://"):
+        raise ConfigError(
+            f"data {data}: the engine reads local folders; sync it first (`adkd train` does this for s3:// URIs)"
+        )
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"data root {root} does not exist; pass the folder that holds the category folders")
+    return root

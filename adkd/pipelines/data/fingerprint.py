@@ -1,4 +1,4 @@
-"""The fingerprint of a category's files, computed where the data is read and passed on as a value."""
+"""A content fingerprint of a category's files, computed where the data is read (cached per process)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import threading
 from pathlib import Path
 
 _FINGERPRINTS: dict[tuple[str, str], str] = {}
-_FINGERPRINT_LOCK = threading.Lock()
+_FINGERPRINT_LOCK = threading.Lock()  # worker threads of one process may fingerprint the same root at once
 
 
 def data_fingerprint(root: str | Path, category: str | None = None) -> str:
-    """SHA-256 over the sorted relative file names and their content hashes ('' when not a local folder)."""
+    """SHA-256 over the sorted relative file names and their content hashes ('' when not local)."""
     root_path = Path(str(root)).expanduser()
     target = root_path / category if category else root_path
     key = (str(target.resolve()) if target.exists() else str(target), category or "")

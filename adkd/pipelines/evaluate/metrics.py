@@ -26,7 +26,6 @@ _EIGHT_CONNECTED_2D = np.zeros((3, 3, 3), dtype=bool)
 _EIGHT_CONNECTED_2D[1] = True
 
 
-
 class UndefinedMetricWarning(UserWarning):
     """A metric is undefined for these inputs (for example no defective image) and is NaN."""
 

@@ -16,7 +16,6 @@ _EXPORTS = {
     "save_checkpoint": "checkpoint",
     "OptimizerConfig": "config",
     "TrainConfig": "config",
-    "evaluate_checkpoint": "engine",
     "train_category": "engine",
     "PRESETS": "presets",
     "resolve_config": "presets",

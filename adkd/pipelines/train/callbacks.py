@@ -6,6 +6,7 @@ progress bars. A pipeline calls every method of every callback it was given, in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -48,6 +49,10 @@ class TrainCallback(Protocol):
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
+    def on_epoch_model(self, epoch: int, model: Any, runtime: Any, data: Any, config: Any) -> dict[str, float]:
+        """Extra metrics of the epoch's model (e.g. tuning's validation score), merged into ``on_epoch_end``'s."""
+        ...
+
     def on_checkpoint(self, path: Path, epoch: int) -> None: ...
 
     def on_artifact(self, path: Path, kind: str) -> None: ...
@@ -64,6 +69,9 @@ class NullCallback:
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         return None
 
+    def on_epoch_model(self, epoch: int, model: Any, runtime: Any, data: Any, config: Any) -> dict[str, float]:
+        return {}
+
     def on_checkpoint(self, path: Path, epoch: int) -> None:
         return None
 
@@ -72,3 +80,9 @@ class NullCallback:
 
     def on_end(self, result: TrainResult) -> None:
         return None
+
+
+def emit(callbacks: Sequence[TrainCallback], event: str, *args: Any) -> None:
+    """Call ``event`` on every callback, in order."""
+    for cb in callbacks:
+        getattr(cb, event)(*args)

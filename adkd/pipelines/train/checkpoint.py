@@ -85,3 +85,18 @@ def load_model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig
     meta.setdefault("thresholds", {})
     meta.setdefault("metrics", {})
     return model, config, meta
+
+
+def checkpoint_dict(
+    model: nn.Module, config: TrainConfig, meta: dict[str, Any], train_state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The one shape of a checkpoint (module docstring); ``train_state`` only for the resumable ``last.pt``."""
+    state: dict[str, Any] = {
+        "format": FORMAT,
+        "model_state": model.state_dict(),
+        "config": config.model_dump(mode="json"),
+        "meta": meta,
+    }
+    if train_state is not None:
+        state["train_state"] = train_state
+    return state

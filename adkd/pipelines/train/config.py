@@ -53,7 +53,8 @@ class TrainConfig(BaseModel):
         None, description="Compute the frozen teacher's features once per run; None = on unless augmentation is on."
     )
     teacher_cache_max_gb: float = Field(4.0, ge=0, description="Above this the teacher cache is a file in the run dir.")
-    export_int8: bool = Field(False, description="Tracked runs also log a gated int8 ONNX model for CPU inference.")
+    export_onnx: bool = Field(True, description="Export model.onnx into the run folder at the end (off for tuning).")
+    export_int8: bool = Field(False, description="Also export the gated int8 ONNX model for CPU inference.")
     early_stopping: int = Field(0, ge=0, description="Patience in epochs on validation loss; 0 = off.")
     keep: Literal["last", "best_val_loss"] = "last"
     # stfpm-ae: autoencoder pretraining on teacher features, then joint training.
@@ -76,6 +77,8 @@ class TrainConfig(BaseModel):
         needs_val = self.keep == "best_val_loss" or self.early_stopping > 0
         if needs_val and self.val_fraction == 0:
             raise ValueError("keep=best_val_loss and early_stopping need validation images: set val_fraction > 0")
+        if self.export_int8 and not self.export_onnx:
+            raise ValueError("export_int8=true quantizes model.onnx: set export_onnx=true too")
         return self
 
     @property

@@ -102,10 +102,10 @@ class TeacherCache:
         return [slice(s, starts[i + 1] if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
 
     def _teacher(self, chunk: slice) -> list[torch.Tensor]:
-        from adkd.pipelines.train.engine import _autocast
+        from adkd.pipelines.train.runtime import autocast
 
         x = self.rt.prepare(self.images[chunk])
-        with torch.no_grad(), _autocast(self.rt.device, self.rt.amp):
+        with torch.no_grad(), autocast(self.rt.device, self.rt.amp):
             return list(self.model.teacher(x))
 
     def _build(self) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from adkd.errors import ConfigError
 from adkd.pipelines.train.checkpoint import read_checkpoint, save_checkpoint
-from adkd.pipelines.train.engine import batches, epoch_order, rng_state, set_rng_state
+from adkd.pipelines.train.runtime import batches, epoch_order, rng_state, set_rng_state
 
 
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path) -> None:

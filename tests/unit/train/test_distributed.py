@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 
 from adkd.errors import ConfigError
 from adkd.pipelines.data.synth import synthesize
-from adkd.pipelines.train import engine
+from adkd.pipelines.train import engine, steps
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.pipelines.train.checkpoint import LAST, MODEL, read_checkpoint
 from adkd.pipelines.train.distributed import DistContext, fingerprint, synced_state
@@ -93,7 +93,7 @@ class StopAfter(Recorder):
 
 def _new_run(config: Any, d: DistContext) -> Any:
     result = TrainResult(config.category, config.model, "RUNNING", engine.run_dir_for(config))
-    return engine._Run(config, [], result, False, d)
+    return engine._Run(config, [], result, None, d)
 
 
 def _start_and_steps(root: Path, out: Path, d: DistContext) -> dict[str, Any]:
@@ -125,15 +125,15 @@ def _start_and_steps(root: Path, out: Path, d: DistContext) -> dict[str, Any]:
     x = [rt.prepare(run.train_images[s[:B]]) for s in shards]
     ref = copy.deepcopy(run.model) if d.is_main else None
     initial = [p.detach().clone() for p in params]
-    with engine.loss_mode(run.model):
-        loss = engine.train_step(run.model, run.optimizer, x[d.rank], rt, dist=d)
+    with steps.loss_mode(run.model):
+        loss = steps.train_step(run.model, run.opts.optimizer, x[d.rank], rt, dist=d)
     grads = [p.grad.clone() for p in params]
     report["after_eval_step"] = d.gather(_flat(params))
     if d.is_main:
         ref_params, _ = synced_state(ref)
-        ref_opt = engine.build_optimizer(ref, cfg)
-        with engine.loss_mode(ref):
-            ref_loss = engine.train_step(ref, ref_opt, torch.cat(x), rt)  # a single process, batch 2B
+        ref_opt = steps.build_optimizer(ref, cfg)
+        with steps.loss_mode(ref):
+            ref_loss = steps.train_step(ref, ref_opt, torch.cat(x), rt)  # a single process, batch 2B
         report["eval_step"] = {
             "loss": (float(loss), float(ref_loss)),
             "grad_diff": _max_diff(grads, [p.grad for p in ref_params]),
@@ -148,10 +148,10 @@ def _start_and_steps(root: Path, out: Path, d: DistContext) -> dict[str, Any]:
     x = [rt.prepare(run.train_images[s[B : 2 * B]]) for s in shards]
     if d.is_main:
         ref = copy.deepcopy(run.model)
-        ref_opt = engine.build_optimizer(ref, cfg)
-        ref_opt.load_state_dict(copy.deepcopy(run.optimizer.state_dict()))  # else it shares the momentum buffers
+        ref_opt = steps.build_optimizer(ref, cfg)
+        ref_opt.load_state_dict(copy.deepcopy(run.opts.optimizer.state_dict()))  # else it shares the momentum buffers
     run.model.train()
-    engine.train_step(run.model, run.optimizer, x[d.rank], rt, dist=d)
+    steps.train_step(run.model, run.opts.optimizer, x[d.rank], rt, dist=d)
     report["after_train_step"] = d.gather(_flat(params))
     if d.is_main:
         ref.train()
@@ -162,7 +162,7 @@ def _start_and_steps(root: Path, out: Path, d: DistContext) -> dict[str, Any]:
         report["train_step_param_diff"] = _max_diff(params, synced_state(ref)[0])
 
     # 3) A whole epoch leaves every rank with the same parameters and BatchNorm statistics.
-    loss, seen = run._epoch(1, run.optimizer, pretrain=False)
+    loss, seen = run._epoch(1, run.opts.optimizer, pretrain=False)
     report["epoch"] = (loss, seen)
     report["epoch_state"] = d.gather(_flat(params + buffers))
     return report
@@ -183,7 +183,7 @@ def _engine_runs(root: Path, out: Path, d: DistContext) -> dict[str, Any]:
         source = engine.run_dir_for(_config(root, out / "resumed" / "rank0")) / LAST
         stopped.run_dir.mkdir(parents=True, exist_ok=True)  # rank 1 wrote nothing, not even its folder
         shutil.copy2(source, stopped.run_dir / LAST)
-    resumed = engine.train_category(resumed_config, [Recorder()], resume=True)
+    resumed = engine.train_category(resumed_config, [Recorder()], resume_from=stopped.run_dir / LAST)
     report["resumed"] = (resumed.status, resumed.error, resumed.notes, resumed.checkpoint_path)
 
     bad_root = root if d.rank == 0 else root / "missing"

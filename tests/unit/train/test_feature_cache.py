@@ -94,7 +94,7 @@ class AugmentedConfig(TrainConfig):
 
 def test_augmentation_turns_the_cache_off(tiny_root: Path, tmp_path: Path) -> None:
     from adkd.models.registry import build_model
-    from adkd.pipelines.train.engine import Runtime
+    from adkd.pipelines.train.runtime import Runtime
 
     base = _config("stfpm", tiny_root, tmp_path, ()).model_dump()
     model = build_model("stfpm", backbone="mobilenet_v2", weights="none")

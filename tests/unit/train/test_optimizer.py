@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from adkd.models.registry import build_model
-from adkd.pipelines.train.engine import Runtime, build_optimizer, held_out_loss, loss_mode
 from adkd.pipelines.train.presets import resolve_config
+from adkd.pipelines.train.runtime import Runtime
+from adkd.pipelines.train.steps import build_optimizer, held_out_loss, loss_mode
 
 
 def test_stfpm_ae_paper_optimizer_has_a_slower_autoencoder() -> None:

@@ -68,7 +68,7 @@ def test_resume_is_bit_identical(tiny_root: Path, tmp_path: Path, model: str, ex
     loop = read_checkpoint(stopped.run_dir / LAST)["train_state"]["loop"]
     assert loop["epoch"] == 1 and len(loop["history"]) == stopper.epoch
 
-    resumed = train_category(interrupted_config, resume=True)
+    resumed = train_category(interrupted_config, resume_from=stopped.run_dir / LAST)
     assert resumed.status == "FINISHED", resumed.error
     assert any("resumed from" in n for n in resumed.notes)
     assert not (resumed.run_dir / "error.txt").exists()
@@ -91,7 +91,37 @@ def test_resume_refuses_changed_settings(tiny_root: Path, tmp_path: Path) -> Non
     from adkd.errors import ConfigError
 
     config = _config("rd", tiny_root, tmp_path, ("epochs=1",))
-    assert train_category(config).status == "FINISHED"
+    done = train_category(config)
+    assert done.status == "FINISHED"
     changed = _config("rd", tiny_root, tmp_path, ("epochs=2", "optimizer.lr=0.1"))
     with pytest.raises(ConfigError, match=r"cannot resume .*optimizer"):
-        train_category(changed, resume=True)
+        train_category(changed, resume_from=done.run_dir / LAST)
+
+
+def test_resume_from_a_missing_file_is_a_config_error(tiny_root: Path, tmp_path: Path) -> None:
+    from adkd.errors import ConfigError
+
+    missing = tmp_path / "nowhere" / LAST
+    ended: list[TrainResult] = []
+
+    class Ends(NullCallback):
+        def on_end(self, result: TrainResult) -> None:
+            ended.append(result)
+
+    with pytest.raises(ConfigError, match=rf"resume_from {missing} does not exist"):
+        train_category(_config("rd", tiny_root, tmp_path / "out", ("epochs=1",)), [Ends()], resume_from=missing)
+    assert [r.status for r in ended] == ["FAILED"]
+    assert not (tmp_path / "out").exists()  # refused before any work: no run folder
+
+
+def test_cli_resume_uses_the_run_folders_last_pt_or_starts_afresh(tiny_root: Path, tmp_path: Path) -> None:
+    from adkd.pipelines.train.engine import run_dir_for
+    from adkd.platform.runs import resume_path
+
+    config = _config("rd", tiny_root, tmp_path)
+    path, note = resume_path(config)
+    assert path is None and note is not None and "does not exist: started from scratch" in note
+    last = run_dir_for(config) / LAST
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    assert resume_path(config) == (last, None)

@@ -142,15 +142,8 @@ def upload(
     typer.echo(f"uploaded {count} files to {uri}")
 
 
-def register(app: typer.Typer) -> None:
-    try:
-        from adkd.cli.data_cmd import data_app
-    except ModuleNotFoundError as exc:
-        if exc.name != "adkd.cli.data_cmd":
-            raise
-        # The `adkd data` group lives in data_cmd.py; until it exists, create the group here.
-        data_app = typer.Typer(help="Data sets: download, synthesise, validate.", no_args_is_help=True)
-        app.add_typer(data_app, name="data")
+def register(data_app: typer.Typer) -> None:
+    """Add `download`, `sync` and `upload` to the `adkd data` group."""
     data_app.add_typer(download_app, name="download")
     data_app.command("sync")(sync)
     data_app.command("upload")(upload)

@@ -1,7 +1,7 @@
-"""The int8 ONNX model of a tracked run (``export_int8=true``): written, gated, and summarised for MLflow.
+"""The exported models of a finished run: ``model.onnx`` and, with ``export_int8=true``, the gated int8 model.
 
 A refused int8 model (the accuracy gate in ``adkd.pipelines.export.quantize``) does not fail the run: the
-fp32 model is logged and registered as always, and the refusal is kept as a tag.
+fp32 model is kept as always, and the refusal is kept as a tag.
 """
 
 from __future__ import annotations
@@ -9,16 +9,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-INT8_ARTIFACT = "onnx_model_int8"  # the pyfunc artifact that carries the int8 file beside ONNX_ARTIFACT
+from adkd.errors import AdkdError
 
 
 @dataclass
 class Int8Outcome:
-    """What the run logs about its int8 model."""
+    """What a run keeps about its int8 model."""
 
     path: Path | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+
+
+def onnx_for_run(checkpoint: Path) -> Path:
+    """``model.onnx`` beside ``checkpoint``, verified against PyTorch; any failure is an ExportError naming it."""
+    from adkd.pipelines.export.onnx_export import ExportError, export_checkpoint
+
+    try:
+        return export_checkpoint(checkpoint, checkpoint.with_suffix(".onnx"))
+    except AdkdError as exc:
+        raise ExportError(f"ONNX export of {checkpoint} failed: {exc}") from None
+    except Exception as exc:  # onnx/onnxruntime internals: still a failed export step, not a crash of training
+        raise ExportError(f"ONNX export of {checkpoint} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def int8_for_run(checkpoint: Path, onnx_path: Path) -> Int8Outcome:

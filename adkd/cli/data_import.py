@@ -46,7 +46,6 @@ def folder(
     console.print(f"next: adkd data validate {root} --category {category}")
 
 
-def register(app: typer.Typer) -> None:
-    from adkd.cli.data_cmd import data_app
-
+def register(data_app: typer.Typer) -> None:
+    """Add `import` to the `adkd data` group."""
     data_app.add_typer(import_app, name="import")

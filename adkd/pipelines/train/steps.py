@@ -1,0 +1,132 @@
+"""One training step, inference, the held-out loss, and the optimisers and scheduler of a run."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from adkd.errors import ConfigError
+from adkd.pipelines.train.config import TrainConfig
+from adkd.pipelines.train.distributed import DistContext
+from adkd.pipelines.train.runtime import Runtime, autocast
+
+
+def _check_finite(loss: torch.Tensor) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {float(loss)}")
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    runtime: Runtime,
+    *,
+    pretrain: bool = False,
+    grad_clip_norm: float | None = None,
+    dist: DistContext | None = None,
+    teacher: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """One optimiser step on prepared ``images``; returns the detached loss (averaged over ranks).
+
+    Data-parallel, the gradients of the optimiser's parameters are averaged over the ranks before
+    clipping and stepping, so every rank applies the same update. A non-finite loss raises
+    FloatingPointError before the step (on every rank alike). ``teacher``: cached teacher features.
+    """
+    dist = dist or DistContext()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    cached = {} if teacher is None else {"teacher": teacher}
+    with autocast(runtime.device, runtime.amp):
+        loss = model.pretrain_loss(images, **cached) if pretrain else model.loss(model(images, **cached))
+    optimizer.zero_grad(set_to_none=True)
+    if dist.enabled:
+        loss.backward()
+        loss = dist.average_gradients(params, loss)
+        _check_finite(loss)
+    else:
+        _check_finite(loss)
+        loss.backward()
+    if grad_clip_norm:
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], grad_clip_norm)
+    optimizer.step()
+    return loss.detach()
+
+
+def predict(
+    model: nn.Module, images: torch.Tensor, runtime: Runtime, batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anomaly maps [N,1,H,W] and image scores [N] (float32, CPU) for uint8 images [N,3,H,W]."""
+    model.eval()
+    maps, scores = [], []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = runtime.prepare(images[start : start + batch_size])
+            with autocast(runtime.device, runtime.amp):
+                amap, score = model(x)
+            maps.append(amap.float().cpu())
+            scores.append(score.float().cpu())
+    if not maps:
+        return torch.zeros(0, 1, *images.shape[-2:]), torch.zeros(0)
+    return torch.cat(maps), torch.cat(scores)
+
+
+@contextlib.contextmanager
+def loss_mode(model: nn.Module) -> Iterator[None]:
+    """Train-mode forward (so it returns the loss inputs) with BatchNorm and Dropout frozen."""
+    was_training = model.training
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm | nn.Dropout):
+            module.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def held_out_loss(
+    model: nn.Module, images: torch.Tensor, runtime: Runtime, batch_size: int, seed: int, pretrain: bool = False
+) -> float | None:
+    """Mean loss over ``images`` without touching BatchNorm statistics or the training RNG stream."""
+    if len(images) == 0:
+        return None
+    devices = [runtime.device] if runtime.device.type == "cuda" else []
+    total, count = 0.0, 0
+    with torch.random.fork_rng(devices=devices), loss_mode(model), torch.no_grad():
+        torch.manual_seed(seed)  # the same masks every epoch: comparable numbers
+        for start in range(0, len(images), batch_size):
+            x = runtime.prepare(images[start : start + batch_size])
+            with autocast(runtime.device, runtime.amp):
+                loss = model.pretrain_loss(x) if pretrain else model.loss(model(x))
+            total += float(loss) * len(x)
+            count += len(x)
+    return total / count
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The joint-phase optimiser over ``param_groups()``; the autoencoder gets ``ae_lr``."""
+    opt = config.optimizer
+    groups = []
+    for role, params in model.param_groups().items():
+        lr = (config.ae_lr or opt.lr) if role == "autoencoder" else opt.lr
+        groups.append({"params": list(params), "lr": lr, "name": role})
+    if not any(g["params"] for g in groups):
+        raise ConfigError(f"model '{config.model}' has no trainable parameters; check model_options")
+    if opt.name == "adam":
+        return torch.optim.Adam(groups, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+    return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    return None
+
+
+def build_pretrain_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over the autoencoder alone, for stfpm-ae's pretraining phase."""
+    return torch.optim.Adam(model.param_groups().get("autoencoder", []), lr=config.ae_pretrain_lr)

@@ -1,7 +1,7 @@
 """CategoryTracker on a real local MLflow store: it logs the model.onnx the run exported, never exports itself.
 
-One short real training (1 epoch, 64 px, random teacher) gives the events, the checkpoint and, exported
-here, the ONNX file; each test replays those events into a tracker the way a Ray driver does.
+One short real training (1 epoch, 64 px, random teacher) gives the events, the checkpoint and the ONNX file
+the engine exported; each test replays those events into a tracker the way a Ray driver does.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from mlflow import MlflowClient
 
 from adkd.pipelines.data.fingerprint import data_fingerprint
 from adkd.pipelines.data.synth import synthesize
-from adkd.pipelines.export.onnx_export import export_checkpoint
-from adkd.pipelines.train.callbacks import TrainResult
+from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
 from adkd.platform.category_tracker import CategoryTracker
@@ -35,7 +34,7 @@ USER_ROOT = "https://reader:hunter2@data.example.com/sets/synthset"
 USER_ROOT_TAG = "https://data.example.com/sets/synthset"
 
 
-class Recorder:
+class Recorder(NullCallback):
     """Keeps every event of a run, to replay into trackers."""
 
     def __init__(self) -> None:
@@ -67,7 +66,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     recorder = Recorder()
     result = train_category(config, [recorder])
     assert result.status == "FINISHED", result.error
-    onnx = export_checkpoint(result.checkpoint_path, result.run_dir / "model.onnx")
+    onnx = result.onnx_path
+    assert onnx is not None and onnx.is_file() and ("on_artifact", (onnx, "onnx")) in recorder.events
+    assert result.data_fingerprint == data_fingerprint(data, CATEGORY) and len(result.data_fingerprint) == 64
     return {"tmp": tmp, "data": data, "result": result, "events": recorder.events[:-1], "onnx": onnx}
 
 
@@ -142,10 +143,11 @@ def test_finished_run_logs_the_given_onnx_with_user_root_and_fingerprint(trained
 def test_finished_run_without_onnx_fails_and_registers_nothing(trained: dict[str, Any]) -> None:
     tmp = trained["tmp"] / "no-onnx"
     result = dataclasses.replace(trained["result"], onnx_path=None, data_fingerprint="")
+    events = [e for e in trained["events"] if e[0] != "on_artifact" or e[1][1] != "onnx"]  # a run that exported none
     session = _session(tmp, data_root=str(trained["data"]))
     session.start_parent()
     tracker: CategoryTracker = session.child(CATEGORY)
-    _replay(tracker, trained["events"], result)
+    _replay(tracker, events, result)
     summary = session.finish()
     message = f"{CATEGORY}: the run wrote no model.onnx; nothing to log or register"
     assert tracker.status == "FAILED" and tracker.error == message

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from adkd.errors import AdkdError
-from adkd.pipelines.train.callbacks import NullCallback, TrainCallback, TrainResult
+from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.platform.category_tracker import CategoryTracker, run_id_of
 from adkd.platform.mlflow_client import (
     ResilientWriter,
@@ -300,10 +300,3 @@ class StandaloneTracker(NullCallback):
         if result.status == "FINISHED" and self.tracker.status == "FAILED":
             category, error = self.tracker.category, str(self.tracker.error)
             raise AdkdError(error if error.startswith(f"{category}:") else f"{category}: {error}")
-
-
-def single_category_tracking(settings: Any, config: Any, *, enabled: bool, register: bool) -> TrainCallback:
-    """The tracking callback of a one-category ``adkd train``: a no-op when tracking is off."""
-    if not enabled:
-        return NullCallback()
-    return StandaloneTracker.open(settings, config, register=register)

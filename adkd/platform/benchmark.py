@@ -45,7 +45,7 @@ class BenchmarkOutcome:
 @functools.cache
 def _tracker_class() -> type:
     """``CategoryTracker`` plus the row (built on first use: tracking imports MLflow)."""
-    from adkd.platform.tracking import CategoryTracker
+    from adkd.platform.category_tracker import CategoryTracker
 
     class RowTracker(CategoryTracker):
         """A child run of one (row, category): the category's tracker plus the row's label in tags and name."""
@@ -62,9 +62,7 @@ def _tracker_class() -> type:
             client, handle, row, category = self.session._client, self.handle, self.row, self.category
 
             def tag() -> None:
-                from adkd.platform.tracking import _run_id
-
-                run_id = _run_id(handle)
+                run_id = handle.require_run_id()
                 client.set_tag(run_id, "benchmark_row", row)
                 client.set_tag(run_id, "mlflow.runName", f"{row}-{category}")
 
@@ -286,7 +284,7 @@ def _register_best(report: BenchmarkReport, sink: BenchmarkListener, jobs: dict[
             continue
         cell = report.cells[label][category]
         metrics = {f"test/{m}": v for m in ("image_auroc", "pixel_auroc", "aupro") if (v := cell.value(m)) is not None}
-        tracker._register(metrics)  # queued after the run's model upload on the session's writer
+        tracker.register(metrics)  # queued after the run's model upload on the session's writer
         wanted[category] = tracker
     if wanted and not session.writer.flush(session.flush_timeout_s):
         log.warning("MLflow did not confirm every registration in %.0f s", session.flush_timeout_s)

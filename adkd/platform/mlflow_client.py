@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import requests
 
 from adkd.errors import ServiceError
+from adkd.platform.redaction import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +57,6 @@ def configure_http_env() -> None:
 
 def is_remote(uri: str) -> bool:
     return urlparse(uri).scheme in ("http", "https")
-
-
-def redact_uri(uri: str) -> str:
-    """The URI without a password, for messages and tags."""
-    parsed = urlparse(uri)
-    if parsed.password:
-        netloc = f"{parsed.username}:***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
-        return parsed._replace(netloc=netloc).geturl()
-    return uri
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:

@@ -342,8 +342,9 @@ def _result_from_payload(payload: dict[str, Any], local_dir: Path) -> tuple[Trai
     known = set(inspect.signature(TrainResult).parameters)
     values = {k: v for k, v in payload.items() if k in known}
     values["run_dir"] = local_dir
-    if values.get("checkpoint_path"):
-        values["checkpoint_path"] = local_dir / values["checkpoint_path"]
+    for key in ("checkpoint_path", "onnx_path", "int8_path"):
+        if values.get(key):
+            values[key] = local_dir / values[key]
     artifacts = [(str(local_dir / p), kind) for p, kind in payload.get("artifacts", [])]
     return TrainResult(**values), artifacts
 

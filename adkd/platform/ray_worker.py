@@ -206,9 +206,10 @@ def category_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
 
     payload = result.to_dict()
     payload["run_dir"] = "."
-    if result.checkpoint_path:
-        cp = Path(result.checkpoint_path)
-        payload["checkpoint_path"] = str(cp.relative_to(run_dir)) if cp.is_relative_to(run_dir) else cp.name
+    for key in ("checkpoint_path", "onnx_path", "int8_path"):  # files the driver finds in the staged outputs
+        if payload.get(key):
+            path = Path(payload[key])
+            payload[key] = str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else path.name
     payload["artifacts"] = [
         (str(Path(p).relative_to(run_dir)) if Path(p).is_relative_to(run_dir) else p, kind)
         for p, kind in reporter.artifacts

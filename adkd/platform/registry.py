@@ -5,9 +5,8 @@ Promotion to production is refused when the candidate is worse than the current 
 configured metric (ties broken by AUPRO) unless forced. Every promotion, refusal and rollback leaves
 a JSON audit tag on the model and on the version (previous holder, time, user, reason).
 
-Concurrent promotions of one model are serialised with a lease held in a model tag
-(``adkd.lock``): a writer sets the tag, waits a settle time and proceeds only if the tag still
-names it, so of two racing processes one waits for the other, and both are audited.
+Concurrent promotions of one model are serialised with a lease (``registry_lock``), and both are
+audited. Training registers new versions here too (``register_version``).
 """
 
 from __future__ import annotations
@@ -15,24 +14,21 @@ from __future__ import annotations
 import getpass
 import json
 import math
-import os
-import random
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from adkd.errors import AdkdError, ConfigError, ServiceError
-from adkd.platform.tracking import KEY_METRICS, registered_name
+from adkd.platform.mlflow_labels import latest_version_tags, model_description, version_description
+from adkd.platform.registry_lock import model_lock
 
 ALIASES = ("staging", "production")
 TIE_BREAK = "aupro"
 PIXEL_KEYS = ("pixel_auroc", "aupro")
-LOCK_TAG = "adkd.lock"
 HISTORY_LIMIT = 50
+# Registry version tags that promotion and `registry list` read.
+KEY_METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
 
 
 class PromotionRefused(AdkdError):
@@ -70,6 +66,70 @@ class PromotionResult:
     forced: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     previous_metrics: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- naming and registration
+
+
+def registered_name(category: str) -> str:
+    """The registered model of a category: ``adkd-<category>``."""
+    return f"adkd-{category}"
+
+
+def ensure_registered_model(client: Any, name: str, category: str) -> None:
+    """Create ``name`` (tagged and described) unless it exists; a racing creator is not an error."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+        return
+    except MlflowException:
+        pass
+    try:
+        client.create_registered_model(
+            name,
+            tags={"category": category, "managed_by": "adkd"},
+            description=model_description(category),
+        )
+    except MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
+            raise
+
+
+def version_tags(
+    category: str, config: dict[str, Any], preset: str | None, metrics: dict[str, float]
+) -> dict[str, str]:
+    """The tags of a new version: what it is (category, model, backbone, preset) and its key test metrics."""
+    tags = {
+        "category": category,
+        "model": str(config.get("model", "")),
+        "backbone": str(config.get("backbone") or ""),
+        "preset": str(preset or config.get("preset") or ""),
+    }
+    for name in KEY_METRICS:
+        if f"test/{name}" in metrics:
+            tags[f"metric.{name}"] = repr(metrics[f"test/{name}"])
+    return tags
+
+
+def register_version(
+    client: Any, category: str, *, source: str, run_id: str, model_id: str | None, tags: dict[str, str]
+) -> str:
+    """A new version of ``adkd-<category>`` from a logged model; marks it latest on the model and the run."""
+    name = registered_name(category)
+    ensure_registered_model(client, name, category)
+    version = client.create_model_version(
+        name,
+        source=source,
+        run_id=run_id,
+        tags=tags,
+        model_id=model_id,
+        description=version_description(category, tags, run_id),
+    )
+    for key, value in latest_version_tags(str(version.version), tags).items():
+        client.set_registered_model_tag(name, key, value)
+    client.set_tag(run_id, "registered_model", f"{name}/{version.version}")
+    return str(version.version)
 
 
 # --------------------------------------------------------------------------- reading
@@ -207,60 +267,6 @@ def gate_key(metrics: dict[str, float], metric: str) -> tuple[float, float]:
 def _fmt_metrics(metrics: dict[str, float]) -> str:
     shown = [f"{k}={metrics[k]:.4f}" for k in KEY_METRICS if k in metrics]
     return ", ".join(shown) or "no metrics"
-
-
-# --------------------------------------------------------------------------- lock
-
-
-def _owner() -> str:
-    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _try_set_lock(client: Any, name: str, value: str) -> bool:
-    """Write the lock tag; False when a racing writer's insert of the same tag won (retry later).
-
-    MLflow's SQL store upserts a tag as select-then-insert, so two processes taking a free lock at the
-    same moment can make one of them fail with a UNIQUE constraint error instead of overwriting.
-    """
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.set_registered_model_tag(name, LOCK_TAG, value)
-    except MlflowException as exc:
-        if "UNIQUE constraint" in str(exc) or "IntegrityError" in str(exc) or "duplicate key" in str(exc):
-            return False
-        raise
-    return True
-
-
-@contextmanager
-def model_lock(
-    client: Any, name: str, ttl_s: float = 120.0, timeout_s: float = 300.0, settle_s: float = 1.0
-) -> Iterator[None]:
-    """A lease on ``name`` held in its ``adkd.lock`` tag (compare after a settle time, then act)."""
-    owner = _owner()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        current = (client.get_registered_model(name).tags or {}).get(LOCK_TAG, "")
-        holder, _, expires = current.partition("|")
-        busy = holder and holder != owner and float(expires or 0) > time.time()
-        if not busy and _try_set_lock(client, name, f"{owner}|{time.time() + ttl_s}"):
-            time.sleep(settle_s)
-            current = (client.get_registered_model(name).tags or {}).get(LOCK_TAG, "")
-            if current.startswith(f"{owner}|"):
-                break
-        if time.monotonic() > deadline:
-            raise ServiceError(
-                f"registered model '{name}' stayed locked by {holder or 'another process'} for {timeout_s:.0f}s; "
-                f"retry, or delete the '{LOCK_TAG}' tag if that process died"
-            )
-        time.sleep(random.uniform(0.2, 0.8))
-    try:
-        yield
-    finally:
-        current = (client.get_registered_model(name).tags or {}).get(LOCK_TAG, "")
-        if current.startswith(f"{owner}|"):
-            client.delete_registered_model_tag(name, LOCK_TAG)
 
 
 # --------------------------------------------------------------------------- audit

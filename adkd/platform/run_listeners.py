@@ -42,7 +42,7 @@ class TrackingListener(RunListener):
     """MLflow through ``adkd.platform.tracking.TrackingSession``: a parent run, a child run per category.
 
     The session's per-category trackers receive the events the driver replays from the workers;
-    the tracker of a finished category exports ONNX, logs the models and registers a version.
+    the tracker of a finished category logs the model.onnx its worker exported and registers a version.
     """
 
     def __init__(self, session: Any) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from adkd.errors import ConfigError, ServiceError
 from adkd.platform.child_processes import stop_on_signals, stop_tree
+from adkd.platform.redaction import redact_uri
 
 STATE_FILE = "server.json"
 LOG_FILE = "server.log"
@@ -138,7 +139,7 @@ def start_server(
         pid=proc.pid,
         host=host,
         port=port,
-        backend_store_uri=_redact_uri(backend),
+        backend_store_uri=redact_uri(backend),
         artifacts_destination=artifacts,
         log_path=str(log_path),
         basic_auth=basic_auth,
@@ -161,16 +162,6 @@ def start_server(
     if request.signum is not None:
         raise ServiceError(f"interrupted by {signal.Signals(request.signum).name} while starting; server stopped")
     raise ServiceError(f"mlflow server did not answer on {state.url} within {wait_s:.0f}s; see {log_path}")
-
-
-def _redact_uri(uri: str) -> str:
-    """Drop a password from a database URI before it is written anywhere."""
-    if "://" in uri and "@" in uri:
-        scheme, rest = uri.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return uri
 
 
 def _terminate(pid: int, timeout: float = 20.0) -> None:

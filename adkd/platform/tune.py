@@ -316,7 +316,13 @@ def result_from_best(summary: TuneSummary) -> TrainResult | None:
     """A TrainResult for the best trial, for registering it like any trained model."""
     if not summary.best.checkpoint:
         return None
+    from adkd.pipelines.data.fingerprint import data_fingerprint
+    from adkd.pipelines.export import export_checkpoint
+
     ckpt = Path(summary.best.checkpoint)
+    data = summary.best_config.get("data")
+    # The trial's own export when its run wrote one; else the best trial alone is exported here.
+    onnx = ckpt.with_suffix(".onnx") if ckpt.with_suffix(".onnx").is_file() else export_checkpoint(ckpt)
     return TrainResult(
         category=summary.category,
         model=summary.model,
@@ -326,6 +332,8 @@ def result_from_best(summary: TuneSummary) -> TrainResult | None:
         checkpoint_path=ckpt,
         epochs_run=summary.best.epochs,
         config=summary.best_config,
+        onnx_path=onnx,
+        data_fingerprint=data_fingerprint(data, summary.category) if data else "",
     )
 
 
@@ -337,7 +345,8 @@ def log_to_mlflow(session: Any, summary: TuneSummary) -> None:
     """
     from mlflow.entities import Metric, Param
 
-    from adkd.platform.tracking import flatten, redact
+    from adkd.platform.mlflow_values import flatten
+    from adkd.platform.redaction import redact
 
     client = session._client
     best = summary.best

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from adkd.platform.registry import PromotionRefused, audit_trail, client_for, promote, rollback
-from adkd.platform.tracking import ensure_registered_model
+from adkd.platform.registry import PromotionRefused, audit_trail, client_for, ensure_registered_model, promote, rollback
 from tests.integration.mlflow_fixtures import mlflow_server  # noqa: F401
 
 pytestmark = pytest.mark.integration

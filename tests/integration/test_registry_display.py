@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from adkd.platform.mlflow_labels import EXPERIMENT_KIND_TAG, mark_training_experiment
-from adkd.platform.tracking import ensure_registered_model
+from adkd.platform.registry import ensure_registered_model
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent

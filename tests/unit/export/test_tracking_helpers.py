@@ -12,9 +12,12 @@ import requests
 from mlflow.exceptions import MlflowException
 
 from adkd.errors import ServiceError
+from adkd.pipelines.data.fingerprint import data_fingerprint
 from adkd.platform.mlflow_client import ResilientWriter, check_reachable, is_transient
+from adkd.platform.mlflow_values import flatten
+from adkd.platform.redaction import redact
 from adkd.platform.registry import gate_key
-from adkd.platform.tracking import data_fingerprint, dataset_name, flatten, redact
+from adkd.platform.run_context import dataset_name
 
 
 def test_flatten_and_redact_drop_secrets() -> None:

@@ -1,0 +1,52 @@
+"""What a tracked run records about where it ran: git commit, versions, user, device, data set name."""
+
+from __future__ import annotations
+
+import getpass
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+def git_commit() -> str:
+    """The commit of the adkd source tree (or of the working directory), 'unknown' outside git."""
+    for where in (Path(__file__).resolve().parents[2], Path.cwd()):
+        try:
+            out = subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5, check=True
+            )
+            return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return "unknown"
+
+
+def environment_tags() -> dict[str, str]:
+    """Tags of every run of a command: git commit, adkd and torch versions, user."""
+    import torch
+
+    from adkd import __version__
+
+    return {
+        "git_commit": git_commit(),
+        "adkd_version": __version__,
+        "torch_version": torch.__version__,
+        "user": getpass.getuser(),
+    }
+
+
+def device_tag(config: dict[str, Any]) -> str:
+    """The device a run trains on, as its tag shows it (``cuda (<GPU name>)`` or ``cpu`` for ``auto``)."""
+    name = str(config.get("device", "auto"))
+    if name != "auto":
+        return name
+    import torch
+
+    return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+
+
+def dataset_name(data_root: str | Path) -> str:
+    """The experiment name of a data set: the last component of its root (local path or s3://)."""
+    text = str(data_root).rstrip("/")
+    return Path(urlparse(text).path if "://" in text else text).name or "adkd"

@@ -159,7 +159,7 @@ def run_all_categories(
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     options = options or RayRunOptions()
     if not configs:
@@ -207,6 +207,9 @@ def run_all_categories(
                 use_gpu=resources.gpus > 0,
                 resources_per_worker=resources.per_worker(),
             ),
+            # One worker exchanges no gradients: gloo works on any node, also one whose GPU is only declared
+            # (NCCL, Ray's choice with GPUs, refuses a node without CUDA). Several workers keep NCCL on GPUs.
+            torch_config=TorchConfig(backend="gloo") if resources.workers == 1 else None,
             run_config=RunConfig(
                 name=f"{run_id}-{category}",
                 storage_path=storage_root,

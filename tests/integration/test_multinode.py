@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,8 @@ def two_nodes(s3_server: str) -> Iterator[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="adkd-2n-", dir="/tmp"))
     base = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **_aws_env(s3_server, tmp)}
     base.pop("RAY_ADDRESS", None)
+    # Token authentication stays on, as on a real cluster: every node and the driver share one token.
+    base.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex})
     port = free_port()
     nodes: dict[str, dict[str, Any]] = {}
     procs: list[subprocess.Popen] = []

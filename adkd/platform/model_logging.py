@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,11 +44,13 @@ def _quiet_model_logging() -> Iterator[None]:
     on a GPU host still gets CUDA), the CloudPickle notice for the pyfunc class, "Validating input example"
     and the artifact download progress bars. Errors still show.
     """
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as progress_bar
+
     loggers = [logging.getLogger(name) for name in ("mlflow.onnx", "mlflow.pyfunc", "mlflow.models")]
     levels = [lg.level for lg in loggers]
-    # MLflow reads this switch from the environment only (no API); set for the call, then restored.
-    previous_bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    # MLflow takes this switch from its environment variable only: set for the call through its API, then restored.
+    previous_bar = progress_bar.get() if progress_bar.is_set() else None
+    progress_bar.set(False)
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
@@ -58,9 +59,9 @@ def _quiet_model_logging() -> Iterator[None]:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
         if previous_bar is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+            progress_bar.unset()
         else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous_bar
+            progress_bar.set(previous_bar)
 
 
 def _pyfunc_requirements() -> list[str]:

@@ -26,7 +26,6 @@ RAY_MODULES = frozenset(
         "test_benchmark.py",
         "test_gpu_paths.py",
         "test_multinode.py",
-        "test_train_flags.py",
     }
 )
 

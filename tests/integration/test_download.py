@@ -81,10 +81,23 @@ def test_official_table_has_all_15_categories_with_sha256() -> None:
     assert resolve_archives(["grid"])[0].sha256 == MVTEC_ARCHIVES["grid"][1]
 
 
-def test_url_base_from_flag_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_url_base_from_flag_and_env(file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The library takes the mirror as an argument; the command reads the flag or ADKD_MVTEC_URL.
+    assert resolve_archives(["screw"], url_base="http://other/")[0].url == "http://other/screw.tar.xz"
     monkeypatch.setenv("ADKD_MVTEC_URL", "http://mirror.example/mvtec/")
-    assert resolve_archives(["screw"])[0].url == "http://mirror.example/mvtec/screw.tar.xz"
-    assert resolve_archives(["screw"], url_base="http://other")[0].url == "http://other/screw.tar.xz"
+    assert resolve_archives(["screw"])[0].url != "http://mirror.example/mvtec/screw.tar.xz"
+    _, digest = _serve_category(file_server)
+    sums = tmp_path / "sums.txt"
+    sums.write_text(f"{digest}  bottle.tar.xz\n")
+    env = {**os.environ, "ADKD_MVTEC_URL": file_server.url}
+    done = subprocess.run(
+        [sys.executable, "-m", "adkd.cli.main", "data", "download", "mvtec", str(tmp_path / "m"),
+         "--categories", "bottle", "--checksums", str(sums)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "m" / "bottle" / "train" / "good").is_dir()
+    assert [e["status"] for e in file_server.log] == [200]
 
 
 def test_unknown_category_is_a_config_error() -> None:

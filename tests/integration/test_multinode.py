@@ -188,3 +188,27 @@ def test_child_runs_record_the_data_root_as_given_and_a_fingerprint(trained: dic
     for category in CATEGORIES:
         versions = client.search_model_versions(f"name='adkd-{category}'")
         assert [str(v.version) for v in versions] == ["1"]
+
+
+def test_untracked_run_writes_onnx_per_category_under_out(two_nodes: dict[str, Any], trained: dict[str, Any]) -> None:
+    """`--categories … --no-tracking --out DIR`: every output under DIR, each worker's own model.onnx, no store."""
+    tmp = two_nodes["tmp"]
+    cwd = tmp / "untracked"
+    cwd.mkdir()
+    out = tmp / "untracked-out"
+    env = {**two_nodes["env"], "COLUMNS": "200"}
+    proc = subprocess.run(
+        [str(BIN / "adkd"), "train", "--categories", "weave,disc", "--data", trained["uri"],
+         "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=1", "--set", "image_size=64",
+         "--cpus-per-category", "1", "--max-failures", "0", "--no-tracking",
+         "--address", two_nodes["gcs"], "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=800, cwd=cwd,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (run,) = out.glob("all-*")
+    rows = json.loads((run / "results.json").read_text())["categories"]
+    assert sorted(r["category"] for r in rows) == ["disc", "weave"]
+    for category in ("weave", "disc"):
+        assert (run / category / "model.onnx").is_file()
+    assert not list(cwd.rglob("*")), "nothing is written outside --out"
+    assert not list(out.rglob("mlflow.db"))

@@ -1,11 +1,11 @@
-"""`adkd train` flags mean the same on both paths: --out, --no-tracking and a TOML --config.
+"""`adkd train -c X` honours --no-tracking and a TOML --config the way the Ray path does.
 
 Each test runs the real command in an empty folder (no ADKD_/MLFLOW_ variables), 64 px, one epoch.
+The Ray path's --out and --no-tracking are checked on the two-node cluster of test_multinode.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -62,19 +62,3 @@ def test_a_toml_config_supplies_the_tracking_uri(data: Path, tmp_path: Path) -> 
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.params["batch_size"] == "4"  # the file's [train] table applied too
     assert "registered adkd-weave version 1" in done.stdout + done.stderr
-
-
-def test_several_categories_honour_out_and_no_tracking(data: Path, tmp_path: Path) -> None:
-    out = tmp_path / "elsewhere"
-    done = _adkd(
-        tmp_path, "train", "--categories", "weave,disc", "-d", str(data), *TINY,
-        "--no-tracking", "--out", str(out), "--cpus-per-category", "0.5", "--num-cpus", "2",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert not (tmp_path / "adkd-runs").exists()  # nothing outside --out
-    (run,) = out.glob("all-*")
-    rows = json.loads((run / "results.json").read_text())["categories"]
-    assert sorted(r["category"] for r in rows) == ["disc", "weave"]
-    for category in ("weave", "disc"):
-        assert (run / category / "model.onnx").is_file()  # each worker exported its own model
-    assert not list(tmp_path.rglob("mlflow.db"))

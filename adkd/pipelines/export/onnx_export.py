@@ -170,14 +170,17 @@ def verify_onnx(
             lo, hi = min(lo, float(ref_map.min())), max(hi, float(ref_map.max()))
             score_scale = max(score_scale, float(np.abs(ref_score).max()))
     map_range = max(hi - lo, 0.0)
+    map_tolerance = MAP_TOLERANCE * max(map_range, _MIN_RANGE)
     return ParityReport(
         n_images=len(images),
         max_map_diff=map_diff,
         map_range=map_range,
         max_score_diff=score_diff,
         max_normalized_diff=norm_diff,
-        map_tolerance=MAP_TOLERANCE * max(map_range, _MIN_RANGE),
-        score_tolerance=SCORE_TOLERANCE * score_scale,
+        map_tolerance=map_tolerance,
+        # The image score is the map's maximum, so it can be off by as much as the map is: a score error
+        # within the map's tolerance is the same agreement (seen: mrkd on CIFAR, 6.6e-5 on a score of 2.8).
+        score_tolerance=max(SCORE_TOLERANCE * score_scale, map_tolerance),
         source=source,
     )
 

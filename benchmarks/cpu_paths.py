@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from adkd.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from adkd.models.registry import build_model
+from adkd.models.zoo import build_model
 from adkd.pipelines.train.config import TrainConfig
 from adkd.pipelines.train.runtime import Runtime
 from adkd.pipelines.train.steps import build_optimizer, train_step

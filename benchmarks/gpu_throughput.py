@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from adkd.models.registry import build_model
+from adkd.models.zoo import build_model
 from adkd.pipelines.train.config import TrainConfig
 from adkd.pipelines.train.runtime import Runtime
 from adkd.pipelines.train.steps import build_optimizer, predict, train_step

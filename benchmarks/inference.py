@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adkd.models.registry import build_model
+from adkd.models.zoo import build_model
 from adkd.pipelines.export.onnx_export import ExportGraph, export_onnx
 
 REPO = Path(__file__).resolve().parents[1]

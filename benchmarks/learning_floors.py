@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "learning_floors.json")
     args = parser.parse_args()
-    from adkd.pipelines.data.synth import synthesize
+    from adkd.pipelines.data.synthetic_dataset import synthesize
 
     scratch = Path(tempfile.mkdtemp(prefix="adkd-floors-"))
     synth_root = scratch / "synth"

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from adkd.pipelines.data.synth import CATEGORIES, synthesize
+from adkd.pipelines.data.synthetic_dataset import CATEGORIES, synthesize
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from adkd.models.registry import build_model
+from adkd.models.zoo import build_model
 from adkd.pipelines.train.config import TrainConfig
 from adkd.pipelines.train.runtime import Runtime
 

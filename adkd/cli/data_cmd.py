@@ -37,7 +37,7 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same files."),
 ) -> None:
     """Write a deterministic synthetic data set (textures and objects, defects with exact masks)."""
-    from adkd.pipelines.data.synth import synthesize
+    from adkd.pipelines.data.synthetic_dataset import synthesize
 
     summary = synthesize(root, _split_names(categories), size=size, n_train=train, n_test=test, seed=seed)
     table = Table(title=f"synthetic data set in {root}")

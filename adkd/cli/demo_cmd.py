@@ -62,7 +62,7 @@ def demo(
     """Synthesise a data set, train every category at once on the embedded local Ray, show the results."""
     from adkd.cli.live_board import LiveBoard
     from adkd.cli.run_output import print_many
-    from adkd.pipelines.data.synth import synthesize
+    from adkd.pipelines.data.synthetic_dataset import synthesize
     from adkd.platform.runs import RayPlan, RunRequest, train_many
 
     started = time.monotonic()

@@ -13,7 +13,7 @@ models_app = typer.Typer(help="List the registered models.", no_args_is_help=Tru
 @models_app.command("list")
 def list_models() -> None:
     """Print every registered model with its backbones and parameter counts."""
-    from adkd.models.registry import MODEL_REGISTRY, build_model, count_parameters
+    from adkd.models.zoo import MODEL_ZOO, build_model, count_parameters
 
     columns = [
         Column("model", keep=True),
@@ -24,7 +24,7 @@ def list_models() -> None:
         Column("frozen", "right", rank=1),
     ]
     rows = []
-    for name, spec in MODEL_REGISTRY.items():
+    for name, spec in MODEL_ZOO.items():
         trainable, frozen = count_parameters(build_model(name, weights="none"))
         rows.append(
             [name, spec.description, ", ".join(spec.backbones), spec.default_backbone, f"{trainable:,}", f"{frozen:,}"]

@@ -2,12 +2,12 @@
 
 from adkd.models.base import AnomalyModel
 from adkd.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, normalize
-from adkd.models.registry import MODEL_REGISTRY, ModelSpec, build_model, count_parameters
+from adkd.models.zoo import MODEL_ZOO, ModelSpec, build_model, count_parameters
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "MODEL_REGISTRY",
+    "MODEL_ZOO",
     "AnomalyModel",
     "ModelSpec",
     "Preprocess",

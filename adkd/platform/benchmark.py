@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from adkd.errors import AdkdError, ConfigError
+from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS, logged_key
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
 from adkd.platform.benchmark_grid import Job, Overrides, build_jobs, deviations, load_grid
@@ -157,7 +158,7 @@ def run_benchmark(
     check_requests(register, promote, tracking)
     grid = load_grid(grid_spec)
     metric = metric or grid.metric
-    if metric not in ("image_auroc", "pixel_auroc", "aupro"):
+    if metric not in QUALITY_METRICS:
         raise ConfigError(f"--metric {metric}: choose image_auroc, pixel_auroc or aupro")
     settings = load_settings(config_file, ray_address=address)
     address = address or settings.ray_address
@@ -283,7 +284,7 @@ def _register_best(report: BenchmarkReport, sink: BenchmarkListener, jobs: dict[
         if tracker is None or tracker.status != "FINISHED":
             continue
         cell = report.cells[label][category]
-        metrics = {f"test/{m}": v for m in ("image_auroc", "pixel_auroc", "aupro") if (v := cell.value(m)) is not None}
+        metrics = {logged_key(m): v for m in QUALITY_METRICS if (v := cell.value(m)) is not None}
         tracker.register(metrics)  # queued after the run's model upload on the session's writer
         wanted[category] = tracker
     if wanted and not session.writer.flush(session.flush_timeout_s):

@@ -31,11 +31,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adkd.errors import ConfigError
+from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS
 from adkd.pipelines.train.config import TrainConfig
 from adkd.settings import downloads_allowed
 
 GRIDS_PACKAGE = "adkd.benchmark_grids"
-METRICS = ("image_auroc", "pixel_auroc", "aupro")
+METRICS = QUALITY_METRICS
 PAPER_FIELDS = ("backbone", "image_size", "epochs", "weights")  # the settings a report compares with the paper
 
 
@@ -283,9 +284,9 @@ def _missing_reason(config: TrainConfig, local: bool = True) -> str | None:
         return f"no weights: teacher weights file {config.weights} does not exist"
     if local and config.weights == "imagenet" and not downloads_allowed():
         from adkd.models.backbones import hub_checkpoint_dir, imagenet_weights_file
-        from adkd.models.registry import MODEL_REGISTRY
+        from adkd.models.zoo import MODEL_ZOO
 
-        backbone = config.backbone or MODEL_REGISTRY[config.model].default_backbone
+        backbone = config.backbone or MODEL_ZOO[config.model].default_backbone
         cached = hub_checkpoint_dir() / imagenet_weights_file(backbone)
         if not cached.is_file():
             return f"no weights: ImageNet weights for {backbone} are not cached ({cached}) and ADKD_OFFLINE is set"

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-QUALITY = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"))
+from adkd.pipelines.evaluate.metric_names import METRIC_LABELS, QUALITY_METRICS
+
+QUALITY = tuple((name, METRIC_LABELS[name]) for name in QUALITY_METRICS)
 COST = (("minutes", "training minutes"), ("ms_per_image", "ms per image"))
 NOT_RUN = "NOT RUN"
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")

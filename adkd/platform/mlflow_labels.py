@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from adkd.pipelines.evaluate.metric_names import METRIC_LABELS
+
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"
-METRIC_NAMES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "f1_max": "F1-max"}
+METRIC_NAMES = METRIC_LABELS
 
 
 def experiment_tags() -> dict[str, str]:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adkd.errors import AdkdError, ConfigError, ServiceError
+from adkd.pipelines.evaluate.metric_names import METRIC_NAMES
 from adkd.platform.mlflow_labels import latest_version_tags, model_description, version_description
 from adkd.platform.registry_lock import model_lock
 
@@ -28,7 +29,7 @@ TIE_BREAK = "aupro"
 PIXEL_KEYS = ("pixel_auroc", "aupro")
 HISTORY_LIMIT = 50
 # Registry version tags that promotion and `registry list` read.
-KEY_METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
+KEY_METRICS = METRIC_NAMES  # tagged on every registered version
 
 
 class PromotionRefused(AdkdError):

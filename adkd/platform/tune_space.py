@@ -38,9 +38,9 @@ def log_grid(low: float, high: float) -> list[float]:
 
 def ignored_knobs(model: str, model_options: dict[str, Any] | None = None) -> dict[str, str]:
     """Knobs the model's chosen settings ignore, with the reason (searching them would waste every trial)."""
-    from adkd.models.registry import MODEL_REGISTRY
+    from adkd.models.zoo import MODEL_ZOO
 
-    options = {**MODEL_REGISTRY[model].defaults, **(model_options or {})}
+    options = {**MODEL_ZOO[model].defaults, **(model_options or {})}
     ignored: dict[str, str] = {}
     if model == "mrkd":
         if not options.get("use_fmm", True):
@@ -131,11 +131,11 @@ def apply_params(base: dict[str, Any], params: dict[str, float]) -> dict[str, An
 def default_point(base: dict[str, Any], space: dict[str, tuple[str, float, float]]) -> dict[str, float] | None:
     """The base config's own values of the searched parameters, or None when one lies outside the space.
 
-    Values not set in the config are the model's defaults (``MODEL_REGISTRY``).
+    Values not set in the config are the model's defaults (``MODEL_ZOO``).
     """
-    from adkd.models.registry import MODEL_REGISTRY
+    from adkd.models.zoo import MODEL_ZOO
 
-    model_defaults = MODEL_REGISTRY[base["model"]].defaults
+    model_defaults = MODEL_ZOO[base["model"]].defaults
     point: dict[str, float] = {}
     for name, spec in space.items():
         *parents, leaf = PARAM_TARGETS[name].split(".")

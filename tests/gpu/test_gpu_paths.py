@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from adkd.pipelines.data.synth import synthesize
+from adkd.pipelines.data.synthetic_dataset import synthesize
 
 pytestmark = [
     pytest.mark.gpu,

@@ -42,7 +42,7 @@ set = ["optimizer.lr=0.0005"]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from adkd.pipelines.data.synth import synthesize
+    from adkd.pipelines.data.synthetic_dataset import synthesize
 
     tmp = tmp_path_factory.mktemp("benchmark")
     synthesize(tmp / "data", categories=list(CATEGORIES), size=64, n_train=8, n_test=6, seed=0)

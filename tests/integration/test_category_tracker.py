@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from adkd.pipelines.data.fingerprint import data_fingerprint
-from adkd.pipelines.data.synth import synthesize
+from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config

@@ -25,7 +25,7 @@ EPOCHS = {"weave": 3, "disc": 3, "dots": 5, BROKEN: 3}  # the killed one runs lo
 
 
 def _make_data(root: Path) -> None:
-    from adkd.pipelines.data.synth import synthesize
+    from adkd.pipelines.data.synthetic_dataset import synthesize
 
     synthesize(root, categories=list(GOOD), size=64, n_train=16, n_test=12, seed=0)
     # A copy of weave with one defect mask deleted: the data gate must refuse it.

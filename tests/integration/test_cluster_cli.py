@@ -23,7 +23,7 @@ def _app() -> typer.Typer:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adkd.pipelines.data.synth import synthesize
+    from adkd.pipelines.data.synthetic_dataset import synthesize
 
     root = tmp_path_factory.mktemp("cli") / "data"
     synthesize(root, categories=["weave", "disc"], size=32, n_train=4, n_test=4)

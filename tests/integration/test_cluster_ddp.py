@@ -21,7 +21,7 @@ EPOCHS = 2
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     import ray
 
-    from adkd.pipelines.data.synth import synthesize
+    from adkd.pipelines.data.synthetic_dataset import synthesize
     from adkd.pipelines.train.presets import resolve_config
     from adkd.platform.ray_driver import RayRunOptions, run_all_categories
     from adkd.platform.ray_resources import CategoryResources

@@ -96,7 +96,7 @@ def _adkd(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -
 
 @pytest.fixture(scope="module")
 def submitted(ray_head: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from adkd.pipelines.data.synth import synthesize
+    from adkd.pipelines.data.synthetic_dataset import synthesize
 
     help_text = _adkd("train", "--help", env={"COLUMNS": "300"}, timeout=120).stdout
     if "--categories" not in help_text:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from adkd.pipelines.data.synth import synthesize
+from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.train.callbacks import NullCallback
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config

@@ -20,7 +20,7 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from adkd.pipelines.data.synth import synthesize
+from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.platform.pyfunc import encode_png
 from tests.integration.mlflow_fixtures import mlflow_server  # noqa: F401
 

@@ -119,7 +119,7 @@ def two_nodes(s3_server: str) -> Iterator[dict[str, Any]]:
 def trained(two_nodes: dict[str, Any], s3_server: str) -> dict[str, Any]:
     import boto3
 
-    from adkd.pipelines.data.synth import synthesize
+    from adkd.pipelines.data.synthetic_dataset import synthesize
 
     tmp = two_nodes["tmp"]
     data = tmp / "data"

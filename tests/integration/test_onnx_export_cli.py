@@ -16,7 +16,7 @@ import pytest
 from adkd.errors import AdkdError
 from adkd.pipelines.data.dataset import load_category
 from adkd.pipelines.data.fingerprint import data_fingerprint
-from adkd.pipelines.data.synth import synthesize
+from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.export import read_metadata
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.pipelines.train.engine import train_category

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from adkd.pipelines.data.synth import synthesize
+from adkd.pipelines.data.synthetic_dataset import synthesize
 from tests.integration.conftest import FileServer
 from tests.integration.test_cifar10_download import ARCHIVE, official_archive
 

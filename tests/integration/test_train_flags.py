@@ -22,7 +22,7 @@ TINY = ["--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=1", "--set
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adkd.pipelines.data.synth import synthesize
+    from adkd.pipelines.data.synthetic_dataset import synthesize
 
     root = tmp_path_factory.mktemp("flags") / "data"
     synthesize(root, categories=["weave", "disc"], size=64, n_train=12, n_test=8, seed=3)

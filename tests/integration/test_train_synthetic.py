@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from adkd.errors import DataError
-from adkd.pipelines.data.synth import synthesize
+from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.evaluate.report import evaluate_checkpoint
 from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
 from adkd.pipelines.train.engine import train_category

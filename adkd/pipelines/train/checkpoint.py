@@ -59,7 +59,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def model_from_state(state: dict[str, Any], source: str = "checkpoint") -> tuple[nn.Module, TrainConfig]:
     """Rebuild the model (no pretrained download: weights="none") and load its full state dict."""
-    from adkd.models.registry import build_model
+    from adkd.models.zoo import build_model
 
     config = validate_config(state["config"], source=source)
     model = build_model(config.model, backbone=config.backbone, weights="none", **config.model_options)

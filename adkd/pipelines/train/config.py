@@ -110,9 +110,9 @@ def validate_config(values: dict[str, Any], source: str = "config") -> TrainConf
 def check_model_settings(config: TrainConfig) -> None:
     """The model's settings (its defaults under ``model_options``) checked before data or weights are loaded."""
     from adkd.models.checks import check_model_settings as check
-    from adkd.models.registry import MODEL_REGISTRY
+    from adkd.models.zoo import MODEL_ZOO
 
-    spec = MODEL_REGISTRY.get(config.model)
+    spec = MODEL_ZOO.get(config.model)
     if spec is None:
-        raise ConfigError(f"unknown model '{config.model}'; choose one of {', '.join(MODEL_REGISTRY)}")
+        raise ConfigError(f"unknown model '{config.model}'; choose one of {', '.join(MODEL_ZOO)}")
     check(config.eval_size, {**spec.defaults, **config.model_options})

@@ -171,11 +171,11 @@ class _Run:
             (self.run_dir / "error.txt").unlink(missing_ok=True)  # left by an earlier failed attempt
             self._data_gate(root)
 
-        from adkd.models.registry import MODEL_REGISTRY, build_model
+        from adkd.models.zoo import MODEL_ZOO, build_model
 
-        if cfg.model not in MODEL_REGISTRY:
-            raise ConfigError(f"unknown model '{cfg.model}'; choose one of {', '.join(MODEL_REGISTRY)}")
-        cfg = self.config = resolve_model_settings(cfg, MODEL_REGISTRY[cfg.model])
+        if cfg.model not in MODEL_ZOO:
+            raise ConfigError(f"unknown model '{cfg.model}'; choose one of {', '.join(MODEL_ZOO)}")
+        cfg = self.config = resolve_model_settings(cfg, MODEL_ZOO[cfg.model])
         self.result.config = cfg.model_dump(mode="json")
         if main:
             (self.run_dir / "config.json").write_text(json.dumps(self.result.config, indent=2) + "\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adkd.pipelines.data.synth import synthesize
+from adkd.pipelines.data.synthetic_dataset import synthesize
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared"
 BOTTLE_ROOT = SHARED / "data" / "mvtec_ad_256"

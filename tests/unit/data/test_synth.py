@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from adkd.errors import ConfigError, DataError
-from adkd.pipelines.data import synth
-from adkd.pipelines.data.synth import CATEGORIES, render_sample, synthesize
+from adkd.pipelines.data import synthetic_dataset as synth
+from adkd.pipelines.data.synthetic_dataset import CATEGORIES, render_sample, synthesize
 
 
 def _digest(root: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from adkd.models.preprocess import normalize
-from adkd.models.registry import build_model
+from adkd.models.zoo import build_model
 from adkd.pipelines.export import INPUT_NAME, OPSET, OUTPUT_NAMES, export_onnx, read_metadata
 from adkd.pipelines.export.onnx_export import ExportError, ExportGraph
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adkd.errors import ConfigError
-from adkd.models.registry import build_model
+from adkd.models.zoo import build_model
 from adkd.pipelines.export import OUTPUT_NAMES, export_onnx, read_metadata
 from adkd.pipelines.export.onnx_export import _noise_images
 from adkd.pipelines.export.quantize import QuantizationRefused, int8_path_for, quantize_onnx, run_graph

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adkd.models.registry import build_model
+from adkd.models.zoo import build_model
 
 SWITCHES = list(itertools.product((False, True), repeat=3))  # use_fmm, use_simam, use_scconv
 LEVELS = [(1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)]

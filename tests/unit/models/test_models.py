@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adkd.errors import ConfigError
-from adkd.models import MODEL_REGISTRY, build_model, count_parameters
+from adkd.models import MODEL_ZOO, build_model, count_parameters
 from adkd.models.backbones import BACKBONES
 from adkd.models.base import AnomalyModel
 from adkd.models.rd.loss import cosine_loss
@@ -51,14 +51,14 @@ def _train_step(model: AnomalyModel, images: torch.Tensor) -> torch.Tensor:
 
 
 def test_registry_lists_the_four_models_with_defaults() -> None:
-    assert tuple(MODEL_REGISTRY) == MODELS
-    assert {n: s.default_backbone for n, s in MODEL_REGISTRY.items()} == {
+    assert tuple(MODEL_ZOO) == MODELS
+    assert {n: s.default_backbone for n, s in MODEL_ZOO.items()} == {
         "rd": "wide_resnet50_2",
         "mrkd": "wide_resnet50_2",
         "stfpm": "resnet18",
         "stfpm-ae": "resnet18",
     }
-    for spec in MODEL_REGISTRY.values():
+    for spec in MODEL_ZOO.values():
         assert spec.backbones == BACKBONES
         assert spec.description
 

@@ -17,8 +17,8 @@ from torch import nn
 from adkd.models.components.blur import GaussianBlur2d
 from adkd.models.components.scconv import CRU, SCConv
 from adkd.models.components.simam import SimAM
-from adkd.models.registry import build_model, count_parameters
 from adkd.models.stfpm.loss import pyramid_loss
+from adkd.models.zoo import build_model, count_parameters
 
 SHARED = Path(os.environ.get("ADKD_SHARED", Path(__file__).resolve().parents[3] / ".." / "shared"))
 BOTTLE = SHARED / "data" / "mvtec_ad_256" / "bottle" / "train" / "good"

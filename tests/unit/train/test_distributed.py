@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from adkd.errors import ConfigError
-from adkd.pipelines.data.synth import synthesize
+from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.train import engine, steps
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.pipelines.train.checkpoint import LAST, MODEL, read_checkpoint

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from adkd.errors import ConfigError
-from adkd.pipelines.data.synth import synthesize
+from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
 from adkd.pipelines.train.config import TrainConfig
 from adkd.pipelines.train.engine import train_category
@@ -93,7 +93,7 @@ class AugmentedConfig(TrainConfig):
 
 
 def test_augmentation_turns_the_cache_off(tiny_root: Path, tmp_path: Path) -> None:
-    from adkd.models.registry import build_model
+    from adkd.models.zoo import build_model
     from adkd.pipelines.train.runtime import Runtime
 
     base = _config("stfpm", tiny_root, tmp_path, ()).model_dump()

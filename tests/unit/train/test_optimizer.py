@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adkd.models.registry import build_model
+from adkd.models.zoo import build_model
 from adkd.pipelines.train.presets import resolve_config
 from adkd.pipelines.train.runtime import Runtime
 from adkd.pipelines.train.steps import build_optimizer, held_out_loss, loss_mode

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from adkd.pipelines.data.synth import synthesize
+from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.pipelines.train.checkpoint import LAST, load_model_from_checkpoint, read_checkpoint
 from adkd.pipelines.train.engine import train_category

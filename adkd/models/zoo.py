@@ -1,4 +1,4 @@
-"""The model registry: name → builder, description, backbones and default options."""
+"""The model zoo (not the MLflow model registry): name → builder, description, backbones and default options."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from adkd.models.stfpm.torch_model import STFPM, STFPMAutoencoder
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the registry knows about one model."""
+    """What the zoo knows about one model."""
 
     name: str
     description: str
@@ -58,7 +58,7 @@ def _build_stfpm_ae(backbone: str, weights: str | os.PathLike, **options: Any) -
     return model
 
 
-MODEL_REGISTRY: dict[str, ModelSpec] = {
+MODEL_ZOO: dict[str, ModelSpec] = {
     "rd": ModelSpec(
         name="rd",
         description="Reverse distillation (RD4AD)",
@@ -109,13 +109,13 @@ def build_model(
 ) -> AnomalyModel:
     """Build model ``name`` on ``backbone`` (its default if None) with teacher ``weights`` and options.
 
-    Options not given take the registry's defaults; unknown names, backbones or options raise
+    Options not given take the zoo's defaults; unknown names, backbones or options raise
     ``ConfigError`` naming the valid choices.
     """
-    if name not in MODEL_REGISTRY:
-        msg = f"unknown model {name!r}: choose one of {', '.join(MODEL_REGISTRY)}"
+    if name not in MODEL_ZOO:
+        msg = f"unknown model {name!r}: choose one of {', '.join(MODEL_ZOO)}"
         raise ConfigError(msg)
-    spec = MODEL_REGISTRY[name]
+    spec = MODEL_ZOO[name]
     backbone = backbone or spec.default_backbone
     if backbone not in spec.backbones:
         msg = f"model {name!r} has no backbone {backbone!r}: choose one of {', '.join(spec.backbones)}"

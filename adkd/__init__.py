@@ -7,12 +7,12 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__", "load"]
+__all__ = ["__version__", "load", "train"]
 
 
 def __getattr__(name: str):  # lazy so `import adkd` stays light
-    if name == "load":
-        from adkd.api import load
+    if name in ("load", "train"):
+        from adkd import api
 
-        return load
+        return getattr(api, name)
     raise AttributeError(f"module 'adkd' has no attribute {name!r}")

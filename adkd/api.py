@@ -1,4 +1,4 @@
-"""The Python API: ``adkd.load(model_uri).predict(images)``."""
+"""The Python API: ``adkd.train(...)`` and ``adkd.load(model_uri).predict(images)``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from adkd.pipelines.predict import OnnxPredictor, Prediction
+from adkd.pipelines.train.callbacks import TrainResult
 
 
 class Detector:
@@ -43,3 +44,34 @@ def load(
     settings = load_settings(tracking_uri=tracking_uri)
     path, origin = resolve_onnx(str(model_uri), settings.resolved_tracking_uri, settings.cache_dir, int8=int8)
     return Detector(OnnxPredictor(path, threshold=threshold), origin)
+
+
+def train(
+    category: str,
+    data: str | Path,
+    model: str,
+    preset: str | None = "paper",
+    overrides: list[str] | None = None,
+    *,
+    config_file: str | Path | None = None,
+    out: str | Path | None = None,
+    tracking: bool = True,
+) -> TrainResult:
+    """Train one category in this process, as ``adkd train -c CATEGORY`` does (same settings, same tracking).
+
+    ``overrides`` are ``key=value`` strings like ``--set``; ``tracking=False`` writes no MLflow run. A failed
+    training comes back as a result with ``status == "FAILED"``; bad settings or data raise ``AdkdError``.
+    """
+    from adkd.platform.runs import RunRequest, train_one
+
+    request = RunRequest(
+        model=model,
+        data=str(data),
+        category=category,
+        preset=preset,
+        overrides=list(overrides or []),
+        config_file=Path(config_file) if config_file is not None else None,
+        out=Path(out) if out is not None else None,
+        tracking=tracking,
+    )
+    return train_one(request)

@@ -151,16 +151,15 @@ def run_benchmark(
 
     ``listeners`` (e.g. the CLI's live table) receive every job's events besides MLflow tracking.
     """
-    from adkd.platform.ray_driver import RayRunOptions, new_run_id, run_all_categories
-    from adkd.platform.ray_resources import CategoryResources
-    from adkd.settings import load_settings
+    from adkd.platform.ray_driver import new_run_id
+    from adkd.platform.runs import RayPlan, run_settings, train_configs
 
     check_requests(register, promote, tracking)
     grid = load_grid(grid_spec)
     metric = metric or grid.metric
     if metric not in QUALITY_METRICS:
         raise ConfigError(f"--metric {metric}: choose image_auroc, pixel_auroc or aupro")
-    settings = load_settings(config_file, ray_address=address)
+    settings = run_settings(config_file, ray_address=address)
     address = address or settings.ray_address
     rows, categories, jobs = build_jobs(
         grid, overrides, settings_train=settings.train, out_dir=str(settings.runs_dir), local=not address
@@ -195,22 +194,22 @@ def run_benchmark(
     results: dict[str, TrainResult] = {}
     try:
         if runnable:
-            gpus = gpus_per_run if gpus_per_run is not None else _default_gpus(address)
-            options = RayRunOptions(
-                resources=CategoryResources(workers=workers_per_run, cpus=cpus_per_run, gpus=gpus),
+            plan = RayPlan(
                 address=address,
-                num_cpus=num_cpus,
-                runs_dir=settings.runs_dir,
-                run_id=run_id,
-                storage_path=storage,
+                workers_per_category=workers_per_run,
+                cpus_per_category=cpus_per_run,
+                gpus_per_category=gpus_per_run,
                 max_failures=max_failures,
-                s3_endpoint_url=settings.s3_endpoint_url,
+                storage=storage,
+                num_cpus=num_cpus,
             )
-            outcome = run_all_categories(
+            outcome = train_configs(
                 [j.config for j in runnable],  # type: ignore[misc]
-                options,
+                settings,
+                plan,
                 [*listeners, *([sink] if sink is not None else [])],
                 keys=[j.key for j in runnable],
+                run_id=run_id,
             )
             results = dict(zip((j.key for j in runnable), outcome.results, strict=True))
             run_dir = outcome.run_dir
@@ -251,7 +250,7 @@ def run_benchmark(
         if register == "best":
             _register_best(report, sink, by_key, session)  # type: ignore[arg-type]
             if promote:
-                _promote_best(report, session, promote, grid.name)
+                _promote_best(report, session, promote, grid.name, settings.user)
         report.run["mlflow_parent_run_id"] = session.parent_run_id
         report.run["mlflow_experiment"] = session.experiment
     report.run["wall_s"] = time.monotonic() - started
@@ -293,7 +292,7 @@ def _register_best(report: BenchmarkReport, sink: BenchmarkListener, jobs: dict[
         report.cells[tracker.row][category].registered_version = tracker.handle.registered_version
 
 
-def _promote_best(report: BenchmarkReport, session: Any, alias: str, grid: str) -> None:
+def _promote_best(report: BenchmarkReport, session: Any, alias: str, grid: str, user: str | None = None) -> None:
     """Promote each registered best version through the registry's gate; a refusal is reported, not raised."""
     from adkd.platform.registry import promote
 
@@ -311,21 +310,8 @@ def _promote_best(report: BenchmarkReport, session: Any, alias: str, grid: str) 
                 alias,
                 reason=f"best row '{label}' of benchmark {grid}",
                 metric=report.metric,
+                user=user,
             )
             cell.promoted = f"{alias}: {result.action} (was {result.previous or '-'})"
         except AdkdError as exc:
             cell.promoted = f"{alias}: refused: {exc}"
-
-
-def _default_gpus(address: str | None) -> float:
-    """One GPU per run where this machine has GPUs; on a cluster, one when the cluster has any."""
-    if address:
-        from adkd.platform.ray_connection import connect
-
-        return 1.0 if connect(address).get("GPU", 0.0) > 0 else 0.0
-    try:
-        import torch
-
-        return 1.0 if torch.cuda.is_available() else 0.0
-    except ImportError:
-        return 0.0

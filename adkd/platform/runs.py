@@ -170,37 +170,51 @@ def train_many(
     listeners: Sequence[RunListener] = (),
 ) -> ManyOutcome:
     """Train every requested category at once on Ray; results and outputs land under ``--out`` or the runs folder."""
-    from adkd.platform.ray_driver import RayRunOptions, run_all_categories
-    from adkd.platform.ray_resources import CategoryResources
-
     request.check()
     plan = plan or RayPlan()
     settings = settings or run_settings(request.config_file, ray_address=plan.address)
     names = list_categories(request.data, request.categories, settings.s3_endpoint_url)
     configs = [resolve_config(request, name, settings) for name in names]
-    gpus = plan.gpus_per_category
-    if gpus is None:
-        gpus = default_gpus(settings.ray_address)
-    resources = CategoryResources(workers=plan.workers_per_category, cpus=plan.cpus_per_category, gpus=gpus)
+    attached = list(listeners)
+    tracking = None
+    if request.tracking and settings.tracking:
+        tracking = tracking_listener(settings, request, names)
+        attached.append(tracking)
+    runs_dir = request.out if request.out is not None else settings.runs_dir
+    outcome = train_configs(configs, settings, plan, attached, runs_dir=runs_dir)
+    message = tracking.summary.message if tracking is not None and tracking.summary is not None else None
+    return ManyOutcome(outcome, message)
+
+
+def train_configs(
+    configs: Sequence[TrainConfig],
+    settings: Settings,
+    plan: RayPlan,
+    listeners: Sequence[RunListener] = (),
+    *,
+    keys: Sequence[str] | None = None,
+    runs_dir: Path | None = None,
+    run_id: str | None = None,
+) -> AllCategoriesResult:
+    """Resolved configs at once on Ray, one per run key (default the categories; ``adkd benchmark``: row x category)."""
+    from adkd.platform.ray_driver import RayRunOptions, run_all_categories
+    from adkd.platform.ray_resources import CategoryResources
+
+    address = plan.address or settings.ray_address
+    gpus = plan.gpus_per_category if plan.gpus_per_category is not None else default_gpus(address)
     options = RayRunOptions(
-        resources=resources,
-        address=settings.ray_address,
+        resources=CategoryResources(workers=plan.workers_per_category, cpus=plan.cpus_per_category, gpus=gpus),
+        address=address,
         num_cpus=plan.num_cpus,
-        runs_dir=request.out if request.out is not None else settings.runs_dir,
+        runs_dir=runs_dir if runs_dir is not None else settings.runs_dir,
+        run_id=run_id,
         storage_path=plan.storage,
         max_failures=plan.max_failures,
         engine=plan.engine,
         s3_endpoint_url=settings.s3_endpoint_url,
         s3_region=settings.aws_region,
     )
-    attached = list(listeners)
-    tracking = None
-    if request.tracking and settings.tracking:
-        tracking = tracking_listener(settings, request, names)
-        attached.append(tracking)
-    outcome = run_all_categories(configs, options, attached)
-    message = tracking.summary.message if tracking is not None and tracking.summary is not None else None
-    return ManyOutcome(outcome, message)
+    return run_all_categories(configs, options, listeners, keys=keys)
 
 
 def tracking_listener(settings: Settings, request: RunRequest, names: list[str]) -> Any:

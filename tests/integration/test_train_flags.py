@@ -62,3 +62,19 @@ def test_a_toml_config_supplies_the_tracking_uri(data: Path, tmp_path: Path) -> 
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.params["batch_size"] == "4"  # the file's [train] table applied too
     assert "registered adkd-weave version 1" in done.stdout + done.stderr
+
+
+def test_python_api_trains_through_the_same_path(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import adkd
+
+    monkeypatch.chdir(tmp_path)
+    overrides = ["epochs=1", "image_size=64", "weights=none"]
+    result = adkd.train("disc", data, "stfpm", "cpu-smoke", overrides, out=tmp_path / "api", tracking=False)
+    assert result.status == "FINISHED", result.error
+    assert result.onnx_path is not None and result.onnx_path.is_file()
+    assert result.run_dir == tmp_path / "api" / "stfpm" / "disc"
+    assert len(result.data_fingerprint) == 64
+    assert not (tmp_path / "adkd-runs").exists()
+    images = sorted((data / "disc" / "test").rglob("*.png"))[:2]
+    predictions = adkd.load(result.onnx_path).predict([str(p) for p in images])
+    assert len(predictions) == 2 and all(p.score == p.score for p in predictions)

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from adkd import __version__
 from adkd.errors import AdkdError
+from adkd.version import __version__
 
 app = typer.Typer(
     name="adkd",

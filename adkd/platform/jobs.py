@@ -69,9 +69,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _package_dir() -> str:
-    import adkd
-
-    return str(Path(adkd.__file__).resolve().parent)
+    """The adkd package folder (shipped to a cluster's nodes)."""
+    return str(Path(__file__).resolve().parents[1])
 
 
 def parse_env(pairs: Sequence[str]) -> dict[str, str]:

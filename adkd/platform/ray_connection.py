@@ -16,9 +16,8 @@ from adkd.settings import inside_ray_job, ray_auth_mode_chosen
 
 
 def _package_dir() -> str:
-    import adkd
-
-    return str(Path(adkd.__file__).resolve().parent)
+    """The adkd package folder (shipped to a cluster's nodes)."""
+    return str(Path(__file__).resolve().parents[1])
 
 
 def use_ray_token_if_present() -> None:

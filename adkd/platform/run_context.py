@@ -26,7 +26,7 @@ def environment_tags() -> dict[str, str]:
     """Tags of every run of a command: git commit, adkd and torch versions, user."""
     import torch
 
-    from adkd import __version__
+    from adkd.version import __version__
 
     return {
         "git_commit": git_commit(),

@@ -77,23 +77,6 @@ class ArtifactKinds(NullCallback):
         self.artifacts.append((Path(path), kind))
 
 
-def test_train_without_tracking_writes_model_onnx(tmp_path: Path) -> None:
-    """`adkd train --category X` with tracking off still ends with model.onnx in the run folder."""
-    data = tmp_path / "trainset"
-    synthesize(data, categories=["bolt"], size=64, n_train=10, n_test=6, seed=0)
-    out = tmp_path / "runs"
-    proc = adkd(
-        "train", "--category", "bolt", "--data", str(data), "--model", "stfpm", "--preset", "cpu-smoke",
-        "--set", "epochs=1", "--set", "image_size=64", "--set", "weights=none", "--set", "num_threads=1",
-        "--out", str(out), cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    run_dir = out / "stfpm" / "bolt"
-    meta = read_metadata(run_dir / "model.onnx")
-    assert (meta["model"], meta["category"], meta["checkpoint"]) == ("stfpm", "bolt", "model.pt")
-    assert meta["parity"]["ok"]
-
-
 def test_finished_run_carries_onnx_int8_and_fingerprint(tmp_path: Path) -> None:
     data = tmp_path / "trainset"
     synthesize(data, categories=["bolt"], size=64, n_train=20, n_test=6, seed=0)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from adkd.pipelines.export.onnx_export import read_metadata
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 BIN = Path(sys.executable).parent
@@ -46,7 +48,9 @@ def test_single_category_without_tracking_writes_onnx_and_no_mlflow_run(data: Pa
     done = _adkd(tmp_path, "train", "-c", "weave", "-d", str(data), *TINY, "--no-tracking")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run_dir = tmp_path / "adkd-runs" / "train" / "stfpm" / "weave"
-    assert (run_dir / "model.onnx").is_file()
+    meta = read_metadata(run_dir / "model.onnx")  # the run's own export step, checked against PyTorch
+    assert (meta["model"], meta["category"], meta["checkpoint"]) == ("stfpm", "weave", "model.pt")
+    assert meta["parity"]["ok"]
     assert not (tmp_path / "adkd-runs" / "mlflow.db").exists()  # no store was even created
     assert "registered" not in done.stdout + done.stderr
 

@@ -227,7 +227,7 @@ def export_onnx(
     ``verify_images``: uint8 [N, image_size, image_size, 3] real images; without them the check
     uses deterministic synthetic images. A failed check raises ExportError and removes the file.
     """
-    from adkd import __version__
+    from adkd.version import __version__
 
     if opset < 17:
         raise ConfigError(f"opset {opset} is too old: adkd exports opset >= 17")

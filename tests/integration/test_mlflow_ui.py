@@ -38,9 +38,9 @@ def test_ui_serves_the_embedded_store(tmp_path: Path) -> None:
                     break
             except requests.RequestException:
                 time.sleep(0.5)
-        page = requests.get(url, timeout=10)
+        page = requests.get(url, timeout=60)
         assert page.status_code == 200 and "<html" in page.text.lower()
-        search = requests.get(f"{url}/api/2.0/mlflow/experiments/search", params={"max_results": 10}, timeout=10)
+        search = requests.get(f"{url}/api/2.0/mlflow/experiments/search", params={"max_results": 10}, timeout=60)
         assert search.status_code == 200
         assert (tmp_path / "adkd-runs" / "mlflow.db").is_file()
     finally:

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from adkd.pipelines.evaluate.metric_names import METRIC_LABELS, METRIC_NAMES, logged_key
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
-from adkd.pipelines.train.config import TrainConfig
 
 LABEL_NOTES = {"aupro": " (FPR ≤ 0.3)"}
 
@@ -19,9 +18,8 @@ LABEL_NOTES = {"aupro": " (FPR ≤ 0.3)"}
 class RichProgress(NullCallback):
     """An epoch bar with the latest losses, for an interactive single-category run."""
 
-    def __init__(self, config: TrainConfig, out: Console) -> None:
-        self.total = config.ae_pretrain_epochs + config.epochs
-        self.label = f"{config.model}/{config.category}"
+    def __init__(self, out: Console) -> None:
+        self.label = ""
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -34,8 +32,10 @@ class RichProgress(NullCallback):
         self.task: Any = None
 
     def on_start(self, config: dict[str, Any]) -> None:
+        self.label = f"{config['model']}/{config['category']}"
+        total = int(config.get("ae_pretrain_epochs") or 0) + int(config["epochs"])
         self.progress.start()
-        self.task = self.progress.add_task(self.label, total=self.total, loss="")
+        self.task = self.progress.add_task(self.label, total=total, loss="")
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         shown = [f"{k} {v:.4g}" for k, v in metrics.items() if k.endswith("loss")]

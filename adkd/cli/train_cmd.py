@@ -67,7 +67,7 @@ def train(
     With --all-categories or --categories: every category at once on Ray (one model each).
     """
     from adkd.cli.run_output import RichProgress, print_many, print_one
-    from adkd.platform.runs import RayPlan, RunRequest, resolve_config, run_settings, train_many, train_one
+    from adkd.platform.runs import RayPlan, RunRequest, run_settings, train_many, train_one
 
     gate = gate_flags.gate_options(one_size, allow_mixed_modes, min_train, image_level).overrides()
     request = RunRequest(
@@ -86,9 +86,7 @@ def train(
     )
     request.check()
     if not request.many:
-        settings = run_settings(config_file)
-        progress = RichProgress(resolve_config(request, request.category or "", settings), console)
-        if not print_one(console, train_one(request, settings, [progress])):
+        if not print_one(console, train_one(request, run_settings(config_file), [RichProgress(console)])):
             raise typer.Exit(1)
         return
     from adkd.cli.live_board import LiveBoard

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from adkd.errors import ConfigError, ServiceError
-from adkd.platform.ray_connection import use_ray_token_if_present
+from adkd.platform.ray_connection import package_dir, use_ray_token_if_present
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # Settings a job inherits from the submitting shell when set (never credentials).
@@ -68,11 +68,6 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _package_dir() -> str:
-    """The adkd package folder (shipped to a cluster's nodes)."""
-    return str(Path(__file__).resolve().parents[1])
-
-
 def parse_env(pairs: Sequence[str]) -> dict[str, str]:
     """``KEY=VALUE`` strings to a dict; a bad pair names itself."""
     out: dict[str, str] = {}
@@ -92,7 +87,7 @@ def build_runtime_env(
     env_vars = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
     env_vars.update(env or {})
     runtime_env: dict[str, Any] = {
-        "py_modules": [_package_dir()],
+        "py_modules": [package_dir()],
         "excludes": ["__pycache__", "*.pyc", ".venv", "adkd-runs", "demo-data"],
         "env_vars": env_vars,
     }

@@ -15,7 +15,7 @@ from adkd.errors import ServiceError
 from adkd.settings import inside_ray_job, ray_auth_mode_chosen
 
 
-def _package_dir() -> str:
+def package_dir() -> str:
     """The adkd package folder (shipped to a cluster's nodes)."""
     return str(Path(__file__).resolve().parents[1])
 
@@ -57,7 +57,7 @@ def connect(
         if address:
             use_ray_token_if_present()
             # A real cluster's nodes do not have this checkout: ship the package with the job.
-            runtime_env = {"py_modules": [_package_dir()], "excludes": ["__pycache__", "*.pyc"]}
+            runtime_env = {"py_modules": [package_dir()], "excludes": ["__pycache__", "*.pyc"]}
             if inside_ray_job():
                 runtime_env = {}  # inside `adkd submit`: the job's runtime_env already carries it
             ray.init(address=address, runtime_env=runtime_env or None, **common)

@@ -4,6 +4,7 @@
 #   benchmarks/gpu_check.sh [--dry-run] [--out DIR]      (from the repo root, after `make install`)
 #
 # Uses the repo's installed package (.venv/bin/python, or $PYTHON). No network, no ../shared: weights=none.
+# On a bare GPU image, benchmarks/gpu_bundle.sh packs the missing packages (Ray, pydantic) and says how to use them.
 # Budget: about 8 minutes on one GPU (tests <= 5 min, table <= 3 min, each under its own timeout).
 # --dry-run: on CPU at tiny sizes (the gpu tests skip, the table runs resnet18 at 64 px), for CI.
 set -euo pipefail

@@ -53,7 +53,8 @@ def trained(root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     from adkd.pipelines.train.engine import train_category
     from adkd.pipelines.train.runtime import Runtime
 
-    config = _config("rd", root, tmp_path_factory.mktemp("runs"))
+    # null: the device's defaults, not the cpu-smoke preset's fp32 pin
+    config = _config("rd", root, tmp_path_factory.mktemp("runs"), "amp=null", "channels_last=null")
     result = train_category(config)
     assert result.status == "FINISHED", result.error
     rt = Runtime.from_config(config)

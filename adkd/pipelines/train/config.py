@@ -47,8 +47,10 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool | None = Field(None, description="bf16 autocast; None = on when training on CUDA.")
-    channels_last: bool | None = Field(None, description="None = on when training on CUDA.")
+    amp: bool | None = Field(
+        None, description="bf16 autocast; None = on where bf16 is native (CUDA, CPUs with avx512_bf16 or AMX)."
+    )
+    channels_last: bool | None = Field(None, description="None = on CUDA; on CPU it follows amp.")
     teacher_cache: bool | None = Field(
         None, description="Compute the frozen teacher's features once per run; None = on unless augmentation is on."
     )

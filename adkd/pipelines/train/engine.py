@@ -194,6 +194,7 @@ class _Run:
                 f"{self.dist.world_size} data-parallel workers (each needs at least 2); use fewer workers"
             )
         self.rt = Runtime.from_config(cfg)
+        self.result.notes.append(self.rt.describe())
         model = build_model(cfg.model, backbone=cfg.backbone, weights=cfg.weights, **cfg.model_options)
         self.model = self.rt.place(model)
         if cfg.ae_pretrain_epochs and not self.model.has_autoencoder:

@@ -121,6 +121,10 @@ _SMOKE_COMMON: dict[str, Any] = {
     "eval_batch_size": 32,
     "val_fraction": 0.2,
     "keep": "last",
+    # fp32 on every CPU: at 64 px bf16 saves nothing (benchmarks/gpu_check.sh --dry-run) and the suite's
+    # floors were measured in fp32, so a smoke run gives the same figures with or without avx512_bf16.
+    "amp": False,
+    "channels_last": False,
 }
 _SMOKE = [
     _p(

@@ -75,6 +75,15 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 natively: CUDA, or a CPU reporting avx512_bf16 or AMX tiles."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 @dataclass
 class Runtime:
     """How tensors are placed and computed for a run."""
@@ -86,10 +95,18 @@ class Runtime:
     @classmethod
     def from_config(cls, config: TrainConfig) -> Runtime:
         device = resolve_device(config.device)
-        on_gpu = device.type == "cuda"
-        amp = on_gpu if config.amp is None else config.amp
-        channels_last = on_gpu if config.channels_last is None else config.channels_last
+        native = native_bf16(device)
+        amp = native if config.amp is None else config.amp
+        # On CPUs channels-last pays only together with bf16 (benchmarks/cpu_paths.py), so it follows amp there.
+        default_cl = native if device.type == "cuda" else amp
+        channels_last = default_cl if config.channels_last is None else config.channels_last
         return cls(device=device, amp=amp, channels_last=channels_last)
+
+    def describe(self) -> str:
+        """One line for the run's notes: precision and memory format, and how to change them."""
+        precision = "bf16 autocast" if self.amp else "fp32"
+        layout = "channels-last" if self.channels_last else "contiguous"
+        return f"{precision}, {layout} on {self.device.type} (settings amp, channels_last)"
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B,3,H,W] → normalised float on the device (channels_last when asked)."""

@@ -1,118 +1,142 @@
-"""Which ONNX Runtime static-quantization variant of an adkd graph is fastest at batch 1 on this CPU.
+"""Each ONNX Runtime int8 scheme of a trained adkd model: speed at batch 1 and 8 and test-split accuracy.
 
-    .venv/bin/python benchmarks/int8_variants.py [SIZE=256] [MODEL=stfpm]
+    .venv/bin/python benchmarks/int8_variants.py [--checkpoint RUN/model.pt] [--threads 2] [--tag cpu2]
 
-The model's whole exported graph (MobileNetV2 ImageNet teacher from ../shared), 2 intra-op threads,
-median of 20 runs on one image, calibrated on 16 random images (speed only: no accuracy is measured here;
-adkd's gate in pipelines/export/quantize.py decides accuracy). Prints ms and the ratio to fp32.
+Without ``--checkpoint`` it first trains stfpm with the ImageNet MobileNetV2 teacher (../shared/weights) on the
+real bottle (../shared/data/mvtec_ad_256) at 256 px for 10 epochs, the run of issue 17's acceptance. Each scheme
+of ``adkd.pipelines.export.quantize.INT8_SCHEMES`` is quantized the way ``adkd export --int8`` does it
+(calibrated and gated on the run's validation images; the gate's verdict is reported, not enforced) and timed
+with ``--threads`` intra-op threads, median of ``--repeats`` runs after 3 warm-ups, against the fp32 graph.
+Writes benchmarks/results/int8_variants-<tag>.json and a RESULTS.md section.
 """
 
+from __future__ import annotations
+
+import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import onnx
-import onnxruntime as ort
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from adkd.models.zoo import build_model
-from adkd.pipelines.export.onnx_export import export_onnx
-from adkd.pipelines.export.quantize import INPUT_NAME, network_nodes
-
-SIZE = int(sys.argv[1]) if len(sys.argv) > 1 else 256
-MODEL = sys.argv[2] if len(sys.argv) > 2 else "stfpm"
-THRESHOLDS = {"image": 1.0, "pixel": 1.0, "score_min": 0.0, "score_max": 2.0}
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+SHARED = REPO.parent / "shared"
 
 
-class Reader:
-    def __init__(self, images):
-        self.it = iter([{INPUT_NAME: images[i : i + 1]} for i in range(len(images))])
+def ms_per_image(path: Path, batch: int, size: int, threads: int, repeats: int) -> float:
+    import onnxruntime as ort
 
-    def get_next(self):
-        return next(self.it, None)
-
-
-def timed(path, x, repeats=20):
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = 2
-    s = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
-    feed = {s.get_inputs()[0].name: x}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    feed = {session.get_inputs()[0].name: images}
     for _ in range(3):
-        s.run(None, feed)
-    t = []
+        session.run(None, feed)
+    times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        s.run(None, feed)
-        t.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(t)
+        session.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times) / batch
 
 
-model = build_model(
-    MODEL, backbone="mobilenet_v2", weights="../shared/weights/mobilenet_v2_imagenet_features.pth"
-).eval()
-rng = np.random.default_rng(0)
-calib = rng.integers(0, 256, (16, SIZE, SIZE, 3), dtype=np.uint8)
-x = calib[:1]
-with tempfile.TemporaryDirectory() as tmp:
-    tmp = Path(tmp)
-    fp32 = export_onnx(model, tmp / "m.onnx", SIZE, THRESHOLDS, {"model": MODEL})
-    pre = tmp / "pre.onnx"
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    nodes = network_nodes(onnx.load(str(pre)))
-    base = timed(fp32, x)
-    print(f"fp32 {base:.1f} ms", flush=True)
-    variants = {
-        "qdq_s8s8": {
-            "quant_format": QuantFormat.QDQ,
-            "activation_type": QuantType.QInt8,
-            "weight_type": QuantType.QInt8,
-            "extra_options": {"ActivationSymmetric": False, "WeightSymmetric": True},
-        },
-        "qdq_u8s8": {
-            "quant_format": QuantFormat.QDQ,
-            "activation_type": QuantType.QUInt8,
-            "weight_type": QuantType.QInt8,
-        },
-        "qop_u8s8": {
-            "quant_format": QuantFormat.QOperator,
-            "activation_type": QuantType.QUInt8,
-            "weight_type": QuantType.QInt8,
-        },
-        "qop_u8u8": {
-            "quant_format": QuantFormat.QOperator,
-            "activation_type": QuantType.QUInt8,
-            "weight_type": QuantType.QUInt8,
-        },
-        "qdq_u8s8_convonly": {
-            "quant_format": QuantFormat.QDQ,
-            "activation_type": QuantType.QUInt8,
-            "weight_type": QuantType.QInt8,
-            "op_types_to_quantize": ["Conv"],
-        },
-        "qop_u8s8_convonly": {
-            "quant_format": QuantFormat.QOperator,
-            "activation_type": QuantType.QUInt8,
-            "weight_type": QuantType.QInt8,
-            "op_types_to_quantize": ["Conv"],
-        },
+def train_reference(out_dir: Path, threads: int) -> Path:
+    from adkd.pipelines.train.config import TrainConfig
+    from adkd.pipelines.train.engine import train_category
+
+    config = TrainConfig(
+        category="bottle",
+        data=str(SHARED / "data" / "mvtec_ad_256"),
+        model="stfpm",
+        backbone="mobilenet_v2",
+        weights=str(SHARED / "weights" / "mobilenet_v2_imagenet_features.pth"),
+        image_size=256,
+        batch_size=8,
+        epochs=10,
+        num_threads=threads,
+        out_dir=str(out_dir),
+        skip_validation=True,
+        optimizer={"name": "sgd", "lr": 0.4, "momentum": 0.9, "weight_decay": 1e-4},
+    )
+    result = train_category(config)
+    if result.status != "FINISHED":
+        raise SystemExit(f"training failed: {result.error}")
+    return Path(result.checkpoint_path)
+
+
+def main() -> None:
+    from adkd.pipelines.export import export_checkpoint, read_metadata
+    from adkd.pipelines.export.quantize import INT8_SCHEMES, export_int8
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--tag", default="cpu")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        checkpoint = args.checkpoint or train_reference(tmp_dir / "run", args.threads)
+        fp32 = export_checkpoint(checkpoint, tmp_dir / "model.onnx")
+        size = int(read_metadata(fp32)["image_size"])
+        rows: dict[str, dict[str, Any]] = {
+            "fp32": {f"b{b}_ms": ms_per_image(fp32, b, size, args.threads, args.repeats) for b in (1, 8)}
+        }
+        print("fp32", json.dumps(rows["fp32"]), flush=True)
+        for scheme in INT8_SCHEMES:
+            result = export_int8(checkpoint, fp32, tmp_dir / f"{scheme}.onnx", scheme=scheme, enforce_gate=False)
+            row = {f"b{b}_ms": ms_per_image(result.path, b, size, args.threads, args.repeats) for b in (1, 8)}
+            row["gate_ok"] = result.gate.ok
+            row["gate"] = result.gate.to_dict()
+            row["test"] = result.test_metrics.get("int8", {})
+            rows["fp32"].setdefault("test", result.test_metrics.get("fp32", {}))
+            rows[scheme] = row
+            print(scheme, json.dumps({k: v for k, v in row.items() if k != "gate"}), flush=True)
+    meta = {
+        "checkpoint": str(args.checkpoint or "stfpm mobilenet_v2 bottle 256 px, 10 epochs (trained here)"),
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "command": "benchmarks/int8_variants.py " + " ".join(sys.argv[1:]),
     }
-    for name, kw in variants.items():
-        out = tmp / f"{name}.onnx"
-        try:
-            quantize_static(
-                str(pre),
-                str(out),
-                Reader(calib),
-                per_channel=True,
-                nodes_to_quantize=nodes,
-                calibrate_method=CalibrationMethod.MinMax,
-                **kw,
-            )
-            ms = timed(out, x)
-            print(f"{name:20s} {ms:7.1f} ms  ratio {ms / base:.2f}", flush=True)
-        except Exception as exc:
-            print(f"{name:20s} failed: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"int8_variants-{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    text = table(rows, meta)
+    from train_speed import write_section
+
+    write_section(f"int8_variants-{args.tag}", text)
+    print(text)
+
+
+def table(rows: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    base = rows["fp32"]
+    lines = [
+        f"### int8 schemes against fp32 ONNX Runtime ({meta['checkpoint']})",
+        "",
+        f"{meta['threads']} intra-op threads, {meta['cpus']} CPUs, load {meta['load']} (`{meta['command']}`). "
+        "Test split image / pixel AUROC in points; gate: the accuracy gate of `adkd export --int8`.",
+        "",
+        "| model | ms/image b1 | × fp32 | ms/image b8 | × fp32 | image AUROC | pixel AUROC | gate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        test = row.get("test", {})
+        auc = [f"{100 * test[k]:.2f}" if k in test else "-" for k in ("image_auroc", "pixel_auroc")]
+        gate = "-" if name == "fp32" else ("passes" if row["gate_ok"] else "refuses")
+        lines.append(
+            f"| {name} | {row['b1_ms']:.2f} | {row['b1_ms'] / base['b1_ms']:.2f} | {row['b8_ms']:.2f} | "
+            f"{row['b8_ms'] / base['b8_ms']:.2f} | {auc[0]} | {auc[1]} | {gate} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,11 @@ def export(
     int8: bool = typer.Option(
         False, "--int8", help="Also write <name>.int8.onnx: static int8, calibrated and gated on validation images."
     ),
+    int8_scheme: str | None = typer.Option(
+        None,
+        "--int8-scheme",
+        help="qdq-s8s8, qdq-u8s8, qop-u8s8 or qop-u8u8 (default: the run's int8_scheme setting).",
+    ),
 ) -> None:
     """Export to ONNX (uint8 RGB NHWC in; anomaly_map, image_score, normalized_score out), checked with onnxruntime."""
     from adkd.pipelines.export import export_checkpoint, read_metadata
@@ -32,16 +37,18 @@ def export(
             highlight=False,
         )
     if int8:
-        _int8(checkpoint, path)
+        _int8(checkpoint, path, int8_scheme)
 
 
-def _int8(checkpoint: Path, fp32: Path) -> None:
+def _int8(checkpoint: Path, fp32: Path, scheme: str | None) -> None:
     from adkd.pipelines.export.quantize import export_int8
 
-    result = export_int8(checkpoint, fp32)  # QuantizationRefused: exit 2 with the gate's reasons
+    # QuantizationRefused: exit 2 with the gate's reasons
+    result = export_int8(checkpoint, fp32, scheme=scheme)
     g = result.gate
     console.print(
-        f"wrote {result.path}  (int8 QDQ; gate on {g.n_images} {g.source}: score r {g.score_correlation:.4f}, "
+        f"wrote {result.path}  (int8 {result.scheme}; gate on {g.n_images} {g.source}: "
+        f"score r {g.score_correlation:.4f}, "
         f"verdicts moved {g.verdicts_moved}, synthetic-defect image AUROC {g.fp32_image_auroc:.4f} fp32 / "
         f"{g.int8_image_auroc:.4f} int8)",
         highlight=False,

@@ -1,7 +1,8 @@
-"""int8 ONNX for CPU inference: static QDQ quantization of the network, gated on agreement with fp32.
+"""int8 ONNX for CPU inference: static quantization of the network, gated on agreement with fp32.
 
 The exported fp32 graph (uint8 image in; anomaly map, image score, normalised score out) is quantized
-with ONNX Runtime's static quantizer: QDQ format, per-channel int8 weights, activation ranges calibrated on
+with ONNX Runtime's static quantizer in one of ``INT8_SCHEMES`` (format and int8 types), per-channel
+weights, activation ranges calibrated on
 held-out normal images (the validation split, never the test split). Only the network's nodes
 (``/model/...`` apart from the anomaly-map head) are quantized: preprocessing, the anomaly map, its
 Gaussian smoothing and the scores stay float, so the outputs keep their meaning and the thresholds hold.
@@ -40,6 +41,22 @@ MAX_AUROC_DROP = 0.01  # image AUROC on validation images with synthetic defects
 NEAR_THRESHOLD = 0.02  # |normalised fp32 score - 0.5| below this: a flip there does not count
 # Post-processing modules of the models, by their ONNX name scope: kept in float.
 _FLOAT_SCOPES = ("/model/anomaly_map",)
+
+# ONNX Runtime's static-quantization layouts, by name: format (QDQ pairs around float ops, or QOperator
+# QLinear* ops) and activation/weight types. Speed differs by CPU (benchmarks/int8_variants.py).
+INT8_SCHEMES: dict[str, tuple[str, str, str]] = {
+    "qdq-s8s8": ("QDQ", "QInt8", "QInt8"),  # ONNX Runtime's recommended default
+    "qdq-u8s8": ("QDQ", "QUInt8", "QInt8"),
+    "qop-u8s8": ("QOperator", "QUInt8", "QInt8"),
+    "qop-u8u8": ("QOperator", "QUInt8", "QUInt8"),
+}
+DEFAULT_INT8_SCHEME = "qdq-s8s8"
+
+
+def check_scheme(scheme: str) -> str:
+    if scheme not in INT8_SCHEMES:
+        raise ConfigError(f"int8 scheme '{scheme}' is not one of {', '.join(INT8_SCHEMES)}")
+    return scheme
 
 
 class QuantizationRefused(ExportError):
@@ -220,6 +237,7 @@ def quantize_onnx(
     min_correlation: float = MIN_SCORE_CORRELATION,
     enforce_gate: bool = True,
     threshold_quantile: float | None = None,
+    scheme: str = DEFAULT_INT8_SCHEME,
 ) -> tuple[Path, Int8Gate]:
     """Write the int8 model beside ``fp32_path`` (or at ``out_path``) if it passes the gate.
 
@@ -228,10 +246,12 @@ def quantize_onnx(
     ``gate_labels`` are what the gate compares on. ``threshold_quantile``: refit the int8 graph's
     thresholds on the calibration images at this quantile (None keeps fp32's). Raises QuantizationRefused
     when the gate fails, unless ``enforce_gate`` is False (benchmarks timing the graph; the numbers are returned).
+    ``scheme``: one of ``INT8_SCHEMES``.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    quant_format, activation_type, weight_type = INT8_SCHEMES[check_scheme(scheme)]
     fp32_path = Path(fp32_path)
     out = Path(out_path) if out_path else int8_path_for(fp32_path)
     images = np.asarray(calibration_images)
@@ -255,10 +275,10 @@ def quantize_onnx(
             str(pre),
             str(staged),
             _Batches(images, batch_size),
-            quant_format=QuantFormat.QDQ,
+            quant_format=QuantFormat[quant_format],
             per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
+            activation_type=QuantType[activation_type],
+            weight_type=QuantType[weight_type],
             nodes_to_quantize=nodes,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
@@ -274,7 +294,8 @@ def quantize_onnx(
                 f"int8 model of {fp32_path.name} refused on {gate.n_images} {source}: {gate.problems()}; "
                 "keep the fp32 model"
             )
-        _set_metadata(staged, {"precision": "int8", "int8_gate": json.dumps(gate.to_dict(), sort_keys=True)})
+        gate_json = json.dumps(gate.to_dict(), sort_keys=True)
+        _set_metadata(staged, {"precision": "int8", "int8_scheme": scheme, "int8_gate": gate_json})
         staged.replace(out)
     return out, gate
 
@@ -292,6 +313,7 @@ class Int8Export:
     path: Path
     gate: Int8Gate
     test_metrics: dict[str, dict[str, float]]  # {"fp32": {...}, "int8": {...}}; empty without a test split
+    scheme: str = DEFAULT_INT8_SCHEME
 
 
 def _nhwc(images: Any) -> np.ndarray:
@@ -314,12 +336,23 @@ def test_split_metrics(paths: dict[str, Path], data: Any, eval_size: int) -> dic
     return out
 
 
-def export_int8(checkpoint: str | Path, fp32_path: str | Path, out_path: str | Path | None = None) -> Int8Export:
-    """Quantize ``fp32_path`` (the checkpoint's fp32 export), calibrated and gated on the run's validation images."""
+def export_int8(
+    checkpoint: str | Path,
+    fp32_path: str | Path,
+    out_path: str | Path | None = None,
+    scheme: str | None = None,
+    *,
+    enforce_gate: bool = True,
+) -> Int8Export:
+    """Quantize ``fp32_path`` (the checkpoint's fp32 export), calibrated and gated on the run's validation images.
+
+    ``scheme`` defaults to the run's ``int8_scheme``; ``enforce_gate=False`` keeps a refused model (benchmarks).
+    """
     from adkd.pipelines.data.dataset import load_category
     from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
 
     _, config, _ = load_model_from_checkpoint(checkpoint)
+    scheme = check_scheme(scheme or config.int8_scheme)
     root = Path(str(config.data)).expanduser()
     if not (root / config.category).is_dir():
         raise ConfigError(
@@ -347,8 +380,10 @@ def export_int8(checkpoint: str | Path, fp32_path: str | Path, out_path: str | P
         gate_labels=labelled.labels.numpy(),
         source=source,
         threshold_quantile=config.threshold_quantile,
+        scheme=scheme,
+        enforce_gate=enforce_gate,
     )
     metrics = test_split_metrics({"fp32": Path(fp32_path), "int8": path}, data, config.eval_size)
     if metrics:
         _set_metadata(path, {"test_metrics": json.dumps(metrics, sort_keys=True)})
-    return Int8Export(path=path, gate=gate, test_metrics=metrics)
+    return Int8Export(path=path, gate=gate, test_metrics=metrics, scheme=scheme)

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from adkd.errors import ConfigError
 from adkd.pipelines.data.gate import GateOptions
 
+Int8Scheme = Literal["qdq-s8s8", "qdq-u8s8", "qop-u8s8", "qop-u8u8"]  # the keys of quantize.INT8_SCHEMES
+
 
 class OptimizerConfig(BaseModel):
     """Optimiser of the student (and, for stfpm-ae, of the autoencoder in the joint phase)."""
@@ -57,6 +59,9 @@ class TrainConfig(BaseModel):
     teacher_cache_max_gb: float = Field(4.0, ge=0, description="Above this the teacher cache is a file in the run dir.")
     export_onnx: bool = Field(True, description="Export model.onnx into the run folder at the end (off for tuning).")
     export_int8: bool = Field(False, description="Also export the gated int8 ONNX model for CPU inference.")
+    int8_scheme: Int8Scheme = Field(
+        "qdq-s8s8", description="ONNX Runtime quantization layout of the int8 model (adkd.pipelines.export.quantize)."
+    )
     early_stopping: int = Field(0, ge=0, description="Patience in epochs on validation loss; 0 = off.")
     keep: Literal["last", "best_val_loss"] = "last"
     # stfpm-ae: autoencoder pretraining on teacher features, then joint training.

@@ -100,3 +100,43 @@ def test_int8_graph_gets_its_own_thresholds(fp32: Path, tmp_path: Path) -> None:
     expected = np.clip((scores - t["image"]) / (t["score_max"] - t["score_min"]) + 0.5, 0, 1)
     np.testing.assert_allclose(norms, expected, atol=1e-5)
     assert t != read_metadata(fp32)["thresholds"]
+
+
+@pytest.mark.parametrize("scheme", ["qdq-u8s8", "qop-u8s8", "qop-u8u8"])
+def test_each_scheme_writes_its_own_layout(fp32: Path, tmp_path: Path, scheme: str) -> None:
+    from adkd.pipelines.export.quantize import INT8_SCHEMES
+
+    out, _ = quantize_onnx(fp32, _calibration(), tmp_path / "m.int8.onnx", min_correlation=0.0, scheme=scheme)
+    graph = onnx.load(str(out)).graph
+    ops = {n.op_type for n in graph.node}
+    quant_format, _, weight = INT8_SCHEMES[scheme]
+    if quant_format == "QOperator":
+        assert "QLinearConv" in ops
+        conv = next(n for n in graph.node if n.op_type == "QLinearConv")
+        weight_type = next(i.data_type for i in graph.initializer if i.name == conv.input[3])
+    else:
+        assert "QLinearConv" not in ops and ops >= QDQ
+        dq = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+        conv = next(n for n in graph.node if n.op_type == "Conv" and n.input[1] in dq)
+        weight_type = next(i.data_type for i in graph.initializer if i.name == dq[conv.input[1]].input[0])
+    expected = onnx.TensorProto.UINT8 if weight == "QUInt8" else onnx.TensorProto.INT8
+    assert weight_type == expected, (scheme, weight_type)
+    assert read_metadata(out)["int8_scheme"] == scheme
+    maps, scores, _ = run_graph(out, _calibration())
+    assert np.isfinite(maps).all() and np.isfinite(scores).all()
+
+
+def test_unknown_scheme_is_a_clear_error(fp32: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="int8 scheme 'qdq-u4' is not one of qdq-s8s8"):
+        quantize_onnx(fp32, _calibration(), tmp_path / "x.onnx", scheme="qdq-u4")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_config_schemes_are_the_quantizer_schemes() -> None:
+    import typing
+
+    from adkd.pipelines.export.quantize import INT8_SCHEMES
+    from adkd.pipelines.train.config import Int8Scheme, TrainConfig
+
+    assert set(typing.get_args(Int8Scheme)) == set(INT8_SCHEMES)
+    assert TrainConfig.model_fields["int8_scheme"].default in INT8_SCHEMES

@@ -6,7 +6,8 @@ Without ``--checkpoint`` it first trains stfpm with the ImageNet MobileNetV2 tea
 real bottle (../shared/data/mvtec_ad_256) at 256 px for 10 epochs, the run of issue 17's acceptance. Each scheme
 of ``adkd.pipelines.export.quantize.INT8_SCHEMES`` is quantized the way ``adkd export --int8`` does it
 (calibrated and gated on the run's validation images; the gate's verdict is reported, not enforced) and timed
-with ``--threads`` intra-op threads, median of ``--repeats`` runs after 3 warm-ups, against the fp32 graph.
+with ``--threads`` intra-op threads in a fresh process, median of ``--repeats`` runs after 3 warm-ups, the
+models alternating over 3 rounds (median of rounds), against the fp32 graph.
 Writes benchmarks/results/int8_variants-<tag>.json and a RESULTS.md section.
 """
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,22 +31,38 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 SHARED = REPO.parent / "shared"
 
 
-def ms_per_image(path: Path, batch: int, size: int, threads: int, repeats: int) -> float:
+def time_models(paths: dict[str, str], size: int, threads: int, repeats: int, rounds: int = 3) -> dict[str, Any]:
+    """ms/image at batch 1 and 8 of each model: median over ``rounds`` rounds that alternate the models."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-    feed = {session.get_inputs()[0].name: images}
-    for _ in range(3):
-        session.run(None, feed)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times) / batch
+    sessions = {}
+    for name, path in paths.items():
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sessions[name] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    out: dict[str, dict[str, list[float]]] = {name: {"b1_ms": [], "b8_ms": []} for name in paths}
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            for batch in (1, 8):
+                images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+                feed = {session.get_inputs()[0].name: images}
+                for _ in range(3):
+                    session.run(None, feed)
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    session.run(None, feed)
+                    times.append(time.perf_counter() - t0)
+                out[name][f"b{batch}_ms"].append(1000 * statistics.median(times) / batch)
+    return {name: {k: statistics.median(v) for k, v in row.items()} for name, row in out.items()}
+
+
+def time_in_fresh_process(paths: dict[str, Path], size: int, threads: int, repeats: int) -> dict[str, Any]:
+    """Time in a new process: no thread pools or caches left over from training and quantizing."""
+    payload = json.dumps({"paths": {k: str(v) for k, v in paths.items()}, "size": size, "threads": threads,
+                          "repeats": repeats})  # fmt: skip
+    proc = subprocess.run([sys.executable, __file__, "--time", payload], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def train_reference(out_dir: Path, threads: int) -> Path:
@@ -77,29 +95,34 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--run-dir", type=Path, default=None, help="train into this folder (kept) instead of a temp one")
+    p.add_argument("--time", default=None, help=argparse.SUPPRESS)  # internal: the fresh timing process
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--tag", default="cpu")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args()
+    if args.time:
+        job = json.loads(args.time)
+        print(json.dumps(time_models(job["paths"], job["size"], job["threads"], job["repeats"])))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
-        checkpoint = args.checkpoint or train_reference(tmp_dir / "run", args.threads)
+        checkpoint = args.checkpoint or train_reference(args.run_dir or tmp_dir / "run", args.threads)
         fp32 = export_checkpoint(checkpoint, tmp_dir / "model.onnx")
         size = int(read_metadata(fp32)["image_size"])
-        rows: dict[str, dict[str, Any]] = {
-            "fp32": {f"b{b}_ms": ms_per_image(fp32, b, size, args.threads, args.repeats) for b in (1, 8)}
-        }
-        print("fp32", json.dumps(rows["fp32"]), flush=True)
+        rows: dict[str, dict[str, Any]] = {"fp32": {}}
+        paths = {"fp32": fp32}
         for scheme in INT8_SCHEMES:
             result = export_int8(checkpoint, fp32, tmp_dir / f"{scheme}.onnx", scheme=scheme, enforce_gate=False)
-            row = {f"b{b}_ms": ms_per_image(result.path, b, size, args.threads, args.repeats) for b in (1, 8)}
-            row["gate_ok"] = result.gate.ok
-            row["gate"] = result.gate.to_dict()
-            row["test"] = result.test_metrics.get("int8", {})
             rows["fp32"].setdefault("test", result.test_metrics.get("fp32", {}))
-            rows[scheme] = row
-            print(scheme, json.dumps({k: v for k, v in row.items() if k != "gate"}), flush=True)
+            rows[scheme] = {"gate_ok": result.gate.ok, "gate": result.gate.to_dict()}
+            rows[scheme]["test"] = result.test_metrics.get("int8", {})
+            paths[scheme] = result.path
+            print(scheme, json.dumps({k: v for k, v in rows[scheme].items() if k != "gate"}), flush=True)
+        for name, timing in time_in_fresh_process(paths, size, args.threads, args.repeats).items():
+            rows[name].update(timing)
+            print(name, json.dumps(timing), flush=True)
     meta = {
         "checkpoint": str(args.checkpoint or "stfpm mobilenet_v2 bottle 256 px, 10 epochs (trained here)"),
         "threads": args.threads,

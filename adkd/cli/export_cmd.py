@@ -19,7 +19,7 @@ def export(
     int8_scheme: str | None = typer.Option(
         None,
         "--int8-scheme",
-        help="qdq-s8s8, qdq-u8s8, qop-u8s8 or qop-u8u8 (default: the run's int8_scheme setting).",
+        help="qdq-s8s8, qdq-u8s8 or qop-u8s8 (default: the run's int8_scheme setting).",
     ),
 ) -> None:
     """Export to ONNX (uint8 RGB NHWC in; anomaly_map, image_score, normalized_score out), checked with onnxruntime."""

@@ -13,11 +13,12 @@ training fitted fp32's (``refit_thresholds``); they replace the constants in the
 
 An accuracy gate then runs both graphs on validation images and refuses the int8 model when the image
 scores correlate less than ``MIN_SCORE_CORRELATION`` with fp32's or a verdict (score > image threshold)
-flips on an image that fp32 does not place at the threshold itself: the threshold is a high quantile of
-these very scores, so the top validation image sits on it (normalised score within ``NEAR_THRESHOLD``
-of 0.5) and its verdict is a coin toss for any model. The gate images are the validation images as they are
-and each once more with a synthetic defect (as ``adkd tune`` scores trials), so scores spread and the
-image AUROC on them may drop by at most ``MAX_AUROC_DROP``. A refused model leaves no file behind.
+flips on an image that is not at the threshold itself: the thresholds are the same high quantile of the
+validation images' scores in each model, so a flip among those images is the two models ordering their top
+images differently (``count_flips``), as is a flip of an image fp32 scores within ``NEAR_THRESHOLD`` of it.
+The gate images are the validation images as they are and each once more with a synthetic defect (as
+``adkd tune`` scores trials), so scores spread and the image AUROC on them may drop by at most
+``MAX_AUROC_DROP``. A refused model leaves no file behind.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ INT8_SCHEMES: dict[str, tuple[str, str, str]] = {
     "qdq-s8s8": ("QDQ", "QInt8", "QInt8"),  # ONNX Runtime's recommended default
     "qdq-u8s8": ("QDQ", "QUInt8", "QInt8"),
     "qop-u8s8": ("QOperator", "QUInt8", "QInt8"),
-    "qop-u8u8": ("QOperator", "QUInt8", "QUInt8"),
 }
+# No u8 weights: ONNX Runtime's QLinearConv quantizer writes per-channel weights as int8 whatever is asked.
 DEFAULT_INT8_SCHEME = "qdq-s8s8"
 
 
@@ -80,7 +81,7 @@ class Int8Gate:
     n_images: int
     score_correlation: float
     verdicts_moved: int  # flips of images clearly on one side of the threshold (these fail the gate)
-    flips_at_threshold: int  # flips of images fp32 scores within NEAR_THRESHOLD of it (reported only)
+    flips_at_threshold: int  # flips that are reorderings at the threshold, not moved verdicts (reported only)
     max_normalized_diff: float
     image_threshold: float
     min_correlation: float
@@ -192,12 +193,47 @@ def refit_thresholds(path: Path, images: np.ndarray, quantile: float) -> dict[st
     return fitted
 
 
+def count_flips(
+    ref: np.ndarray,
+    ref_norm: np.ndarray,
+    ref_threshold: float,
+    got: np.ndarray,
+    got_threshold: float,
+    fitted: np.ndarray | None = None,
+) -> tuple[int, int]:
+    """(verdicts moved, flips at the threshold) between fp32 scores ``ref`` and int8 scores ``got``.
+
+    A flip is at the threshold, and does not count as moved, when fp32 places the image within
+    ``NEAR_THRESHOLD`` of its threshold, or when the image is one the int8 threshold was fitted on
+    (``fitted``): both thresholds are the same quantile of those very images, so each model flags the same
+    number of them, and a flip among them is the two models ordering their top images differently, which
+    the score correlation measures.
+    """
+    flipped = (ref > ref_threshold) != (got > got_threshold)
+    near = np.abs(ref_norm - 0.5) < NEAR_THRESHOLD
+    if fitted is not None:
+        near = near | fitted
+    return int(np.sum(flipped & ~near)), int(np.sum(flipped & near))
+
+
+def _rows_in(images: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """For each image, whether the same bytes are one of ``pool``'s."""
+    keys = {img.tobytes() for img in pool}
+    return np.array([img.tobytes() in keys for img in images], dtype=bool)
+
+
 def compare(
-    fp32_path: Path, int8_path: Path, images: np.ndarray, source: str, labels: np.ndarray | None = None
+    fp32_path: Path,
+    int8_path: Path,
+    images: np.ndarray,
+    source: str,
+    labels: np.ndarray | None = None,
+    fitted_on: np.ndarray | None = None,
 ) -> Int8Gate:
     """The accuracy gate's numbers for ``images`` (uint8 NHWC; ``labels`` 1 = defective, when known).
 
-    Each model's verdict uses its own image threshold (from its metadata).
+    Each model's verdict uses its own image threshold (from its metadata); ``fitted_on``: the images the
+    int8 thresholds were refitted on (see ``count_flips``).
     """
     from adkd.pipelines.evaluate.metrics import image_auroc
 
@@ -209,13 +245,13 @@ def compare(
         corr = 1.0 if np.allclose(ref, got) else 0.0
     else:
         corr = float(np.corrcoef(ref, got)[0, 1])
-    flipped = (ref > threshold) != (got > own_threshold)
-    near = np.abs(ref_norm - 0.5) < NEAR_THRESHOLD
+    fitted = None if fitted_on is None else _rows_in(images, fitted_on)
+    moved, at_threshold = count_flips(ref, ref_norm, threshold, got, own_threshold, fitted)
     return Int8Gate(
         n_images=len(images),
         score_correlation=corr,
-        verdicts_moved=int(np.sum(flipped & ~near)),
-        flips_at_threshold=int(np.sum(flipped & near)),
+        verdicts_moved=moved,
+        flips_at_threshold=at_threshold,
         max_normalized_diff=float(np.abs(ref_norm - got_norm).max()),
         image_threshold=threshold,
         min_correlation=MIN_SCORE_CORRELATION,
@@ -287,7 +323,9 @@ def quantize_onnx(
         _set_metadata(staged, props)
         if threshold_quantile is not None:
             refit_thresholds(staged, images, threshold_quantile)
-        gate = compare(fp32_path, staged, images if gate_images is None else gate_images, source, gate_labels)
+        fitted_on = images if threshold_quantile is not None else None
+        gate_on = images if gate_images is None else gate_images
+        gate = compare(fp32_path, staged, gate_on, source, gate_labels, fitted_on)
         gate.min_correlation = min_correlation
         if enforce_gate and not gate.ok:
             raise QuantizationRefused(

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from adkd.errors import ConfigError
 from adkd.pipelines.data.gate import GateOptions
 
-Int8Scheme = Literal["qdq-s8s8", "qdq-u8s8", "qop-u8s8", "qop-u8u8"]  # the keys of quantize.INT8_SCHEMES
+Int8Scheme = Literal["qdq-s8s8", "qdq-u8s8", "qop-u8s8"]  # the keys of quantize.INT8_SCHEMES
 
 
 class OptimizerConfig(BaseModel):

@@ -60,7 +60,7 @@ class TrainConfig(BaseModel):
     export_onnx: bool = Field(True, description="Export model.onnx into the run folder at the end (off for tuning).")
     export_int8: bool = Field(False, description="Also export the gated int8 ONNX model for CPU inference.")
     int8_scheme: Int8Scheme = Field(
-        "qdq-s8s8", description="ONNX Runtime quantization layout of the int8 model (adkd.pipelines.export.quantize)."
+        "qdq-u8s8", description="ONNX Runtime quantization layout of the int8 model (adkd.pipelines.export.quantize)."
     )
     early_stopping: int = Field(0, ge=0, description="Patience in epochs on validation loss; 0 = off.")
     keep: Literal["last", "best_val_loss"] = "last"

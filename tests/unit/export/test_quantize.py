@@ -102,7 +102,7 @@ def test_int8_graph_gets_its_own_thresholds(fp32: Path, tmp_path: Path) -> None:
     assert t != read_metadata(fp32)["thresholds"]
 
 
-@pytest.mark.parametrize("scheme", ["qdq-u8s8", "qop-u8s8"])
+@pytest.mark.parametrize("scheme", ["qdq-s8s8", "qop-u8s8"])
 def test_each_scheme_writes_its_own_layout(fp32: Path, tmp_path: Path, scheme: str) -> None:
     from adkd.pipelines.export.quantize import INT8_SCHEMES
 

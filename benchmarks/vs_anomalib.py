@@ -260,6 +260,11 @@ def table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             fa = f"{va:.2f}" if isinstance(va, float) else "-"
             fb = f"{vb:.2f}" if isinstance(vb, float) else "-"
             lines.append(f"| {run} | {label} | {fa} | {fb} | {_ratio(va, vb)} |")
+        for batch in (1, 8):  # each tool's default inference path: adkd ONNX Runtime, anomalib PyTorch (Lightning)
+            va, vb = a.get(f"ort_b{batch}_ms"), b.get(f"eager_b{batch}_ms")
+            if isinstance(va, float) and isinstance(vb, float):
+                label = f"adkd ONNX Runtime fp32 / anomalib PyTorch eager, batch {batch}"
+                lines.append(f"| {run} | {label} | {va:.2f} | {vb:.2f} | {_ratio(va, vb)} |")
         if isinstance(a.get("int8_b1_ms"), float) and isinstance(a.get("ort_b1_ms"), float):
             lines.append(f"| {run} | adkd int8 / fp32 ONNX, batch 1 | | | {a['int8_b1_ms'] / a['ort_b1_ms']:.2f} |")
         for name, metrics in (a.get("onnx_test") or {}).items():

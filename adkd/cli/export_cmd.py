@@ -23,7 +23,15 @@ def export(
     ),
 ) -> None:
     """Export to ONNX (uint8 RGB NHWC in; anomaly_map, image_score, normalized_score out), checked with onnxruntime."""
+    from adkd.errors import ConfigError
     from adkd.pipelines.export import export_checkpoint, read_metadata
+
+    if int8_scheme is not None:  # before any file is written
+        if not int8:
+            raise ConfigError("--int8-scheme chooses the int8 model's layout: add --int8")
+        from adkd.pipelines.export.quantize import check_scheme
+
+        check_scheme(int8_scheme)
 
     path = export_checkpoint(checkpoint, out)
     meta = read_metadata(path)

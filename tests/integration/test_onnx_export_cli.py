@@ -35,7 +35,7 @@ def adkd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_export_checkpoint_scores_like_training(tmp_path: Path) -> None:
     data = tmp_path / "exportset"
-    synthesize(data, categories=["bolt"], size=64, n_train=12, n_test=8, seed=0)
+    synthesize(data, categories=["bolt"], size=64, n_train=20, n_test=8, seed=0)  # 4 validation images: int8
     config = resolve_config(
         "stfpm", "cpu-smoke", category="bolt", data=str(data),
         overrides=["epochs=1", "num_threads=1", f"out_dir={tmp_path / 'runs'}"],
@@ -62,11 +62,36 @@ def test_export_checkpoint_scores_like_training(tmp_path: Path) -> None:
         expected = np.array([float(row["score"]) for row in csv.DictReader(fh)])
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
 
+    # --int8 with a named scheme: the int8 file carries it, or the gate refuses with its reasons (exit 2).
+    args = ["export", "--checkpoint", str(result.checkpoint_path), "--out", str(out), "--int8"]
+    proc = adkd(*args, "--int8-scheme", "qop-u8s8", cwd=tmp_path)
+    int8_file = tmp_path / "bolt.int8.onnx"
+    if proc.returncode == 0:
+        assert "(int8 qop-u8s8; gate on" in proc.stdout.replace("\n", "")
+        assert read_metadata(int8_file)["int8_scheme"] == "qop-u8s8"
+    else:
+        assert proc.returncode == 2 and "refused" in proc.stderr and not int8_file.exists(), proc.stderr
+
 
 def test_export_of_a_missing_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
     proc = adkd("export", "--checkpoint", str(tmp_path / "nope.pt"), cwd=tmp_path)
     assert proc.returncode == 2
     assert "nope.pt does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--int8", "--int8-scheme", "qdq-u4"], "int8 scheme 'qdq-u4' is not one of qdq-s8s8, qdq-u8s8, qop-u8s8"),
+        (["--int8-scheme", "qop-u8s8"], "--int8-scheme chooses the int8 model's layout: add --int8"),
+    ],
+)
+def test_a_bad_int8_scheme_fails_before_any_file_is_written(tmp_path: Path, flags: list[str], message: str) -> None:
+    # The checkpoint need not exist: the flags are checked first.
+    proc = adkd("export", "--checkpoint", str(tmp_path / "model.pt"), *flags, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 class ArtifactKinds(NullCallback):

@@ -6,7 +6,7 @@ Without ``--checkpoint`` it first trains stfpm with the ImageNet MobileNetV2 tea
 real bottle (../shared/data/mvtec_ad_256) at 256 px for 10 epochs, the run of issue 17's acceptance. Each scheme
 of ``adkd.pipelines.export.quantize.INT8_SCHEMES`` is quantized the way ``adkd export --int8`` does it
 (calibrated and gated on the run's validation images; the gate's verdict is reported, not enforced) and timed
-with ``--threads`` intra-op threads in a fresh process, median of ``--repeats`` runs after 3 warm-ups, the
+with ``--threads`` intra-op threads in a fresh process, median of ``--repeats`` runs after 2 warm-ups, the
 models alternating over 3 rounds (median of rounds), against the fp32 graph.
 Writes benchmarks/results/int8_variants-<tag>.json and a RESULTS.md section.
 """
@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-SHARED = REPO.parent / "shared"
 
 
 def time_models(paths: dict[str, str], size: int, threads: int, repeats: int, rounds: int = 3) -> dict[str, Any]:
     """ms/image at batch 1 and 8 of each model: median over ``rounds`` rounds that alternate the models."""
     import onnxruntime as ort
+    from inference import _median_ms_per_image
 
     sessions = {}
     for name, path in paths.items():
@@ -46,14 +45,8 @@ def time_models(paths: dict[str, str], size: int, threads: int, repeats: int, ro
             for batch in (1, 8):
                 images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
                 feed = {session.get_inputs()[0].name: images}
-                for _ in range(3):
-                    session.run(None, feed)
-                times = []
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    session.run(None, feed)
-                    times.append(time.perf_counter() - t0)
-                out[name][f"b{batch}_ms"].append(1000 * statistics.median(times) / batch)
+                ms = _median_ms_per_image(lambda s=session, f=feed: s.run(None, f), batch, repeats)
+                out[name][f"b{batch}_ms"].append(ms)
     return {name: {k: statistics.median(v) for k, v in row.items()} for name, row in out.items()}
 
 
@@ -66,24 +59,11 @@ def time_in_fresh_process(paths: dict[str, Path], size: int, threads: int, repea
 
 
 def train_reference(out_dir: Path, threads: int) -> Path:
-    from adkd.pipelines.train.config import TrainConfig
+    from bottle_runs import bottle_config
+
     from adkd.pipelines.train.engine import train_category
 
-    config = TrainConfig(
-        category="bottle",
-        data=str(SHARED / "data" / "mvtec_ad_256"),
-        model="stfpm",
-        backbone="mobilenet_v2",
-        weights=str(SHARED / "weights" / "mobilenet_v2_imagenet_features.pth"),
-        image_size=256,
-        batch_size=8,
-        epochs=10,
-        num_threads=threads,
-        out_dir=str(out_dir),
-        skip_validation=True,
-        optimizer={"name": "sgd", "lr": 0.4, "momentum": 0.9, "weight_decay": 1e-4},
-    )
-    result = train_category(config)
+    result = train_category(bottle_config("stfpm", "mobilenet_v2", 10, out_dir, threads=threads))
     if result.status != "FINISHED":
         raise SystemExit(f"training failed: {result.error}")
     return Path(result.checkpoint_path)

@@ -14,28 +14,20 @@ import json
 import statistics
 import sys
 import tempfile
-from pathlib import Path
+
+from bottle_runs import bottle_config
 
 from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
-from adkd.pipelines.train.config import TrainConfig
 from adkd.pipelines.train.engine import train_category
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def main() -> None:
     model = sys.argv[1] if len(sys.argv) > 1 else "stfpm"
     backbone = sys.argv[2] if len(sys.argv) > 2 else "mobilenet_v2"
     epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 10
-    weights = str(SHARED / "weights" / "mobilenet_v2_imagenet_features.pth") if backbone == "mobilenet_v2" else "none"
-    sgd = {"optimizer": {"name": "sgd", "lr": 0.4, "momentum": 0.9, "weight_decay": 1e-4}} if model == "stfpm" else {}
     for amp in (False, True):
         with tempfile.TemporaryDirectory() as tmp:
-            config = TrainConfig(
-                category="bottle", data=str(SHARED / "data" / "mvtec_ad_256"), model=model, backbone=backbone,
-                weights=weights, image_size=256, batch_size=8, epochs=epochs, num_threads=2, out_dir=tmp,
-                skip_validation=True, amp=amp, channels_last=amp, **sgd,
-            )  # fmt: skip
+            config = bottle_config(model, backbone, epochs, tmp, amp=amp, channels_last=amp)
             result = train_category(config)
             if result.status != "FINISHED":
                 raise SystemExit(result.error)

@@ -167,30 +167,21 @@ def run_anomalib(run: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def run_adkd(run: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     import torch
+    from bottle_runs import bottle_config
     from inference import _median_ms_per_image
 
     from adkd.pipelines.data.dataset import load_category
     from adkd.pipelines.export.onnx_export import ExportGraph, export_onnx
     from adkd.pipelines.export.quantize import quantize_onnx
     from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
-    from adkd.pipelines.train.config import TrainConfig
     from adkd.pipelines.train.engine import train_category
 
     spec = RUNS[run]
-    config = TrainConfig(
-        category=args.category,
-        data=str(args.data),
-        model=spec["model"],
-        backbone=spec["backbone"],
-        weights=args.weights if spec["weights"] != "none" else "none",
-        image_size=args.size,
-        batch_size=args.batch,
-        epochs=args.epochs or spec["epochs"],
-        num_threads=args.threads,
-        out_dir=str(out_dir / run),
-        skip_validation=True,
-        **({"optimizer": {"name": "sgd", "lr": 0.4, "momentum": 0.9, "weight_decay": 1e-4}} if run == "stfpm" else {}),
-    )
+    config = bottle_config(
+        spec["model"], spec["backbone"], args.epochs or spec["epochs"], out_dir / run,
+        data=args.data, category=args.category, size=args.size, threads=args.threads,
+        batch_size=args.batch, weights=args.weights if spec["weights"] != "none" else "none",
+    )  # fmt: skip
     result = train_category(config)
     if result.status != "FINISHED":
         return {"error": result.error}

@@ -34,6 +34,7 @@ import numpy as np
 
 from adkd.errors import ConfigError
 from adkd.pipelines.export.onnx_export import INPUT_NAME, OUTPUT_NAMES, ExportError, _set_metadata, read_metadata
+from adkd.pipelines.train.config import TrainConfig
 
 INT8_SUFFIX = ".int8.onnx"
 MIN_SCORE_CORRELATION = 0.95  # Pearson r of int8 vs fp32 image scores on the validation images
@@ -47,14 +48,13 @@ _FLOAT_SCOPES = ("/model/anomaly_map",)
 # QLinear* ops) and activation/weight types. Speed differs by CPU (benchmarks/int8_variants.py).
 INT8_SCHEMES: dict[str, tuple[str, str, str]] = {
     "qdq-s8s8": ("QDQ", "QInt8", "QInt8"),  # ONNX Runtime's first suggestion; the slowest here
-    # The default: fastest on an AVX512-VNNI Xeon (0.80x fp32 at batch 1 against 1.31x for qdq-s8s8, same
-    # test-split AUROC on the real bottle; benchmarks/int8_variants.py). On CPUs without VNNI, u8 x s8 products
-    # can saturate; the gate then refuses the model and qdq-s8s8 is the one to try.
+    # The default: 0.76-0.80x fp32 at batch 1 on the real bottle against 1.21-1.31x for qdq-s8s8, same AUROC.
+    # On CPUs without VNNI, u8 x s8 products can saturate; the gate then refuses and qdq-s8s8 is the one to try.
     "qdq-u8s8": ("QDQ", "QUInt8", "QInt8"),
     "qop-u8s8": ("QOperator", "QUInt8", "QInt8"),
 }
 # No u8 weights: ONNX Runtime's QLinearConv quantizer writes per-channel weights as int8 whatever is asked.
-DEFAULT_INT8_SCHEME = "qdq-u8s8"
+DEFAULT_INT8_SCHEME: str = TrainConfig.model_fields["int8_scheme"].default  # the setting's default, defined once
 
 
 def check_scheme(scheme: str) -> str:

@@ -59,6 +59,7 @@ class TrainConfig(BaseModel):
     teacher_cache_max_gb: float = Field(4.0, ge=0, description="Above this the teacher cache is a file in the run dir.")
     export_onnx: bool = Field(True, description="Export model.onnx into the run folder at the end (off for tuning).")
     export_int8: bool = Field(False, description="Also export the gated int8 ONNX model for CPU inference.")
+    # qdq-u8s8: the fastest on an AVX512-VNNI Xeon with the same accuracy (benchmarks/int8_variants.py).
     int8_scheme: Int8Scheme = Field(
         "qdq-u8s8", description="ONNX Runtime quantization layout of the int8 model (adkd.pipelines.export.quantize)."
     )

@@ -134,11 +134,11 @@ def test_unknown_scheme_is_a_clear_error(fp32: Path, tmp_path: Path) -> None:
 def test_config_schemes_are_the_quantizer_schemes() -> None:
     import typing
 
-    from adkd.pipelines.export.quantize import INT8_SCHEMES
-    from adkd.pipelines.train.config import Int8Scheme, TrainConfig
+    from adkd.pipelines.export.quantize import DEFAULT_INT8_SCHEME, INT8_SCHEMES
+    from adkd.pipelines.train.config import Int8Scheme
 
     assert set(typing.get_args(Int8Scheme)) == set(INT8_SCHEMES)
-    assert TrainConfig.model_fields["int8_scheme"].default in INT8_SCHEMES
+    assert DEFAULT_INT8_SCHEME in INT8_SCHEMES
 
 
 def test_flips_among_the_fitted_images_are_reorderings_not_moved_verdicts() -> None:

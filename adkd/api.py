@@ -38,7 +38,7 @@ def load(
 
     ``int8=True`` picks the model's int8 ONNX file (``adkd export --int8`` / ``export_int8=true``).
     """
-    from adkd.platform.model_store import resolve_onnx
+    from adkd.platform.registry.resolve import resolve_onnx
     from adkd.settings import load_settings
 
     settings = load_settings(tracking_uri=tracking_uri)

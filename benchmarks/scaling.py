@@ -56,9 +56,9 @@ def main() -> None:
     parser.add_argument("--tag", default=platform.node() or "local")
     args = parser.parse_args()
 
-    from adkd.platform.ray_connection import shutdown
-    from adkd.platform.ray_driver import RayRunOptions, run_all_categories
-    from adkd.platform.ray_resources import CategoryResources
+    from adkd.platform.cluster.connection import shutdown
+    from adkd.platform.cluster.driver import RayRunOptions, run_all_categories
+    from adkd.platform.cluster.resources import CategoryResources
 
     names = _names(args.categories)
     work = Path(tempfile.mkdtemp(prefix="adkd-scaling-"))

@@ -34,7 +34,7 @@ from typing import Any
 import requests
 from PIL import Image
 
-from adkd.platform.child_processes import stop_tree
+from adkd.platform.services.process_tree import stop_tree
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"

@@ -14,7 +14,7 @@ console = Console()
 
 
 def _list_grids() -> None:
-    from adkd.platform.benchmark_grid import grid_summary, load_grid, shipped_grids
+    from adkd.platform.benchmark.grid import grid_summary, load_grid, shipped_grids
 
     table = Table(title="grids shipped with adkd (run one: adkd benchmark NAME --data ROOT)")
     table.add_column("name")
@@ -36,7 +36,7 @@ def _categories(text: str | None) -> list[str] | None:
 
 
 def _summary_table(report) -> Table:
-    from adkd.platform.benchmark_report import QUALITY
+    from adkd.platform.benchmark.report import QUALITY
 
     best = report.best()
     table = Table(title=f"{report.title or report.grid}: mean over categories (best per category by {report.metric})")
@@ -90,8 +90,8 @@ def benchmark(
     """Train a grid of models x categories x settings at once and rank the rows per category."""
     from adkd.cli.live_board import LiveBoard
     from adkd.errors import ConfigError
-    from adkd.platform.benchmark import run_benchmark
-    from adkd.platform.benchmark_grid import Overrides
+    from adkd.platform.benchmark.grid import Overrides
+    from adkd.platform.benchmark.runner import run_benchmark
 
     if list_:
         _list_grids()

@@ -19,7 +19,7 @@ def status(
     """Nodes and resources, and how many categories can train at once with the given per-category request."""
     import ray
 
-    from adkd.platform.ray_connection import connect, shutdown
+    from adkd.platform.cluster.connection import connect, shutdown
     from adkd.settings import load_settings
 
     address = address or load_settings().ray_address

@@ -120,7 +120,7 @@ def sync(
     s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint (MinIO, moto)."),
 ) -> None:
     """Sync an S3 data set into the local cache (only changed objects) and print the local root."""
-    from adkd.platform.s3 import sync_dataset
+    from adkd.platform.storage.s3 import sync_dataset
     from adkd.settings import load_settings
 
     settings = load_settings()
@@ -135,7 +135,7 @@ def upload(
     s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint (MinIO, moto)."),
 ) -> None:
     """Upload every file under LOCAL to URI/<relative path>."""
-    from adkd.platform.s3 import upload_dir
+    from adkd.platform.storage.s3 import upload_dir
     from adkd.settings import load_settings
 
     count = upload_dir(local, uri, s3_endpoint or load_settings().s3_endpoint_url)

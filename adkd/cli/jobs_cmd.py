@@ -8,7 +8,7 @@ import sys
 import typer
 from rich.console import Console
 
-from adkd.platform.tables import Column, print_table
+from adkd.platform.console.tables import Column, print_table
 
 console = Console()
 jobs_app = typer.Typer(help="Follow adkd commands submitted as Ray jobs.", no_args_is_help=True)
@@ -40,7 +40,7 @@ def submit(
     wait: bool = typer.Option(False, "--wait", help="Stream the job's logs until it ends; exit 1 unless it succeeds."),
 ) -> None:
     """Run an adkd command (e.g. `train --all-categories`) as a Ray job on a cluster."""
-    from adkd.platform import jobs
+    from adkd.platform.cluster import jobs
 
     variables = jobs.parse_env(env)
     if tracking_uri:
@@ -60,7 +60,7 @@ def submit(
 @jobs_app.command("list")
 def list_jobs(address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP)) -> None:
     """Every job on the cluster, newest first."""
-    from adkd.platform import jobs
+    from adkd.platform.cluster import jobs
 
     columns = [
         Column("id", keep=True),
@@ -82,7 +82,7 @@ def job_status(
     address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
 ) -> None:
     """A job's status; exit 1 when it failed or was stopped."""
-    from adkd.platform import jobs
+    from adkd.platform.cluster import jobs
 
     info = jobs.status(job_id, _address(address))
     console.print(f"{info['id']}: [bold]{info['status']}[/]  {info['message'] or ''}", highlight=False)
@@ -97,7 +97,7 @@ def job_logs(
     address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
 ) -> None:
     """A job's output (driver logs)."""
-    from adkd.platform import jobs
+    from adkd.platform.cluster import jobs
 
     if follow:
         final = jobs.follow(job_id, lambda chunk: sys.stdout.write(chunk), _address(address))
@@ -115,7 +115,7 @@ def job_stop(
     ),
 ) -> None:
     """Stop a running job (Ray ends its driver, then its Ray Train workers); exit 1 if it does not end in time."""
-    from adkd.platform import jobs
+    from adkd.platform.cluster import jobs
 
     where = _address(address)
     if not jobs.stop(job_id, where):

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from adkd.pipelines.train.callbacks import NullCallback, TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
-from adkd.platform.run_listeners import RunListener
+from adkd.platform.cluster.listeners import RunListener
 
 
 @contextmanager

@@ -38,7 +38,7 @@ def main(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Ray's and MLflow's own notices."),
 ) -> None:
     """adkd: knowledge-distillation anomaly detection, one model per category."""
-    from adkd.platform.quiet import quiet_third_parties
+    from adkd.platform.console.quiet import quiet_third_parties
 
     state["debug"] = debug
     quiet_third_parties(debug)

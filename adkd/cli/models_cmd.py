@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from adkd.platform.tables import Column, print_table
+from adkd.platform.console.tables import Column, print_table
 
 models_app = typer.Typer(help="List the registered models.", no_args_is_help=True)
 

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from adkd.errors import ConfigError
-from adkd.platform.tables import Column, print_table
+from adkd.platform.console.tables import Column, print_table
 
 registry_app = typer.Typer(help="Registered models (adkd-<category>): list, promote, roll back.", no_args_is_help=True)
 console = Console()
@@ -18,7 +18,7 @@ URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, adkd.toml, or the
 
 
 def _settings_and_client(tracking_uri: str | None) -> tuple[Any, Any]:
-    from adkd.platform.registry import client_for
+    from adkd.platform.registry.versions import client_for
     from adkd.settings import load_settings
 
     settings = load_settings(tracking_uri=tracking_uri)
@@ -36,7 +36,7 @@ def list_cmd(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """Versions, aliases, model family, key metrics and run id of each registered model."""
-    from adkd.platform.registry import list_versions
+    from adkd.platform.registry.versions import list_versions
 
     _, client = _settings_and_client(tracking_uri)
     versions = list_versions(client, category)
@@ -88,7 +88,7 @@ def promote_cmd(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """Point the staging/production alias at a version; production is gated on the promotion metric."""
-    from adkd.platform.registry import best_version, promote, promote_best_all
+    from adkd.platform.registry.versions import best_version, promote, promote_best_all
 
     settings, client = _settings_and_client(tracking_uri)
     metric = settings.promotion_metric
@@ -119,7 +119,7 @@ def rollback_cmd(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """Point the alias back at the version that held it before the current one."""
-    from adkd.platform.registry import rollback
+    from adkd.platform.registry.versions import rollback
 
     settings, client = _settings_and_client(tracking_uri)
     r = rollback(client, category, alias, reason=reason, user=settings.user)
@@ -132,7 +132,7 @@ def audit_cmd(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=URI_HELP),
 ) -> None:
     """The promotion / refusal / rollback history of adkd-<category>."""
-    from adkd.platform.registry import audit_trail
+    from adkd.platform.registry.versions import audit_trail
 
     _, client = _settings_and_client(tracking_uri)
     columns = [

@@ -81,8 +81,8 @@ def print_one(console: Console, result: TrainResult) -> bool:
 def print_many(console: Console, many: Any, model: str, data: str) -> None:
     """The results table of a multi-category run (with a data set's reference figures), failures, files."""
     from adkd.pipelines.data.protocol import read_reference
-    from adkd.platform.results_files import results_cells, results_markdown
-    from adkd.platform.tables import print_table
+    from adkd.platform.cluster.results import results_cells, results_markdown
+    from adkd.platform.console.tables import print_table
 
     outcome = many.outcome
     reference = read_reference(data)  # e.g. the paper's mean for `adkd data download cifar10`

@@ -32,7 +32,7 @@ def start(
     state_dir: Path = typer.Option(None, help=STATE_DIR_HELP),
 ) -> None:
     """Start the server in the background and print its URL."""
-    from adkd.platform.server import start_server
+    from adkd.platform.services.mlflow_server import start_server
 
     state = start_server(
         state_dir or _default_state_dir(),
@@ -49,7 +49,7 @@ def start(
 @server_app.command("stop")
 def stop(state_dir: Path = typer.Option(None, help=STATE_DIR_HELP)) -> None:
     """Stop the server started by `adkd server start`."""
-    from adkd.platform.server import stop_server
+    from adkd.platform.services.mlflow_server import stop_server
 
     state = stop_server(state_dir or _default_state_dir())
     console.print("no adkd MLflow server recorded" if state is None else f"stopped server pid {state.pid}")
@@ -58,7 +58,7 @@ def stop(state_dir: Path = typer.Option(None, help=STATE_DIR_HELP)) -> None:
 @server_app.command("status")
 def status(state_dir: Path = typer.Option(None, help=STATE_DIR_HELP)) -> None:
     """Say whether the server runs and answers; exit code 1 when it does not."""
-    from adkd.platform.server import server_status
+    from adkd.platform.services.mlflow_server import server_status
 
     state, alive, ok = server_status(state_dir or _default_state_dir())
     if state is None:

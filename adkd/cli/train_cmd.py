@@ -117,7 +117,7 @@ def evaluate(
     """Re-evaluate a trained model on a data root with its stored thresholds."""
     from adkd.cli.run_output import metrics_table
     from adkd.pipelines.evaluate.report import evaluate_checkpoint
-    from adkd.platform.local_data import local_root
+    from adkd.platform.storage.data_roots import local_root
     from adkd.settings import load_settings
 
     if device not in ("auto", "cpu", "cuda"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from adkd.platform.tables import Column, print_table
+from adkd.platform.console.tables import Column, print_table
 
 console = Console()
 
@@ -91,11 +91,11 @@ def tune(
 ) -> None:
     """Tune the model's own knobs on normal images with synthetic defects; only the best sees the test split."""
     from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS, logged_key
-    from adkd.platform.local_data import local_root
-    from adkd.platform.ray_connection import connect
+    from adkd.platform.cluster.connection import connect
     from adkd.platform.runs import RunRequest, resolve_config, run_settings
-    from adkd.platform.tracking import TrackingSession
-    from adkd.platform.tune import PARAM_TARGETS, log_to_mlflow, parse_space, run_tune, set_line
+    from adkd.platform.storage.data_roots import local_root
+    from adkd.platform.tracking.session import TrackingSession
+    from adkd.platform.tune.search import PARAM_TARGETS, log_to_mlflow, parse_space, run_tune, set_line
 
     settings = run_settings(config_file, ray_address=address)
     local = str(local_root(data, settings.cache_dir, settings.s3_endpoint_url))

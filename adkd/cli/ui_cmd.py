@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from adkd.errors import ServiceError
-from adkd.platform.child_processes import run_until_stopped
+from adkd.platform.services.process_tree import run_until_stopped
 
 console = Console()
 
@@ -21,8 +21,8 @@ def ui(
     config_file: Path | None = typer.Option(None, "--config", help="adkd.toml with tracking_uri / runs_dir."),
 ) -> None:
     """Start `mlflow ui` over the configured store and print its URL (Ctrl-C, SIGTERM or SIGHUP stop it all)."""
-    from adkd.platform.mlflow_client import is_remote
-    from adkd.platform.redaction import redact_uri
+    from adkd.platform.tracking.client import is_remote
+    from adkd.platform.tracking.redaction import redact_uri
     from adkd.settings import load_settings
 
     settings = load_settings(config_file)

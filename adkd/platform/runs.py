@@ -3,7 +3,7 @@
 A run resolves its settings and one config per category once, opens tracking, and trains one
 category in this process (``train_one``) or many at once on Ray (``train_many``). The data root
 stays what the user gave (tracking records it); it is made local where it is read: in this process,
-or on the Ray worker that trains the category (``adkd.platform.local_data``).
+or on the Ray worker that trains the category (``adkd.platform.storage.data_roots``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from adkd.errors import ConfigError
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
-from adkd.platform.local_data import check_category, list_categories, local_root
+from adkd.platform.storage.data_roots import check_category, list_categories, local_root
 from adkd.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from adkd.platform.ray_driver import AllCategoriesResult
-    from adkd.platform.run_listeners import RunListener
+    from adkd.platform.cluster.driver import AllCategoriesResult
+    from adkd.platform.cluster.listeners import RunListener
 
 
 @dataclass
@@ -141,7 +141,7 @@ def train_one(
     check_category(config.data, config.category)  # before a tracking run is created
     attached = list(callbacks)
     if request.tracking and settings.tracking:
-        from adkd.platform.tracking import StandaloneTracker
+        from adkd.platform.tracking.session import StandaloneTracker
 
         attached.append(StandaloneTracker.open(settings, config, register=settings.register_models))
     local = make_local(config, settings)
@@ -197,8 +197,8 @@ def train_configs(
     run_id: str | None = None,
 ) -> AllCategoriesResult:
     """Resolved configs at once on Ray, one per run key (default the categories; ``adkd benchmark``: row x category)."""
-    from adkd.platform.ray_driver import RayRunOptions, run_all_categories
-    from adkd.platform.ray_resources import CategoryResources
+    from adkd.platform.cluster.driver import RayRunOptions, run_all_categories
+    from adkd.platform.cluster.resources import CategoryResources
 
     address = plan.address or settings.ray_address
     gpus = plan.gpus_per_category if plan.gpus_per_category is not None else default_gpus(address)
@@ -219,8 +219,8 @@ def train_configs(
 
 def tracking_listener(settings: Settings, request: RunRequest, names: list[str]) -> Any:
     """A parent MLflow run for a multi-category run and a child per category (registered unless told not to)."""
-    from adkd.platform.run_listeners import TrackingListener
-    from adkd.platform.tracking import TrackingSession
+    from adkd.platform.cluster.listeners import TrackingListener
+    from adkd.platform.tracking.session import TrackingSession
 
     session = TrackingSession.from_settings(
         settings,
@@ -236,7 +236,7 @@ def tracking_listener(settings: Settings, request: RunRequest, names: list[str])
 def default_gpus(address: str | None) -> float:
     """One GPU per category where the cluster (or this machine, for an embedded Ray) has GPUs."""
     if address:
-        from adkd.platform.ray_connection import connect
+        from adkd.platform.cluster.connection import connect
 
         return 1.0 if connect(address).get("GPU", 0.0) > 0 else 0.0
     try:

@@ -199,9 +199,9 @@ def test_two_rank_nccl_step_equals_one_process_on_the_concatenated_batch(root: P
 def test_four_categories_share_one_gpu_at_a_quarter_each(root: Path, tmp_path: Path) -> None:
     import ray
 
-    from adkd.platform.ray_driver import RayRunOptions, run_all_categories
-    from adkd.platform.ray_resources import CategoryResources
-    from adkd.platform.run_listeners import RunListener
+    from adkd.platform.cluster.driver import RayRunOptions, run_all_categories
+    from adkd.platform.cluster.listeners import RunListener
+    from adkd.platform.cluster.resources import CategoryResources
 
     if ray.is_initialized():
         pytest.skip("another test left Ray running in this process")

@@ -20,10 +20,10 @@ from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
-from adkd.platform.category_tracker import CategoryTracker
-from adkd.platform.mlflow_values import MAX_TAG_VALUE
-from adkd.platform.pyfunc import INT8_ARTIFACT, ONNX_ARTIFACT
-from adkd.platform.tracking import StandaloneTracker, TrackingSession
+from adkd.platform.registry.pyfunc import INT8_ARTIFACT, ONNX_ARTIFACT
+from adkd.platform.tracking.category_run import CategoryTracker
+from adkd.platform.tracking.session import StandaloneTracker, TrackingSession
+from adkd.platform.tracking.values import MAX_TAG_VALUE
 from adkd.settings import Settings
 
 pytestmark = pytest.mark.integration

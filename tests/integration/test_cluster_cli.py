@@ -73,7 +73,7 @@ def test_bad_multi_category_requests_fail_with_one_clear_error(
 
 
 def test_several_workers_per_category_need_a_data_parallel_engine() -> None:
-    from adkd.platform.ray_resources import CategoryResources, check_distributed
+    from adkd.platform.cluster.resources import CategoryResources, check_distributed
 
     two = CategoryResources(workers=2, cpus=0.5)
     check_distributed(two, None)  # the default engine averages gradients over the workers
@@ -86,14 +86,14 @@ def test_several_workers_per_category_need_a_data_parallel_engine() -> None:
 
 
 def test_categories_are_discovered_or_checked(data: Path) -> None:
-    from adkd.platform.local_data import list_categories
+    from adkd.platform.storage.data_roots import list_categories
 
     assert list_categories(str(data), None) == ["disc", "weave"]
     assert list_categories(str(data), ["weave"]) == ["weave"]
 
 
 def test_submit_entrypoint_runtime_env_and_secret_guard(monkeypatch: pytest.MonkeyPatch) -> None:
-    from adkd.platform import jobs
+    from adkd.platform.cluster import jobs
 
     cmd = jobs.entrypoint_for(["train", "--all-categories", "--data", "/d ata"])
     assert shlex.split(cmd) == ["python", "-m", "adkd.cli.main", "train", "--all-categories", "--data", "/d ata"]
@@ -114,7 +114,7 @@ def test_submit_entrypoint_runtime_env_and_secret_guard(monkeypatch: pytest.Monk
 
 
 def test_results_markdown_and_json(tmp_path: Path) -> None:
-    from adkd.platform.results_files import ResultRow, write_results
+    from adkd.platform.cluster.results import ResultRow, write_results
 
     rows = [
         ResultRow("bottle", "rd", "FINISHED", {"test/image_auroc": 0.9912, "test/pixel_auroc": 0.985}, 2.25, "3"),
@@ -132,7 +132,7 @@ def test_results_markdown_and_json(tmp_path: Path) -> None:
 
 
 def test_image_level_results_show_the_mean_beside_the_paper() -> None:
-    from adkd.platform.results_files import ResultRow, results_markdown
+    from adkd.platform.cluster.results import ResultRow, results_markdown
 
     rows = [
         ResultRow("cat", "mrkd", "FINISHED", {"test/image_auroc": 0.80, "test/f1_max": 0.5}, 1.0, None),

@@ -23,10 +23,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     from adkd.pipelines.data.synthetic_dataset import synthesize
     from adkd.pipelines.train.presets import resolve_config
-    from adkd.platform.ray_driver import RayRunOptions, run_all_categories
-    from adkd.platform.ray_resources import CategoryResources
-    from adkd.platform.run_listeners import RunListener, TrackingListener
-    from adkd.platform.tracking import TrackingSession
+    from adkd.platform.cluster.driver import RayRunOptions, run_all_categories
+    from adkd.platform.cluster.listeners import RunListener, TrackingListener
+    from adkd.platform.cluster.resources import CategoryResources
+    from adkd.platform.tracking.session import TrackingSession
 
     if ray.is_initialized():
         pytest.skip("another test left Ray running in this process")

@@ -163,7 +163,7 @@ def test_jobs_commands_follow_the_job(submitted: dict[str, Any]) -> None:
 
 
 def test_jobs_stop_ends_a_running_job(submitted: dict[str, Any]) -> None:
-    from adkd.platform import jobs
+    from adkd.platform.cluster import jobs
 
     address = submitted["head"]["dashboard"]
     job_id = f"adkd-stop-{uuid.uuid4().hex[:8]}"

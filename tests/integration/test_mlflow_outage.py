@@ -15,7 +15,7 @@ from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.train.callbacks import NullCallback
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
-from adkd.platform.tracking import TrackingSession
+from adkd.platform.tracking.session import TrackingSession
 from tests.integration.mlflow_fixtures import (  # noqa: F401
     MlflowServer,
     _module_restartable_server,

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from adkd.pipelines.data.synthetic_dataset import synthesize
-from adkd.platform.pyfunc import encode_png
+from adkd.platform.registry.pyfunc import encode_png
 from tests.integration.mlflow_fixtures import mlflow_server  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from adkd.pipelines.export.onnx_export import export_checkpoint
 from adkd.pipelines.predict import OnnxPredictor
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
-from adkd.platform.registry import PromotionRefused, promote
+from adkd.platform.registry.versions import PromotionRefused, promote
 from tests.integration.conftest import FileServer
 from tests.integration.test_cifar10_download import ARCHIVE, SUBSET, official_archive
 from tests.varying_sizes import defect_box, write_varying_category

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from adkd.platform.registry import PromotionRefused, audit_trail, client_for, ensure_registered_model, promote, rollback
+from adkd.platform.registry.versions import (
+    PromotionRefused,
+    audit_trail,
+    client_for,
+    ensure_registered_model,
+    promote,
+    rollback,
+)
 from tests.integration.mlflow_fixtures import mlflow_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -131,7 +138,7 @@ def test_promote_all_best(mlflow_server: str) -> None:
 RACER = textwrap.dedent(
     """
     import sys, time
-    from adkd.platform.registry import client_for, promote, PromotionRefused
+    from adkd.platform.registry.versions import client_for, promote, PromotionRefused
     uri, version, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
     client = client_for(uri)
     time.sleep(max(0.0, start - time.time()))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from adkd.platform.mlflow_labels import EXPERIMENT_KIND_TAG, mark_training_experiment
-from adkd.platform.registry import ensure_registered_model
+from adkd.platform.registry.versions import ensure_registered_model
+from adkd.platform.tracking.labels import EXPERIMENT_KIND_TAG, mark_training_experiment
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent

@@ -14,8 +14,8 @@ import boto3
 import pytest
 
 from adkd.errors import ConfigError, DataError, ServiceError
-from adkd.platform.local_data import local_root
-from adkd.platform.s3 import (
+from adkd.platform.storage.data_roots import local_root
+from adkd.platform.storage.s3 import (
     S3Uri,
     cache_paths,
     sync_dataset,
@@ -117,7 +117,7 @@ _WORKER = textwrap.dedent(
     """
     import json, os, sys, time
     from pathlib import Path
-    from adkd.platform.s3 import sync_prefix
+    from adkd.platform.storage.s3 import sync_prefix
     uri, cache, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     while not go.exists():
         time.sleep(0.01)

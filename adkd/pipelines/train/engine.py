@@ -45,7 +45,7 @@ from adkd.pipelines.train.steps import (
 
 log = logging.getLogger(__name__)
 
-# Checked by adkd.platform.ray_resources before it gives one category several Ray Train workers.
+# Checked by adkd.platform.cluster.resources before it gives one category several Ray Train workers.
 SUPPORTS_DISTRIBUTED = True
 
 

@@ -15,7 +15,7 @@ from adkd.pipelines.export import OUTPUT_NAMES, export_onnx, read_metadata
 from adkd.pipelines.export.onnx_export import _noise_images
 from adkd.pipelines.export.quantize import QuantizationRefused, int8_path_for, quantize_onnx, run_graph
 from adkd.pipelines.predict import OnnxPredictor
-from adkd.platform.model_store import resolve_onnx
+from adkd.platform.registry.resolve import resolve_onnx
 
 SIZE = 64
 THRESHOLDS = {"image": 0.3, "pixel": 0.25, "score_min": 0.05, "score_max": 0.6}

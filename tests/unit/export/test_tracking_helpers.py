@@ -13,11 +13,11 @@ from mlflow.exceptions import MlflowException
 
 from adkd.errors import ServiceError
 from adkd.pipelines.data.fingerprint import data_fingerprint
-from adkd.platform.mlflow_client import ResilientWriter, check_reachable, is_transient
-from adkd.platform.mlflow_values import flatten
-from adkd.platform.redaction import redact
-from adkd.platform.registry import gate_key
-from adkd.platform.run_context import dataset_name
+from adkd.platform.registry.versions import gate_key
+from adkd.platform.tracking.client import ResilientWriter, check_reachable, is_transient
+from adkd.platform.tracking.redaction import redact
+from adkd.platform.tracking.run_context import dataset_name
+from adkd.platform.tracking.values import flatten
 
 
 def test_flatten_and_redact_drop_secrets() -> None:

@@ -9,10 +9,10 @@ PACKAGE = Path(__file__).resolve().parents[3] / "adkd"
 MAX_LINES = 500
 # Modules that write variables a library or a child process reads (each says why where it does).
 ENV_WRITERS = {
-    "adkd/platform/jobs.py",  # a Ray job's environment: the settings forwarded to it
-    "adkd/platform/quiet.py",  # MLflow's log level, for this process and its children
-    "adkd/platform/mlflow_client.py",  # MLflow's HTTP retry defaults
-    "adkd/platform/ray_connection.py",  # Ray Train's print patch, read by the workers it starts
+    "adkd/platform/cluster/jobs.py",  # a Ray job's environment: the settings forwarded to it
+    "adkd/platform/console/quiet.py",  # MLflow's log level, for this process and its children
+    "adkd/platform/tracking/client.py",  # MLflow's HTTP retry defaults
+    "adkd/platform/cluster/connection.py",  # Ray Train's print patch, read by the workers it starts
 }
 LAYERS = {"models": 0, "pipelines": 1, "platform": 2, "cli": 3}
 

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from adkd.errors import ConfigError
-from adkd.platform.benchmark import check_requests
-from adkd.platform.benchmark_grid import Overrides, build_jobs, deviations, load_grid, shipped_grids
-from adkd.platform.benchmark_report import NOT_RUN, BenchmarkReport, Cell, ReportRow
+from adkd.platform.benchmark.grid import Overrides, build_jobs, deviations, load_grid, shipped_grids
+from adkd.platform.benchmark.report import NOT_RUN, BenchmarkReport, Cell, ReportRow
+from adkd.platform.benchmark.runner import check_requests
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = (

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from adkd.platform.child_processes import alive, process_tree
+from adkd.platform.services.process_tree import alive, process_tree
 
 REPO = Path(__file__).resolve().parents[3]
 # A parent that runs a shell; the shell starts one sleeper in its group and one in a session of its own
 # (as mlflow's job runner does), writes their pids, and waits.
 PARENT = """
 import sys
-from adkd.platform.child_processes import run_until_stopped
+from adkd.platform.services.process_tree import run_until_stopped
 code, sig = run_until_stopped(["sh", "-c", sys.argv[1]], grace_s=5)
 print(f"code={code} signal={sig}", flush=True)
 """
@@ -63,6 +63,6 @@ def test_signal_to_the_parent_stops_the_whole_tree(tmp_path: Path, sig: signal.S
 
 
 def test_a_child_that_ends_by_itself_returns_its_code() -> None:
-    from adkd.platform.child_processes import run_until_stopped
+    from adkd.platform.services.process_tree import run_until_stopped
 
     assert run_until_stopped([sys.executable, "-c", "raise SystemExit(3)"]) == (3, None)

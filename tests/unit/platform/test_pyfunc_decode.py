@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from adkd.errors import DataError
-from adkd.platform.pyfunc import _decode
+from adkd.platform.registry.pyfunc import _decode
 
 
 def _png(img: Image.Image) -> str:

@@ -12,7 +12,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from adkd.platform.pyfunc import MAX_PIXELS, RejectedInput, encode_png, validate_request
+from adkd.platform.registry.pyfunc import MAX_PIXELS, RejectedInput, encode_png, validate_request
 
 
 def _png_b64(img: Image.Image) -> str:

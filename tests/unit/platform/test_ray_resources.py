@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adkd.errors import ConfigError
-from adkd.platform.ray_driver import RayRunOptions
-from adkd.platform.ray_resources import CategoryResources, check_distributed, check_fits
+from adkd.platform.cluster.driver import RayRunOptions
+from adkd.platform.cluster.resources import CategoryResources, check_distributed, check_fits
 
 
 @pytest.mark.parametrize(

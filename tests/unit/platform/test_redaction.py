@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adkd.platform.redaction import is_secret, redact, redact_uri
+from adkd.platform.tracking.redaction import is_secret, redact, redact_uri
 
 
 @pytest.mark.parametrize(

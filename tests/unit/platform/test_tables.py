@@ -7,8 +7,8 @@ import io
 import pytest
 from rich.console import Console
 
-from adkd.platform.results_files import ResultRow, results_cells
-from adkd.platform.tables import Column, fit_table, print_table
+from adkd.platform.cluster.results import ResultRow, results_cells
+from adkd.platform.console.tables import Column, fit_table, print_table
 
 COLUMNS = [
     Column("model", keep=True),

@@ -179,7 +179,7 @@ def _engine_runs(root: Path, out: Path, d: DistContext) -> dict[str, Any]:
     stopper = StopAfter(1)
     stopped = engine.train_category(resumed_config, [stopper])
     report["stopped"] = (stopped.status, stopped.error)
-    if d.rank != 0:  # what adkd.platform.ray_worker.category_worker does: every rank gets the same last.pt
+    if d.rank != 0:  # what adkd.platform.cluster.worker.category_worker does: every rank gets the same last.pt
         source = engine.run_dir_for(_config(root, out / "resumed" / "rank0")) / LAST
         stopped.run_dir.mkdir(parents=True, exist_ok=True)  # rank 1 wrote nothing, not even its folder
         shutil.copy2(source, stopped.run_dir / LAST)

@@ -6,8 +6,8 @@ import pytest
 
 from adkd.errors import ConfigError
 from adkd.pipelines.train.presets import resolve_config
-from adkd.platform.tune import apply_params, default_point, parse_space, set_line
-from adkd.platform.tune_space import log_grid
+from adkd.platform.tune.search import apply_params, default_point, parse_space, set_line
+from adkd.platform.tune.space import log_grid
 
 TWO_TERM = {"loss": "two_term"}
 
@@ -95,7 +95,7 @@ def test_asha_never_stops_the_preset_trial_before_its_last_epoch() -> None:
 
     from ray.tune.schedulers import TrialScheduler
 
-    from adkd.platform.tune import _preset_keeping_asha
+    from adkd.platform.tune.search import _preset_keeping_asha
 
     asha = _preset_keeping_asha()(
         {"alpha": 1.0}, time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2, metric="objective", mode="max"

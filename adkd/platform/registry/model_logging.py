@@ -65,7 +65,7 @@ def _quiet_model_logging() -> Iterator[None]:
 
 
 def _pyfunc_requirements() -> list[str]:
-    from adkd.platform.pyfunc import pip_requirements
+    from adkd.platform.registry.pyfunc import pip_requirements
 
     return pip_requirements()
 
@@ -93,12 +93,12 @@ def log_onnx_model(onnx_path: Path, run_id: str, experiment_id: str | None = Non
 def log_pyfunc_model(
     onnx_path: Path, run_id: str, experiment_id: str | None = None, int8_path: Path | None = None
 ) -> Any:
-    """The registered model: ``adkd.platform.pyfunc.OnnxAnomalyModel`` over ``onnx_path`` (and the int8 file)."""
+    """The registered model: ``registry.pyfunc.OnnxAnomalyModel`` over ``onnx_path`` (and the int8 file)."""
     import mlflow.pyfunc
     from mlflow.models import Model
 
     from adkd.pipelines.export import read_metadata
-    from adkd.platform.pyfunc import INT8_ARTIFACT, ONNX_ARTIFACT, OnnxAnomalyModel, signature_and_example
+    from adkd.platform.registry.pyfunc import INT8_ARTIFACT, ONNX_ARTIFACT, OnnxAnomalyModel, signature_and_example
 
     meta = read_metadata(onnx_path)
     signature, example = signature_and_example(int(meta["image_size"]))

@@ -21,8 +21,8 @@ from typing import Any
 
 from adkd.errors import AdkdError, ConfigError, ServiceError
 from adkd.pipelines.evaluate.metric_names import METRIC_NAMES
-from adkd.platform.mlflow_labels import latest_version_tags, model_description, version_description
-from adkd.platform.registry_lock import model_lock
+from adkd.platform.registry.lock import model_lock
+from adkd.platform.tracking.labels import latest_version_tags, model_description, version_description
 
 ALIASES = ("staging", "production")
 TIE_BREAK = "aupro"
@@ -140,7 +140,7 @@ def client_for(tracking_uri: str) -> Any:
     """An MlflowClient on ``tracking_uri`` (registry on the same store), after a reachability check."""
     from mlflow import MlflowClient
 
-    from adkd.platform.mlflow_client import check_reachable, configure_http_env
+    from adkd.platform.tracking.client import check_reachable, configure_http_env
 
     configure_http_env()
     check_reachable(tracking_uri)

@@ -10,7 +10,7 @@ one SQLite file), on one background thread (``ResilientWriter``) that survives s
     summary = session.finish()                   # flushes; says where results are if MLflow never came back
 
 A finished child run logs the ``model.onnx`` the run exported (``TrainResult.onnx_path``) twice: the raw
-graph with ``mlflow.onnx`` and the registered pyfunc (``adkd.platform.pyfunc``) that takes encoded images;
+graph with ``mlflow.onnx`` and the registered pyfunc (``adkd.platform.registry.pyfunc``) that takes encoded images;
 then version N of ``adkd-<category>``. A failed run ends FAILED with the error in the ``error`` tag and
 is never registered.
 """
@@ -25,19 +25,19 @@ from typing import Any
 
 from adkd.errors import AdkdError
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
-from adkd.platform.category_tracker import CategoryTracker, run_id_of
-from adkd.platform.mlflow_client import (
+from adkd.platform.registry.versions import registered_name
+from adkd.platform.tracking.category_run import CategoryTracker, run_id_of
+from adkd.platform.tracking.client import (
     ResilientWriter,
     check_reachable,
     configure_http_env,
     is_remote,
     write_unsent_report,
 )
-from adkd.platform.mlflow_labels import experiment_tags, mark_training_experiment
-from adkd.platform.mlflow_values import MAX_TAG_VALUE, flatten, param_value
-from adkd.platform.redaction import redact, redact_uri
-from adkd.platform.registry import registered_name
-from adkd.platform.run_context import dataset_name, environment_tags
+from adkd.platform.tracking.labels import experiment_tags, mark_training_experiment
+from adkd.platform.tracking.redaction import redact, redact_uri
+from adkd.platform.tracking.run_context import dataset_name, environment_tags
+from adkd.platform.tracking.values import MAX_TAG_VALUE, flatten, param_value
 
 log = logging.getLogger(__name__)
 

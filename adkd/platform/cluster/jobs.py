@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from adkd.errors import ConfigError, ServiceError
-from adkd.platform.ray_connection import package_dir, use_ray_token_if_present
+from adkd.platform.cluster.connection import package_dir, use_ray_token_if_present
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # Settings a job inherits from the submitting shell when set (never credentials).

@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass
 
 from adkd.errors import ConfigError
-from adkd.platform.ray_worker import DEFAULT_ENGINE
+from adkd.platform.cluster.worker import DEFAULT_ENGINE
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 from adkd.errors import ConfigError
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
-from adkd.platform.tune_space import (  # noqa: F401 (re-exported: the CLI and tests import them from here)
+from adkd.platform.tune.space import (  # noqa: F401 (re-exported: the CLI and tests import them from here)
     DEFAULT_SPACES,
     PARAM_TARGETS,
     TUNABLE_MODELS,
@@ -345,8 +345,8 @@ def log_to_mlflow(session: Any, summary: TuneSummary) -> None:
     """
     from mlflow.entities import Metric, Param
 
-    from adkd.platform.mlflow_values import flatten
-    from adkd.platform.redaction import redact
+    from adkd.platform.tracking.redaction import redact
+    from adkd.platform.tracking.values import flatten
 
     client = session._client
     best = summary.best

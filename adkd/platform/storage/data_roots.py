@@ -27,7 +27,7 @@ def local_root(
     absolute: Ray Tune runs each trial in a folder of its own.
     """
     if is_remote(data):
-        from adkd.platform.s3 import sync_dataset
+        from adkd.platform.storage.s3 import sync_dataset
 
         return sync_dataset(data, cache_dir, endpoint_url, categories).resolve()
     root = Path(data).expanduser().resolve()
@@ -58,7 +58,7 @@ def list_categories(data: str, wanted: list[str] | None, endpoint_url: str | Non
 
 def _s3_categories(data: str, endpoint_url: str | None) -> list[str]:
     """Top-level folders under an s3:// data root (listing only: nothing is downloaded here)."""
-    from adkd.platform.s3 import S3Uri, s3_client
+    from adkd.platform.storage.s3 import S3Uri, s3_client
 
     uri = S3Uri.parse(data)
     client = s3_client(endpoint_url)

@@ -23,9 +23,9 @@ from adkd.errors import AdkdError, ConfigError
 from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS, logged_key
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
-from adkd.platform.benchmark_grid import Job, Overrides, build_jobs, deviations, load_grid
-from adkd.platform.benchmark_report import NOT_RUN, BenchmarkReport, Cell, ReportRow
-from adkd.platform.run_listeners import RunListener
+from adkd.platform.benchmark.grid import Job, Overrides, build_jobs, deviations, load_grid
+from adkd.platform.benchmark.report import NOT_RUN, BenchmarkReport, Cell, ReportRow
+from adkd.platform.cluster.listeners import RunListener
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class BenchmarkOutcome:
 @functools.cache
 def _tracker_class() -> type:
     """``CategoryTracker`` plus the row (built on first use: tracking imports MLflow)."""
-    from adkd.platform.category_tracker import CategoryTracker
+    from adkd.platform.tracking.category_run import CategoryTracker
 
     class RowTracker(CategoryTracker):
         """A child run of one (row, category): the category's tracker plus the row's label in tags and name."""
@@ -151,7 +151,7 @@ def run_benchmark(
 
     ``listeners`` (e.g. the CLI's live table) receive every job's events besides MLflow tracking.
     """
-    from adkd.platform.ray_driver import new_run_id
+    from adkd.platform.cluster.driver import new_run_id
     from adkd.platform.runs import RayPlan, run_settings, train_configs
 
     check_requests(register, promote, tracking)
@@ -171,7 +171,7 @@ def run_benchmark(
     session: Any = None
     sink: BenchmarkListener | None = None
     if tracking:
-        from adkd.platform.tracking import TrackingSession
+        from adkd.platform.tracking.session import TrackingSession
 
         session = TrackingSession.from_settings(
             settings,
@@ -294,7 +294,7 @@ def _register_best(report: BenchmarkReport, sink: BenchmarkListener, jobs: dict[
 
 def _promote_best(report: BenchmarkReport, session: Any, alias: str, grid: str, user: str | None = None) -> None:
     """Promote each registered best version through the registry's gate; a refusal is reported, not raised."""
-    from adkd.platform.registry import promote
+    from adkd.platform.registry.versions import promote
 
     for category, label in report.best().items():
         if label is None:

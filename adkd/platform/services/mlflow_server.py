@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from adkd.errors import ConfigError, ServiceError
-from adkd.platform.child_processes import stop_on_signals, stop_tree
-from adkd.platform.redaction import redact_uri
+from adkd.platform.services.process_tree import stop_on_signals, stop_tree
+from adkd.platform.tracking.redaction import redact_uri
 
 STATE_FILE = "server.json"
 LOG_FILE = "server.log"

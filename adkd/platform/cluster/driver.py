@@ -1,8 +1,8 @@
 """Every category at once on Ray: one Ray Train ``TorchTrainer`` per category, run concurrently.
 
-The driver (this process) starts one trainer per category (``adkd.platform.ray_worker.category_worker``),
+The driver (this process) starts one trainer per category (``adkd.platform.cluster.worker.category_worker``),
 drains the workers' events from the hub and passes them to its listeners (MLflow tracking, a live
-table: ``adkd.platform.run_listeners.RunListener``), then fetches each category's outputs from run
+table: ``adkd.platform.cluster.listeners.RunListener``), then fetches each category's outputs from run
 storage and writes the results files.
 
 Fault tolerance: every epoch's ``last.pt`` is reported as a Ray checkpoint; ``FailureConfig``
@@ -28,11 +28,11 @@ from typing import Any
 from adkd.errors import ConfigError
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
-from adkd.platform.ray_connection import connect, storage_filesystem, storage_uri
-from adkd.platform.ray_resources import CategoryResources, check_distributed, check_fits
-from adkd.platform.ray_worker import RESULT_FILE, Event, category_worker, make_hub
-from adkd.platform.results_files import ResultRow, write_results
-from adkd.platform.run_listeners import RunListener
+from adkd.platform.cluster.connection import connect, storage_filesystem, storage_uri
+from adkd.platform.cluster.listeners import RunListener
+from adkd.platform.cluster.resources import CategoryResources, check_distributed, check_fits
+from adkd.platform.cluster.results import ResultRow, write_results
+from adkd.platform.cluster.worker import RESULT_FILE, Event, category_worker, make_hub
 
 log = logging.getLogger(__name__)
 

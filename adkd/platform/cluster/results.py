@@ -11,7 +11,7 @@ from typing import Any
 from rich.table import Table
 
 from adkd.pipelines.evaluate.metric_names import METRIC_LABELS, QUALITY_METRICS, logged_key
-from adkd.platform.tables import Column, fit_table
+from adkd.platform.console.tables import Column, fit_table
 
 # Ordered so the final table reads the same way as the MLflow test metrics.
 RESULT_METRICS = tuple((logged_key(name), METRIC_LABELS[name]) for name in QUALITY_METRICS)

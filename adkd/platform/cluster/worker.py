@@ -146,7 +146,7 @@ def _engine(spec: str | None) -> Callable[..., TrainResult]:
 
 def _local_data(config: TrainConfig, loop_config: dict[str, Any]) -> TrainConfig:
     """The data made local on this node: s3:// synced into this node's cache (its own settings decide where)."""
-    from adkd.platform.local_data import local_root
+    from adkd.platform.storage.data_roots import local_root
     from adkd.settings import load_settings
 
     cache = Path(loop_config.get("cache_dir") or load_settings().cache_dir)

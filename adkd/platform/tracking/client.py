@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import requests
 
 from adkd.errors import ServiceError
-from adkd.platform.redaction import redact_uri
+from adkd.platform.tracking.redaction import redact_uri
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def connect(
     """Start an embedded Ray (no address) or join a cluster; return the cluster's total resources."""
     import ray
 
-    from adkd.platform.quiet import debug_requested, drop_ray_driver_noise
+    from adkd.platform.console.quiet import debug_requested, drop_ray_driver_noise
 
     if ray.is_initialized():
         return dict(ray.cluster_resources())

@@ -1,6 +1,6 @@
 """Listeners: what receives the events of a multi-category run (MLflow tracking, a live table, a test).
 
-The driver of ``adkd.platform.ray_driver.run_all_categories`` only calls listeners; it draws nothing
+The driver of ``adkd.platform.cluster.driver.run_all_categories`` only calls listeners; it draws nothing
 and writes no MLflow run itself.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from adkd.pipelines.train.callbacks import NullCallback, TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
-from adkd.platform.ray_worker import Event
+from adkd.platform.cluster.worker import Event
 
 
 class RunListener:
@@ -39,7 +39,7 @@ class RunListener:
 
 
 class TrackingListener(RunListener):
-    """MLflow through ``adkd.platform.tracking.TrackingSession``: a parent run, a child run per category.
+    """MLflow through ``adkd.platform.tracking.session.TrackingSession``: a parent run, a child run per category.
 
     The session's per-category trackers receive the events the driver replays from the workers;
     the tracker of a finished category logs the model.onnx its worker exported and registers a version.

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from adkd.errors import AdkdError
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
-from adkd.platform.mlflow_client import ResilientWriter
-from adkd.platform.mlflow_values import MAX_TAG_VALUE, finite_metrics, flatten
-from adkd.platform.model_logging import log_onnx_model, log_pyfunc_model
-from adkd.platform.redaction import is_secret, redact, redact_uri
-from adkd.platform.registry import register_version, registered_name, version_tags
-from adkd.platform.run_context import device_tag
+from adkd.platform.registry.model_logging import log_onnx_model, log_pyfunc_model
+from adkd.platform.registry.versions import register_version, registered_name, version_tags
+from adkd.platform.tracking.client import ResilientWriter
+from adkd.platform.tracking.redaction import is_secret, redact, redact_uri
+from adkd.platform.tracking.run_context import device_tag
+from adkd.platform.tracking.values import MAX_TAG_VALUE, finite_metrics, flatten
 
 if TYPE_CHECKING:
-    from adkd.platform.tracking import TrackingSession
+    from adkd.platform.tracking.session import TrackingSession
 
 log = logging.getLogger(__name__)
 

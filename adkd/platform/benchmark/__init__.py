@@ -1,0 +1,3 @@
+"""`adkd benchmark`: grids of models x categories x settings, run through the multi-category Ray path, and their
+ranked report.
+"""

@@ -1,0 +1,1 @@
+"""What adkd prints: terminal tables that fit, and third-party output kept quiet unless --debug."""

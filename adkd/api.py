@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from adkd.pipelines.predict import OnnxPredictor, Prediction
+from adkd.pipelines.predict import OnnxPredictor, Prediction, open_predictor
 from adkd.pipelines.train.callbacks import TrainResult
 
 
@@ -24,6 +24,11 @@ class Detector:
     def metadata(self) -> dict[str, Any]:
         return dict(self.predictor.meta)
 
+    @property
+    def runtime(self) -> str:
+        """The runtime that scores the images (``onnxruntime``, ...)."""
+        return self.predictor.runtime
+
     def predict(self, images: Any) -> list[Prediction]:
         """One Prediction per image (a single image is accepted too)."""
         if not isinstance(images, list | tuple):
@@ -32,18 +37,23 @@ class Detector:
 
 
 def load(
-    model_uri: str | Path, threshold: float | None = None, tracking_uri: str | None = None, int8: bool = False
+    model_uri: str | Path,
+    threshold: float | None = None,
+    tracking_uri: str | None = None,
+    int8: bool = False,
+    runtime: str = "auto",
 ) -> Detector:
     """Load a model from an .onnx path, ``models:/adkd-CAT@alias``, ``models:/adkd-CAT/N`` or a run id.
 
     ``int8=True`` picks the model's int8 ONNX file (``adkd export --int8`` / ``export_int8=true``).
+    ``runtime`` picks what runs it: ``auto`` (the one recorded at export as fastest here) or ``onnxruntime``.
     """
     from adkd.platform.registry.resolve import resolve_onnx
     from adkd.settings import load_settings
 
     settings = load_settings(tracking_uri=tracking_uri)
     path, origin = resolve_onnx(str(model_uri), settings.resolved_tracking_uri, settings.cache_dir, int8=int8)
-    return Detector(OnnxPredictor(path, threshold=threshold), origin)
+    return Detector(open_predictor(path, runtime=runtime, threshold=threshold), origin)
 
 
 def train(

@@ -36,6 +36,7 @@ ENV_VARS = {
     "ADKD_REGISTER": "register_models",
     "ADKD_USER": "user",
     "ADKD_OFFLINE": "offline",
+    "ADKD_RUNTIME": "runtime",
     "AWS_DEFAULT_REGION": "aws_region",
     "AWS_REGION": "aws_region",
     "RAY_API_SERVER_ADDRESS": "ray_jobs_address",
@@ -67,6 +68,7 @@ class Settings(BaseModel):
     aws_region: str = Field(default="us-east-1", description="Region for S3 run storage.")
     ray_jobs_address: str | None = Field(default=None, description="Ray Jobs API address (dashboard).")
     promotion_metric: str = "image_auroc"
+    runtime: str = Field(default="auto", description="Inference runtime (auto = the one recorded at export).")
     train: dict[str, Any] = Field(default_factory=dict, description="[train] table: training overrides.")
     tune: dict[str, Any] = Field(default_factory=dict, description="[tune] table: search space and options.")
 

@@ -23,15 +23,21 @@ def predict(
     threshold: float = typer.Option(None, help="Raw image-score threshold (default: the model's stored one)."),
     tracking_uri: str = typer.Option(None, help="MLflow tracking URI (default: settings / MLFLOW_TRACKING_URI)."),
     int8: bool = typer.Option(False, "--int8", help="Use the model's int8 ONNX file (CPU inference)."),
+    runtime: str = typer.Option(
+        None, help="Inference runtime: auto (the fastest recorded at export) or onnxruntime. Default: settings."
+    ),
 ) -> None:
     """Score images: verdicts, heatmap overlays, masks, predictions.csv and summary.json."""
     from adkd.api import load
     from adkd.errors import AdkdError
     from adkd.pipelines.predict import collect_inputs
     from adkd.pipelines.predict.outputs import unique_stem, write_image_outputs, write_summary
+    from adkd.settings import load_settings
 
-    detector = load(model, threshold=threshold, tracking_uri=tracking_uri, int8=int8)
+    runtime = runtime or load_settings().runtime
+    detector = load(model, threshold=threshold, tracking_uri=tracking_uri, int8=int8, runtime=runtime)
     predictor = detector.predictor
+    err_console.print(f"runtime: {detector.runtime}", highlight=False)
     files = collect_inputs(inputs)
     rows: list[dict] = []
     failures: list[dict[str, str]] = []

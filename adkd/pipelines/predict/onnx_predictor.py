@@ -98,6 +98,12 @@ class OnnxPredictor:
         thresholds = self.meta.get("thresholds") or {}
         self.image_threshold = float(threshold if threshold is not None else thresholds.get("image", np.nan))
         self.pixel_threshold = float(thresholds.get("pixel", np.nan))
+        self.runtime = "onnxruntime"
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The model's export metadata (thresholds, image size, model, precision, ...)."""
+        return dict(self.meta)
 
     def load(self, source: str | Path | np.ndarray | Image.Image) -> Loaded:
         """Decode ``source`` and make the model's input from it exactly as training did (``resize`` policy)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -170,21 +169,21 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
     """Decode → ONNX graph (resize, normalise, model, scores inside) → one row per image."""
 
     def load_context(self, context: Any) -> None:
-        self.load(context.artifacts[ONNX_ARTIFACT])
+        # The runtime: the model's config (mlflow's model_config) or ADKD_RUNTIME, else the one recorded at export.
+        config = getattr(context, "model_config", None) or {}
+        self.load(context.artifacts[ONNX_ARTIFACT], runtime=config.get("runtime"))
 
-    def load(self, onnx_path: str | Path) -> OnnxAnomalyModel:
-        import onnxruntime as ort
+    def load(self, onnx_path: str | Path, runtime: str | None = None) -> OnnxAnomalyModel:
+        from adkd.pipelines.predict.runtimes import open_predictor
+        from adkd.settings import load_settings
 
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(str(onnx_path), providers=providers)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.image_size = int(meta["image_size"])
-        self.resize = meta.get("resize", "stretch")  # models exported before the setting: stretch
-        eval_size = int(meta.get("eval_size", self.image_size))
-        self.crop = eval_size if eval_size != self.image_size else None
-        self.thresholds = json.loads(meta.get("thresholds", "{}"))
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.predictor = open_predictor(onnx_path, runtime=runtime or load_settings().runtime)
+        self.runtime = self.predictor.runtime
+        meta = self.predictor.metadata
+        self.image_size = self.predictor.image_size
+        self.resize = self.predictor.resize
+        self.crop = self.predictor.crop
+        self.thresholds = meta.get("thresholds") or {}
         return self
 
     # model_input has no type hint on purpose: MLflow would read one as the input schema.
@@ -198,19 +197,19 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             batch = np.stack([_decode(img, self.image_size, self.resize)[0] for img, _ in chunk])
-            outputs = dict(zip(self.output_names, self.session.run(None, {self.input_name: batch})))
+            maps, scores, norms = self.predictor.run(batch)
             for i, (img, converted) in enumerate(chunk):
-                norm = float(outputs["normalized_score"][i])
+                norm = float(norms[i])
                 row = {
-                    "image_score": float(outputs["image_score"][i]),
+                    "image_score": float(scores[i]),
                     "normalized_score": norm,
-                    "anomalous": bool(float(outputs["image_score"][i]) > self.thresholds.get("image", np.inf)),
+                    "anomalous": bool(float(scores[i]) > self.thresholds.get("image", np.inf)),
                     "threshold": float(self.thresholds.get("image", np.nan)),
                     "resized": converted or img.size != (self.image_size, self.image_size),
                 }
                 if return_maps:  # at the input image's own size
                     where = placement(img.width, img.height, self.image_size, self.resize)
-                    amap = unfit(outputs["anomaly_map"][i, 0], where, self.crop)
+                    amap = unfit(maps[i], where, self.crop)
                     row["anomaly_map"] = amap.tolist()
                 rows.append(row)
         return pd.DataFrame(rows)

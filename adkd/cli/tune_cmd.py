@@ -92,6 +92,7 @@ def tune(
     """Tune the model's own knobs on normal images with synthetic defects; only the best sees the test split."""
     from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS, logged_key
     from adkd.platform.cluster.connection import connect
+    from adkd.platform.registry.publishing import RegistryPublisher
     from adkd.platform.runs import RunRequest, resolve_config, run_settings
     from adkd.platform.storage.data_roots import local_root
     from adkd.platform.tracking.session import TrackingSession
@@ -104,7 +105,9 @@ def tune(
     # The knobs depend on the model's settings (the mrkd paper loss has no α): read them from the first category.
     first = resolve_config(request, categories[0], settings)
     space = parse_space(model, settings.tune.get("space"), _lr_range(tune_lr), model_options=first.model_options)
-    session = TrackingSession.from_settings(settings, data, "tune", register=register_best, params={"model": model})
+    session = TrackingSession.from_settings(
+        settings, data, "tune", publisher=RegistryPublisher(), register=register_best, params={"model": model}
+    )
     session.start_parent()
     connect(settings.ray_address)
     status = "FINISHED"

@@ -141,9 +141,13 @@ def train_one(
     check_category(config.data, config.category)  # before a tracking run is created
     attached = list(callbacks)
     if request.tracking and settings.tracking:
+        from adkd.platform.registry.publishing import RegistryPublisher
         from adkd.platform.tracking.session import StandaloneTracker
 
-        attached.append(StandaloneTracker.open(settings, config, register=settings.register_models))
+        tracker = StandaloneTracker.open(
+            settings, config, publisher=RegistryPublisher(), register=settings.register_models
+        )
+        attached.append(tracker)
     local = make_local(config, settings)
     resume_from, note = resume_path(local) if request.resume else (None, None)
     result = train_category(local, attached, resume_from=resume_from)
@@ -220,12 +224,14 @@ def train_configs(
 def tracking_listener(settings: Settings, request: RunRequest, names: list[str]) -> Any:
     """A parent MLflow run for a multi-category run and a child per category (registered unless told not to)."""
     from adkd.platform.cluster.listeners import TrackingListener
+    from adkd.platform.registry.publishing import RegistryPublisher
     from adkd.platform.tracking.session import TrackingSession
 
     session = TrackingSession.from_settings(
         settings,
         request.data,
         command="train",
+        publisher=RegistryPublisher(),
         params={"categories": ",".join(names), "model": request.model, "preset": request.preset or ""},
         tags={"categories": ",".join(names), "mode": "all-categories"},
         register=settings.register_models,

@@ -20,6 +20,7 @@ from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
+from adkd.platform.registry.publishing import RegistryPublisher
 from adkd.platform.registry.pyfunc import INT8_ARTIFACT, ONNX_ARTIFACT
 from adkd.platform.tracking.category_run import CategoryTracker
 from adkd.platform.tracking.session import StandaloneTracker, TrackingSession
@@ -79,6 +80,7 @@ def _session(tmp: Path, **kwargs: Any) -> TrackingSession:
         f"sqlite:///{store / 'mlflow.db'}",
         "synthset",
         "train",
+        publisher=RegistryPublisher(),
         artifact_location=(store / "artifacts").resolve().as_uri(),
         local_dir=tmp,
         **kwargs,
@@ -164,7 +166,7 @@ def test_standalone_tracker_opens_over_given_settings_and_can_skip_registration(
     settings = Settings(runs_dir=tmp / "adkd-runs", register_models=True)
     config = trained["result"].config
     train_config = resolve_config("rd", "cpu-smoke", category=CATEGORY, data=USER_ROOT, overrides=[])
-    tracker = StandaloneTracker.open(settings, train_config, register=False)
+    tracker = StandaloneTracker.open(settings, train_config, publisher=RegistryPublisher(), register=False)
     result = dataclasses.replace(trained["result"], onnx_path=trained["onnx"], data_fingerprint="f" * 64)
     for name, args in trained["events"]:
         getattr(tracker, name)(*args)

@@ -42,6 +42,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from adkd.platform.cluster.driver import RayRunOptions, run_all_categories
     from adkd.platform.cluster.listeners import RunListener, TrackingListener
     from adkd.platform.cluster.resources import CategoryResources
+    from adkd.platform.registry.publishing import RegistryPublisher
     from adkd.platform.tracking.session import TrackingSession
 
     if ray.is_initialized():
@@ -56,7 +57,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         for c in (*GOOD, BROKEN)
     ]
     session = TrackingSession(
-        tracking_uri, "cluster-test", "train", artifact_location=(tmp / "artifacts").as_uri(), local_dir=runs_dir
+        tracking_uri,
+        "cluster-test",
+        "train",
+        publisher=RegistryPublisher(),
+        artifact_location=(tmp / "artifacts").as_uri(),
+        local_dir=runs_dir,
     )
     events: list[dict[str, Any]] = []
     killed: dict[str, int] = {}

@@ -26,6 +26,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from adkd.platform.cluster.driver import RayRunOptions, run_all_categories
     from adkd.platform.cluster.listeners import RunListener, TrackingListener
     from adkd.platform.cluster.resources import CategoryResources
+    from adkd.platform.registry.publishing import RegistryPublisher
     from adkd.platform.tracking.session import TrackingSession
 
     if ray.is_initialized():
@@ -42,6 +43,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         tracking_uri,
         "ddp-test",
         "train",
+        publisher=RegistryPublisher(),
         artifact_location=(tmp / "artifacts").as_uri(),
         local_dir=runs_dir,
         register=False,

@@ -15,6 +15,7 @@ from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.train.callbacks import NullCallback
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
+from adkd.platform.registry.publishing import RegistryPublisher
 from adkd.platform.tracking.session import TrackingSession
 from tests.integration.mlflow_fixtures import (  # noqa: F401
     MlflowServer,
@@ -52,7 +53,13 @@ def test_server_stopped_and_restarted_mid_run(restartable_mlflow_server: MlflowS
         overrides=["epochs=5", "num_threads=1", f"out_dir={tmp_path / 'runs'}"],
     )  # fmt: skip
     session = TrackingSession(
-        server.uri, "outageset", "train", local_dir=tmp_path / "adkd-runs", flush_timeout_s=600, max_backoff_s=5
+        server.uri,
+        "outageset",
+        "train",
+        publisher=RegistryPublisher(),
+        local_dir=tmp_path / "adkd-runs",
+        flush_timeout_s=600,
+        max_backoff_s=5,
     )
     session.start_parent()
     tracker = session.child("weave", preset="cpu-smoke")
@@ -82,7 +89,9 @@ def test_server_that_never_returns_leaves_results_on_disk(
     tmp_path: Path,
 ) -> None:
     server = restartable_mlflow_server
-    session = TrackingSession(server.uri, "lost", "train", local_dir=tmp_path / "adkd-runs", flush_timeout_s=5)
+    session = TrackingSession(
+        server.uri, "lost", "train", publisher=RegistryPublisher(), local_dir=tmp_path / "adkd-runs", flush_timeout_s=5
+    )
     session.start_parent()
     tracker = session.child("weave")
     run_dir = tmp_path / "runs" / "rd" / "weave"

@@ -51,8 +51,8 @@ def _tracker_class() -> type:
     class RowTracker(CategoryTracker):
         """A child run of one (row, category): the category's tracker plus the row's label in tags and name."""
 
-        def __init__(self, session: Any, job: Job) -> None:
-            super().__init__(session, job.category, preset=job.config.preset if job.config else None)
+        def __init__(self, context: Any, job: Job) -> None:
+            super().__init__(context, job.category, preset=job.config.preset if job.config else None)
             self.row = job.row
 
         def on_start(self, config: dict[str, Any]) -> None:
@@ -60,14 +60,14 @@ def _tracker_class() -> type:
             super().on_start(config)
             if started:
                 return
-            client, handle, row, category = self.session._client, self.handle, self.row, self.category
+            client, handle, row, category = self.context.client, self.handle, self.row, self.category
 
             def tag() -> None:
                 run_id = handle.require_run_id()
                 client.set_tag(run_id, "benchmark_row", row)
                 client.set_tag(run_id, "mlflow.runName", f"{row}-{category}")
 
-            self._writer.submit(f"row tags of {row}/{category}", tag)
+            self.context.writer.submit(f"row tags of {row}/{category}", tag)
 
     return RowTracker
 
@@ -86,7 +86,7 @@ class BenchmarkListener(RunListener):
             self.session.start_parent()
 
     def callback(self, key: str) -> TrainCallback:
-        tracker = _tracker_class()(self.session, self.jobs[key])
+        tracker = _tracker_class()(self.session.child_context(), self.jobs[key])
         self.session.children[key] = tracker
         self.trackers[key] = tracker
         return tracker
@@ -171,12 +171,14 @@ def run_benchmark(
     session: Any = None
     sink: BenchmarkListener | None = None
     if tracking:
+        from adkd.platform.registry.publishing import RegistryPublisher
         from adkd.platform.tracking.session import TrackingSession
 
         session = TrackingSession.from_settings(
             settings,
             data,
             command="benchmark",
+            publisher=RegistryPublisher(),
             register=False,
             params={
                 "grid": grid.name,
@@ -256,7 +258,7 @@ def run_benchmark(
     report.run["wall_s"] = time.monotonic() - started
     paths = report.write(Path(out) if out is not None else run_dir)
     if session is not None:
-        client, parent = session._client, session.parent_run_id
+        client, parent = session.client, session.parent_run_id
         for path in paths.values():
             session.writer.submit(
                 f"report {path.name}", lambda p=path: client.log_artifact(parent, str(p), REPORT_ARTIFACT_DIR)
@@ -304,7 +306,7 @@ def _promote_best(report: BenchmarkReport, session: Any, alias: str, grid: str, 
             continue
         try:
             result = promote(
-                session._client,
+                session.client,
                 category,
                 cell.registered_version,
                 alias,

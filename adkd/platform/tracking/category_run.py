@@ -1,8 +1,9 @@
 """One category's MLflow child run as a TrainCallback: tags, params, metrics, artifacts, models, registration.
 
-Every method only queues writes on the session's ``ResilientWriter`` and none raises. A finished run logs
-the ``model.onnx`` the run exported (``TrainResult.onnx_path``) as an ``mlflow.onnx`` model and as the
-registered pyfunc, then registers version N of ``adkd-<category>`` when the session registers.
+Every method only queues writes on the command's ``ResilientWriter`` and none raises. The tracker knows its
+command through the ``ChildRunContext`` the session hands it (child_context.py), nothing else. A finished run
+hands the ``model.onnx`` it exported (``TrainResult.onnx_path``) to the context's ``ModelPublisher``: logged as
+an ``mlflow.onnx`` model and as the servable pyfunc, then registered as a version when the session registers.
 """
 
 from __future__ import annotations
@@ -10,21 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from adkd.errors import AdkdError
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
-from adkd.platform.registry.model_logging import log_onnx_model, log_pyfunc_model
-from adkd.platform.registry.versions import register_version, registered_name, version_tags
-from adkd.platform.tracking.client import ResilientWriter
+from adkd.platform.tracking.child_context import ChildRunContext, RunHandle, run_id_of
 from adkd.platform.tracking.redaction import is_secret, redact, redact_uri
 from adkd.platform.tracking.run_context import device_tag
 from adkd.platform.tracking.values import MAX_TAG_VALUE, finite_metrics, flatten
-
-if TYPE_CHECKING:
-    from adkd.platform.tracking.session import TrackingSession
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +35,6 @@ ARTIFACT_DIRS = {
 }
 
 
-@dataclass
-class RunHandle:
-    """A child run as the writer thread knows it; ``run_id`` is set once the server created it."""
-
-    category: str
-    run_id: str | None = None
-    onnx_model_uri: str | None = None
-    pyfunc_model_uri: str | None = None
-    pyfunc_model_id: str | None = None
-    registered_version: str | None = None
-
-    def require_run_id(self) -> str:
-        """The run id; raises when the server never created the run (only call it on the writer thread)."""
-        if self.run_id is None:
-            raise AdkdError(f"MLflow run of {self.category} was never created")
-        return self.run_id
-
-
-def run_id_of(run_id_or_handle: Any) -> str:
-    """The MLflow run id of a handle (raises if the run was never created) or of a plain id."""
-    if isinstance(run_id_or_handle, RunHandle):
-        return run_id_or_handle.require_run_id()
-    return str(run_id_or_handle)
-
-
 def _existing(*paths: str | Path | None) -> Path | None:
     """The first path that is a file here: the result's own, else the one its artifact event named.
 
@@ -80,8 +49,8 @@ def _existing(*paths: str | Path | None) -> Path | None:
 class CategoryTracker(NullCallback):
     """TrainCallback: one category's child run. Methods only queue writes; none raises."""
 
-    def __init__(self, session: TrackingSession, category: str, preset: str | None = None) -> None:
-        self.session = session
+    def __init__(self, context: ChildRunContext, category: str, preset: str | None = None) -> None:
+        self.context = context
         self.category = category
         self.preset = preset
         self.handle = RunHandle(category)
@@ -94,39 +63,34 @@ class CategoryTracker(NullCallback):
         self.error: str | None = None
         self._started = False
 
-    @property
-    def _writer(self) -> ResilientWriter:
-        assert self.session.writer is not None, "TrackingSession.start_parent() was not called"
-        return self.session.writer
-
     def on_start(self, config: dict[str, Any]) -> None:
         if self._started:
             return
         self._started = True
         self.config = dict(config)
-        session, handle, client = self.session, self.handle, self.session._client
+        context, handle, client = self.context, self.handle, self.context.client
         model = str(config.get("model", ""))
-        data = session.data_root or redact_uri(str(config.get("data") or ""))
+        data = context.data_root or redact_uri(str(config.get("data") or ""))
         tags = {
             "mlflow.runName": f"{model}-{self.category}" if model else self.category,
-            "mlflow.parentRunId": session.parent_run_id,
+            "mlflow.parentRunId": context.parent_run_id,
             "category": self.category,
             "model": model,
             "backbone": str(config.get("backbone") or ""),
             "preset": str(self.preset or config.get("preset") or ""),
             "data": data,
             "device": device_tag(config),
-            **session._env_tags,
+            **context.env_tags,
         }
         tags = {k: v for k, v in tags.items() if v is not None and not is_secret(k, v)}
-        experiment_id = session.experiment_id
+        experiment_id = context.experiment_id
 
         def create() -> None:
             if handle.run_id is None:
                 handle.run_id = client.create_run(experiment_id, tags=tags).info.run_id
 
-        self._writer.submit(f"create run of {self.category}", create)
-        session._log_params(handle, redact(flatten(self.config)), self.category)
+        context.writer.submit(f"create run of {self.category}", create)
+        context.log_params(handle, redact(flatten(self.config)), self.category)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -135,12 +99,12 @@ class CategoryTracker(NullCallback):
         batch = [Metric(k, v, now, int(epoch)) for k, v in finite_metrics(metrics).items()]
         if not batch:
             return
-        client, handle = self.session._client, self.handle
+        client, handle = self.context.client, self.handle
 
         def send(items: list[Any]) -> None:
             client.log_batch(run_id_of(handle), metrics=items)
 
-        self._writer.submit_metrics(f"metrics of {self.category} epoch {epoch}", send, batch, handle)
+        self.context.writer.submit_metrics(f"metrics of {self.category} epoch {epoch}", send, batch, handle)
 
     def on_checkpoint(self, path: Path, epoch: int) -> None:
         self.checkpoint = Path(path)
@@ -167,14 +131,14 @@ class CategoryTracker(NullCallback):
         self._log_artifact(path, folder or None)
 
     def _log_artifact(self, path: Path, folder: str | None) -> None:
-        client, handle = self.session._client, self.handle
+        client, handle = self.context.client, self.handle
         if path.is_dir():
-            self._writer.submit(
+            self.context.writer.submit(
                 f"artifacts {path.name} of {self.category}",
                 lambda: client.log_artifacts(run_id_of(handle), str(path), folder),
             )
         else:
-            self._writer.submit(
+            self.context.writer.submit(
                 f"artifact {path.name} of {self.category}",
                 lambda: client.log_artifact(run_id_of(handle), str(path), folder),
             )
@@ -200,7 +164,7 @@ class CategoryTracker(NullCallback):
         if not self._started:
             self.on_start(result.config or {})
         self.run_dir = Path(result.run_dir)
-        client, handle = self.session._client, self.handle
+        client, handle = self.context.client, self.handle
         final = finite_metrics(result.metrics)
         final["duration_s"] = float(result.duration_s)
         from mlflow.entities import Metric
@@ -211,7 +175,7 @@ class CategoryTracker(NullCallback):
         def send(items: list[Any]) -> None:
             client.log_batch(run_id_of(handle), metrics=items)
 
-        self._writer.submit_metrics(f"final metrics of {self.category}", send, batch, handle)
+        self.context.writer.submit_metrics(f"final metrics of {self.category}", send, batch, handle)
         tags = {"data_fingerprint": result.data_fingerprint, **result.tags} if result.data_fingerprint else result.tags
         self._set_tags(tags)
         if result.status != "FINISHED":
@@ -226,58 +190,62 @@ class CategoryTracker(NullCallback):
         if checkpoint is not None and checkpoint.is_file():
             self._log_artifact(checkpoint, "checkpoint")
         self._log_models(onnx_path, int8_path)
-        if self.session.register:
+        if self.context.register:
             self.register(final)
         self.status = "FINISHED"
-        self._writer.submit(f"end run of {self.category}", lambda: client.set_terminated(run_id_of(handle), "FINISHED"))
+        self.context.writer.submit(
+            f"end run of {self.category}", lambda: client.set_terminated(run_id_of(handle), "FINISHED")
+        )
 
     def _set_tags(self, tags: dict[str, str]) -> None:
-        client, handle = self.session._client, self.handle
+        client, handle = self.context.client, self.handle
         for key, value in tags.items():
-            self._writer.submit(f"{key} tag of {self.category}", lambda k=key, v=value: client.set_tag(
+            self.context.writer.submit(f"{key} tag of {self.category}", lambda k=key, v=value: client.set_tag(
                 run_id_of(handle), k, str(v)[:MAX_TAG_VALUE]))  # fmt: skip
 
     def _fail(self, error: str) -> None:
         self.status, self.error = "FAILED", error
-        client, handle = self.session._client, self.handle
-        self._writer.submit(
+        client, handle = self.context.client, self.handle
+        self.context.writer.submit(
             f"error tag of {self.category}", lambda: client.set_tag(run_id_of(handle), "error", error[:MAX_TAG_VALUE])
         )
-        self._writer.submit(
+        self.context.writer.submit(
             f"end run of {self.category} (FAILED)", lambda: client.set_terminated(run_id_of(handle), "FAILED")
         )
 
     def _log_models(self, onnx_path: Path, int8_path: Path | None = None) -> None:
         handle, category = self.handle, self.category
-        client, experiment_id = self.session._client, self.session.experiment_id
+        client, experiment_id, publisher = self.context.client, self.context.experiment_id, self.context.publisher
 
         def log_onnx() -> None:
-            handle.onnx_model_uri = log_onnx_model(onnx_path, run_id_of(handle), experiment_id)
+            handle.onnx_model_uri = publisher.log_onnx(onnx_path, run_id_of(handle), experiment_id)
             client.set_tag(run_id_of(handle), "onnx_model_uri", handle.onnx_model_uri)
 
         def log_pyfunc() -> None:
-            info = log_pyfunc_model(onnx_path, run_id_of(handle), experiment_id, int8_path)
-            handle.pyfunc_model_uri, handle.pyfunc_model_id = info.model_uri, info.model_id
-            client.set_tag(run_id_of(handle), "pyfunc_model_uri", info.model_uri)
+            uri, model_id = publisher.log_pyfunc(onnx_path, run_id_of(handle), experiment_id, int8_path)
+            handle.pyfunc_model_uri, handle.pyfunc_model_id = uri, model_id
+            client.set_tag(run_id_of(handle), "pyfunc_model_uri", uri)
 
-        self._writer.submit(f"ONNX model of {category}", log_onnx)
-        self._writer.submit(f"pyfunc model of {category}", log_pyfunc)
+        self.context.writer.submit(f"ONNX model of {category}", log_onnx)
+        self.context.writer.submit(f"pyfunc model of {category}", log_pyfunc)
 
     def register(self, metrics: dict[str, float]) -> None:
-        """Queue version N of ``adkd-<category>`` from this run's pyfunc model (after its upload; once)."""
-        client, handle, category = self.session._client, self.handle, self.category
-        tags = version_tags(category, self.config, self.preset, metrics)
+        """Queue a new registered version from this run's pyfunc model (after its upload; once)."""
+        client, handle, category = self.context.client, self.handle, self.category
+        publisher, config, preset = self.context.publisher, dict(self.config), self.preset
 
         def register() -> None:
             if handle.registered_version is not None or handle.pyfunc_model_uri is None:
                 return
-            handle.registered_version = register_version(
+            handle.registered_name, handle.registered_version = publisher.register(
                 client,
                 category,
                 source=handle.pyfunc_model_uri,
                 run_id=run_id_of(handle),
                 model_id=handle.pyfunc_model_id,
-                tags=tags,
+                config=config,
+                preset=preset,
+                metrics=metrics,
             )
 
-        self._writer.submit(f"register {registered_name(category)}", register)
+        self.context.writer.submit(f"register the model of {category}", register)

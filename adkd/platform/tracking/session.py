@@ -3,16 +3,17 @@
 All writes go through one ``TrackingSession`` in the driver process (so many workers never write to
 one SQLite file), on one background thread (``ResilientWriter``) that survives server outages:
 
-    session = TrackingSession.from_settings(settings, data_root, command="train")
+    session = TrackingSession.from_settings(settings, data_root, "train", publisher=RegistryPublisher())
     session.start_parent()                       # ServiceError here if MLflow is unreachable
     cb = session.child("bottle")                 # a TrainCallback; a Ray driver can replay worker events
     train_category(config, callbacks=[cb])
     summary = session.finish()                   # flushes; says where results are if MLflow never came back
 
-A finished child run logs the ``model.onnx`` the run exported (``TrainResult.onnx_path``) twice: the raw
-graph with ``mlflow.onnx`` and the registered pyfunc (``adkd.platform.registry.pyfunc``) that takes encoded images;
-then version N of ``adkd-<category>``. A failed run ends FAILED with the error in the ``error`` tag and
-is never registered.
+A finished child run hands the ``model.onnx`` the run exported (``TrainResult.onnx_path``) to the session's
+``ModelPublisher`` (the model registry's, ``adkd.platform.registry.publishing``): logged twice, the raw graph
+with ``mlflow.onnx`` and the pyfunc that takes encoded images, then version N of ``adkd-<category>``. A failed
+run ends FAILED with the error in the ``error`` tag and is never registered. Child runs see the session only
+through the ``ChildRunContext`` it hands them (child_context.py).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any
 
 from adkd.errors import AdkdError
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
-from adkd.platform.registry.versions import registered_name
-from adkd.platform.tracking.category_run import CategoryTracker, run_id_of
+from adkd.platform.tracking.category_run import CategoryTracker
+from adkd.platform.tracking.child_context import ChildRunContext, ModelPublisher, queue_params
 from adkd.platform.tracking.client import (
     ResilientWriter,
     check_reachable,
@@ -37,7 +38,7 @@ from adkd.platform.tracking.client import (
 from adkd.platform.tracking.labels import experiment_tags, mark_training_experiment
 from adkd.platform.tracking.redaction import redact, redact_uri
 from adkd.platform.tracking.run_context import dataset_name, environment_tags
-from adkd.platform.tracking.values import MAX_TAG_VALUE, flatten, param_value
+from adkd.platform.tracking.values import MAX_TAG_VALUE, flatten
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class TrackingSession:
         experiment: str,
         command: str,
         *,
+        publisher: ModelPublisher,
         artifact_location: str | None = None,
         register: bool = True,
         local_dir: str | Path = "adkd-runs",
@@ -93,6 +95,7 @@ class TrackingSession:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.command = command
+        self.publisher = publisher
         self.artifact_location = artifact_location
         self.register = register
         self.local_dir = Path(local_dir)
@@ -106,12 +109,19 @@ class TrackingSession:
         self.experiment_id: str | None = None
         self.children: dict[str, CategoryTracker] = {}
         self.writer: ResilientWriter | None = None
-        self._client: Any = None
-        self._env_tags: dict[str, str] = {}
+        self.client: Any = None  # the MlflowClient, once the parent run started
+        self._context: ChildRunContext | None = None
 
     @classmethod
     def from_settings(
-        cls, settings: Any, data_root: str | Path, command: str, register: bool | None = None, **kwargs: Any
+        cls,
+        settings: Any,
+        data_root: str | Path,
+        command: str,
+        *,
+        publisher: ModelPublisher,
+        register: bool | None = None,
+        **kwargs: Any,
     ) -> TrackingSession:
         """A session over the configured store; experiment = settings.experiment or the data set's name."""
         remote = is_remote(settings.resolved_tracking_uri)
@@ -119,6 +129,7 @@ class TrackingSession:
             settings.resolved_tracking_uri,
             settings.experiment or dataset_name(data_root),
             command,
+            publisher=publisher,
             artifact_location=None if remote else settings.resolved_artifact_location,
             register=settings.register_models if register is None else register,
             local_dir=settings.runs_dir,
@@ -136,17 +147,17 @@ class TrackingSession:
         check_reachable(self.tracking_uri)
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
-        self._client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
-        self._env_tags = environment_tags()
+        self.client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
+        env_tags = environment_tags()
         try:
             self.experiment_id = self._experiment_id()
             tags = {
                 "mlflow.runName": f"{self.command}-{time.strftime('%Y%m%d-%H%M%S')}",
                 "command": self.command,
-                **self._env_tags,
+                **env_tags,
                 **self.tags,
             }
-            run = self._client.create_run(self.experiment_id, tags=tags)
+            run = self.client.create_run(self.experiment_id, tags=tags)
         except AdkdError:
             raise
         except Exception as exc:
@@ -158,34 +169,49 @@ class TrackingSession:
             ) from exc
         self.parent_run_id = run.info.run_id
         self.writer = ResilientWriter(*self._backoff)
+        self._context = ChildRunContext(
+            client=self.client,
+            writer=self.writer,
+            experiment_id=self.experiment_id,
+            parent_run_id=self.parent_run_id,
+            env_tags=env_tags,
+            data_root=self.data_root,
+            register=self.register,
+            publisher=self.publisher,
+        )
         params = redact(flatten(self.params))
         if params:
-            self._log_params(self.parent_run_id, params, "parent")
+            queue_params(self.writer, self.client, self.parent_run_id, params, "parent")
         return self.parent_run_id
 
     def _experiment_id(self) -> str:
-        experiment = self._client.get_experiment_by_name(self.experiment)
+        experiment = self.client.get_experiment_by_name(self.experiment)
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
-                self._client.restore_experiment(experiment.experiment_id)
-            mark_training_experiment(self._client, experiment)
+                self.client.restore_experiment(experiment.experiment_id)
+            mark_training_experiment(self.client, experiment)
             return experiment.experiment_id
         try:
-            return self._client.create_experiment(
+            return self.client.create_experiment(
                 self.experiment, artifact_location=self.artifact_location, tags=experiment_tags()
             )
         except Exception:
             # Another command created it between our lookup and create.
-            experiment = self._client.get_experiment_by_name(self.experiment)
+            experiment = self.client.get_experiment_by_name(self.experiment)
             if experiment is None:
                 raise
             return experiment.experiment_id
 
+    def child_context(self) -> ChildRunContext:
+        """What a child run of this command is handed (the parent run is started first if need be)."""
+        if self.writer is None or self._context is None:
+            self.start_parent()
+        assert self._context is not None
+        return self._context
+
     def child(self, category: str, preset: str | None = None) -> CategoryTracker:
         """The TrainCallback that tracks one category as a child run of this command's run."""
-        if self.writer is None:
-            self.start_parent()
-        tracker = CategoryTracker(self, category, preset=preset)
+        tracker = CategoryTracker(self.child_context(), category, preset=preset)
         self.children[category] = tracker
         return tracker
 
@@ -203,7 +229,7 @@ class TrackingSession:
             return summary
         final = status or ("FAILED" if failed or error else "FINISHED")
         parent = self.parent_run_id
-        client = self._client
+        client = self.client
         if error:
             self.writer.submit("tag parent error", lambda: client.set_tag(parent, "error", str(error)[:MAX_TAG_VALUE]))
         self.writer.submit(f"end parent run ({final})", lambda: client.set_terminated(parent, final))
@@ -237,20 +263,6 @@ class TrackingSession:
         if self.writer is not None:
             self.finish(status="FAILED" if exc is not None else None, error=str(exc) if exc is not None else None)
 
-    # -- helpers used by the trackers (all run on the writer thread)
-    def _log_params(self, run_id_or_handle: Any, params: dict[str, Any], what: str) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k[:250], param_value(v)) for k, v in sorted(params.items())]
-        client = self._client
-        for start in range(0, len(items), 100):
-            chunk = items[start : start + 100]
-
-            def send(chunk: list[Any] = chunk) -> None:
-                client.log_batch(run_id_of(run_id_or_handle), params=chunk)
-
-            self.writer.submit(f"params of {what}", send)
-
 
 # --------------------------------------------------------------------------- single-command use
 
@@ -269,10 +281,12 @@ class StandaloneTracker(NullCallback):
         self.summary: TrackingSummary | None = None
 
     @classmethod
-    def open(cls, settings: Any, config: Any, *, register: bool) -> StandaloneTracker:
+    def open(cls, settings: Any, config: Any, *, publisher: ModelPublisher, register: bool) -> StandaloneTracker:
         """Tracking of one TrainConfig over ``settings``' store; ``register`` adds a version when it finishes."""
         register = register and settings.register_models
-        session = TrackingSession.from_settings(settings, config.data, command="train", register=register)
+        session = TrackingSession.from_settings(
+            settings, config.data, command="train", publisher=publisher, register=register
+        )
         return cls(session, config.category, preset=getattr(config, "preset", None))
 
     def on_start(self, config: dict[str, Any]) -> None:
@@ -294,9 +308,9 @@ class StandaloneTracker(NullCallback):
         self.summary = self.session.finish()
         console = Console(stderr=True)
         console.print(self.summary.message, highlight=False)
-        version = self.summary.registered.get(self.tracker.category)
-        if version:
-            console.print(f"registered {registered_name(self.tracker.category)} version {version}", highlight=False)
+        handle = self.tracker.handle
+        if handle.registered_version:
+            console.print(f"registered {handle.registered_name} version {handle.registered_version}", highlight=False)
         if result.status == "FINISHED" and self.tracker.status == "FAILED":
             category, error = self.tracker.category, str(self.tracker.error)
             raise AdkdError(error if error.startswith(f"{category}:") else f"{category}: {error}")

@@ -348,7 +348,7 @@ def log_to_mlflow(session: Any, summary: TuneSummary) -> None:
     from adkd.platform.tracking.redaction import redact
     from adkd.platform.tracking.values import flatten
 
-    client = session._client
+    client = session.client
     best = summary.best
     best_result = result_from_best(summary)
     for trial in summary.trials:

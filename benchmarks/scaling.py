@@ -1,12 +1,12 @@
 """Wall time of N categories trained one after another against all at once on Ray.
 
     .venv/bin/python benchmarks/scaling.py [--categories 3] [--epochs 4] [--model rd]
-        [--gpus-per-category 0.25] [--skip-serial] [--tag NAME]
+        [--gpus-per-worker 0.25] [--skip-serial] [--tag NAME]
 
 Synthesises N categories (64 px, the `cpu-smoke` preset), then
 - serial: the single-category engine in this process, one category after another (all cores);
 - parallel: `run_all_categories` on an embedded local Ray, every category at once, the machine's
-  CPUs split between them (or `--gpus-per-category` of one GPU each).
+  CPUs split between them (or `--gpus-per-worker` of one GPU each: one worker per category).
 No MLflow in either, so the figures compare training only. Writes
 benchmarks/results/scaling-<tag>.json and prints a markdown table.
 """
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--model", default="rd")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--gpus-per-category", type=float, default=0.0)
+    parser.add_argument("--gpus-per-worker", "--gpus-per-category", dest="gpus_per_category", type=float, default=0.0)
     parser.add_argument("--skip-serial", action="store_true")
     parser.add_argument("--tag", default=platform.node() or "local")
     args = parser.parse_args()

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from adkd.cli import resource_flags
+
 console = Console()
 
 
@@ -78,14 +80,16 @@ def benchmark(
     ),
     promote: str | None = typer.Option(None, "--promote", help="With --register best: staging or production."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster (default RAY_ADDRESS or embedded)."),
-    workers_per_run: int = typer.Option(1, "--workers-per-run", help="Data-parallel Ray Train workers per run."),
-    cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="CPUs per worker (fractions allowed)."),
-    gpus_per_run: float | None = typer.Option(None, "--gpus-per-run", help="GPUs per worker (default 1 with GPUs)."),
+    workers_per_run: int | None = resource_flags.WORKERS_PER_RUN,
+    cpus_per_worker: float | None = resource_flags.CPUS_PER_WORKER,
+    gpus_per_worker: float | None = resource_flags.GPUS_PER_WORKER,
     num_cpus: int | None = typer.Option(None, "--num-cpus", help="CPUs of the embedded local Ray."),
     max_failures: int = typer.Option(2, "--max-failures", help="Restarts of a run after a crash (from checkpoint)."),
     storage: str | None = typer.Option(None, "--storage", help="Run storage: a shared path or s3://bucket/prefix."),
     no_tracking: bool = typer.Option(False, "--no-tracking", help="Write no MLflow runs."),
     config_file: Path | None = typer.Option(None, "--config", help="adkd.toml settings file."),
+    cpus_per_run: float | None = resource_flags.old_name("--cpus-per-run"),
+    gpus_per_run: float | None = resource_flags.old_name("--gpus-per-run"),
 ) -> None:
     """Train a grid of models x categories x settings at once and rank the rows per category."""
     from adkd.cli.live_board import LiveBoard
@@ -112,13 +116,19 @@ def benchmark(
             grid,
             overrides,
             metric=metric,
-            address=address,
-            workers_per_run=workers_per_run,
-            cpus_per_run=cpus_per_run,
-            gpus_per_run=gpus_per_run,
-            num_cpus=num_cpus,
-            max_failures=max_failures,
-            storage=storage,
+            plan=resource_flags.ray_plan(
+                address=address,
+                workers_per_run=workers_per_run,
+                cpus_per_worker=resource_flags.pick(
+                    cpus_per_worker, "--cpus-per-worker", {"--cpus-per-run": cpus_per_run}
+                ),
+                gpus_per_worker=resource_flags.pick(
+                    gpus_per_worker, "--gpus-per-worker", {"--gpus-per-run": gpus_per_run}
+                ),
+                max_failures=max_failures,
+                storage=storage,
+                num_cpus=num_cpus,
+            ),
             tracking=not no_tracking,
             register=register,
             promote=promote,

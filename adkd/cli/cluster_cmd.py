@@ -6,6 +6,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from adkd.cli import resource_flags
+
 console = Console()
 cluster_app = typer.Typer(help="Inspect the Ray cluster adkd trains on.", no_args_is_help=True)
 
@@ -13,16 +15,30 @@ cluster_app = typer.Typer(help="Inspect the Ray cluster adkd trains on.", no_arg
 @cluster_app.command("status")
 def status(
     address: str | None = typer.Option(None, "--address", help="Ray address (default RAY_ADDRESS; none = local)."),
-    cpus_per_category: float = typer.Option(1.0, "--cpus-per-category", help="To estimate concurrent categories."),
-    gpus_per_category: float = typer.Option(0.0, "--gpus-per-category", help="To estimate concurrent categories."),
+    workers_per_run: int | None = resource_flags.WORKERS_PER_RUN,
+    cpus_per_worker: float | None = resource_flags.CPUS_PER_WORKER,
+    gpus_per_worker: float | None = resource_flags.GPUS_PER_WORKER,
+    cpus_per_category: float | None = resource_flags.old_name("--cpus-per-category"),
+    gpus_per_category: float | None = resource_flags.old_name("--gpus-per-category"),
 ) -> None:
-    """Nodes and resources, and how many categories can train at once with the given per-category request."""
+    """Nodes and resources, and how many runs (categories) can train at once with the given request per run."""
     import ray
 
     from adkd.platform.cluster.connection import connect, shutdown
+    from adkd.platform.cluster.resources import CategoryResources
     from adkd.settings import load_settings
 
-    address = address or load_settings().ray_address
+    plan = resource_flags.ray_plan(
+        address=address or load_settings().ray_address,
+        workers_per_run=workers_per_run,
+        cpus_per_worker=resource_flags.pick(
+            cpus_per_worker, "--cpus-per-worker", {"--cpus-per-category": cpus_per_category}
+        ),
+        gpus_per_worker=resource_flags.pick(
+            gpus_per_worker, "--gpus-per-worker", {"--gpus-per-category": gpus_per_category}
+        ),
+    )
+    address = plan.address
     total = connect(address)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -40,9 +56,12 @@ def status(
             f"{res.get('memory', 0) / 2**30:.1f}",
         )
     console.print(table)
-    limits = [total.get("CPU", 0) / cpus_per_category if cpus_per_category > 0 else float("inf")]
-    if gpus_per_category > 0:
-        limits.append(total.get("GPU", 0) / gpus_per_category)
+    # What train would ask for: GPUs per worker default to 1 where the cluster has GPUs.
+    gpus = plan.gpus_per_worker if plan.gpus_per_worker is not None else (1.0 if total.get("GPU", 0) > 0 else 0.0)
+    request = CategoryResources(workers=plan.workers_per_run, cpus=plan.cpus_per_worker, gpus=gpus)
+    limits = [total.get("CPU", 0) / (request.cpus * request.workers)]
+    if request.gpus > 0:
+        limits.append(total.get("GPU", 0) / (request.gpus * request.workers))
     console.print(f"categories that can train at once: {int(min(limits) + 1e-9)}")
 
 

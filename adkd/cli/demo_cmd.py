@@ -61,9 +61,10 @@ def demo(
 ) -> None:
     """Synthesise a data set, train every category at once on the embedded local Ray, show the results."""
     from adkd.cli.live_board import LiveBoard
+    from adkd.cli.resource_flags import ray_plan
     from adkd.cli.run_output import print_many
     from adkd.pipelines.data.synthetic_dataset import synthesize
-    from adkd.platform.runs import RayPlan, RunRequest, train_many
+    from adkd.platform.runs import RunRequest, train_many
 
     started = time.monotonic()
     names = [c.strip() for c in categories.split(",") if c.strip()]
@@ -85,7 +86,7 @@ def demo(
     request = RunRequest(
         model=model, data=str(data), categories=names, preset="cpu-smoke", overrides=[f"weights={teacher}", *set_]
     )
-    plan = RayPlan(cpus_per_category=per_category, gpus_per_category=0.0, num_cpus=cpus)
+    plan = ray_plan(cpus_per_worker=per_category, gpus_per_worker=0.0, num_cpus=cpus)
     with LiveBoard(console) as board:
         many = train_many(request, plan=plan, listeners=[board])
     print_many(console, many, model, str(data))

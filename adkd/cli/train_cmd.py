@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from adkd.cli import gate_flags
+from adkd.cli import gate_flags, resource_flags
 from adkd.errors import ConfigError
 
 console = Console()
@@ -41,17 +41,9 @@ def train(
     address: str | None = typer.Option(
         None, "--address", help="Ray cluster address (default RAY_ADDRESS; none = an embedded local Ray)."
     ),
-    workers_per_category: int = typer.Option(
-        1,
-        "--workers-per-category",
-        help="Ray Train workers per category, data-parallel: each trains on 1/N of the images with batch_size "
-        "images per step (batch_size is per worker: the effective batch is N x batch_size; the learning rate "
-        "is not scaled) and gradients are averaged; worker 0 evaluates and writes the outputs.",
-    ),
-    cpus_per_category: float = typer.Option(1.0, "--cpus-per-category", help="CPUs per worker (fractions allowed)."),
-    gpus_per_category: float | None = typer.Option(
-        None, "--gpus-per-category", help="GPUs per worker, fractions allowed (default 1 when the cluster has GPUs)."
-    ),
+    workers_per_run: int | None = resource_flags.WORKERS_PER_RUN,
+    cpus_per_worker: float | None = resource_flags.CPUS_PER_WORKER,
+    gpus_per_worker: float | None = resource_flags.GPUS_PER_WORKER,
     max_failures: int = typer.Option(
         2, "--max-failures", help="Restarts of a category after a crash (from checkpoint)."
     ),
@@ -61,13 +53,16 @@ def train(
     num_cpus: int | None = typer.Option(
         None, "--num-cpus", help="CPUs of the embedded local Ray (default: this machine's)."
     ),
+    workers_per_category: int | None = resource_flags.old_name("--workers-per-category"),
+    cpus_per_category: float | None = resource_flags.old_name("--cpus-per-category"),
+    gpus_per_category: float | None = resource_flags.old_name("--gpus-per-category"),
 ) -> None:
     """Train one model on one category and evaluate it on the test split.
 
     With --all-categories or --categories: every category at once on Ray (one model each).
     """
     from adkd.cli.run_output import RichProgress, print_many, print_one
-    from adkd.platform.runs import RayPlan, RunRequest, run_settings, train_many, train_one
+    from adkd.platform.runs import RunRequest, run_settings, train_many, train_one
 
     gate = gate_flags.gate_options(one_size, allow_mixed_modes, min_train, image_level).overrides()
     request = RunRequest(
@@ -91,11 +86,12 @@ def train(
         return
     from adkd.cli.live_board import LiveBoard
 
-    plan = RayPlan(
+    pick = resource_flags.pick
+    plan = resource_flags.ray_plan(
         address=address,
-        workers_per_category=workers_per_category,
-        cpus_per_category=cpus_per_category,
-        gpus_per_category=gpus_per_category,
+        workers_per_run=pick(workers_per_run, "--workers-per-run", {"--workers-per-category": workers_per_category}),
+        cpus_per_worker=pick(cpus_per_worker, "--cpus-per-worker", {"--cpus-per-category": cpus_per_category}),
+        gpus_per_worker=pick(gpus_per_worker, "--gpus-per-worker", {"--gpus-per-category": gpus_per_category}),
         max_failures=max_failures,
         storage=storage,
         num_cpus=num_cpus,

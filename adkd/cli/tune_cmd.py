@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from adkd.cli import resource_flags
 from adkd.platform.console.tables import Column, print_table
 
 console = Console()
@@ -80,18 +81,21 @@ def tune(
     tune_lr: str = typer.Option(None, "--tune-lr", help="Also search the learning rate: LOW,HIGH (log-uniform)."),
     register_best: bool = typer.Option(False, "--register-best", help="Register the best trial's model."),
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: local Ray)."),
-    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", min=0.1),
-    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", min=0.0),
+    cpus_per_worker: float | None = resource_flags.CPUS_PER_WORKER,
+    gpus_per_worker: float | None = resource_flags.GPUS_PER_WORKER,
     out: Path = typer.Option(None, "--out", "-o", help="Tune folder (default adkd-runs/tune)."),
     include_default: bool = typer.Option(
         True,
         "--include-preset/--no-include-preset",
         help="Make the preset's own λ/α the first trial, to compare against on the same objective.",
     ),
+    cpus_per_trial: float | None = resource_flags.old_name("--cpus-per-trial"),
+    gpus_per_trial: float | None = resource_flags.old_name("--gpus-per-trial"),
 ) -> None:
     """Tune the model's own knobs on normal images with synthetic defects; only the best sees the test split."""
     from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS, logged_key
     from adkd.platform.cluster.connection import connect
+    from adkd.platform.cluster.resources import CategoryResources
     from adkd.platform.registry.publishing import RegistryPublisher
     from adkd.platform.runs import RunRequest, resolve_config, run_settings
     from adkd.platform.storage.data_roots import local_root
@@ -105,11 +109,18 @@ def tune(
     # The knobs depend on the model's settings (the mrkd paper loss has no α): read them from the first category.
     first = resolve_config(request, categories[0], settings)
     space = parse_space(model, settings.tune.get("space"), _lr_range(tune_lr), model_options=first.model_options)
+    # A trial is one run on one worker: the same resource flags (and checks) as train and benchmark.
+    plan = resource_flags.ray_plan(
+        cpus_per_worker=resource_flags.pick(cpus_per_worker, "--cpus-per-worker", {"--cpus-per-trial": cpus_per_trial}),
+        gpus_per_worker=resource_flags.pick(gpus_per_worker, "--gpus-per-worker", {"--gpus-per-trial": gpus_per_trial}),
+    )
+    CategoryResources(cpus=plan.cpus_per_worker, gpus=plan.gpus_per_worker or 0.0)
     session = TrackingSession.from_settings(
         settings, data, "tune", publisher=RegistryPublisher(), register=register_best, params={"model": model}
     )
     session.start_parent()
-    connect(settings.ray_address)
+    cluster = connect(settings.ray_address)
+    gpus = plan.gpus_per_worker if plan.gpus_per_worker is not None else (1.0 if cluster.get("GPU", 0) > 0 else 0.0)
     status = "FINISHED"
     try:
         for cat in categories:
@@ -122,8 +133,8 @@ def tune(
                 search=search,
                 objective=objective,
                 space=space,
-                cpus_per_trial=cpus_per_trial,
-                gpus_per_trial=gpus_per_trial,
+                cpus_per_worker=plan.cpus_per_worker,
+                gpus_per_worker=gpus,
                 out_dir=out or settings.runs_dir / "tune",
                 include_default=include_default,
                 grace_period=grace_period,

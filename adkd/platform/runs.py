@@ -61,12 +61,16 @@ class RunRequest:
 
 @dataclass
 class RayPlan:
-    """How many categories share the cluster: workers and resources per category, restarts, storage."""
+    """How runs share the cluster: each run (a category, or a benchmark's row x category) trains on
+    ``workers_per_run`` workers with ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs each; restarts, storage.
+
+    The CLI builds it from the flags of the same names in one place (``adkd.cli.resource_flags.ray_plan``).
+    """
 
     address: str | None = None
-    workers_per_category: int = 1
-    cpus_per_category: float = 1.0
-    gpus_per_category: float | None = None  # None: 1 where the cluster has GPUs, else 0
+    workers_per_run: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float | None = None  # None: 1 where the cluster has GPUs, else 0
     max_failures: int = 2
     storage: str | None = None
     num_cpus: int | None = None
@@ -205,9 +209,9 @@ def train_configs(
     from adkd.platform.cluster.resources import CategoryResources
 
     address = plan.address or settings.ray_address
-    gpus = plan.gpus_per_category if plan.gpus_per_category is not None else default_gpus(address)
+    gpus = plan.gpus_per_worker if plan.gpus_per_worker is not None else default_gpus(address)
     options = RayRunOptions(
-        resources=CategoryResources(workers=plan.workers_per_category, cpus=plan.cpus_per_category, gpus=gpus),
+        resources=CategoryResources(workers=plan.workers_per_run, cpus=plan.cpus_per_worker, gpus=gpus),
         address=address,
         num_cpus=plan.num_cpus,
         runs_dir=runs_dir if runs_dir is not None else settings.runs_dir,
@@ -240,7 +244,7 @@ def tracking_listener(settings: Settings, request: RunRequest, names: list[str])
 
 
 def default_gpus(address: str | None) -> float:
-    """One GPU per category where the cluster (or this machine, for an embedded Ray) has GPUs."""
+    """One GPU per worker where the cluster (or this machine, for an embedded Ray) has GPUs."""
     if address:
         from adkd.platform.cluster.connection import connect
 

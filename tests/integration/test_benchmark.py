@@ -58,7 +58,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     env.pop("RAY_ADDRESS", None)
     cmd = [
         *(sys.executable, "-m", "adkd.cli.main", "benchmark", "grid.toml", "--data", "data"),
-        *("--num-cpus", "2", "--cpus-per-run", "0.5", "--out", "report", "--register", "best"),
+        *("--num-cpus", "2", "--cpus-per-worker", "0.5", "--out", "report", "--register", "best"),
         *("--promote", "staging"),
     ]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=840)

@@ -37,13 +37,15 @@ def test_train_gains_the_ray_options_and_keeps_its_own() -> None:
         "--all-categories",
         "--categories",
         "--address",
-        "--workers-per-category",
-        "--cpus-per-category",
-        "--gpus-per-category",
+        "--workers-per-run",
+        "--cpus-per-worker",
+        "--gpus-per-worker",
         "--category",
         "--resume",
     ):
         assert option in result.output
+    for former in ("--workers-per-category", "--cpus-per-category", "--gpus-per-category"):
+        assert former not in result.output  # still accepted for one release, hidden
 
 
 @pytest.mark.parametrize(
@@ -53,13 +55,19 @@ def test_train_gains_the_ray_options_and_keeps_its_own() -> None:
         (["--category", "weave", "--all-categories"], ConfigError, "not both"),
         (["--categories", "weave,nope"], DataError, "nope"),
         (["--categories", " , "], ConfigError, "--categories is empty"),
-        (["--all-categories", "--workers-per-category", "0"], ConfigError, "workers per category must be >= 1"),
+        (["--all-categories", "--workers-per-run", "0"], ConfigError, "workers per run must be >= 1"),
         (
-            ["--all-categories", "--workers-per-category", "2", "--gpus-per-category", "0.5", "--no-tracking"],
+            ["--all-categories", "--workers-per-run", "2", "--gpus-per-worker", "0.5", "--no-tracking"],
             ConfigError,
             "NCCL",
         ),
-        (["--all-categories", "--cpus-per-category", "0"], ConfigError, "cpus per category must be > 0"),
+        (["--all-categories", "--cpus-per-worker", "0"], ConfigError, "cpus per worker must be > 0"),
+        (["--all-categories", "--cpus-per-category", "0"], ConfigError, "cpus per worker must be > 0"),  # former name
+        (
+            ["--all-categories", "--cpus-per-worker", "1", "--cpus-per-category", "2"],
+            ConfigError,
+            "--cpus-per-worker and --cpus-per-category name one setting",
+        ),
         (["--all-categories", "--resume"], ConfigError, "--resume is for one category"),
     ],
 )

@@ -118,7 +118,7 @@ def submitted(ray_head: dict[str, str], tmp_path_factory: pytest.TempPathFactory
         "--wait",
         "--",
         "train", "--categories", ",".join(CATEGORIES), "--data", str(data),
-        "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=2", "--cpus-per-category", "0.5",
+        "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=2", "--cpus-per-worker", "0.5",
     )  # fmt: skip
     return {
         "proc": proc, "job_id": job_id, "tracking_uri": tracking_uri, "store": store, "head": ray_head, "data": data,
@@ -172,7 +172,7 @@ def test_jobs_stop_ends_a_running_job(submitted: dict[str, Any]) -> None:
         "--env", f"ADKD_RUNS_DIR={submitted['store'] / 'runs-stopped'}", "--env", "ADKD_EXPERIMENT=stop-test",
         "--job-id", job_id, "--",
         "train", "--categories", CATEGORIES[0], "--data", str(submitted["data"]),
-        "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=1000", "--cpus-per-category", "0.5",
+        "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=1000", "--cpus-per-worker", "0.5",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     deadline = time.monotonic() + 300

@@ -1,4 +1,4 @@
-"""`adkd train --categories a,b,c,d --gpus-per-category 0.25 --address …` on a 2-node Ray cluster.
+"""`adkd train --categories a,b,c,d --gpus-per-worker 0.25 --address …` on a 2-node Ray cluster.
 
 Two `ray start` nodes on 127.0.0.1, each declaring 1 GPU as a Ray resource and each with scratch
 and cache folders of its own (``TMPDIR``, ``ADKD_CACHE_DIR``), so a category trained on one node
@@ -141,7 +141,7 @@ def trained(two_nodes: dict[str, Any], s3_server: str) -> dict[str, Any]:
     proc = subprocess.run(
         [str(BIN / "adkd"), "train", "--categories", ",".join(CATEGORIES), "--data", uri,
          "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=1", "--set", "image_size=64",
-         "--gpus-per-category", "0.25", "--cpus-per-category", "1", "--max-failures", "0",
+         "--gpus-per-worker", "0.25", "--cpus-per-worker", "1", "--max-failures", "0",
          "--address", two_nodes["gcs"], "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=800,
     )  # fmt: skip
@@ -200,7 +200,7 @@ def test_untracked_run_writes_onnx_per_category_under_out(two_nodes: dict[str, A
     proc = subprocess.run(
         [str(BIN / "adkd"), "train", "--categories", "weave", "--data", trained["uri"],
          "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=1", "--set", "image_size=64",
-         "--cpus-per-category", "1", "--max-failures", "0", "--no-tracking",
+         "--cpus-per-worker", "1", "--max-failures", "0", "--no-tracking",
          "--address", two_nodes["gcs"], "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=800, cwd=cwd,
     )  # fmt: skip

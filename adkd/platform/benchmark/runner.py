@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adkd.errors import AdkdError, ConfigError
 from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS, logged_key
@@ -26,6 +26,9 @@ from adkd.pipelines.train.config import TrainConfig
 from adkd.platform.benchmark.grid import Job, Overrides, build_jobs, deviations, load_grid
 from adkd.platform.benchmark.report import NOT_RUN, BenchmarkReport, Cell, ReportRow
 from adkd.platform.cluster.listeners import RunListener
+
+if TYPE_CHECKING:
+    from adkd.platform.runs import RayPlan
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +135,7 @@ def run_benchmark(
     overrides: Overrides,
     *,
     metric: str | None = None,
-    address: str | None = None,
-    workers_per_run: int = 1,
-    cpus_per_run: float = 1.0,
-    gpus_per_run: float | None = None,
-    num_cpus: int | None = None,
-    max_failures: int = 2,
-    storage: str | None = None,
+    plan: RayPlan | None = None,
     tracking: bool = True,
     register: str | None = None,
     promote: str | None = None,
@@ -153,6 +150,9 @@ def run_benchmark(
     """
     from adkd.platform.cluster.driver import new_run_id
     from adkd.platform.runs import RayPlan, run_settings, train_configs
+
+    plan = plan or RayPlan()
+    address = plan.address
 
     check_requests(register, promote, tracking)
     grid = load_grid(grid_spec)
@@ -196,15 +196,6 @@ def run_benchmark(
     results: dict[str, TrainResult] = {}
     try:
         if runnable:
-            plan = RayPlan(
-                address=address,
-                workers_per_category=workers_per_run,
-                cpus_per_category=cpus_per_run,
-                gpus_per_category=gpus_per_run,
-                max_failures=max_failures,
-                storage=storage,
-                num_cpus=num_cpus,
-            )
             outcome = train_configs(
                 [j.config for j in runnable],  # type: ignore[misc]
                 settings,

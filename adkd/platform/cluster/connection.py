@@ -17,7 +17,7 @@ from adkd.settings import inside_ray_job, ray_auth_mode_chosen
 
 def package_dir() -> str:
     """The adkd package folder (shipped to a cluster's nodes)."""
-    return str(Path(__file__).resolve().parents[1])
+    return str(Path(__file__).resolve().parents[2])
 
 
 def use_ray_token_if_present() -> None:

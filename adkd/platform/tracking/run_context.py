@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 def git_commit() -> str:
     """The commit of the adkd source tree (or of the working directory), 'unknown' outside git."""
-    for where in (Path(__file__).resolve().parents[2], Path.cwd()):
+    for where in (Path(__file__).resolve().parents[3], Path.cwd()):
         try:
             out = subprocess.run(
                 ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5, check=True

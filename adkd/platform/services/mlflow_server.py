@@ -7,7 +7,6 @@ The server runs detached (its own session), its pid, URL and log live in a state
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -20,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from adkd.errors import ConfigError, ServiceError
-from adkd.platform.services.process_tree import stop_on_signals, stop_tree
+from adkd.platform.services.process_tree import alive, stop_on_signals, stop_tree
 from adkd.platform.tracking.redaction import redact_uri
 
 STATE_FILE = "server.json"
@@ -41,16 +40,6 @@ class ServerState:
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
@@ -103,7 +92,7 @@ def start_server(
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     current = read_state(state_dir)
-    if current and _pid_alive(current.pid):
+    if current and alive(current.pid):
         raise ConfigError(
             f"an adkd MLflow server already runs (pid {current.pid}, {current.url}); "
             f"stop it with `adkd server stop --state-dir {state_dir}`"
@@ -174,7 +163,7 @@ def stop_server(state_dir: Path) -> ServerState | None:
     state = read_state(state_dir)
     if state is None:
         return None
-    if _pid_alive(state.pid):
+    if alive(state.pid):
         _terminate(state.pid)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return state
@@ -185,5 +174,5 @@ def server_status(state_dir: Path) -> tuple[ServerState | None, bool, bool]:
     state = read_state(state_dir)
     if state is None:
         return None, False, False
-    alive = _pid_alive(state.pid)
-    return state, alive, alive and healthy(state.url)
+    running = alive(state.pid)
+    return state, running, running and healthy(state.url)

@@ -66,3 +66,30 @@ def test_a_child_that_ends_by_itself_returns_its_code() -> None:
     from adkd.platform.services.process_tree import run_until_stopped
 
     assert run_until_stopped([sys.executable, "-c", "raise SystemExit(3)"]) == (3, None)
+
+
+def test_server_status_counts_a_zombie_server_as_not_running(tmp_path: Path) -> None:
+    """`adkd server status` reads the recorded pid with the same ``alive`` that stops trees: an exited server
+    not yet reaped (a zombie) still answers ``kill(pid, 0)`` but is not running."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from adkd.cli.main import app
+    from adkd.platform.services.mlflow_server import STATE_FILE, server_status
+
+    child = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 10
+        stat = Path(f"/proc/{child.pid}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.02)  # exited, not reaped: a zombie
+        os.kill(child.pid, 0)  # the weaker check would call it running
+        state = {"pid": child.pid, "host": "127.0.0.1", "port": 1, "backend_store_uri": "sqlite:///x.db",
+                 "artifacts_destination": str(tmp_path), "log_path": str(tmp_path / "log")}  # fmt: skip
+        (tmp_path / STATE_FILE).write_text(json.dumps(state))
+        assert server_status(tmp_path)[1:] == (False, False)
+        result = CliRunner().invoke(app, ["server", "status", "--state-dir", str(tmp_path)])
+        assert result.exit_code == 1 and "not running" in result.output, result.output
+    finally:
+        child.wait()

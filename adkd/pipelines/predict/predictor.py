@@ -1,0 +1,169 @@
+"""What every adkd predictor shares, whatever runs the graph: decoding, placement, verdicts, maps at input size.
+
+A runtime (``OnnxPredictor``, ``OpenVinoPredictor``) only opens the file and implements ``run``; everything a
+caller sees of an image (``load``, ``predict``, ``predict_loaded``) is defined once here, from the model's
+export metadata, so the runtimes cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from adkd.errors import ConfigError, DataError
+from adkd.pipelines.data.geometry import Placement, fit, placement, unfit
+
+OUTPUTS = ("anomaly_map", "image_score", "normalized_score")  # as written by adkd.pipelines.export
+
+
+@dataclass
+class Loaded:
+    """One input image: the RGB original, the model's square input made from it and where it went."""
+
+    original: np.ndarray  # uint8 [H, W, 3]
+    model_input: np.ndarray  # uint8 [S, S, 3]
+    placement: Placement
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Prediction:
+    """One image's result: raw and normalised scores, verdict, map and mask at the input image's own size."""
+
+    score: float
+    normalized_score: float
+    anomalous: bool
+    anomaly_map: np.ndarray  # float32 [H, W]
+    mask: np.ndarray  # bool [H, W]
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "image": self.source,
+            "score": self.score,
+            "normalized_score": self.normalized_score,
+            "verdict": "anomalous" if self.anomalous else "normal",
+            "notes": "; ".join(self.notes),
+        }
+
+
+def onnx_metadata(path: Path) -> dict[str, Any]:
+    """The metadata_props of an ONNX file, JSON values decoded (weights not loaded)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends for files that are not ONNX
+        raise ConfigError(f"{path} is not a loadable ONNX model: {exc}") from None
+    return decode_metadata({p.key: p.value for p in proto.metadata_props})
+
+
+def decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            out[key] = json.loads(value)
+        except (TypeError, ValueError):
+            out[key] = value
+    return out
+
+
+class Predictor:
+    """Loads an adkd model once and predicts batches of images; subclasses open the file and implement ``run``."""
+
+    runtime = "none"  # the variant that runs the graph (``adkd.pipelines.predict.runtimes.VARIANTS``)
+    runtime_reason = ""  # why ``open_predictor`` picked it
+
+    def _configure(self, path: Path, meta: dict[str, Any], threshold: float | None) -> None:
+        """Read what decoding and verdicts need from the model's export metadata."""
+        self.path = path
+        self.meta = meta
+        size = self.meta.get("image_size")
+        if size is None:
+            raise ConfigError(f"{self.path} has no image_size in its metadata; re-export it with `adkd export`")
+        self.image_size = int(size[0] if isinstance(size, list) else size)
+        self.resize = str(self.meta.get("resize") or "stretch")  # models exported before the setting: stretch
+        eval_size = int(self.meta.get("eval_size") or self.image_size)
+        self.crop = eval_size if eval_size != self.image_size else None
+        thresholds = self.meta.get("thresholds") or {}
+        self.image_threshold = float(threshold if threshold is not None else thresholds.get("image", np.nan))
+        self.pixel_threshold = float(thresholds.get("pixel", np.nan))
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The model's export metadata (thresholds, image size, model, precision, ...)."""
+        return dict(self.meta)
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw outputs for a uint8 [B, S, S, 3] batch: maps [B, S, S], scores [B], normalised [B]."""
+        raise NotImplementedError
+
+    def load(self, source: str | Path | np.ndarray | Image.Image) -> Loaded:
+        """Decode ``source`` and make the model's input from it exactly as training did (``resize`` policy)."""
+        from adkd.pipelines.data.images import open_image, to_uint8
+
+        notes: list[str] = []
+        if isinstance(source, np.ndarray):
+            try:
+                img = Image.fromarray(source)
+            except (TypeError, ValueError) as exc:
+                raise DataError(
+                    f"array of shape {source.shape} and dtype {source.dtype} is not an image: {exc}"
+                ) from None
+        elif isinstance(source, Image.Image):
+            img = source
+        else:
+            img = open_image(source)  # raises a DataError naming the file and the reason
+        if img.mode != "RGB":
+            notes.append(f"converted {img.mode} to RGB")
+            img = to_uint8(img).convert("RGB")
+        size = self.image_size
+        where = placement(img.width, img.height, size, self.resize)
+        if img.size != (size, size):
+            how = "" if self.resize == "stretch" else f" ({self.resize})"
+            notes.append(f"resized {img.size[0]}x{img.size[1]} to {size}x{size}{how}")
+        # PIL's bilinear filter widens its support when shrinking (antialiasing), as the training loader does.
+        model_input = fit(img, size, self.resize, Image.Resampling.BILINEAR)
+        original = np.asarray(img, dtype=np.uint8)
+        return Loaded(original, np.asarray(model_input, dtype=np.uint8), where, notes)
+
+    def load_image(self, source: str | Path | np.ndarray | Image.Image) -> tuple[np.ndarray, list[str]]:
+        """An RGB uint8 [S, S, 3] array at the model's size (decoded and resized exactly as in training)."""
+        loaded = self.load(source)
+        return loaded.model_input, loaded.notes
+
+    def predict(self, images: list[Any], sources: list[str] | None = None) -> list[Prediction]:
+        """Predictions for numpy arrays, PIL images or paths, in the order given; maps at each input's size."""
+        loaded = [self.load(im) for im in images]
+        names = [
+            (sources[i] if sources else str(im) if isinstance(im, str | Path) else "") for i, im in enumerate(images)
+        ]
+        return self.predict_loaded(loaded, names)
+
+    def predict_loaded(self, loaded: list[Loaded], sources: list[str]) -> list[Prediction]:
+        """Run the model on images from ``load`` and map each anomaly map back to its original's size."""
+        batch = np.stack([item.model_input for item in loaded])
+        maps, scores, norms = self.run(batch)
+        out = []
+        for i, item in enumerate(loaded):
+            score = float(scores[i])
+            anomalous = score > self.image_threshold  # the same rule as training's scores.csv and the pyfunc
+            amap = unfit(maps[i], item.placement, self.crop)
+            out.append(
+                Prediction(
+                    score=score,
+                    normalized_score=float(norms[i]),
+                    anomalous=anomalous,
+                    anomaly_map=amap,
+                    mask=amap >= self.pixel_threshold,
+                    source=sources[i],
+                    notes=list(item.notes),
+                )
+            )
+        return out

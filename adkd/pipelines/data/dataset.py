@@ -62,9 +62,10 @@ def clear_cache() -> None:
         _split_cache.clear()
 
 
-def _stack(arrays: list[np.ndarray], size: int, channels: int) -> torch.Tensor:
+def _stack(arrays: list[np.ndarray], size: int | tuple[int, int], channels: int) -> torch.Tensor:
     if not arrays:
-        return torch.zeros((0, channels, size, size), dtype=torch.uint8)
+        h, w = (size, size) if isinstance(size, int) else size
+        return torch.zeros((0, channels, h, w), dtype=torch.uint8)
     batch = np.stack(arrays)
     if batch.ndim == 3:
         batch = batch[..., None]
@@ -72,7 +73,7 @@ def _stack(arrays: list[np.ndarray], size: int, channels: int) -> torch.Tensor:
 
 
 def _decode_item(
-    item: Item, size: int, crop: int | None, resize: str, image_level: bool
+    item: Item, size: int | None, crop: int | None, resize: str, image_level: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     image = read_rgb(item.image_path, size, crop, resize)
     if item.label == 0 or image_level:
@@ -86,19 +87,38 @@ def _decode_item(
     return image, mask
 
 
-def _decode(root: Path, category: str, size: int, crop: int | None, resize: str, image_level: bool) -> _Decoded:
+def _one_size(decoded: list[tuple[np.ndarray, np.ndarray | None]], items: list[Item], category: str) -> tuple[int, int]:
+    """(height, width) shared by every image decoded at its own size; a ConfigError naming the setting if not."""
+    from adkd.pipelines.data.sizes import size_counts, summary
+
+    counts = size_counts((img.shape[1], img.shape[0]) for img, _ in decoded)
+    if len(counts) > 1:
+        raise ConfigError(
+            f"category '{category}' ({items[0].image_path.parents[2]}) has images of {summary(counts)}: "
+            "tiling at the images' own resolution needs one size; set tiling.image_size to bring them to one "
+            "square first"
+        )
+    (w, h), _ = next(iter(counts.items()))
+    return h, w
+
+
+def _decode(
+    root: Path, category: str, size: int | None, crop: int | None, resize: str, image_level: bool
+) -> _Decoded:
     image_level = is_image_level(root / category, image_level)
     items = list_items(root, category, image_level)
     train_items = [it for it in items if it.split == "train"]
     test_items = [it for it in items if it.split == "test"]
     if not train_items:
         raise DataError(f"{root / category / 'train' / 'good'} holds no images: add normal training images")
-    out = crop or size
     with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
         decoded = list(pool.map(lambda it: _decode_item(it, size, crop, resize, image_level), items))
+    # size None: every image at its own resolution (tiling); they must share one size to stack.
+    out = (crop or size) if size is not None else _one_size(decoded, items, category)
+    out_hw = (out, out) if isinstance(out, int) else out
     train_arrays = [img for (img, _), it in zip(decoded, items) if it.split == "train"]
     test_pairs = [pair for pair, it in zip(decoded, items) if it.split == "test"]
-    zero_mask = np.zeros((out, out), dtype=np.uint8)
+    zero_mask = np.zeros(out_hw, dtype=np.uint8)
     return _Decoded(
         good=_stack(train_arrays, out, 3),
         good_paths=[it.image_path for it in train_items],
@@ -119,10 +139,13 @@ def val_indices(n: int, val_fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:n_val])
 
 
-def _check_args(image_size: int, crop_size: int | None, val_fraction: float) -> None:
-    if not isinstance(image_size, int) or image_size < 8:
+def _check_args(image_size: int | None, crop_size: int | None, val_fraction: float) -> None:
+    if image_size is None:
+        if crop_size is not None:
+            raise ConfigError("crop_size needs image_size: images kept at their own size are not cropped")
+    elif not isinstance(image_size, int) or image_size < 8:
         raise ConfigError(f"image_size={image_size!r} is invalid: use an integer of at least 8 (e.g. 256)")
-    if crop_size is not None and not 8 <= crop_size <= image_size:
+    if crop_size is not None and image_size is not None and not 8 <= crop_size <= image_size:
         raise ConfigError(f"crop_size={crop_size!r} is invalid: use an integer in [8, image_size={image_size}]")
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction={val_fraction!r} is invalid: use a fraction in [0, 1), e.g. 0.2")
@@ -131,7 +154,7 @@ def _check_args(image_size: int, crop_size: int | None, val_fraction: float) -> 
 def load_category(
     root: str | Path,
     category: str,
-    image_size: int,
+    image_size: int | None,
     crop_size: int | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
@@ -141,7 +164,8 @@ def load_category(
     """Decode, resize (antialiased; masks nearest) and optionally centre-crop a category, once per process.
 
     ``resize`` (stretch, letterbox, center-crop) decides how any image size becomes the square; an
-    ``image_level`` category (or one without ground_truth/) has no masks.
+    ``image_level`` category (or one without ground_truth/) has no masks. ``image_size=None`` keeps every
+    image and mask at its own resolution (tiled training); the category's images must then share one size.
     """
     _check_args(image_size, crop_size, val_fraction)
     root = Path(root).expanduser().resolve()

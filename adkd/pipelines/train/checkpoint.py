@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -62,7 +63,12 @@ def model_from_state(state: dict[str, Any], source: str = "checkpoint") -> tuple
     from adkd.models.zoo import build_model
 
     config = validate_config(state["config"], source=source)
-    model = build_model(config.model, backbone=config.backbone, weights="none", **config.model_options)
+    # A per-position tiled model holds one model per tile position (meta tiling.positions).
+    model = build_for_state(
+        config,
+        state.get("meta") or {},
+        lambda: build_model(config.model, backbone=config.backbone, weights="none", **config.model_options),
+    )
     try:
         model.load_state_dict(state["model_state"], strict=True)
     except RuntimeError as exc:
@@ -70,6 +76,19 @@ def model_from_state(state: dict[str, Any], source: str = "checkpoint") -> tuple
         raise ConfigError(f"{source} does not match model '{config.model}': {first}") from None
     model.eval()
     return model, config
+
+
+def build_for_state(config: TrainConfig, meta: dict[str, Any], build: Callable[[], nn.Module]) -> nn.Module:
+    """The model a checkpoint's state dict belongs to: ``build()``, or one per tile position for per-position."""
+    from adkd.pipelines.tiling.model import PerPositionModel
+    from adkd.pipelines.tiling.spec import TilingSpec
+
+    if config.tiling.mode != "per_position" or config.tiling.position is not None:
+        return build()
+    spec = TilingSpec.from_meta(meta)
+    if spec is None or not spec.positions:
+        raise ConfigError("a per-position checkpoint must record its tile positions (meta tiling); retrain it")
+    return PerPositionModel([build() for _ in range(spec.positions)])
 
 
 def load_model_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:

@@ -24,6 +24,57 @@ class OptimizerConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
 
 
+class TilingConfig(BaseModel):
+    """High-resolution images as tiles: train on tiles, score overlapping tiles and stitch their maps back.
+
+    Off while ``tile_size`` is unset. The model then sees ``tile_size`` squares cut from the image at
+    ``image_size`` (None: the image's own resolution); see ``adkd.pipelines.tiling``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    tile_size: int | None = Field(None, ge=32, description="Side of the square tiles the model sees; None = off.")
+    stride: int | None = Field(None, ge=8, description="Step between tiles; None = 3/4 of tile_size.")
+    image_size: int | None = Field(
+        None, ge=32, description="Square side the image is first brought to (resize policy); None = its own size."
+    )
+    mode: Literal["shared", "per_position"] = Field(
+        "shared", description="One model for every tile, or one model per tile position (aligned parts)."
+    )
+    blend: Literal["linear", "mean"] = Field("linear", description="How overlapping tile maps are blended.")
+    max_tiles_per_epoch: int = Field(
+        4096, ge=1, description="With more training tiles than this, each epoch sees a seeded subset of this size."
+    )
+    position: int | None = Field(None, ge=0, description="Set by adkd: the one tile position a per-position job trains.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TilingConfig:
+        if self.tile_size is None:
+            changed = [k for k in ("stride", "image_size", "position") if getattr(self, k) is not None]
+            if self.mode != "shared":
+                changed.append("mode")
+            if changed:
+                raise ValueError(f"tiling.{changed[0]} needs tiling.tile_size: set the tile side, e.g. 256")
+            return self
+        if self.stride is not None and self.stride > self.tile_size:
+            raise ValueError(f"stride {self.stride} is larger than tile_size {self.tile_size}: pixels would be skipped")
+        if self.image_size is not None and self.image_size < self.tile_size:
+            raise ValueError(f"image_size {self.image_size} is smaller than tile_size {self.tile_size}")
+        if self.position is not None and self.mode != "per_position":
+            raise ValueError("tiling.position is for mode=per_position")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.tile_size is not None
+
+    @property
+    def step(self) -> int:
+        """The stride in pixels (its default when unset)."""
+        assert self.tile_size is not None
+        return self.stride or max(1, self.tile_size * 3 // 4)
+
+
 class TrainConfig(BaseModel):
     """Everything that decides what one training run does; saved beside its checkpoints."""
 
@@ -77,6 +128,7 @@ class TrainConfig(BaseModel):
     data_gate: GateOptions = Field(default_factory=GateOptions, description="Options of the training data gate.")
     evaluate_test: bool = Field(True, description="Score the test split at the end (off for tuning trials).")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch's default.")
+    tiling: TilingConfig = Field(default_factory=TilingConfig, description="Tiled training and inference.")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -87,12 +139,21 @@ class TrainConfig(BaseModel):
             raise ValueError("keep=best_val_loss and early_stopping need validation images: set val_fraction > 0")
         if self.export_int8 and not self.export_onnx:
             raise ValueError("export_int8=true quantizes model.onnx: set export_onnx=true too")
+        if self.tiling.enabled and self.crop_size is not None:
+            raise ValueError("crop_size and tiling.tile_size do not combine: tiles cover the whole image")
         return self
 
     @property
     def eval_size(self) -> int:
-        """Side of the images the model sees (the crop when there is one)."""
+        """Side of the images the model sees (the crop when there is one, the tile when tiled)."""
+        if self.tiling.tile_size is not None:
+            return self.tiling.tile_size
         return self.crop_size or self.image_size
+
+    @property
+    def data_size(self) -> int | None:
+        """The square side images are loaded at: image_size, or with tiling tiling.image_size (None: own size)."""
+        return self.tiling.image_size if self.tiling.enabled else self.image_size
 
     def run_dir_name(self) -> str:
         return f"{self.model}/{self.category}"

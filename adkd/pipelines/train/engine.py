@@ -42,6 +42,15 @@ from adkd.pipelines.train.steps import (
     held_out_loss,
     train_step,
 )
+from adkd.pipelines.train.tiled import (
+    cache_allowed,
+    eval_model,
+    limit_epoch,
+    sequential_trainer,
+    tiling_meta,
+    train_per_position,
+    training_sources,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +89,8 @@ def train_category(
     gets ``on_checkpoint``/``on_artifact``, and only rank 0's result carries checkpoint and metrics.
     Ranks other than 0 return as soon as training ends: they do not wait for rank 0's evaluation.
     """
+    if config.tiling.mode == "per_position" and config.tiling.position is None:  # one job per tile position
+        return train_per_position(config, callbacks, sequential_trainer(train_category, callbacks))
     started = time.perf_counter()
     dist = DistContext.detect()
     run_dir = run_dir_for(config)
@@ -183,7 +194,7 @@ class _Run:
 
         seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights
         self.data = load_category(
-            root, cfg.category, image_size=cfg.image_size, crop_size=cfg.crop_size,
+            root, cfg.category, image_size=cfg.data_size, crop_size=cfg.crop_size,
             val_fraction=cfg.val_fraction, seed=cfg.seed, resize=cfg.resize, image_level=cfg.data_gate.image_level,
         )  # fmt: skip
         if len(self.data.train) < 2:
@@ -199,10 +210,11 @@ class _Run:
         self.model = self.rt.place(model)
         if cfg.ae_pretrain_epochs and not self.model.has_autoencoder:
             raise ConfigError(f"ae_pretrain_epochs is for stfpm-ae; model '{cfg.model}' has no autoencoder")
-        # Training data lives on the device once (uint8): no loader workers, no per-batch copies.
-        self.train_images = self.data.train.to(self.rt.device)
-        self.val_images = self.data.val
-        self.cache = plan_cache(cfg, self.model, self.train_images, self.rt, self.run_dir, self.result.notes)
+        # Training data lives on the device once (uint8): no loader workers, no per-batch copies. Tiled, the
+        # loop indexes tiles cut from it on demand (adkd.pipelines.train.tiled).
+        self.train_images, self.val_images = training_sources(cfg, self.data, self.rt.device, self.result.notes)
+        if cache_allowed(cfg, self.train_images, self.result.notes):
+            self.cache = plan_cache(cfg, self.model, self.train_images, self.rt, self.run_dir, self.result.notes)
 
         self.opts = Optimisers(
             optimizer=build_optimizer(self.model, cfg),
@@ -281,6 +293,7 @@ class _Run:
             "resize": cfg.resize,
             "epochs_run": self.state.epoch,
             "pretrain_epochs_run": self.state.pretrain_epoch,
+            **tiling_meta(cfg, self.data.train),
         }
         meta.update(extra)
         return meta
@@ -293,8 +306,10 @@ class _Run:
         """The training images this rank sees in an epoch, in order."""
         n, seed = len(self.train_images), self.config.seed
         if self.dist.enabled:
-            return self.dist.shard(n, seed, epoch_seed_index)
-        return epoch_order(n, seed, epoch_seed_index)
+            order = self.dist.shard(n, seed, epoch_seed_index)
+        else:
+            order = epoch_order(n, seed, epoch_seed_index)
+        return limit_epoch(order, self.config, self.dist.world_size)  # tiled: a seeded subset when many
 
     def _epoch(self, epoch_seed_index: int, optimizer: torch.optim.Optimizer, pretrain: bool) -> tuple[float, int]:
         """Train one epoch; return the mean loss over all ranks' images and how many images all ranks saw."""
@@ -383,7 +398,8 @@ class _Run:
         def compute() -> dict[str, float]:
             extra: dict[str, float] = {}
             for cb in self.callbacks:
-                extra.update(cb.on_epoch_model(self._global_epoch(), self.model, self.rt, self.data, self.config))
+                scorer = eval_model(self.model, self.config)  # tiled: whole images, stitched maps
+                extra.update(cb.on_epoch_model(self._global_epoch(), scorer, self.rt, self.data, self.config))
             return extra
 
         return self.dist.on_main(compute)
@@ -421,8 +437,13 @@ class _Run:
             self.model.load_state_dict(best["model_state"])
             result.notes.append(f"kept the epoch-{st.best_epoch} model (lowest validation loss)")
 
+        if cfg.tiling.position is not None:  # one position of a per-position model: train.tiled assembles it
+            path = ckpt.save_checkpoint(self.run_dir / ckpt.MODEL, ckpt.checkpoint_dict(self.model, cfg, self._meta()))
+            result.checkpoint_path, result.metrics = path, summary_metrics(st, train_s, images_seen)
+            return
+        scorer = eval_model(self.model, cfg)  # whole images: tiled, the stitched full-resolution maps
         thresholds, source = fit_run_thresholds(
-            self.model, self.val_images, self.data.train, self.rt, cfg, self.run_dir, result.notes
+            scorer, self.data.val, self.data.train, self.rt, cfg, self.run_dir, result.notes
         )
         result.thresholds = thresholds.to_dict()
         extra = summary_metrics(st, train_s, images_seen)
@@ -430,7 +451,7 @@ class _Run:
             from adkd.pipelines.evaluate.report import evaluate_model
 
             metrics = evaluate_model(
-                self.model, self.data, thresholds, cfg, self.run_dir, self.callbacks, self.rt, extra_metrics=extra
+                scorer, self.data, thresholds, cfg, self.run_dir, self.callbacks, self.rt, extra_metrics=extra
             )
         else:  # tuning trials: the test split must not be looked at
             metrics = extra

@@ -35,11 +35,19 @@ def synth(
     train: int = typer.Option(32, "--train", help="Normal training images per category."),
     test: int = typer.Option(24, "--test", help="Test images per category (about a quarter good)."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same files."),
+    defect_scale: float = typer.Option(
+        1.0,
+        "--defect-scale",
+        help="Size factor of texture defects and scratches (area by its square); 0.3 gives defects of about "
+        "0.1-0.4 %% of the image, the small-defect case tiling is for.",
+    ),
 ) -> None:
     """Write a deterministic synthetic data set (textures and objects, defects with exact masks)."""
     from adkd.pipelines.data.synthetic_dataset import synthesize
 
-    summary = synthesize(root, _split_names(categories), size=size, n_train=train, n_test=test, seed=seed)
+    summary = synthesize(
+        root, _split_names(categories), size=size, n_train=train, n_test=test, seed=seed, defect_scale=defect_scale
+    )
     table = Table(title=f"synthetic data set in {root}")
     for col in ("category", "train/good", "test/good", "test defective", "defect kinds"):
         table.add_column(col, justify="left" if col in ("category", "defect kinds") else "right")

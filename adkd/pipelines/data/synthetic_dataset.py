@@ -121,22 +121,24 @@ def _texture(name: str, x: np.ndarray, y: np.ndarray, phase: tuple[float, float]
 SCRATCH_COLOURS: dict[str, Colour] = {"weave": (0.97, 0.96, 0.9), "grain": (0.97, 0.96, 0.9), "dots": (0.85, 0.2, 0.1)}
 
 
-def _texture_defect(category: str, kind: str, rng: np.random.Generator) -> list[Part]:
+def _texture_defect(category: str, kind: str, rng: np.random.Generator, scale: float = 1.0) -> list[Part]:
+    """A defect painted on a texture; ``scale`` multiplies its lengths (its area by ``scale ** 2``)."""
     cx, cy = rng.uniform(-0.6, 0.6, size=2)
     if kind == "scratch":
-        angle, length = rng.uniform(0, math.pi), rng.uniform(0.6, 1.0)
+        angle, length = rng.uniform(0, math.pi), rng.uniform(0.6, 1.0) * scale
         dx, dy = math.cos(angle) * length / 2, math.sin(angle) * length / 2
-        width = rng.uniform(0.07, 0.1)
+        width = rng.uniform(0.07, 0.1) * scale
         return [Part("segment", (cx - dx, cy - dy, cx + dx, cy + dy, width), SCRATCH_COLOURS[category])]
     if kind == "hole":
-        r = rng.uniform(0.12, 0.2)
-        return [Part("circle", (cx, cy, r + 0.04), (0.3, 0.27, 0.25)), Part("circle", (cx, cy, r), (0.04, 0.04, 0.05))]
+        r = rng.uniform(0.12, 0.2) * scale
+        rim = (cx, cy, r + 0.04 * scale)
+        return [Part("circle", rim, (0.3, 0.27, 0.25)), Part("circle", (cx, cy, r), (0.04, 0.04, 0.05))]
     if kind == "stain":
         colour = (0.3, 0.42, 0.12)
-        blobs = [Part("circle", (cx, cy, rng.uniform(0.1, 0.16)), colour)]
+        blobs = [Part("circle", (cx, cy, rng.uniform(0.1, 0.16) * scale), colour)]
         for _ in range(3):
-            ox, oy = rng.uniform(-0.12, 0.12, size=2)
-            blobs.append(Part("circle", (cx + ox, cy + oy, rng.uniform(0.06, 0.11)), colour))
+            ox, oy = rng.uniform(-0.12, 0.12, size=2) * scale
+            blobs.append(Part("circle", (cx + ox, cy + oy, rng.uniform(0.06, 0.11) * scale), colour))
         return blobs
     raise ValueError(kind)
 
@@ -239,11 +241,12 @@ def _object_defect(name: str, kind: str, parts: list[Part], rng: np.random.Gener
     raise ValueError(kind)
 
 
-def _object_scratch(rng: np.random.Generator) -> list[Part]:
+def _object_scratch(rng: np.random.Generator, scale: float = 1.0) -> list[Part]:
     cx, cy = rng.uniform(-0.25, 0.25, size=2)
-    angle, length = rng.uniform(0, math.pi), rng.uniform(0.5, 0.8)
+    angle, length = rng.uniform(0, math.pi), rng.uniform(0.5, 0.8) * scale
     dx, dy = math.cos(angle) * length / 2, math.sin(angle) * length / 2
-    return [Part("segment", (cx - dx, cy - dy, cx + dx, cy + dy, rng.uniform(0.07, 0.1)), (0.95, 0.25, 0.2))]
+    width = rng.uniform(0.07, 0.1) * scale
+    return [Part("segment", (cx - dx, cy - dy, cx + dx, cy + dy, width), (0.95, 0.25, 0.2))]
 
 
 # ---------------------------------------------------------------- rendering
@@ -283,31 +286,36 @@ def _normal_scene(category: str, rng: np.random.Generator) -> Scene:
     return scene
 
 
-def _defect_scene(scene: Scene, kind: str, rng: np.random.Generator) -> Scene:
+def _defect_scene(scene: Scene, kind: str, rng: np.random.Generator, scale: float = 1.0) -> Scene:
     out = Scene(scene.category, scene.shift, scene.angle, scene.phase, list(scene.parts), [])
     if scene.category in TEXTURES:
-        out.overlays = _texture_defect(scene.category, kind, rng)
+        out.overlays = _texture_defect(scene.category, kind, rng, scale)
     elif kind == "scratch":
-        out.overlays = _object_scratch(rng)
+        out.overlays = _object_scratch(rng, scale)
     else:
         out.parts = _object_defect(scene.category, kind, scene.parts, rng)
     return out
 
 
 def render_sample(
-    category: str, size: int, rng: np.random.Generator, defect: str | None = None
+    category: str, size: int, rng: np.random.Generator, defect: str | None = None, defect_scale: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """One uint8 RGB image ``[size, size, 3]`` and, for a defect, its exact uint8 mask in {0, 255}."""
+    """One uint8 RGB image ``[size, size, 3]`` and, for a defect, its exact uint8 mask in {0, 255}.
+
+    ``defect_scale`` multiplies the lengths of texture defects and scratches (the parts of objects keep theirs).
+    """
     scene = _normal_scene(category, rng)
     gain = (rng.uniform(0.92, 1.08) * rng.uniform(0.97, 1.03, size=3)).astype(np.float32)
     noise = rng.normal(0, 0.012, size=(size, size, 3)).astype(np.float32)
     normal = _finish(_render(scene, size), gain, noise)
     if defect is None:
         return normal, None
+    scalable = category in TEXTURES or defect == "scratch"
+    least = MIN_DEFECT_FRACTION * (defect_scale**2 if scalable else 1.0)
     for _ in range(20):
-        image = _finish(_render(_defect_scene(scene, defect, rng), size), gain, noise)
+        image = _finish(_render(_defect_scene(scene, defect, rng, defect_scale), size), gain, noise)
         changed = np.any(image != normal, axis=2)
-        if changed.mean() >= MIN_DEFECT_FRACTION:
+        if changed.mean() >= least:
             return image, changed.astype(np.uint8) * 255
     raise RuntimeError(f"could not draw a visible {defect} on {category} at {size}px")
 
@@ -326,7 +334,9 @@ def _save(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, format="PNG")
 
 
-def _write_category(out: Path, category: str, size: int, n_train: int, n_test: int, seed: int) -> dict[str, int]:
+def _write_category(
+    out: Path, category: str, size: int, n_train: int, n_test: int, seed: int, defect_scale: float = 1.0
+) -> dict[str, int]:
     counts: dict[str, int] = {"train": n_train}
     for i in range(n_train):
         image, _ = render_sample(category, size, _rng(seed, category, "train", i))
@@ -338,7 +348,7 @@ def _write_category(out: Path, category: str, size: int, n_train: int, n_test: i
     for i, defect in enumerate(plan):
         k = index[defect] = index.get(defect, -1) + 1
         rng = _rng(seed, category, "test", i)
-        image, mask = render_sample(category, size, rng, None if defect == "good" else defect)
+        image, mask = render_sample(category, size, rng, None if defect == "good" else defect, defect_scale)
         _save(image, out / "test" / defect / f"{k:03d}.png")
         if mask is not None:
             _save(mask, out / "ground_truth" / defect / f"{k:03d}_mask.png")
@@ -354,8 +364,13 @@ def synthesize(
     n_test: int = 24,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    defect_scale: float = 1.0,
 ) -> dict[str, dict[str, int]]:
-    """Write the synthetic set under ``root`` (replacing those categories) and return counts per category."""
+    """Write the synthetic set under ``root`` (replacing those categories) and return counts per category.
+
+    ``defect_scale`` < 1 makes texture defects and scratches smaller (area by its square): small defects on
+    large images, the case tiling is for.
+    """
     names = list(dict.fromkeys(categories or CATEGORIES))
     unknown = [c for c in names if c not in CATEGORIES]
     if unknown:
@@ -366,6 +381,8 @@ def synthesize(
         raise ConfigError(f"--train {n_train} is invalid: use at least 1 training image")
     if n_test < 2:
         raise ConfigError(f"--test {n_test} is invalid: use at least 2 test images (good and defective)")
+    if not 0.05 <= defect_scale <= 2.0:
+        raise ConfigError(f"--defect-scale {defect_scale} is invalid: use a factor in [0.05, 2] (1 = the default)")
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise DataError(f"{root} is a file: pass a folder for the synthetic data set")
@@ -377,7 +394,7 @@ def synthesize(
             raise DataError(f"{final} exists and is not a category folder: choose another ROOT or remove it")
         staging = root / f".{category}.synth-tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        summary[category] = _write_category(staging, category, size, n_train, n_test, seed)
+        summary[category] = _write_category(staging, category, size, n_train, n_test, seed, defect_scale)
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)

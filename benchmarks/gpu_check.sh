@@ -6,12 +6,14 @@
 # Uses the repo's installed package (.venv/bin/python, or $PYTHON). No network, no ../shared: weights=none.
 # On a bare GPU image, benchmarks/gpu_bundle.sh packs the missing packages (Ray, pydantic) and says how to use them.
 # Budget: about 8 minutes on one GPU (tests <= 5 min, table <= 3 min, each under its own timeout).
-# --dry-run: on CPU at tiny sizes (the gpu tests skip, the table runs resnet18 at 64 px), for CI.
+# --dry-run: on CPU at tiny sizes (the gpu tests skip, the table runs resnet18 at 64 px), for CI. A dry run never
+# writes into benchmarks/results/ (where the real GPU figures live): without --out it writes to a new temporary
+# folder (named at the start and the end), and an --out inside benchmarks/results/ is refused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DRY=0
-OUT=benchmarks/results/gpu
+OUT=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry-run) DRY=1; shift ;;
@@ -19,6 +21,17 @@ while [[ $# -gt 0 ]]; do
     *) echo "gpu_check.sh: unknown argument $1 (use --dry-run, --out DIR)" >&2; exit 2 ;;
   esac
 done
+RESULTS="$(realpath -m benchmarks/results)"
+if [[ $DRY == 1 ]]; then
+  if [[ -z "$OUT" ]]; then
+    OUT="$(mktemp -d "${TMPDIR:-/tmp}/adkd-gpu-check-dry.XXXXXX")"
+  fi
+  case "$(realpath -m "$OUT")/" in
+    "$RESULTS"/*) echo "gpu_check.sh: a dry run does not write into benchmarks/results/ (the GPU figures live there); pass --out with another folder or leave it out" >&2; exit 2 ;;
+  esac
+  echo "gpu_check.sh: dry run, writing to $OUT"
+fi
+OUT="${OUT:-benchmarks/results/gpu}"
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi

@@ -140,8 +140,7 @@ _SMOKE = [
         "cpu-smoke",
         "mrkd",
         "CI/demo: 64 px, mobilenet_v2, random teacher, 16 epochs, Adam lr 0.005; the model's defaults (1x1 "
-        "fusion, per-channel SCConv, §3.8 paper loss, which measured better than the two-term loss on the "
-        "real bottle: 96.8/95.7/87.5 against 84.4/92.7/73.2 image/pixel AUROC/AUPRO, 2 epochs at 128 px).",
+        'fusion, per-channel SCConv, §3.8 paper loss: why, in benchmarks/RESULTS.md, "Ablation, mrkd loss").',
         **_SMOKE_COMMON,
         epochs=16,
         optimizer={"name": "adam", "lr": 0.005, "betas": [0.5, 0.999]},
@@ -150,7 +149,7 @@ _SMOKE = [
         "cpu-smoke",
         "stfpm",
         "CI/demo: 64 px, mobilenet_v2, random teacher, 8 epochs, SGD lr 0.4; unlike the paper preset it keeps "
-        "the σ=4 map blur and the ½ loss (the blur measured better on the real bottle, issue 12).",
+        "adkd's σ=4 map blur and the ½ loss.",
         **_SMOKE_COMMON,
         epochs=8,
         optimizer={"name": "sgd", "lr": 0.4, "momentum": 0.9, "weight_decay": 1e-4},
@@ -159,8 +158,8 @@ _SMOKE = [
         "cpu-smoke",
         "stfpm-ae",
         "CI/demo: 64 px, mobilenet_v2, random teacher, 2 AE pretraining + 12 joint epochs; unlike the "
-        "paper preset the AE is not frozen and learns at the student's lr 0.4 (with a barely pretrained AE "
-        "the paper's frozen, 10x slower AE kept image AUROC near 0.5 on synthetic data).",
+        "paper preset the AE is not frozen and learns at the student's lr 0.4 (why: benchmarks/RESULTS.md, "
+        '"Synthetic data, random teacher, 64 px").',
         **_SMOKE_COMMON,
         epochs=12,
         optimizer={"name": "sgd", "lr": 0.4, "momentum": 0.9, "weight_decay": 1e-4},
@@ -184,7 +183,8 @@ _BOTTLE = [
     _p(
         "bottle-mobilenet",
         "rd",
-        "Real bottle at 128 px with the ImageNet MobileNetV2 teacher; fits ~3 min on 2 CPU cores.",
+        "Real bottle at 128 px with the ImageNet MobileNetV2 teacher, 10 epochs, Adam lr 0.005 (accuracy and "
+        'time: benchmarks/RESULTS.md, "Real data: MVTec AD bottle").',
         **_BOTTLE_COMMON,
         epochs=10,
         optimizer={"name": "adam", "lr": 0.005, "betas": [0.5, 0.999]},
@@ -192,10 +192,9 @@ _BOTTLE = [
     _p(
         "bottle-mobilenet",
         "mrkd",
-        "Real bottle at 128 px with the ImageNet MobileNetV2 teacher; fits ~3 min on 2 CPU cores. The model's "
-        "defaults (1x1 fusion, per-channel SCConv, §3.8 paper loss, which measured better than the two-term "
-        "loss on the real bottle: 96.8/95.7/87.5 against 84.4/92.7/73.2 image/pixel AUROC/AUPRO, 2 epochs "
-        "at 128 px).",
+        "Real bottle at 128 px with the ImageNet MobileNetV2 teacher, 10 epochs, Adam lr 0.005, the model's "
+        "defaults (1x1 fusion, per-channel SCConv, §3.8 paper loss); accuracy and time: benchmarks/RESULTS.md, "
+        '"Real data: MVTec AD bottle"; the loss choice: "Ablation, mrkd loss".',
         **_BOTTLE_COMMON,
         epochs=10,
         optimizer={"name": "adam", "lr": 0.005, "betas": [0.5, 0.999]},
@@ -203,8 +202,8 @@ _BOTTLE = [
     _p(
         "bottle-mobilenet",
         "stfpm",
-        "Real bottle at 128 px with the ImageNet MobileNetV2 teacher; unlike the paper preset it keeps the "
-        "σ=4 map blur and the ½ loss (the blur measured better on the real bottle, issue 12).",
+        "Real bottle at 128 px with the ImageNet MobileNetV2 teacher; unlike the paper preset it keeps adkd's "
+        "σ=4 map blur and the ½ loss.",
         **_BOTTLE_COMMON,
         epochs=10,
         optimizer={"name": "sgd", "lr": 0.4, "momentum": 0.9, "weight_decay": 1e-4},

@@ -34,3 +34,20 @@ def test_gpu_check_dry_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert all(r["train_images_per_s"] > 0 and r["infer_images_per_s"] > 0 for r in rows)
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert "| stfpm | resnet18 | 64 | on |" in markdown and "skipped" in markdown
+
+
+@pytest.mark.parametrize("out", ["benchmarks/results/gpu", "benchmarks/results", "./benchmarks/other/../results/x"])
+def test_a_dry_run_refuses_to_write_into_the_committed_results(tmp_path: Path, out: str) -> None:
+    results = REPO / "benchmarks" / "results"
+    before = sorted((p.relative_to(results), p.stat().st_mtime_ns) for p in results.rglob("*"))
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", out],
+        cwd=REPO,
+        env={**os.environ, "PYTHON": "false"},  # nothing may run before the refusal
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "a dry run does not write into benchmarks/results/" in proc.stderr
+    assert sorted((p.relative_to(results), p.stat().st_mtime_ns) for p in results.rglob("*")) == before

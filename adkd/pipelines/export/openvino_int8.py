@@ -1,0 +1,151 @@
+"""int8 for OpenVINO: NNCF post-training quantization of the exported graph, gated like every int8 artifact.
+
+NNCF quantizes the fp32 ONNX file itself (its ONNX backend) and writes an ONNX graph with QuantizeLinear /
+DequantizeLinear pairs placed for OpenVINO's CPU plugin, which fuses them into int8 kernels; measured on a
+ResNet18 rd graph, OpenVINO runs it exactly as fast as the same quantization done on OpenVINO's own model
+format, and the artifact stays one ONNX file with adkd's metadata (``model.ov.int8.onnx``) that the registry,
+``adkd predict`` and the served model pick up like the others.
+
+As with ONNX Runtime's int8 (``adkd.pipelines.export.quantize``), only the network's nodes are quantized
+(preprocessing, the anomaly map, its smoothing and the scores stay float), activation ranges are calibrated
+on the calibration half of the validation normals, the image threshold is refitted on the int8 graph's own
+scores of those images (as OpenVINO computes them), and ``int8_gate`` compares the file, run by OpenVINO,
+with the fp32 model on the held-out half; a refused model leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adkd.pipelines.export.int8_gate import DEFAULT_BOUNDS, GateBounds, Int8Gate, gate_images, int8_gate
+from adkd.pipelines.export.onnx_export import INPUT_NAME, ExportError, read_metadata, set_metadata
+
+OV_INT8_SUFFIX = ".ov.int8.onnx"  # adkd.pipelines.predict.runtimes.SUFFIXES["openvino-int8"]
+SCHEME = "nncf-openvino"  # recorded as int8_scheme: NNCF's default (performance) preset for OpenVINO's CPU plugin
+# Post-processing modules of the models, by their ONNX name scope: kept in float (as for ONNX Runtime's int8).
+_FLOAT_SCOPES = ("/model/anomaly_map",)
+
+
+class OpenVinoQuantizationRefused(ExportError):
+    """The OpenVINO int8 model disagrees with the fp32 one on the gate images."""
+
+
+def ov_int8_path_for(fp32_path: str | Path) -> Path:
+    """``model.onnx`` → ``model.ov.int8.onnx``."""
+    path = Path(fp32_path)
+    return path.with_name(path.name.removesuffix(".onnx") + OV_INT8_SUFFIX)
+
+
+def float_nodes(model: Any) -> list[str]:
+    """Names of the nodes outside the network (preprocessing, anomaly map, scores): NNCF leaves them float."""
+    return [
+        node.name
+        for node in model.graph.node
+        if not node.name.startswith("/model/") or node.name.startswith(_FLOAT_SCOPES)
+    ]
+
+
+def _quiet_nncf() -> None:
+    # NNCF logs every skipped quantizer at INFO and draws progress bars; adkd reports the gate instead.
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+
+
+def nncf_quantize(source: Path, calibration: np.ndarray, out: Path) -> Path:
+    """Write NNCF's int8 QDQ graph of ``source`` to ``out``, calibrated on uint8 NHWC ``calibration``.
+
+    The graph is first simplified as for ONNX Runtime's int8 (constants folded), so the score normalisation's
+    range is one constant that the int8 thresholds can replace. Metadata carries over as ``quantize_graph``'s.
+    """
+    import nncf
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from adkd.pipelines.export.quantize import _NOT_COPIED, _raw_metadata
+
+    _quiet_nncf()
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".nncf-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+        model = onnx.load(str(pre))
+    ignored = float_nodes(model)
+    if len(ignored) == len(model.graph.node):
+        raise ExportError(f"{source}: no /model/ nodes to quantize; was it written by adkd export?")
+    items = [{INPUT_NAME: np.ascontiguousarray(calibration[i : i + 1])} for i in range(len(calibration))]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(items),
+            subset_size=len(items),
+            target_device=nncf.TargetDevice.CPU,
+            ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+        )
+    del quantized.metadata_props[:]  # the fp32 file's metadata, chosen below, not what the tools carried along
+    onnx.save(quantized, str(out))
+    props = {k: v for k, v in _raw_metadata(source).items() if k not in (*_NOT_COPIED, "runtime_choice")}
+    set_metadata(out, {**props, "precision": "int8", "int8_scheme": SCHEME, "runtime": "openvino"})
+    return out
+
+
+def quantize_openvino(
+    fp32_path: str | Path,
+    validation_images: np.ndarray,
+    out_path: str | Path | None = None,
+    *,
+    valid: torch.Tensor | None = None,
+    seed: int = 0,
+    threshold_quantile: float = 0.99,
+    bounds: GateBounds = DEFAULT_BOUNDS,
+    enforce_gate: bool = True,
+    source: str = "validation images",
+    threads: int | None = None,
+) -> tuple[Path, Int8Gate]:
+    """Write ``model.ov.int8.onnx`` beside ``fp32_path`` (or at ``out_path``) if OpenVINO's int8 passes the gate.
+
+    The arguments are ``quantize.quantize_onnx``'s: the run's validation normals (uint8 [N,S,S,3]), split by
+    ``seed`` into the calibration part (activation ranges, the int8 thresholds fitted on OpenVINO's scores)
+    and the held-out part the gate measures on. Raises ``OpenVinoQuantizationRefused`` (one line) when the
+    gate fails, unless ``enforce_gate`` is False (benchmarks; the gate is returned either way).
+    """
+    from adkd.pipelines.export.quantize import _check_images, fit_artifact_thresholds
+    from adkd.pipelines.predict import open_predictor
+
+    fp32_path = Path(fp32_path)
+    out = Path(out_path) if out_path else ov_int8_path_for(fp32_path)
+    meta = read_metadata(fp32_path)
+    size = int(meta["image_size"])
+    images = _check_images(validation_images, size)
+    gate_set = gate_images(
+        torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        seed,
+        threshold_quantile,
+        valid=valid,
+        map_size=int(meta.get("eval_size") or size),
+        source=source,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".ov-int8-") as tmp:
+        staged = nncf_quantize(fp32_path, gate_set.calibration, Path(tmp) / out.name)
+        # "auto" runs the file on what it was made for (its metadata says openvino): thresholds from OpenVINO's scores.
+        fit_artifact_thresholds(staged, gate_set.calibration, threshold_quantile, gate_set.valid_calibration,
+                                "auto", threads)  # fmt: skip
+        fp32 = open_predictor(fp32_path, runtime="onnxruntime", threads=threads)
+        int8 = open_predictor(staged, runtime="auto", threads=threads)
+        gate = int8_gate(fp32, int8, gate_set, bounds)
+        problems = gate.problems()
+        if enforce_gate and problems:
+            raise OpenVinoQuantizationRefused(
+                f"OpenVINO int8 model of {fp32_path.name} refused on {gate.n_normals} held-out {source}: "
+                f"{'; '.join(problems)}; keep the fp32 model"
+            )
+        set_metadata(staged, {"int8_gate": json.dumps(gate.to_dict(), sort_keys=True, default=float)})
+        staged.replace(out)
+    return out, gate

@@ -1,0 +1,150 @@
+"""OpenVINO beside ONNX Runtime: parity with PyTorch, its int8 (NNCF) behind the gate, and ``runtime=auto``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from adkd.errors import ConfigError
+from adkd.models.preprocess import normalize
+from adkd.models.zoo import build_model
+from adkd.pipelines.export import export_onnx, read_metadata
+from adkd.pipelines.export.int8_gate import GateBounds
+from adkd.pipelines.export.onnx_export import _noise_images
+from adkd.pipelines.export.openvino_int8 import OpenVinoQuantizationRefused, ov_int8_path_for, quantize_openvino
+from adkd.pipelines.export.runtime_choice import choose_runtime
+from adkd.pipelines.predict import open_predictor
+from adkd.pipelines.predict.openvino_predictor import OpenVinoPredictor, cpu_has_bf16, file_digest
+from adkd.pipelines.predict.runtimes import check_runtime, variant_path
+
+SIZE = 64
+THRESHOLDS = {"image": 0.3, "pixel": 0.25, "score_min": 0.05, "score_max": 0.6}
+
+
+def _images(n: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, 256, (n, SIZE, SIZE, 3), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def _validation() -> np.ndarray:
+    return _noise_images(10, SIZE, seed=1).numpy()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, torch.nn.Module]]:
+    out = {}
+    for name in ("rd", "stfpm"):
+        torch.manual_seed(0)
+        model = build_model(name, backbone="resnet18", weights="none").eval()
+        folder = tmp_path_factory.mktemp(name)
+        out[name] = (export_onnx(model, folder / "model.onnx", SIZE, THRESHOLDS, {"model": name}), model)
+    return out
+
+
+@pytest.mark.parametrize("name", ["rd", "stfpm"])
+def test_openvino_f32_matches_pytorch(models: dict, name: str, tmp_path: Path) -> None:
+    path, model = models[name]
+    predictor = open_predictor(path, "openvino", cache_dir=tmp_path)
+    assert predictor.runtime == "openvino" and predictor.precision == "f32"
+    for n, seed in ((1, 1), (3, 2)):  # the batch axis stays dynamic in OpenVINO
+        images = _images(n, seed)
+        maps, scores, norms = predictor.run(images.numpy())
+        with torch.inference_mode():
+            ref_map, ref_score = (t.numpy() for t in model(normalize(images.permute(0, 3, 1, 2))))
+        assert maps.shape == (n, SIZE, SIZE) and scores.shape == norms.shape == (n,)
+        span = float(ref_map.max() - ref_map.min())
+        assert span > 0
+        # The tolerances of the ONNX Runtime parity check: the f32 hint keeps bf16 out on CPUs that have it.
+        assert np.abs(maps - ref_map[:, 0]).max() <= 1e-4 * span
+        assert np.abs(scores - ref_score).max() <= 1e-5 * max(1.0, float(np.abs(ref_score).max()))
+        expected_norm = np.clip((ref_score - 0.3) / (0.6 - 0.05) + 0.5, 0.0, 1.0)
+        np.testing.assert_allclose(norms, expected_norm, atol=1e-5)
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16")
+def test_bf16_is_asked_for_and_differs_from_f32(models: dict, tmp_path: Path) -> None:
+    path, _ = models["rd"]
+    images = _images(3, 4).numpy()
+    f32 = open_predictor(path, "openvino", cache_dir=tmp_path).run(images)[0]
+    bf16 = open_predictor(path, "openvino-bf16", cache_dir=tmp_path)
+    assert bf16.runtime == "openvino-bf16"
+    half = bf16.run(images)[0]
+    assert not np.allclose(half, f32, rtol=1e-4)  # really bf16: OpenVINO's default here, not the f32 kept above
+    assert np.corrcoef(half.ravel(), f32.ravel())[0, 1] > 0.9
+
+
+def test_converted_model_is_cached_by_content(models: dict, tmp_path: Path) -> None:
+    path, _ = models["stfpm"]
+    first = OpenVinoPredictor(path, cache_dir=tmp_path)
+    again = OpenVinoPredictor(path, cache_dir=tmp_path)
+    assert (first.source, again.source) == ("converted", "cache")
+    entry = tmp_path / "openvino" / file_digest(path)
+    assert (entry / "model.xml").is_file()
+    # Weights stay fp32 in the cache (OpenVINO's save_model would halve them by default).
+    weights = sum(np.prod(i.dims) for i in onnx.load(str(path)).graph.initializer if i.data_type == 1)
+    assert (entry / "model.bin").stat().st_size >= 4 * weights * 0.9
+    images = _images(2, 5).numpy()
+    for got, want in zip(again.run(images), first.run(images)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_runtime_names_are_checked(models: dict, tmp_path: Path) -> None:
+    path, _ = models["stfpm"]
+    assert check_runtime("OV") == "openvino" and check_runtime(None) == "auto"
+    with pytest.raises(ConfigError, match="runtime 'tensorrt' is not one of auto, onnxruntime, openvino"):
+        open_predictor(path, "tensorrt")
+    with pytest.raises(ConfigError, match=r"model\.ov\.int8\.onnx does not exist: .*adkd export --int8"):
+        open_predictor(path, "openvino-int8")
+    auto = open_predictor(path)
+    assert (auto.runtime, auto.runtime_reason) == ("onnxruntime", "auto: no runtime was timed at export")
+
+
+def test_nncf_int8_is_gated_and_runs_in_openvino(models: dict, tmp_path: Path) -> None:
+    source, _ = models["stfpm"]
+    fp32 = tmp_path / "model.onnx"
+    fp32.write_bytes(source.read_bytes())
+    with pytest.raises(OpenVinoQuantizationRefused, match=r"refused on \d+ held-out validation images: image scores"):
+        quantize_openvino(fp32, _validation(), bounds=GateBounds(min_score_correlation=1.01))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # nothing half-written
+
+    # A random-weight teacher on noise images: AUROCs on 5 synthetic defects are coin flips, so only the
+    # agreement bounds are held here (the refusal above shows the gate is enforced).
+    loose = GateBounds(max_auroc_drop=1.0, max_fpr_rise=1.0)
+    out, gate = quantize_openvino(fp32, _validation(), bounds=loose)
+    assert out == ov_int8_path_for(fp32) == variant_path(fp32, "openvino-int8") and gate.ok
+    assert gate.score_correlation >= 0.95 and gate.map_correlation >= 0.95
+    meta = read_metadata(out)
+    assert (meta["precision"], meta["runtime"], meta["int8_scheme"]) == ("int8", "openvino", "nncf-openvino")
+    assert meta["int8_gate"]["ok"] is True and "parity" not in meta
+    graph = onnx.load(str(out)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv" and n.name.startswith("/model/")]
+    blur = [n for n in convs if n.name.startswith("/model/anomaly_map")]
+    network = [n for n in convs if not n.name.startswith("/model/anomaly_map")]
+    assert network and all(n.input[1] in dequantized for n in network)  # the network's weights are int8
+    assert blur and not any(n.input[1] in dequantized for n in blur)  # the map's Gaussian stays float
+
+    int8 = open_predictor(out)  # auto: the file runs on what it was made for
+    assert int8.runtime == "openvino-int8" and int8.image_threshold == pytest.approx(meta["thresholds"]["image"])
+    maps, scores, _ = int8.run(_validation()[:4])
+    _, ref, _ = open_predictor(fp32, "onnxruntime").run(_validation()[:4])
+    assert maps.shape == (4, SIZE, SIZE) and not np.allclose(scores, ref, rtol=1e-4)
+    assert open_predictor(fp32, "openvino-int8").runtime == "openvino-int8"
+
+
+def test_auto_runs_the_variant_timed_fastest(models: dict, tmp_path: Path) -> None:
+    source, _ = models["rd"]
+    fp32 = tmp_path / "model.onnx"
+    fp32.write_bytes(source.read_bytes())
+    record = choose_runtime(fp32, threads=1, repeats=2, rounds=1)
+    timings = record["timings_ms_per_image"]
+    assert {"onnxruntime", "openvino"} <= set(timings)  # the fp32 file on both runtimes; no int8 file here
+    assert record["candidates"]["onnxruntime-int8"] == {"skipped": "no model.int8.onnx"}
+    assert record["variant"] == min(timings, key=lambda v: timings[v]["b1_ms"])
+    assert all(t["b1_ms"] > 0 and t["b8_ms"] > 0 for t in timings.values())
+    assert read_metadata(fp32)["runtime_choice"]["variant"] == record["variant"]
+    auto = open_predictor(fp32, cache_dir=tmp_path)
+    assert auto.runtime == record["variant"] and auto.runtime_reason.startswith("auto: fastest at export on ")

@@ -26,8 +26,13 @@ class Detector:
 
     @property
     def runtime(self) -> str:
-        """The runtime that scores the images (``onnxruntime``, ...)."""
+        """The runtime variant that scores the images (``onnxruntime``, ``openvino``, ``openvino-int8``, ...)."""
         return self.predictor.runtime
+
+    @property
+    def runtime_reason(self) -> str:
+        """Why that variant runs (asked for, or what ``auto`` found)."""
+        return self.predictor.runtime_reason
 
     def predict(self, images: Any) -> list[Prediction]:
         """One Prediction per image (a single image is accepted too)."""
@@ -46,14 +51,15 @@ def load(
     """Load a model from an .onnx path, ``models:/adkd-CAT@alias``, ``models:/adkd-CAT/N`` or a run id.
 
     ``int8=True`` picks the model's int8 ONNX file (``adkd export --int8`` / ``export_int8=true``).
-    ``runtime`` picks what runs it: ``auto`` (the one recorded at export as fastest here) or ``onnxruntime``.
+    ``runtime`` picks what runs it: ``auto`` (the variant ``adkd export`` timed fastest), ``onnxruntime``,
+    ``openvino``, ``openvino-bf16``, ``onnxruntime-int8`` or ``openvino-int8``.
     """
     from adkd.platform.registry.resolve import resolve_onnx
     from adkd.settings import load_settings
 
     settings = load_settings(tracking_uri=tracking_uri)
     path, origin = resolve_onnx(str(model_uri), settings.resolved_tracking_uri, settings.cache_dir, int8=int8)
-    return Detector(open_predictor(path, runtime=runtime, threshold=threshold), origin)
+    return Detector(open_predictor(path, runtime=runtime, threshold=threshold, cache_dir=settings.cache_dir), origin)
 
 
 def train(

@@ -24,7 +24,9 @@ def predict(
     tracking_uri: str = typer.Option(None, help="MLflow tracking URI (default: settings / MLFLOW_TRACKING_URI)."),
     int8: bool = typer.Option(False, "--int8", help="Use the model's int8 ONNX file (CPU inference)."),
     runtime: str = typer.Option(
-        None, help="Inference runtime: auto (the fastest recorded at export) or onnxruntime. Default: settings."
+        None,
+        help="auto (the variant timed fastest at export), onnxruntime, openvino, openvino-bf16, onnxruntime-int8 "
+        "or openvino-int8. Default: the runtime setting (ADKD_RUNTIME), auto.",
     ),
 ) -> None:
     """Score images: verdicts, heatmap overlays, masks, predictions.csv and summary.json."""
@@ -37,7 +39,7 @@ def predict(
     runtime = runtime or load_settings().runtime
     detector = load(model, threshold=threshold, tracking_uri=tracking_uri, int8=int8, runtime=runtime)
     predictor = detector.predictor
-    err_console.print(f"runtime: {detector.runtime}", highlight=False)
+    err_console.print(f"runtime: {detector.runtime} ({detector.runtime_reason})", highlight=False)
     files = collect_inputs(inputs)
     rows: list[dict] = []
     failures: list[dict[str, str]] = []
@@ -69,7 +71,7 @@ def predict(
                     rows.append(pred.summary() | {"overlay": str(overlay), "mask": str(mask)})
             progress.advance(task, len(chunk))
     meta = {k: v for k, v in predictor.meta.items() if k in ("model", "backbone", "category", "image_size", "resize")}
-    write_summary(rows, failures, meta | detector.origin, out)
+    write_summary(rows, failures, meta | detector.origin | {"runtime": detector.runtime}, out)
     table = Table(title=f"{len(rows)} images scored with {detector.origin.get('source')}")
     for col in ("verdict", "images"):
         table.add_column(col)

@@ -177,7 +177,8 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
         from adkd.pipelines.predict.runtimes import open_predictor
         from adkd.settings import load_settings
 
-        self.predictor = open_predictor(onnx_path, runtime=runtime or load_settings().runtime)
+        settings = load_settings()
+        self.predictor = open_predictor(onnx_path, runtime=runtime or settings.runtime, cache_dir=settings.cache_dir)
         self.runtime = self.predictor.runtime
         meta = self.predictor.metadata
         self.image_size = self.predictor.image_size
@@ -250,5 +251,5 @@ def pip_requirements() -> list[str]:
     """Pinned runtime requirements of the pyfunc (stated, so MLflow does not infer them in a subprocess)."""
     from importlib.metadata import version
 
-    names = ("mlflow", "onnxruntime", "numpy", "pandas", "pillow")
+    names = ("mlflow", "onnxruntime", "openvino", "numpy", "pandas", "pillow")
     return [f"{name}=={version(name)}" for name in names]

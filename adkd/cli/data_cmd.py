@@ -60,7 +60,7 @@ def synth(
 
 def _print_report(report) -> None:
     table = Table(title=escape(f"data validation: {report.root} ({', '.join(report.categories)})"))
-    for col in ("result", "rule", "expectation", "checked", "unexpected", "first offending files"):
+    for col in ("result", "rule", "expectation", "checked", "unexpected", "first offending files", "to accept"):
         table.add_column(col, justify="right" if col in ("checked", "unexpected") else "left", overflow="fold")
     for o in report.outcomes:
         mark = "[green]PASS[/]" if o.success else "[bold red]FAIL[/]"
@@ -71,6 +71,7 @@ def _print_report(report) -> None:
             str(o.checked),
             str(o.unexpected),
             escape("\n".join(o.offenders[:3])),
+            "" if o.success else escape(o.accept or "fix the files"),
         )
     console.print(table)
     sizes = Table(title="categories", show_lines=False)
@@ -109,7 +110,7 @@ def validate(
     _print_report(report)
     console.print(f"reports: {out} (data_docs/index.html, report.html, gx_validation_result.json)")
     if not report.success:
-        raise DataError(report.failure_message())
+        raise DataError(report.failure_message(skip="`adkd train --skip-validation` trains without the gate"))
     console.print(f"[green]data valid[/]: {len(report.files)} files in {len(report.categories)} categories")
 
 

@@ -9,10 +9,18 @@ from adkd.pipelines.data.gate import GateOptions
 ONE_SIZE = typer.Option(
     False, "--one-size", help="Refuse categories whose images vary in size (default: accept and report them)."
 )
-ALLOW_MIXED_MODES = typer.Option(False, "--allow-mixed-modes", help="Allow L and RGB in one category.")
+ALLOW_MIXED_MODES = typer.Option(
+    False,
+    "--allow-mixed-modes",
+    help="Accept grayscale (L) and colour (RGB) images in one category; RGB files with three equal channels "
+    "count as L and pass without it.",
+)
 MIN_TRAIN = typer.Option(1, "--min-train", min=1, help="Fewest images train/good may hold.")
 IMAGE_LEVEL = typer.Option(
-    False, "--image-level", help="Ignore ground_truth/: image labels only (a category without ground_truth/ is)."
+    False,
+    "--image-level",
+    help="Ignore ground_truth/: image labels only, so defective images need no mask (a category without "
+    "ground_truth/ is image-level anyway).",
 )
 
 

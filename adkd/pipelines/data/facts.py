@@ -50,6 +50,12 @@ class FileFacts:
     has_image: bool = True  # for masks: the test image it belongs to exists
     in_train_and_test: bool = False
     image_level: bool = False  # the category has no ground_truth/ (or is declared image-level): no masks
+    gray_rgb: bool = False  # an RGB image whose three channels are equal: grayscale content, read as L is
+    mode_group: str = ""  # the mode as the model sees it: L for L images and for gray_rgb ones
+    odd_mode: bool = False  # its mode group is not its category's most common one
+    odd_size: bool = False  # its size is not its category's most common one
+    category_mode: str = ""  # the category's most common mode group (images)
+    category_size: str = ""  # the category's most common size (images)
 
 
 def _pixel_hash(img) -> str:
@@ -76,6 +82,10 @@ def _decode_into(row: FileFacts, path: Path):
     row.decodable, row.width, row.height, row.mode = True, img.width, img.height, img.mode
     row.size = f"{img.width}x{img.height}"
     row.content_hash = _pixel_hash(img)
+    if img.mode == "RGB":
+        arr = np.asarray(img)
+        row.gray_rgb = bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
+    row.mode_group = "L" if row.gray_rgb else img.mode
     return img
 
 
@@ -174,6 +184,20 @@ def _mark_duplicates(df: pd.DataFrame) -> None:
             df.loc[group.index[group.content_hash.isin(both)], "in_train_and_test"] = True
 
 
+def _mark_odd(df: pd.DataFrame) -> None:
+    """Each image's category's most common mode group and size, and whether the image differs from them.
+
+    Ties go to the mode or size that sorts first, so the verdict does not depend on file order.
+    """
+    images = df[(df.kind == "image") & df.decodable]
+    for _, group in images.groupby("category"):
+        for column, common, odd in (("mode_group", "category_mode", "odd_mode"), ("size", "category_size", "odd_size")):
+            counts = group[column].value_counts()
+            top = sorted(counts.index[counts == counts.max()])[0]
+            df.loc[group.index, common] = top
+            df.loc[group.index, odd] = group[column] != top
+
+
 def file_facts(root: Path, categories: list[str], image_level: bool = False) -> pd.DataFrame:
     """The per-file table for ``categories`` under ``root`` (which must exist); ``image_level`` ignores masks."""
     plan = [job for category in categories for job in _plan_category(root, category, image_level)]
@@ -183,6 +207,7 @@ def file_facts(root: Path, categories: list[str], image_level: bool = False) -> 
     columns = list(FileFacts.__dataclass_fields__)
     df = pd.DataFrame([asdict(r) for r in rows], columns=columns)
     _mark_duplicates(df)
+    _mark_odd(df)
     return df
 
 
@@ -194,6 +219,7 @@ def category_facts(root: Path, categories: list[str], files: pd.DataFrame, image
         ok = sub[sub.decodable]
         counts = size_counts(zip(ok.width, ok.height))
         modes = sorted(set(ok["mode"]))
+        gray = int(ok.gray_rgb.sum())
         rows.append(
             {
                 "category": category,
@@ -207,8 +233,8 @@ def category_facts(root: Path, categories: list[str], files: pd.DataFrame, image
                 "size_range": size_range(counts),
                 "most_common_size": most_common(counts, 1)[0][0] if counts else "",
                 "size_summary": size_summary(counts),
-                "n_modes": len(modes),
-                "modes": ", ".join(modes),
+                "n_modes": len(set(ok.mode_group)),
+                "modes": ", ".join(modes) + (f" ({gray} RGB with equal channels)" if gray and len(modes) > 1 else ""),
             }
         )
     return pd.DataFrame(rows)

@@ -7,6 +7,14 @@ tables under ``out_dir``. ``require_valid`` raises ``DataError`` listing the fai
 Policy for unusual images: RGBA and 16-bit images are refused by rule (image modes must be 8-bit
 ``L`` or ``RGB``; masks ``L`` or ``1``). The reader can still convert them (alpha dropped, 16 bit
 scaled to 8) when a user skips validation.
+
+A refused rule says how many files fail, shows at most ``SHOWN_OFFENDERS`` of them and names the one
+switch that accepts the case (``ACCEPT``), when there is one; skipping the whole gate comes last.
+
+Mixed modes: an RGB file whose three channels are equal counts as ``L``. The reader turns every image into
+RGB by repeating an ``L`` image's channel, so such a file gives the model exactly the pixels its ``L``
+twin would (tests/unit/data/test_gate_messages.py); only a category with colour RGB images among grayscale
+ones (or the other way round) is refused, and ``--allow-mixed-modes`` accepts that.
 """
 
 from __future__ import annotations
@@ -27,6 +35,20 @@ from adkd.pipelines.data.mvtec import check_root, resolve_categories
 IMAGE_MODES = ("L", "RGB")
 SHOWN_OFFENDERS = 10  # a failed rule shows at most this many files; the report files list them all
 MASK_MODES = ("L", "1")
+_IMAGE_LEVEL = "--image-level (setting data_gate.image_level=true): ground_truth/ is ignored, image metrics only"
+# The one switch that accepts what a rule refuses; rules without one need the files fixed.
+ACCEPT = {
+    "one-mode": "--allow-mixed-modes (setting data_gate.allow_mixed_modes=true): every image is read as RGB",
+    "one-size": "leave out --one-size (setting data_gate.one_size=false): the resize policy makes every size fit",
+    "train-min-count": "a lower --min-train (setting data_gate.min_train)",
+    "defect-has-mask": _IMAGE_LEVEL,
+    "mask-size": _IMAGE_LEVEL,
+    "mask-binary": _IMAGE_LEVEL,
+    "mask-nonempty": _IMAGE_LEVEL,
+    "good-has-no-mask": _IMAGE_LEVEL,
+    "mask-has-image": _IMAGE_LEVEL,
+}
+SKIP_TRAINING = "--skip-validation (setting skip_validation=true) trains without the gate"
 
 
 @dataclass(frozen=True)
@@ -40,6 +62,10 @@ class Rule:
     kwargs: dict[str, Any]
     detail: str = ""  # shown next to each offending file; formatted with the file's row
 
+    @property
+    def accept(self) -> str:
+        return ACCEPT.get(self.rule_id, "")
+
 
 @dataclass
 class RuleOutcome:
@@ -52,9 +78,10 @@ class RuleOutcome:
     unexpected: int
     offenders: list[str] = field(default_factory=list)  # every offender (the report files hold them all)
     summary: str = ""  # e.g. the folders most offenders are in
+    accept: str = ""  # the switch that accepts what the rule refuses ("" when only fixing the files does)
 
     def lines(self, shown: int = SHOWN_OFFENDERS) -> list[str]:
-        """The count, the summary and at most ``shown`` offenders, one per line."""
+        """The count, the summary, at most ``shown`` offenders and the switch that accepts them, one per line."""
         what = "files" if self.table == "files" else "categories"
         out = [f"{self.description} (rule {self.rule_id}): {self.unexpected} of {self.checked} {what} fail"]
         if self.summary:
@@ -62,6 +89,10 @@ class RuleOutcome:
         out += [f"    {o}" for o in self.offenders[:shown]]
         if len(self.offenders) > shown:
             out.append(f"    … and {len(self.offenders) - shown} more (all in the report files)")
+        if not self.success:
+            out.append(
+                f"    to accept: {self.accept}" if self.accept else "    no switch accepts this: fix these files"
+            )
         return out
 
     def line(self) -> str:
@@ -95,16 +126,19 @@ class ValidationReport:
             "artifacts": self.artifacts,
         }
 
-    def failure_message(self) -> str:
+    def failure_message(self, skip: str | None = None) -> str:
+        """Every failed rule (count, files, the switch that accepts it); ``skip``, how to skip the gate, last."""
         lines = [
             f"data validation failed for {self.root} ({len(self.failed)} of {len(self.outcomes)} "
-            "expectations): fix the files listed below"
+            "expectations): fix the files listed below or accept them with the switch named"
         ]
         for o in self.failed:
             first, *rest = o.lines()
             lines += [f"  - {first}", *rest]
         if self.out_dir is not None:
             lines.append(f"  full lists: {self.out_dir / 'validation_report.json'} and file_facts.csv")
+        if skip:
+            lines.append(f"  or skip every rule: {skip}")
         return "\n".join(lines)
 
     def size_lines(self) -> list[str]:
@@ -247,26 +281,27 @@ def _rules(min_train: int, one_size: bool, allow_mixed_modes: bool) -> list[Rule
             "{n_test_defective} images",
         ),
     ]
+    decoded = f"{img} and decodable == True"
     if one_size:
         rules.append(
             Rule(
                 "one-size",
                 "one image size per category (asked for by one_size)",
-                "categories",
-                "ExpectColumnValuesToBeBetween",
-                {"column": "n_sizes", "max_value": 1},
-                "{size_summary}",
+                "files",
+                "ExpectColumnValuesToBeInSet",
+                {"column": "odd_size", "value_set": [False], "row_condition": decoded},
+                "{size}; most of {category} is {category_size}",
             )
         )
     if not allow_mixed_modes:
         rules.append(
             Rule(
                 "one-mode",
-                "one image mode per category",
-                "categories",
-                "ExpectColumnValuesToBeBetween",
-                {"column": "n_modes", "max_value": 1},
-                "modes {modes}",
+                "one image mode per category (RGB with three equal channels counts as L)",
+                "files",
+                "ExpectColumnValuesToBeInSet",
+                {"column": "odd_mode", "value_set": [False], "row_condition": decoded},
+                "mode {mode}; most of {category} is {category_mode}",
             )
         )
     return rules
@@ -373,6 +408,7 @@ def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.D
                     unexpected,
                     offenders,
                     summary,
+                    rule.accept,
                 )
             )
     order = {rule.rule_id: i for i, rule in enumerate(rules)}
@@ -384,7 +420,8 @@ def _html_report(report: ValidationReport) -> str:
         f"<tr class={'pass' if o.success else 'fail'}><td>{'PASS' if o.success else 'FAIL'}</td>"
         f"<td>{html.escape(o.description)}</td><td>{o.table}</td><td>{o.expectation}</td>"
         f"<td>{o.checked}</td><td>{o.unexpected}</td><td>{html.escape(o.summary)}<br>"
-        f"{'<br>'.join(html.escape(x) for x in o.offenders)}</td></tr>"
+        f"{'<br>'.join(html.escape(x) for x in o.offenders)}"
+        f"{'<br>to accept: ' + html.escape(o.accept) if o.accept and not o.success else ''}</td></tr>"
         for o in report.outcomes
     )
     status = "passed" if report.success else "FAILED"
@@ -465,5 +502,5 @@ def require_valid(
     """Validate and raise DataError listing the failed rules and first offending files."""
     report = validate_data(root, categories, out_dir, **options)
     if not report.success:
-        raise DataError(report.failure_message() + "\n  (or pass --skip-validation to train anyway)")
+        raise DataError(report.failure_message(skip=SKIP_TRAINING))
     return report

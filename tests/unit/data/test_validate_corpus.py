@@ -45,7 +45,10 @@ def test_clean_category_and_nothing_else_fails(corpus: Path, report: ValidationR
     expected = {c.rule for c in CASES} | {"one-mode"}  # RGBA and 16-bit also mix modes in their category
     assert {o.rule_id for o in report.failed} == expected
     one_mode = next(o for o in report.outcomes if o.rule_id == "one-mode")
-    assert sorted(one_mode.offenders) == ["rgba (modes RGB, RGBA)", "sixteen_bit (modes I;16, RGB)"]
+    assert sorted(one_mode.offenders) == [
+        f"{corpus / 'rgba/train/good/003.png'} (mode RGBA; most of rgba is RGB)",
+        f"{corpus / 'sixteen_bit/train/good/004.png'} (mode I;16; most of sixteen_bit is RGB)",
+    ]
     decodable = next(o for o in report.outcomes if o.rule_id == "decodable")
     assert decodable.unexpected == 5
 

@@ -139,4 +139,6 @@ def open_predictor(
         predictor = OnnxPredictor(target, threshold=threshold, threads=threads)
     predictor.runtime = variant
     predictor.runtime_reason = why
-    return predictor
+    from adkd.pipelines.predict.tiled import tiled_if_needed
+
+    return tiled_if_needed(predictor)  # a tiled model: whole images split, scored and stitched around it

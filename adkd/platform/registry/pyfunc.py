@@ -194,6 +194,8 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
         return_maps = bool(params.get("return_maps", True))
         batch_size = int(params.get("batch_size", 8))
         images = validate_request(model_input)
+        if getattr(self.predictor, "tiled", False):  # whole images, split, scored and stitched by the predictor
+            return pd.DataFrame(self._tiled_rows(images, batch_size, return_maps))
         rows: list[dict[str, Any]] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
@@ -214,6 +216,26 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
                     row["anomaly_map"] = amap.tolist()
                 rows.append(row)
         return pd.DataFrame(rows)
+
+    def _tiled_rows(self, images: list[Any], batch_size: int, return_maps: bool) -> list[dict[str, Any]]:
+        """Rows of a tiled model: its predictor brings each image to the trained size (or keeps its own)."""
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            loaded = [self.predictor.load(img) for img, _ in chunk]
+            preds = self.predictor.predict_loaded(loaded, [""] * len(loaded))
+            for (_, converted), item, pred in zip(chunk, loaded, preds, strict=True):
+                row = {
+                    "image_score": pred.score,
+                    "normalized_score": pred.normalized_score,
+                    "anomalous": pred.anomalous,
+                    "threshold": float(self.thresholds.get("image", np.nan)),
+                    "resized": converted or item.model_input.shape[:2] != item.original.shape[:2],
+                }
+                if return_maps:  # at the input image's own size
+                    row["anomaly_map"] = pred.anomaly_map.tolist()
+                rows.append(row)
+        return rows
 
 
 def encode_png(image: np.ndarray) -> str:

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from adkd.errors import ConfigError
 
@@ -41,12 +41,56 @@ ENV_VARS = {
     "AWS_REGION": "aws_region",
     "RAY_API_SERVER_ADDRESS": "ray_jobs_address",
 }
+# Environment variable -> (settings table, key): the station's and the monitor's own settings.
+SECTION_ENV_VARS = {
+    "ADKD_STATION_TOKEN": ("station", "token"),
+    "ADKD_STATION_DB_URL": ("station", "db_url"),
+    "ADKD_STATION_STORE": ("station", "store"),
+}
 OFFLINE_ENV = "ADKD_OFFLINE"
 DECODE_WORKERS_ENV = "ADKD_DECODE_WORKERS"
 
 
+class StationSettings(BaseModel):
+    """``[station]``: the inspection station (``adkd station``) and its verdict log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    db_url: str | None = Field(
+        default=None, description="Verdict database (SQLAlchemy URL); None = SQLite adkd-runs/station.db."
+    )
+    store: str | None = Field(
+        default=None, description="Where kept images go: a folder or s3://bucket/prefix; None = adkd-runs/station."
+    )
+    keep_passed: float = Field(default=0.05, ge=0, le=1, description="Share of passed images kept (flagged: all).")
+    max_upload_mb: float = Field(default=20.0, gt=0, description="Largest accepted image file.")
+    max_files: int = Field(default=64, ge=1, description="Most images in one upload.")
+    token: SecretStr | None = Field(
+        default=None, description="Access token; required for a non-loopback --host (ADKD_STATION_TOKEN)."
+    )
+    refresh_s: float = Field(default=60.0, ge=0, description="How often the served aliases are re-resolved.")
+
+
+class MonitorSettings(BaseModel):
+    """``[monitor]``: the window and the bounds of ``adkd monitor`` (a crossed bound exits non-zero)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_hours: float = Field(default=168.0, gt=0, description="Recent verdicts: those of the last N hours.")
+    min_verdicts: int = Field(default=20, ge=1, description="Fewer recent verdicts: reported, bounds not checked.")
+    ks_pvalue_min: float = Field(default=0.01, gt=0, lt=1, description="Two-sample KS p-value below it: drift.")
+    psi_max: float = Field(default=0.25, gt=0, description="Population stability index above it: drift.")
+    flag_rate_pvalue_min: float = Field(
+        default=0.001, gt=0, lt=1, description="Binomial p-value of the flag rate vs the expected rate below it."
+    )
+    min_feedback: int = Field(default=5, ge=1, description="Confirmed verdicts needed before FP/FN rates count.")
+    false_alarm_rate_max: float = Field(default=0.5, ge=0, le=1, description="Flagged, confirmed wrong.")
+    miss_rate_max: float = Field(default=0.2, ge=0, le=1, description="Passed, confirmed wrong.")
+    latency_p99_ms_max: float = Field(default=2000.0, gt=0, description="Per-image latency p99 above it.")
+
+
 class Settings(BaseModel):
-    """Where adkd writes and which services it talks to. Secrets never live here.
+    """Where adkd writes and which services it talks to. Secrets never live here (the station token is a SecretStr).
 
     Other top-level keys of a settings file are kept in ``training_keys`` (a TOML ``--config`` may hold
     training settings beside the tracking URI); the run that reads the file decides what they mean.
@@ -71,6 +115,8 @@ class Settings(BaseModel):
     runtime: str = Field(default="auto", description="Inference runtime (auto = the one recorded at export).")
     train: dict[str, Any] = Field(default_factory=dict, description="[train] table: training overrides.")
     tune: dict[str, Any] = Field(default_factory=dict, description="[tune] table: search space and options.")
+    station: StationSettings = Field(default_factory=StationSettings, description="[station] table.")
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings, description="[monitor] table.")
 
     @property
     def training_keys(self) -> dict[str, Any]:
@@ -149,6 +195,10 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     merged: dict[str, Any] = {}
     merged.update(_read_config_file(config_file))
     merged.update(_from_env())
+    for var, (section, key) in SECTION_ENV_VARS.items():
+        value = os.environ.get(var)
+        if value:
+            merged[section] = {**(merged.get(section) or {}), key: value}
     merged.update({k: v for k, v in flags.items() if v is not None})
     try:
         return Settings(**merged)

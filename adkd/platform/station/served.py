@@ -1,0 +1,157 @@
+"""Which registered version answers for a category, loaded through the same predictor as ``adkd.load``.
+
+A spec is ``CATEGORY`` (the default alias, ``production``), ``CATEGORY@ALIAS`` or ``CATEGORY/VERSION``. Without
+specs, every ``adkd-*`` registered model that has a version under the alias is served.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adkd.errors import ConfigError
+from adkd.platform.registry.versions import registered_name
+
+DEFAULT_ALIAS = "production"
+_SPEC = re.compile(r"^(?P<category>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))?$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the operator asked to serve for one category."""
+
+    category: str
+    alias: str | None = DEFAULT_ALIAS
+    version: str | None = None
+
+    @property
+    def reference(self) -> str:
+        name = registered_name(self.category)
+        return f"models:/{name}/{self.version}" if self.version else f"models:/{name}@{self.alias}"
+
+    def __str__(self) -> str:
+        return f"{self.category}/{self.version}" if self.version else f"{self.category}@{self.alias}"
+
+
+def parse_spec(text: str, default_alias: str = DEFAULT_ALIAS) -> ModelSpec:
+    match = _SPEC.match(text.strip())
+    if not match:
+        raise ConfigError(
+            f"model {text!r} is not understood; write CATEGORY, CATEGORY@ALIAS or CATEGORY/VERSION (e.g. disc@staging)"
+        )
+    if match["version"]:
+        return ModelSpec(match["category"], None, match["version"])
+    return ModelSpec(match["category"], match["alias"] or default_alias)
+
+
+@dataclass
+class ServedModel:
+    """A loaded version: predictor, registry facts and monitoring reference."""
+
+    spec: ModelSpec
+    category: str
+    name: str
+    version: str
+    predictor: Any
+    onnx_path: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    family: str = ""
+    backbone: str = ""
+    preset: str = ""
+    run_id: str | None = None
+    normal_scores: list[float] = field(default_factory=list)
+    normal_source: str = ""
+    quantile: float | None = None
+
+    @property
+    def threshold(self) -> float:
+        return float(self.predictor.image_threshold)
+
+    @property
+    def heat_range(self) -> tuple[float, float]:
+        """The map's colour scale: the validation range the normalised score uses."""
+        t = self.predictor.meta.get("thresholds") or {}
+        vmin, vmax = float(t.get("score_min", 0.0)), float(t.get("score_max", 1.0))
+        return (vmin, vmax if vmax > vmin else vmin + 1.0)
+
+    def reference_entry(self) -> dict[str, Any]:
+        """The row the verdict log keeps for monitoring."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "category": self.category,
+            "family": self.family,
+            "preset": self.preset,
+            "threshold": self.threshold,
+            "quantile": self.quantile,
+            "normal_source": self.normal_source,
+            "normal_scores": self.normal_scores,
+            "metrics": self.metrics,
+            "run_id": self.run_id,
+        }
+
+
+def discover(tracking_uri: str, alias: str = DEFAULT_ALIAS) -> list[ModelSpec]:
+    """Every adkd registered model with a version under ``alias``."""
+    from adkd.platform.registry.versions import client_for, registered_models
+
+    client = client_for(tracking_uri)
+    found = [m for m in registered_models(client) if alias in (m.aliases or {})]
+    return [ModelSpec(m.name.removeprefix("adkd-"), alias) for m in found]
+
+
+def _registry_facts(tracking_uri: str, name: str, version: str) -> dict[str, Any]:
+    """Metrics, family, backbone and run of a registered version; empty when the registry cannot be asked."""
+    try:
+        from adkd.platform.registry.versions import client_for, version_metrics
+
+        client = client_for(tracking_uri)
+        mv = client.get_model_version(name, version)
+    except Exception:  # offline: the model file's own metadata still says enough
+        return {}
+    tags = mv.tags or {}
+    return {
+        "metrics": version_metrics(client, mv),
+        "family": tags.get("model", ""),
+        "backbone": tags.get("backbone", ""),
+        "preset": tags.get("preset", ""),
+        "run_id": mv.run_id,
+    }
+
+
+def load_model(spec: ModelSpec, tracking_uri: str, cache_dir: Path, runtime: str = "auto") -> ServedModel:
+    """Resolve ``spec`` in the registry and open its ONNX file with ``open_predictor``."""
+    from adkd.pipelines.predict.runtimes import open_predictor
+    from adkd.platform.registry.resolve import resolve_onnx
+
+    path, origin = resolve_onnx(spec.reference, tracking_uri, cache_dir)
+    predictor = open_predictor(path, runtime=runtime)
+    meta = predictor.meta
+    category = str(meta.get("category") or spec.category)
+    if category != spec.category:
+        raise ConfigError(
+            f"{spec.reference} is a model of category {category!r}, not {spec.category!r}; check the registry"
+        )
+    facts = _registry_facts(tracking_uri, origin["name"], origin["version"])
+    metrics = facts.get("metrics") or {
+        k.removeprefix("test/"): float(v) for k, v in (meta.get("metrics") or {}).items() if k.startswith("test/")
+    }
+    normals = meta.get("normal_scores") or {}
+    return ServedModel(
+        spec=spec,
+        category=category,
+        name=origin["name"],
+        version=str(origin["version"]),
+        predictor=predictor,
+        onnx_path=path,
+        metrics=metrics,
+        family=facts.get("family") or str(meta.get("model") or ""),
+        backbone=facts.get("backbone") or str(meta.get("backbone") or ""),
+        preset=facts.get("preset") or "",
+        run_id=facts.get("run_id"),
+        normal_scores=[float(s) for s in normals.get("scores") or []],
+        normal_source=str(normals.get("source") or (meta.get("thresholds_fitted_on") or {}).get("source") or ""),
+        quantile=float(normals["quantile"]) if normals.get("quantile") is not None else None,
+    )

@@ -1,0 +1,192 @@
+"""The station's parts without a model: upload checks, the verdict log, the image store, the token gate."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from adkd.errors import ConfigError, DataError
+from adkd.platform.station.access import TokenGate, check_bind, is_loopback
+from adkd.platform.station.feedback_data import destination
+from adkd.platform.station.images import LocalImageStore, check_upload, display_name, new_key
+from adkd.platform.station.inspector import clean_defect_type
+from adkd.platform.station.log import VerdictLog, VerdictRecord
+from adkd.platform.station.served import ModelSpec, parse_spec
+
+MB = 1_000_000
+
+
+def _png(width: int, height: int, colour: tuple[int, int, int] = (120, 60, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that announces ``width`` x ``height`` and holds no pixels: its size is read from the header alone."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_a_good_upload_is_decoded_hashed_and_named_by_the_station() -> None:
+    data = _png(32, 24)
+    up = check_upload(data, "part-001.png", 5 * MB)
+    assert up.image.size == (32, 24) and up.extension == "png" and len(up.sha256) == 64
+    assert up.display_name == "part-001.png" and not up.notes
+    key = new_key("disc", up.extension)
+    assert key.startswith("disc/") and key.endswith(".png") and "part-001" not in key
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "words"),
+    [
+        (b"", "empty.png", "the file is empty"),
+        (b"hello, this is text and not a picture", "notes.png", "not an image"),
+        (_png_header_only(10_000, 10_000), "huge.png", "10000x10000 pixels is more than"),
+        (_png(8, 8) * 800_000, "big.png", "more than the station accepts"),
+        (_png(64, 64)[:60], "cut.png", "cannot be decoded"),
+    ],
+    ids=["empty", "text", "10000x10000", "over-size-limit", "truncated"],
+)
+def test_bad_uploads_get_one_line_naming_the_file_and_the_reason(data: bytes, name: str, words: str) -> None:
+    with pytest.raises(DataError) as err:
+        check_upload(data, name, 5 * MB)
+    assert words in str(err.value) and str(err.value).startswith(name)
+
+
+def test_path_like_names_are_shown_as_their_last_part_with_a_note() -> None:
+    shown, notes = display_name("../../etc/passwd.png")
+    assert shown == "passwd.png" and "held a path" in notes[0]
+    shown, notes = display_name("C:\\line\\cam1\\x\x07.png")
+    assert shown == "x.png" and notes
+    assert display_name(None)[0] == "(unnamed)"
+
+
+def test_the_store_only_accepts_generated_keys(tmp_path: Path) -> None:
+    store = LocalImageStore(tmp_path / "kept")
+    key = new_key("disc", "png")
+    store.put(key, b"abc")
+    assert store.get(key) == b"abc" and (tmp_path / "kept" / key).is_file()
+    for bad in ("../escape.png", "/abs.png", "disc/../../x.png", "disc/.hidden"):
+        with pytest.raises(ValueError):
+            store.put(bad, b"x")
+    assert not (tmp_path / "escape.png").exists()
+    store.delete(key)
+    assert not (tmp_path / "kept" / key).exists()
+
+
+def _record(**kw) -> VerdictRecord:
+    base = {"category": "disc", "model_name": "adkd-disc", "model_version": "1", "image_sha256": "a" * 64,
+            "score": 1.5, "normalized_score": 0.7, "threshold": 1.2, "verdict": "anomalous", "latency_ms": 12.0,
+            "source": "upload"}  # fmt: skip
+    return VerdictRecord(**{**base, **kw})
+
+
+def test_verdict_log_rows_feedback_and_counts(tmp_path: Path) -> None:
+    log = VerdictLog(f"sqlite:///{tmp_path / 'station.db'}")
+    first = log.add_verdict(_record())
+    second = log.add_verdict(_record(verdict="normal", score=0.5, normalized_score=0.3, source="watch"))
+    log.set_feedback(first, False, None)
+    log.set_feedback(first, True, "scratch")  # a later word replaces the earlier one
+    row = log.verdict(first)
+    assert row["correct"] is True and row["defect_type"] == "scratch" and row["verdict"] == "anomalous"
+    assert [r["id"] for r in log.recent()] == [second, first]
+    assert log.counts() == {"disc": {"verdicts": 2, "flagged": 1, "feedback": 1, "wrong": 0}}
+    assert log.seen("disc", "a" * 64, "watch") and not log.seen("disc", "b" * 64, "watch")
+    with pytest.raises(KeyError):
+        log.set_feedback(999, True, None)
+    log.record_model({"name": "adkd-disc", "version": "1", "category": "disc", "threshold": 1.2,
+                      "normal_scores": [0.5, 0.6], "quantile": 0.99, "metrics": {"image_auroc": 0.9}})  # fmt: skip
+    log.record_model({"name": "adkd-disc", "version": "1", "category": "disc", "threshold": 9.9})  # first one stays
+    assert log.model("adkd-disc", "1")["normal_scores"] == [0.5, 0.6]
+    assert log.model("adkd-disc", "1")["threshold"] == 1.2
+    log.close()
+    reopened = VerdictLog(f"sqlite:///{tmp_path / 'station.db'}")
+    assert len(reopened.verdicts("disc")) == 2
+
+
+def test_a_database_url_that_cannot_work_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="station database URL"):
+        VerdictLog("nosuchdialect://x/y")
+
+
+@pytest.mark.parametrize(
+    ("verdict", "correct", "defect", "where"),
+    [
+        ("anomalous", False, None, "train/good"),  # a false alarm: a good part
+        ("anomalous", True, "scratch", "test/scratch"),  # a confirmed defect
+        ("anomalous", True, None, "test/defect"),
+        ("normal", False, "dent", "test/dent"),  # a missed defect
+        ("normal", True, None, None),  # a confirmed pass teaches nothing new
+        ("normal", None, None, None),  # no feedback
+    ],
+)
+def test_feedback_destinations(verdict: str, correct: bool | None, defect: str | None, where: str | None) -> None:
+    assert destination({"verdict": verdict, "correct": correct, "defect_type": defect}) == where
+
+
+def test_defect_types_must_be_folder_names() -> None:
+    assert clean_defect_type("  Broken Large ") == "broken_large"
+    assert clean_defect_type("") is None
+    for bad in ("../x", "a/b", "x" * 60, "ünï"):
+        with pytest.raises(DataError, match="folder name"):
+            clean_defect_type(bad)
+
+
+def test_model_specs() -> None:
+    assert parse_spec("disc") == ModelSpec("disc", "production")
+    assert parse_spec("disc@staging").reference == "models:/adkd-disc@staging"
+    assert parse_spec("disc/3").reference == "models:/adkd-disc/3"
+    with pytest.raises(ConfigError, match="CATEGORY@ALIAS"):
+        parse_spec("../disc")
+
+
+def test_a_non_loopback_bind_needs_a_long_token() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    check_bind("127.0.0.1", None)
+    with pytest.raises(ConfigError, match="ADKD_STATION_TOKEN"):
+        check_bind("0.0.0.0", None)
+    with pytest.raises(ConfigError, match="at least 16"):
+        check_bind("0.0.0.0", "short")
+    check_bind("0.0.0.0", "a-long-enough-token-1234")
+
+
+def _call(gate: TokenGate, headers: list[tuple[bytes, bytes]], query: bytes = b"") -> tuple[int, dict]:
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def send(message):
+        sent.append(message)
+
+    gate.app = app
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": headers, "query_string": query}
+    asyncio.run(gate(scope, receive, send))
+    return sent[0]["status"], dict(sent[0]["headers"])
+
+
+def test_token_gate_answers_401_without_the_token() -> None:
+    gate = TokenGate(None, "a-long-enough-token-1234")
+    assert _call(gate, [])[0] == 401
+    assert _call(gate, [(b"authorization", b"Bearer wrong-token-wrong-token")])[0] == 401
+    assert _call(gate, [(b"authorization", b"Bearer a-long-enough-token-1234")])[0] == 200
+    assert _call(gate, [(b"cookie", b"x=1; adkd_station=a-long-enough-token-1234")])[0] == 200
+    status, headers = _call(gate, [], b"token=a-long-enough-token-1234&category=disc")
+    assert status == 303 and headers[b"location"] == b"/?category=disc"
+    assert b"HttpOnly" in headers[b"set-cookie"]

@@ -1,4 +1,6 @@
-"""`adkd ui`: an MLflow UI on 127.0.0.1 over the embedded store, its URL printed; a signal stops all of it."""
+# ruff: noqa: F811  (pytest fixtures imported by name and used as arguments)
+"""`adkd ui`: an MLflow UI on 127.0.0.1 over the embedded store, its own lines and links printed (the link opens
+the training runs in a fresh browser); a signal stops all of it."""
 
 from __future__ import annotations
 
@@ -10,26 +12,59 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
+from tests.integration.browser import browser  # noqa: F401
 from tests.integration.mlflow_fixtures import free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_ui_serves_the_embedded_store(tmp_path: Path) -> None:
+def _training_experiment(runs_dir: Path) -> str:
+    """An adkd-style experiment with one finished training run in the embedded store; its id."""
+    from mlflow import MlflowClient
+
+    from adkd.platform.tracking.labels import experiment_tags
+
+    runs_dir.mkdir(parents=True)
+    client = MlflowClient(f"sqlite:///{runs_dir / 'mlflow.db'}")
+    experiment = client.create_experiment(
+        "synth", artifact_location=(runs_dir / "artifacts").as_uri(), tags=experiment_tags()
+    )
+    run = client.create_run(experiment, tags={"mlflow.runName": "stfpm-disc"})
+    client.log_metric(run.info.run_id, "test/image_auroc", 0.9)
+    client.set_terminated(run.info.run_id)
+    return experiment
+
+
+def _page_text(driver: Any, wanted: str, timeout: float = 120.0) -> str:
+    """The page's text once it shows ``wanted`` (or whatever it shows when the time is up)."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = driver.find_element("tag name", "body").text
+        if wanted in text:
+            return text
+        time.sleep(0.5)
+    return text
+
+
+def test_ui_prints_its_own_lines_and_its_link_opens_the_training_runs(tmp_path: Path, browser: Any) -> None:
     port = free_port()
+    experiment = _training_experiment(tmp_path / "adkd-runs")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update({"PYTHONPATH": str(REPO), "ADKD_RUNS_DIR": str(tmp_path / "adkd-runs")})
     proc = subprocess.Popen(
         [sys.executable, "-m", "adkd.cli.main", "ui", "--port", str(port)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    link = f"{url}/adkd/open?experiment={experiment}"
     try:
-        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
@@ -38,11 +73,20 @@ def test_ui_serves_the_embedded_store(tmp_path: Path) -> None:
                     break
             except requests.RequestException:
                 time.sleep(0.5)
-        page = requests.get(url, timeout=60)
-        assert page.status_code == 200 and "<html" in page.text.lower()
         search = requests.get(f"{url}/api/2.0/mlflow/experiments/search", params={"max_results": 10}, timeout=60)
         assert search.status_code == 200
-        assert (tmp_path / "adkd-runs" / "mlflow.db").is_file()
+
+        # A fresh browser (empty profile: MLflow's default is the GenAI view) opens the printed link.
+        browser.get(link)
+        text = _page_text(browser, "1 matching run")
+        assert "stfpm-disc" in text and "1 matching run" in text, text[:2000]
+        assert "Token Usage" not in text and "Detect Issues" not in text, text[:2000]  # not the GenAI overview
+        assert f"#/experiments/{experiment}/runs" in browser.current_url
+        assert browser.execute_script("return localStorage.getItem('mlflow.workflowType_v1')") == '"machine_learning"'
+        # The choice stays with the browser: the experiment's plain address now opens the runs too.
+        browser.get(f"{url}/#/experiments/{experiment}")
+        text = _page_text(browser, "1 matching run")
+        assert "1 matching run" in text and "Token Usage" not in text, text[:2000]
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -50,7 +94,14 @@ def test_ui_serves_the_embedded_store(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
-    assert f"MLflow UI: {url}" in out
+    lines = [line for line in out.splitlines() if line.strip()]
+    # adkd's lines only: MLflow's INFO lines, its middleware notice and Starlette's warnings are not passed on.
+    assert lines[0].startswith(f"MLflow UI: {url}"), out
+    assert lines[1:] == [
+        f"ready at {url}",
+        f"  runs of synth: {link}",
+        f"  registered models: {url}/adkd/open?page=models",
+    ], out
 
 
 def _children_by_parent() -> dict[int, list[int]]:

@@ -128,6 +128,17 @@ def test_finished_run_carries_onnx_int8_and_fingerprint(tmp_path: Path) -> None:
     else:
         assert result.tags["int8"] == "refused" and result.tags["int8_refused"]
         assert result.int8_path is None and "onnx_int8" not in kinds
+    # OpenVINO's int8 beside it, under the same gate, and runtime=auto's choice timed on this machine.
+    ov_int8 = result.run_dir / "model.ov.int8.onnx"
+    if result.tags["int8_openvino"] == "logged":
+        assert kinds["onnx_int8_openvino"] == ov_int8 and read_metadata(ov_int8)["runtime"] == "openvino"
+        assert "int8_openvino/score_correlation" in result.metrics
+    else:
+        assert result.tags["int8_openvino_refused"] and not ov_int8.exists()
+    choice = read_metadata(result.onnx_path)["runtime_choice"]
+    assert {"onnxruntime", "openvino"} <= set(choice["timings_ms_per_image"])
+    assert result.metrics["runtime/onnxruntime_b1_ms"] == choice["timings_ms_per_image"]["onnxruntime"]["b1_ms"]
+    assert any(note.startswith(f"runtime=auto runs {choice['variant']} ") for note in result.notes)
 
 
 def test_a_failed_export_fails_the_run_and_keeps_model_pt(tmp_path: Path) -> None:

@@ -65,8 +65,9 @@ class TeacherCache:
         max_bytes: int,
         spill_dir: Path,
         notes: list[str] | None = None,
+        what: str = "training",
     ) -> None:
-        self.model, self.images, self.rt = model, images, runtime
+        self.model, self.images, self.rt, self.what = model, images, runtime, what
         self.notes = notes if notes is not None else []
         self.batch_size = max(int(batch_size), 2)
         self.max_bytes, self.spill_dir = max_bytes, spill_dir
@@ -123,7 +124,7 @@ class TeacherCache:
                 store[chunk] = t.to(store.device)
         where = f"a file in {self.spill_dir}" if self.on_disk else f"{self.levels[0].device.type} memory"
         self.notes.append(
-            f"teacher features of the {n} training images computed once ({self.nbytes / 2**20:.1f} MiB "
+            f"teacher features of the {n} {self.what} images computed once ({self.nbytes / 2**20:.1f} MiB "
             f"{self.levels[0].dtype}, in {where})"
         )
 
@@ -165,3 +166,22 @@ def plan_cache(
         return None
     max_bytes = int(float(getattr(config, "teacher_cache_max_gb", 4.0)) * 1024**3)
     return TeacherCache(model, images, runtime, config.batch_size, max_bytes, run_dir, notes)
+
+
+def plan_val_cache(
+    config: Any, train_cache: TeacherCache | None, images: Any, run_dir: Path, notes: list[str]
+) -> TeacherCache | None:
+    """The teacher features of the validation images for the per-epoch held-out loss, when training caches its
+    own (same model, same precision); built at the first held-out loss, in ``eval_batch_size`` chunks."""
+    if train_cache is None or not isinstance(images, torch.Tensor) or len(images) == 0:
+        return None
+    return TeacherCache(
+        train_cache.model,
+        images,
+        train_cache.rt,
+        config.eval_batch_size,
+        train_cache.max_bytes,
+        run_dir,
+        notes,
+        what="validation",
+    )

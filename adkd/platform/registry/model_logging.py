@@ -98,9 +98,19 @@ def log_pyfunc_model(
     from mlflow.models import Model
 
     from adkd.pipelines.export import read_metadata
-    from adkd.platform.registry.pyfunc import INT8_ARTIFACT, ONNX_ARTIFACT, OnnxAnomalyModel, signature_and_example
+    from adkd.pipelines.predict.runtimes import variant_path
+    from adkd.platform.registry.pyfunc import (
+        INT8_ARTIFACT,
+        ONNX_ARTIFACT,
+        OV_INT8_ARTIFACT,
+        OnnxAnomalyModel,
+        signature_and_example,
+    )
 
     meta = read_metadata(onnx_path)
+    # The files beside model.onnx that runtime=auto may pick (its metadata names the fastest): same folder.
+    ov_int8 = variant_path(onnx_path, "openvino-int8")
+    extra = {OV_INT8_ARTIFACT: str(ov_int8)} if ov_int8.is_file() else {}
     signature, example = signature_and_example(int(meta["image_size"]))
     with _quiet_model_logging():
         return Model.log(
@@ -108,7 +118,11 @@ def log_pyfunc_model(
             name="model",
             flavor=mlflow.pyfunc,
             python_model=OnnxAnomalyModel(),
-            artifacts={ONNX_ARTIFACT: str(onnx_path), **({INT8_ARTIFACT: str(int8_path)} if int8_path else {})},
+            artifacts={
+                ONNX_ARTIFACT: str(onnx_path),
+                **({INT8_ARTIFACT: str(int8_path)} if int8_path else {}),
+                **extra,
+            },
             signature=signature,
             input_example=example,
             pip_requirements=_pyfunc_requirements(),

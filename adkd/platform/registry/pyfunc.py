@@ -30,6 +30,7 @@ from adkd.pipelines.data.geometry import fit, placement, unfit
 
 ONNX_ARTIFACT = "onnx_model"
 INT8_ARTIFACT = "onnx_model_int8"  # the artifact that carries the int8 file beside ONNX_ARTIFACT
+OV_INT8_ARTIFACT = "onnx_model_int8_openvino"  # OpenVINO's (NNCF) int8 file, when the run wrote one
 # Larger images are refused before decoding: 10,000 x 10,000 RGB is 300 MB per image, per concurrent request.
 MAX_PIXELS = 8192 * 8192
 

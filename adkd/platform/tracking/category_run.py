@@ -119,6 +119,8 @@ class CategoryTracker(NullCallback):
         if kind == "onnx_int8":
             self.int8_path = path  # inside the pyfunc model, not a loose artifact
             return
+        if kind == "onnx_int8_openvino":
+            return  # beside model.onnx: the pyfunc model takes it from there (registry.model_logging)
         if kind in ("model", "checkpoint"):
             self.checkpoint = path  # uploaded once, at the end, if the run succeeds
             return

@@ -102,9 +102,7 @@ def _one_size(decoded: list[tuple[np.ndarray, np.ndarray | None]], items: list[I
     return h, w
 
 
-def _decode(
-    root: Path, category: str, size: int | None, crop: int | None, resize: str, image_level: bool
-) -> _Decoded:
+def _decode(root: Path, category: str, size: int | None, crop: int | None, resize: str, image_level: bool) -> _Decoded:
     image_level = is_image_level(root / category, image_level)
     items = list_items(root, category, image_level)
     train_items = [it for it in items if it.split == "train"]

@@ -41,12 +41,10 @@ ACCEPT = {
     "one-mode": "--allow-mixed-modes (setting data_gate.allow_mixed_modes=true): every image is read as RGB",
     "one-size": "leave out --one-size (setting data_gate.one_size=false): the resize policy makes every size fit",
     "train-min-count": "a lower --min-train (setting data_gate.min_train)",
-    "defect-has-mask": _IMAGE_LEVEL,
-    "mask-size": _IMAGE_LEVEL,
-    "mask-binary": _IMAGE_LEVEL,
-    "mask-nonempty": _IMAGE_LEVEL,
-    "good-has-no-mask": _IMAGE_LEVEL,
-    "mask-has-image": _IMAGE_LEVEL,
+    **dict.fromkeys(
+        ("defect-has-mask", "mask-size", "mask-binary", "mask-nonempty", "good-has-no-mask", "mask-has-image"),
+        _IMAGE_LEVEL,
+    ),
 }
 SKIP_TRAINING = "--skip-validation (setting skip_validation=true) trains without the gate"
 
@@ -61,10 +59,6 @@ class Rule:
     expectation: str
     kwargs: dict[str, Any]
     detail: str = ""  # shown next to each offending file; formatted with the file's row
-
-    @property
-    def accept(self) -> str:
-        return ACCEPT.get(self.rule_id, "")
 
 
 @dataclass
@@ -408,7 +402,7 @@ def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.D
                     unexpected,
                     offenders,
                     summary,
-                    rule.accept,
+                    ACCEPT.get(rule.rule_id, ""),
                 )
             )
     order = {rule.rule_id: i for i, rule in enumerate(rules)}

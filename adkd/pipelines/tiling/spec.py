@@ -80,6 +80,10 @@ class TilingSpec:
     def weights(self) -> np.ndarray:
         return blend_weights(self.tile, self.stride, self.blend)
 
+    def tiles(self, images: np.ndarray) -> np.ndarray:
+        """The tiles of same-size uint8 NHWC whole images, in the graph's order."""
+        return split(np.ascontiguousarray(images), self.grid(images.shape[1], images.shape[2]), "nhwc")
+
     def tiles_per_call(self, wanted: int) -> int:
         """``wanted`` rounded down to whole images' worth of positions for a per-position graph."""
         group = (self.positions or 1) if self.per_position else 1

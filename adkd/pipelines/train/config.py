@@ -45,7 +45,7 @@ class TilingConfig(BaseModel):
     max_tiles_per_epoch: int = Field(
         4096, ge=1, description="With more training tiles than this, each epoch sees a seeded subset of this size."
     )
-    position: int | None = Field(None, ge=0, description="Set by adkd: the one tile position a per-position job trains.")
+    position: int | None = Field(None, ge=0, description="Set by adkd: the tile position a per-position job trains.")
 
     @model_validator(mode="after")
     def _consistent(self) -> TilingConfig:

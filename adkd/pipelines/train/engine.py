@@ -42,15 +42,8 @@ from adkd.pipelines.train.steps import (
     held_out_loss,
     train_step,
 )
-from adkd.pipelines.train.tiled import (
-    cache_allowed,
-    eval_model,
-    limit_epoch,
-    sequential_trainer,
-    tiling_meta,
-    train_per_position,
-    training_sources,
-)
+from adkd.pipelines.train.positions import sequential_trainer, train_per_position
+from adkd.pipelines.train.tiled import cache_allowed, eval_model, limit_epoch, tiling_meta, training_sources
 
 log = logging.getLogger(__name__)
 

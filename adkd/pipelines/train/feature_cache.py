@@ -165,7 +165,62 @@ def plan_cache(
         notes.append(f"teacher feature cache off: {reason}")
         return None
     max_bytes = int(float(getattr(config, "teacher_cache_max_gb", 4.0)) * 1024**3)
-    return TeacherCache(model, images, runtime, config.batch_size, max_bytes, run_dir, notes)
+    refusal, spill = check_fits(
+        predicted_bytes(model, images, runtime), len(images), runtime, max_bytes, run_dir, notes
+    )
+    if refusal is not None:
+        if wanted:
+            raise ConfigError(f"teacher_cache=true but {refusal}; set teacher_cache=false")
+        notes.append(f"teacher feature cache off: {refusal}")
+        return None
+    return TeacherCache(model, images, runtime, config.batch_size, 0 if spill else max_bytes, run_dir, notes)
+
+
+def predicted_bytes(model: nn.Module, images: torch.Tensor, runtime: Any) -> int:
+    """Bytes the cache will hold for ``images``: the teacher's features of two of them, in the training dtype,
+    scaled to all (a shape pass, before anything is stored)."""
+    from adkd.pipelines.train.runtime import autocast
+
+    probe = runtime.prepare(images[: min(2, len(images))])
+    was_training = model.training
+    model.train()  # the features the training step asks for (the teacher itself stays in eval mode)
+    try:
+        with torch.no_grad(), autocast(runtime.device, runtime.amp):
+            feats = list(model.teacher(probe))
+    finally:
+        model.train(was_training)
+    per_image = sum(t[0].numel() * t.element_size() for t in feats)
+    return per_image * len(images)
+
+
+def check_fits(
+    total: int, n: int, runtime: Any, max_bytes: int, spill_dir: Path, notes: list[str]
+) -> tuple[str | None, bool]:
+    """(why a cache of ``total`` bytes cannot be held, or None; whether it goes to a file); a note says where.
+
+    Up to ``max_bytes`` it stays in the device's memory when at most half of what is free there now (the
+    training's own activations come after it); otherwise it is a file in ``spill_dir``, which must have room.
+    """
+    from adkd.pipelines.train.memory import available_bytes, free_disk_bytes
+
+    gib, device = total / 1024**3, runtime.device.type
+    what = f"teacher cache: {gib:.2f} GiB predicted for {n} images"
+    if total <= max_bytes:
+        free = available_bytes(runtime.device)
+        if total <= free // 2:
+            notes.append(f"{what}, in {device} memory")
+            return None, False
+        why = f"more than half the free {device} memory ({free / 1024**3:.2f} GiB)"
+    else:
+        why = "above teacher_cache_max_gb"
+    free_disk = free_disk_bytes(spill_dir)
+    if total < free_disk:
+        notes.append(f"{what}, {why}: a file in {spill_dir}")
+        return None, True
+    return (
+        f"its {gib:.2f} GiB (the teacher features of {n} images, {why}) do not fit on the disk of {spill_dir} "
+        f"({free_disk / 1024**3:.2f} GiB free)"
+    ), False
 
 
 def plan_val_cache(

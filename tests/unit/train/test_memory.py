@@ -1,0 +1,63 @@
+"""Memory: the run's peaks are measured, and the teacher cache is sized before it is built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adkd.models.zoo import build_model
+from adkd.pipelines.train.feature_cache import TeacherCache, check_fits, predicted_bytes
+from adkd.pipelines.train.memory import free_disk_bytes, peak_memory, peak_rss_bytes
+from adkd.pipelines.train.runtime import Runtime
+from adkd.pipelines.train.steps import held_out_loss
+
+CPU = Runtime(torch.device("cpu"), amp=False, channels_last=False)
+
+
+def test_peak_rss_counts_what_this_process_touched() -> None:
+    before = peak_rss_bytes()
+    block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB written, so resident
+    after = peak_memory(torch.device("cpu"))
+    assert block.sum() == 64 * 2**20
+    assert after["memory/peak_rss_mb"] * 2**20 >= before and after["memory/peak_rss_mb"] >= 64
+    assert "memory/peak_gpu_mb" not in after  # no GPU figure where the run has no GPU
+
+
+def test_prediction_is_what_the_cache_then_holds(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("rd", backbone="resnet18", weights="none")
+    images = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8)
+    predicted = predicted_bytes(model, images, CPU)
+    cache = TeacherCache(model, images, CPU, 2, 2**40, tmp_path)
+    cache.batch(torch.arange(2))
+    # ResNet18 layers 1-3 at 64 px: 64x16x16 + 128x8x8 + 256x4x4 floats per image.
+    assert predicted == cache.nbytes == 5 * 4 * (64 * 16 * 16 + 128 * 8 * 8 + 256 * 4 * 4)
+
+
+def test_a_cache_that_cannot_fit_is_refused_in_one_line(tmp_path: Path) -> None:
+    notes: list[str] = []
+    assert check_fits(2**20, 10, CPU, 2**30, tmp_path, notes) == (None, False)
+    assert notes == ["teacher cache: 0.00 GiB predicted for 10 images, in cpu memory"]
+    assert check_fits(2**20, 10, CPU, 0, tmp_path, notes) == (None, True)  # above the setting: a file
+    assert (
+        notes[-1]
+        == f"teacher cache: 0.00 GiB predicted for 10 images, above teacher_cache_max_gb: a file in {tmp_path}"
+    )
+    too_big = free_disk_bytes(tmp_path) + 2**40
+    reason, _ = check_fits(too_big, 1000, CPU, 0, tmp_path, [])
+    assert reason is not None and "\n" not in reason
+    assert reason.startswith(f"its {too_big / 2**30:.2f} GiB (the teacher features of 1000 images")
+    assert f"do not fit on the disk of {tmp_path}" in reason
+
+
+def test_held_out_loss_from_cached_teacher_features_is_the_same(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("rd", backbone="resnet18", weights="none")
+    images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
+    plain = held_out_loss(model, images, CPU, 3, seed=1)
+    cache = TeacherCache(model, images, CPU, 3, 2**40, tmp_path, what="validation")
+    cached = held_out_loss(model, images, CPU, 3, seed=1, teacher=cache)
+    assert plain is not None and cached == plain  # the same batches, the same bits on CPU
+    assert cache.notes[0].startswith("teacher features of the 6 validation images computed once")

@@ -9,20 +9,24 @@ child process's environment copy ``os.environ`` and say so where they do.
 from __future__ import annotations
 
 import os
+import string
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from adkd.errors import ConfigError
 
 DEFAULT_RUNS_DIR = "adkd-runs"
 CONFIG_FILE_NAME = "adkd.toml"
+DEFAULT_MODEL_NAME = "adkd-{category}"
+MODEL_NAME_FIELDS = ("category", "model", "dataset", "backbone", "preset")
 
 # Environment variable -> settings field. Standard names first, then ADKD_*.
 ENV_VARS = {
     "MLFLOW_TRACKING_URI": "tracking_uri",
+    "MLFLOW_EXPERIMENT_NAME": "experiment",  # MLflow's own variable; ADKD_EXPERIMENT (later) wins over it
     "RAY_ADDRESS": "ray_address",
     "MLFLOW_S3_ENDPOINT_URL": "s3_endpoint_url",
     "AWS_ENDPOINT_URL": "s3_endpoint_url",
@@ -32,6 +36,7 @@ ENV_VARS = {
     "ADKD_S3_ENDPOINT_URL": "s3_endpoint_url",
     "ADKD_CACHE_DIR": "cache_dir",
     "ADKD_EXPERIMENT": "experiment",
+    "ADKD_REGISTERED_MODEL_NAME": "registered_model_name",
     "ADKD_TRACKING": "tracking",
     "ADKD_REGISTER": "register_models",
     "ADKD_USER": "user",
@@ -112,11 +117,21 @@ class Settings(BaseModel):
     aws_region: str = Field(default="us-east-1", description="Region for S3 run storage.")
     ray_jobs_address: str | None = Field(default=None, description="Ray Jobs API address (dashboard).")
     promotion_metric: str = "image_auroc"
+    registered_model_name: str = Field(
+        default=DEFAULT_MODEL_NAME,
+        description="Registered-model name template: fields {category}, {model}, {dataset}, {backbone}, {preset}.",
+    )
     runtime: str = Field(default="auto", description="Inference runtime (auto = the one recorded at export).")
     train: dict[str, Any] = Field(default_factory=dict, description="[train] table: training overrides.")
     tune: dict[str, Any] = Field(default_factory=dict, description="[tune] table: search space and options.")
     station: StationSettings = Field(default_factory=StationSettings, description="[station] table.")
     monitor: MonitorSettings = Field(default_factory=MonitorSettings, description="[monitor] table.")
+
+    @field_validator("registered_model_name")
+    @classmethod
+    def _name_template(cls, value: str) -> str:
+        check_name_template(value)
+        return value
 
     @property
     def training_keys(self) -> dict[str, Any]:
@@ -134,6 +149,21 @@ class Settings(BaseModel):
         if self.artifact_location:
             return self.artifact_location
         return (self.runs_dir / "artifacts").resolve().as_uri()
+
+
+def check_name_template(template: str) -> None:
+    """A registered-model name template uses only known fields and holds {category} (one model per category)."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        hint = "write e.g. adkd-{category}-{dataset}"
+        raise ValueError(f"{template!r} is not a valid template ({exc}); {hint}") from None
+    unknown = [f for f in fields if f not in MODEL_NAME_FIELDS]
+    if unknown or "category" not in fields:
+        raise ValueError(
+            f"{template!r} may use only {', '.join('{' + f + '}' for f in MODEL_NAME_FIELDS)} and must hold "
+            "{category}; write e.g. adkd-{category}-{dataset}"
+        )
 
 
 def _read_config_file(path: Path | None) -> dict[str, Any]:

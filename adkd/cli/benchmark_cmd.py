@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adkd.cli import resource_flags
+from adkd.cli import resource_flags, tracking_flags
 
 console = Console()
 
@@ -87,6 +87,8 @@ def benchmark(
     max_failures: int = typer.Option(2, "--max-failures", help="Restarts of a run after a crash (from checkpoint)."),
     storage: str | None = typer.Option(None, "--storage", help="Run storage: a shared path or s3://bucket/prefix."),
     no_tracking: bool = typer.Option(False, "--no-tracking", help="Write no MLflow runs."),
+    experiment_name: str | None = tracking_flags.EXPERIMENT_NAME,
+    run_name: str | None = tracking_flags.RUN_NAME,
     config_file: Path | None = typer.Option(None, "--config", help="adkd.toml settings file."),
     cpus_per_run: float | None = resource_flags.old_name("--cpus-per-run"),
     gpus_per_run: float | None = resource_flags.old_name("--gpus-per-run"),
@@ -136,6 +138,8 @@ def benchmark(
             command="adkd " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else "",
             listeners=[board],
             config_file=config_file,
+            experiment_name=experiment_name,
+            run_name=run_name,
         )
     report = outcome.report
     console.print(_summary_table(report))
@@ -147,7 +151,8 @@ def benchmark(
                 console.print(line, highlight=False)
             if cell.registered_version:
                 promoted = f", {cell.promoted}" if cell.promoted else ""
-                console.print(f"registered adkd-{category} version {cell.registered_version} ({row.label}){promoted}")
+                name = cell.registered_name or f"adkd-{category}"
+                console.print(f"registered {name} version {cell.registered_version} ({row.label}){promoted}")
     if report.deviations:
         console.print("differs from the paper's settings: " + "; ".join(report.deviations), highlight=False)
     console.print(f"report: {outcome.paths['md']}, {outcome.paths['json'].name}, {outcome.paths['html'].name}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from adkd.cli import gate_flags, resource_flags
+from adkd.cli import gate_flags, resource_flags, tracking_flags
 from adkd.errors import ConfigError
 
 console = Console()
@@ -28,6 +28,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
     skip_validation: bool = typer.Option(False, "--skip-validation", help="Train without the data gate."),
     no_tracking: bool = typer.Option(False, "--no-tracking", help="Do not write MLflow runs or register models."),
+    experiment_name: str | None = tracking_flags.EXPERIMENT_NAME,
+    run_name: str | None = tracking_flags.RUN_NAME,
     one_size: bool = gate_flags.ONE_SIZE,
     allow_mixed_modes: bool = gate_flags.ALLOW_MIXED_MODES,
     min_train: int = gate_flags.MIN_TRAIN,
@@ -78,10 +80,12 @@ def train(
         skip_validation=skip_validation,
         tracking=not no_tracking,
         resume=resume,
+        run_name=run_name,
     )
     request.check()
     if not request.many:
-        if not print_one(console, train_one(request, run_settings(config_file), [RichProgress(console)])):
+        settings = run_settings(config_file, experiment=experiment_name)
+        if not print_one(console, train_one(request, settings, [RichProgress(console)])):
             raise typer.Exit(1)
         return
     from adkd.cli.live_board import LiveBoard
@@ -97,7 +101,8 @@ def train(
         num_cpus=num_cpus,
     )
     with LiveBoard(console) as board:
-        many = train_many(request, run_settings(config_file, ray_address=address), plan, [board])
+        settings = run_settings(config_file, ray_address=address, experiment=experiment_name)
+        many = train_many(request, settings, plan, [board])
     print_many(console, many, model, data)
     if many.failed:
         raise typer.Exit(1)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from adkd.cli import resource_flags
+from adkd.cli import resource_flags, tracking_flags
 from adkd.platform.console.tables import Column, print_table
 
 console = Console()
@@ -80,6 +80,8 @@ def tune(
     objective: str = typer.Option("pixel_auroc", "--objective", help="pixel_auroc, image_auroc or aupro."),
     tune_lr: str = typer.Option(None, "--tune-lr", help="Also search the learning rate: LOW,HIGH (log-uniform)."),
     register_best: bool = typer.Option(False, "--register-best", help="Register the best trial's model."),
+    experiment_name: str | None = tracking_flags.EXPERIMENT_NAME,
+    run_name: str | None = tracking_flags.RUN_NAME,
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: local Ray)."),
     cpus_per_worker: float | None = resource_flags.CPUS_PER_WORKER,
     gpus_per_worker: float | None = resource_flags.GPUS_PER_WORKER,
@@ -102,7 +104,7 @@ def tune(
     from adkd.platform.tracking.session import TrackingSession
     from adkd.platform.tune.search import PARAM_TARGETS, log_to_mlflow, parse_space, run_tune, set_line
 
-    settings = run_settings(config_file, ray_address=address)
+    settings = run_settings(config_file, ray_address=address, experiment=experiment_name)
     local = str(local_root(data, settings.cache_dir, settings.s3_endpoint_url))
     categories = _categories(local, category, all_categories)
     request = RunRequest(model=model, data=local, preset=preset, overrides=list(set_), config_file=config_file)
@@ -116,7 +118,13 @@ def tune(
     )
     CategoryResources(cpus=plan.cpus_per_worker, gpus=plan.gpus_per_worker or 0.0)
     session = TrackingSession.from_settings(
-        settings, data, "tune", publisher=RegistryPublisher(), register=register_best, params={"model": model}
+        settings,
+        data,
+        "tune",
+        publisher=RegistryPublisher(settings.registered_model_name),
+        register=register_best,
+        params={"model": model},
+        run_name=run_name,
     )
     session.start_parent()
     cluster = connect(settings.ray_address)
@@ -171,7 +179,8 @@ def tune(
         console.print(result.message)
         if result.registered:
             for cat, version in result.registered.items():
-                console.print(f"registered adkd-{cat} version {version}")
+                name = session.children[cat].handle.registered_name or f"adkd-{cat}"
+                console.print(f"registered {name} version {version}")
 
 
 def register(app: typer.Typer) -> None:

@@ -40,6 +40,7 @@ class RunRequest:
     skip_validation: bool = False
     tracking: bool = True
     resume: bool = False
+    run_name: str | None = None  # the MLflow parent run's name (default <command>-<time>)
 
     @property
     def many(self) -> bool:
@@ -149,7 +150,11 @@ def train_one(
         from adkd.platform.tracking.session import StandaloneTracker
 
         tracker = StandaloneTracker.open(
-            settings, config, publisher=RegistryPublisher(), register=settings.register_models
+            settings,
+            config,
+            publisher=RegistryPublisher(settings.registered_model_name),
+            register=settings.register_models,
+            run_name=request.run_name,
         )
         attached.append(tracker)
     local = make_local(config, settings)
@@ -250,10 +255,11 @@ def tracking_listener(settings: Settings, request: RunRequest, names: list[str])
         settings,
         request.data,
         command="train",
-        publisher=RegistryPublisher(),
+        publisher=RegistryPublisher(settings.registered_model_name),
         params={"categories": ",".join(names), "model": request.model, "preset": request.preset or ""},
         tags={"categories": ",".join(names), "mode": "all-categories"},
         register=settings.register_models,
+        run_name=request.run_name,
     )
     return TrackingListener(session)
 

@@ -27,8 +27,12 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
+DATA = "f" * 64  # the fingerprint of the one data version every test version here was evaluated on
+
+
 def add_version(client: MlflowClient, category: str, image_auroc: float, aupro: float) -> str:
-    """A finished run with test metrics and a registered version of adkd-<category> pointing at it."""
+    """A finished run with test metrics and a registered version of adkd-<category> pointing at it, evaluated on
+    the data ``DATA`` (the same for all, so promotion compares their stored numbers)."""
     exp = client.get_experiment_by_name("registry-tests")
     exp_id = exp.experiment_id if exp else client.create_experiment("registry-tests")
     run = client.create_run(exp_id, tags={"category": category})
@@ -37,7 +41,8 @@ def add_version(client: MlflowClient, category: str, image_auroc: float, aupro: 
     client.set_terminated(run.info.run_id)
     name = f"adkd-{category}"
     ensure_registered_model(client, name, category)
-    tags = {"category": category, "model": "rd", "metric.image_auroc": repr(image_auroc), "metric.aupro": repr(aupro)}
+    tags = {"category": category, "model": "rd", "metric.image_auroc": repr(image_auroc), "metric.aupro": repr(aupro),
+            "data_fingerprint": DATA}  # fmt: skip
     mv = client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=tags)
     return str(mv.version)
 

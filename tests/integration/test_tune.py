@@ -32,17 +32,22 @@ def test_tune_four_trials_tracked_and_only_best_sees_test(synth_root: Path, tmp_
     # The two-term loss, so both λ and α are searched (mrkd's paper loss has no α).
     cmd = [ADKD, "tune", "--data", str(synth_root), "--category", "disc", "--model", "mrkd",
            "--num-samples", "4", "--epochs", "2", "--max-concurrent", "2", "--set", "image_size=64",
-           "--set", "model_options.loss=two_term"]  # fmt: skip
+           "--set", "model_options.loss=two_term",
+           "--experiment-name", "tuned", "--run-name", "lambda-search"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "--set model_options.alpha=" in proc.stdout and "--set model_options.mask_rate=" in proc.stdout
+    # adkd's lines only: not Ray Tune's pointers into its own results folder.
+    assert "View detailed results here" not in proc.stdout + proc.stderr
+    assert "TensorBoard" not in proc.stdout + proc.stderr
 
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("synth")
+    exp = client.get_experiment_by_name("tuned")  # --experiment-name, not the data set's name
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].data.tags.get("command") == "tune"
+    assert parents[0].data.tags["mlflow.runName"] == "lambda-search"
     assert len(trials) == 4
     best = [r for r in trials if r.data.params.get("tune_best", "").lower() == "true"]
     assert len(best) == 1

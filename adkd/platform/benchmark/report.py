@@ -36,6 +36,7 @@ class Cell:
     reason: str | None = None  # why it failed or did not run
     run_id: str | None = None  # the MLflow child run
     registered_version: str | None = None
+    registered_name: str | None = None  # the registered model the version went to
     promoted: str | None = None  # what --promote did
 
     def value(self, metric: str) -> float | None:

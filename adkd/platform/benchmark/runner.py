@@ -143,6 +143,8 @@ def run_benchmark(
     command: str = "",
     listeners: Sequence[RunListener] = (),
     config_file: Path | None = None,
+    experiment_name: str | None = None,
+    run_name: str | None = None,
 ) -> BenchmarkOutcome:
     """Train every job of the grid on Ray, write the report; register/promote the best rows when asked.
 
@@ -159,7 +161,7 @@ def run_benchmark(
     metric = metric or grid.metric
     if metric not in QUALITY_METRICS:
         raise ConfigError(f"--metric {metric}: choose image_auroc, pixel_auroc or aupro")
-    settings = run_settings(config_file, ray_address=address)
+    settings = run_settings(config_file, ray_address=address, experiment=experiment_name)
     address = address or settings.ray_address
     rows, categories, jobs = build_jobs(
         grid, overrides, settings_train=settings.train, out_dir=str(settings.runs_dir), local=not address
@@ -178,7 +180,7 @@ def run_benchmark(
             settings,
             data,
             command="benchmark",
-            publisher=RegistryPublisher(),
+            publisher=RegistryPublisher(settings.registered_model_name),
             register=False,
             params={
                 "grid": grid.name,
@@ -187,6 +189,7 @@ def run_benchmark(
                 "overrides": {k: v for k, v in asdict(overrides).items() if v not in (None, [])},
             },
             tags={"benchmark": grid.name, "mode": "benchmark", "categories": ",".join(categories)},
+            run_name=run_name,
         )
         sink = BenchmarkListener(session, by_key)
 
@@ -243,7 +246,7 @@ def run_benchmark(
         if register == "best":
             _register_best(report, sink, by_key, session)  # type: ignore[arg-type]
             if promote:
-                _promote_best(report, session, promote, grid.name, settings.user)
+                _promote_best(report, session, promote, grid.name, settings)
         report.run["mlflow_parent_run_id"] = session.parent_run_id
         report.run["mlflow_experiment"] = session.experiment
     report.run["wall_s"] = time.monotonic() - started
@@ -282,13 +285,20 @@ def _register_best(report: BenchmarkReport, sink: BenchmarkListener, jobs: dict[
     if wanted and not session.writer.flush(session.flush_timeout_s):
         log.warning("MLflow did not confirm every registration in %.0f s", session.flush_timeout_s)
     for category, tracker in wanted.items():
-        report.cells[tracker.row][category].registered_version = tracker.handle.registered_version
+        cell = report.cells[tracker.row][category]
+        cell.registered_version = tracker.handle.registered_version
+        cell.registered_name = tracker.handle.registered_name
 
 
-def _promote_best(report: BenchmarkReport, session: Any, alias: str, grid: str, user: str | None = None) -> None:
-    """Promote each registered best version through the registry's gate; a refusal is reported, not raised."""
+def _promote_best(report: BenchmarkReport, session: Any, alias: str, grid: str, settings: Any) -> None:
+    """Promote each registered best version through the registry's gate (versions evaluated on other data are
+    re-scored on the benchmark's); a refusal is reported, not raised."""
+    from adkd.platform.registry.rescoring import RescoreContext
     from adkd.platform.registry.versions import promote
 
+    rescore = RescoreContext(
+        settings.resolved_tracking_uri, settings.cache_dir, settings.s3_endpoint_url, runtime=settings.runtime
+    )
     for category, label in report.best().items():
         if label is None:
             continue
@@ -298,12 +308,13 @@ def _promote_best(report: BenchmarkReport, session: Any, alias: str, grid: str, 
         try:
             result = promote(
                 session.client,
-                category,
+                cell.registered_name or category,
                 cell.registered_version,
                 alias,
                 reason=f"best row '{label}' of benchmark {grid}",
                 metric=report.metric,
-                user=user,
+                user=settings.user,
+                rescore=rescore,
             )
             cell.promoted = f"{alias}: {result.action} (was {result.previous or '-'})"
         except AdkdError as exc:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from typing import Any
 
 # Notices that say nothing about the user's run. Errors always show.
 # Raylet notices printed on the driver; fractional CPUs per category start more workers than cores on purpose.
@@ -47,3 +51,39 @@ def drop_ray_driver_noise() -> None:
 
     filtered._adkd_filtered = True  # type: ignore[attr-defined]
     ray_worker.print_to_stdstream = filtered
+
+
+# What Ray Tune prints at the start of every search: its results folder (adkd's report says where results are)
+# and a TensorBoard command. Printed whatever the run's verbosity.
+RAY_TUNE_NOISE = ("View detailed results here:", "To visualize your results with TensorBoard")
+
+
+class _DroppingStream:
+    """A text stream that forwards every write except those holding one of ``markers`` (and the newline a
+    dropped ``print`` ends with)."""
+
+    def __init__(self, stream: Any, markers: tuple[str, ...]) -> None:
+        self._stream, self._markers, self._dropped = stream, markers, False
+
+    def write(self, text: str) -> int:
+        if any(marker in text for marker in self._markers):
+            self._dropped = True
+            return len(text)
+        if self._dropped and text == "\n":
+            self._dropped = False
+            return len(text)
+        self._dropped = False
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def dropping_prints(markers: tuple[str, ...] = RAY_TUNE_NOISE) -> Iterator[None]:
+    """Within the block, prints to stdout that hold one of ``markers`` are dropped (all pass with ``--debug``)."""
+    if debug_requested():
+        yield
+        return
+    with redirect_stdout(_DroppingStream(sys.stdout, markers)):
+        yield

@@ -1,21 +1,44 @@
 """The registry's side of a tracked run: how a finished child run's model is logged and registered.
 
 ``adkd.platform.tracking`` declares what it needs (``ModelPublisher``) and never imports the registry; whoever
-opens a ``TrackingSession`` (platform.runs, the benchmark and tune commands) passes ``RegistryPublisher()``.
+opens a ``TrackingSession`` (platform.runs, the benchmark and tune commands) passes
+``RegistryPublisher(settings.registered_model_name)``. A version records the data it was evaluated on (its
+run's ``data_fingerprint``, data root and data set), which fair promotion reads.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from adkd.platform.registry.model_logging import log_onnx_model, log_pyfunc_model
 from adkd.platform.registry.versions import register_version, registered_name, version_tags
+from adkd.platform.tracking.run_context import dataset_name
+from adkd.settings import DEFAULT_MODEL_NAME
+
+log = logging.getLogger(__name__)
+
+
+def evaluated_on(run_tags: dict[str, str]) -> dict[str, str]:
+    """The data a run was evaluated on, from its tags: fingerprint, root (absolute where it is a local folder)
+    and data set name."""
+    data = run_tags.get("data", "")
+    if data and "://" not in data and Path(data).expanduser().is_dir():
+        data = str(Path(data).expanduser().resolve())
+    return {
+        "data_fingerprint": run_tags.get("data_fingerprint", ""),
+        "data": data,
+        "dataset": dataset_name(data) if data else "",
+    }
 
 
 class RegistryPublisher:
-    """``ModelPublisher`` over MLflow: the ONNX graph and the pyfunc logged to the run, ``adkd-<category>``
-    registered from the pyfunc."""
+    """``ModelPublisher`` over MLflow: the ONNX graph and the pyfunc logged to the run, the pyfunc registered
+    under the name ``name_template`` makes (``adkd-<category>`` by default)."""
+
+    def __init__(self, name_template: str = DEFAULT_MODEL_NAME) -> None:
+        self.name_template = name_template
 
     def log_onnx(self, onnx_path: Path, run_id: str, experiment_id: str | None) -> str:
         return log_onnx_model(onnx_path, run_id, experiment_id)
@@ -38,6 +61,18 @@ class RegistryPublisher:
         preset: str | None,
         metrics: dict[str, float],
     ) -> tuple[str, str]:
-        tags = version_tags(category, config, preset, metrics)
-        version = register_version(client, category, source=source, run_id=run_id, model_id=model_id, tags=tags)
-        return registered_name(category), version
+        # The run's tags were queued before this registration on the same writer, so they are there.
+        data = evaluated_on(client.get_run(run_id).data.tags)
+        tags = version_tags(category, config, preset, metrics, data)
+        name = registered_name(
+            category,
+            model=tags["model"],
+            dataset=data["dataset"],
+            backbone=tags["backbone"],
+            preset=tags["preset"],
+            template=self.name_template,
+        )
+        version, warning = register_version(client, name, source=source, run_id=run_id, model_id=model_id, tags=tags)
+        if warning:
+            log.warning("warning: %s", warning)
+        return name, version

@@ -1,9 +1,11 @@
-"""The model registry: ``adkd-<category>`` models, aliases as stages, gated promotion with an audit trail.
+"""The model registry: registered versions, aliases as stages, gated promotion with an audit trail.
 
-Stages are MLflow aliases (``staging``, ``production``); the deprecated stages API is never used.
-Promotion to production is refused when the candidate is worse than the current holder on the
-configured metric (ties broken by AUPRO) unless forced. Every promotion, refusal and rollback leaves
-a JSON audit tag on the model and on the version (previous holder, time, user, reason).
+A category's versions go to the registered model the name template makes (naming.py; ``adkd-<category>``
+by default). Stages are MLflow aliases (``staging``, ``production``); the deprecated stages API is never
+used. Promotion to production is refused when the candidate is worse than the current holder on the
+configured metric (ties broken by AUPRO) unless forced; numbers measured on different data are never
+compared: both versions are re-scored on one data root first (rescoring.py). Every promotion, refusal
+and rollback leaves a JSON audit tag on the model and on the version (previous holder, time, user, reason).
 
 Concurrent promotions of one model are serialised with a lease (``registry_lock``), and both are
 audited. Training registers new versions here too (``register_version``).
@@ -19,10 +21,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from adkd.errors import AdkdError, ConfigError, ServiceError
+from adkd.errors import AdkdError, ConfigError
 from adkd.pipelines.evaluate.metric_names import METRIC_NAMES
 from adkd.platform.registry.lock import model_lock
-from adkd.platform.tracking.labels import latest_version_tags, model_description, version_description
+from adkd.platform.registry.naming import (
+    DATASET_TAG,
+    adkd_models,
+    dataset_mismatch,
+    ensure_registered_model,
+    get_model,
+    registered_name,
+    resolve_model,
+)
+from adkd.platform.registry.rescoring import Comparison, RescoreContext, compare
+from adkd.platform.tracking.labels import latest_version_tags, version_description
+
+__all__ = ["ensure_registered_model", "registered_name"]  # naming's, used here and by the registry's callers
 
 ALIASES = ("staging", "production")
 TIE_BREAK = "aupro"
@@ -30,10 +44,15 @@ PIXEL_KEYS = ("pixel_auroc", "aupro")
 HISTORY_LIMIT = 50
 # Registry version tags that promotion and `registry list` read.
 KEY_METRICS = METRIC_NAMES  # tagged on every registered version
+EVALUATION_TAGS = ("data_fingerprint", "data", DATASET_TAG)  # what a version was evaluated on
 
 
 class PromotionRefused(AdkdError):
-    """The candidate is worse than the current holder on the gate metric."""
+    """The candidate is worse than the current holder on the gate metric (``comparison``: the numbers)."""
+
+    def __init__(self, message: str, comparison: Comparison | None = None) -> None:
+        super().__init__(message)
+        self.comparison = comparison
 
 
 @dataclass
@@ -50,6 +69,8 @@ class VersionInfo:
     run_id: str | None
     created: str
     status: str
+    dataset: str = ""
+    data_fingerprint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -57,7 +78,7 @@ class VersionInfo:
 
 @dataclass
 class PromotionResult:
-    """What a promote / rollback did."""
+    """What a promote / rollback did; ``comparison`` holds the numbers the gate compared (None: no gate)."""
 
     name: str
     alias: str
@@ -67,46 +88,28 @@ class PromotionResult:
     forced: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     previous_metrics: dict[str, float] = field(default_factory=dict)
+    comparison: Comparison | None = None
 
 
-# --------------------------------------------------------------------------- naming and registration
-
-
-def registered_name(category: str) -> str:
-    """The registered model of a category: ``adkd-<category>``."""
-    return f"adkd-{category}"
-
-
-def ensure_registered_model(client: Any, name: str, category: str) -> None:
-    """Create ``name`` (tagged and described) unless it exists; a racing creator is not an error."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-        return
-    except MlflowException:
-        pass
-    try:
-        client.create_registered_model(
-            name,
-            tags={"category": category, "managed_by": "adkd"},
-            description=model_description(category),
-        )
-    except MlflowException as exc:
-        if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
-            raise
+# --------------------------------------------------------------------------- registration
 
 
 def version_tags(
-    category: str, config: dict[str, Any], preset: str | None, metrics: dict[str, float]
+    category: str,
+    config: dict[str, Any],
+    preset: str | None,
+    metrics: dict[str, float],
+    evaluated_on: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The tags of a new version: what it is (category, model, backbone, preset) and its key test metrics."""
+    """The tags of a new version: what it is (category, model, backbone, preset), its key test metrics and the
+    data they were measured on (``evaluated_on``: data_fingerprint, data root, dataset name)."""
     tags = {
         "category": category,
         "model": str(config.get("model", "")),
         "backbone": str(config.get("backbone") or ""),
         "preset": str(preset or config.get("preset") or ""),
     }
+    tags |= {k: str(v) for k, v in (evaluated_on or {}).items() if k in EVALUATION_TAGS and v}
     for name in KEY_METRICS:
         if f"test/{name}" in metrics:
             tags[f"metric.{name}"] = repr(metrics[f"test/{name}"])
@@ -114,11 +117,15 @@ def version_tags(
 
 
 def register_version(
-    client: Any, category: str, *, source: str, run_id: str, model_id: str | None, tags: dict[str, str]
-) -> str:
-    """A new version of ``adkd-<category>`` from a logged model; marks it latest on the model and the run."""
-    name = registered_name(category)
-    ensure_registered_model(client, name, category)
+    client: Any, name: str, *, source: str, run_id: str, model_id: str | None, tags: dict[str, str]
+) -> tuple[str, str | None]:
+    """A new version of ``name`` from a logged model; marks it latest on the model and the run.
+
+    Returns the version and, when ``name`` already holds versions of another data set, a one-line warning.
+    """
+    category, dataset = tags.get("category", ""), tags.get(DATASET_TAG, "")
+    ensure_registered_model(client, name, category, dataset)
+    warning = dataset_mismatch(client, name, dataset)
     version = client.create_model_version(
         name,
         source=source,
@@ -130,7 +137,7 @@ def register_version(
     for key, value in latest_version_tags(str(version.version), tags).items():
         client.set_registered_model_tag(name, key, value)
     client.set_tag(run_id, "registered_model", f"{name}/{version.version}")
-    return str(version.version)
+    return str(version.version), warning
 
 
 # --------------------------------------------------------------------------- reading
@@ -172,30 +179,13 @@ def version_metrics(client: Any, mv: Any) -> dict[str, float]:
     return {k.removeprefix("test/"): float(v) for k, v in run.data.metrics.items() if k.startswith("test/")}
 
 
-def _get_model(client: Any, name: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_registered_model(name)
-    except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
-            raise ConfigError(
-                f"registered model '{name}' does not exist; train that category first (adkd train) "
-                "or check `adkd registry list`"
-            ) from None
-        raise ServiceError(f"MLflow registry error for '{name}': {str(exc).splitlines()[0]}") from None
-
-
 def _get_version(client: Any, name: str, version: str | int) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version(name, str(version))
     except MlflowException:
-        raise ConfigError(
-            f"version {version} of '{name}' does not exist; see `adkd registry list --category "
-            f"{name.removeprefix('adkd-')}`"
-        ) from None
+        raise ConfigError(f"version {version} of '{name}' does not exist; see `adkd registry list`") from None
 
 
 def _aliases_by_version(model: Any) -> dict[str, list[str]]:
@@ -210,17 +200,18 @@ def _versions(client: Any, name: str) -> list[Any]:
     return sorted(versions, key=lambda mv: int(mv.version))
 
 
-def registered_models(client: Any, category: str | None = None) -> list[Any]:
-    if category:
-        return [_get_model(client, registered_name(category))]
-    models = client.search_registered_models(filter_string="name LIKE 'adkd-%'")
-    return sorted(models, key=lambda m: m.name)
+def registered_models(client: Any, ref: str | None = None) -> list[Any]:
+    """The registered model ``ref`` names (a name or a category: all its models), or every adkd model."""
+    if not ref:
+        return adkd_models(client)
+    by_category = adkd_models(client, ref)
+    return by_category or [resolve_model(client, ref)]
 
 
-def list_versions(client: Any, category: str | None = None) -> list[VersionInfo]:
-    """Every version of ``adkd-<category>`` (or of every adkd model), oldest first."""
+def list_versions(client: Any, ref: str | None = None) -> list[VersionInfo]:
+    """Every version of the model(s) ``ref`` names (a registered name or a category), or of every adkd model."""
     out: list[VersionInfo] = []
-    for model in registered_models(client, category):
+    for model in registered_models(client, ref):
         by_version = _aliases_by_version(model)
         for mv in _versions(client, model.name):
             tags = mv.tags or {}
@@ -228,7 +219,7 @@ def list_versions(client: Any, category: str | None = None) -> list[VersionInfo]
             out.append(
                 VersionInfo(
                     name=model.name,
-                    category=tags.get("category", model.name.removeprefix("adkd-")),
+                    category=tags.get("category", (model.tags or {}).get("category", "")),
                     version=str(mv.version),
                     aliases=sorted(by_version.get(str(mv.version), [])),
                     family=tags.get("model", ""),
@@ -237,6 +228,8 @@ def list_versions(client: Any, category: str | None = None) -> list[VersionInfo]
                     run_id=mv.run_id,
                     created=created.strftime("%Y-%m-%d %H:%M:%S UTC"),
                     status=str(mv.status),
+                    dataset=tags.get(DATASET_TAG, ""),
+                    data_fingerprint=tags.get("data_fingerprint", ""),
                 )
             )
     return out
@@ -297,9 +290,9 @@ def _history(model: Any, alias: str) -> list[str]:
         return []
 
 
-def audit_trail(client: Any, category: str) -> list[dict[str, Any]]:
-    """Every audit record of ``adkd-<category>``, oldest first."""
-    model = _get_model(client, registered_name(category))
+def audit_trail(client: Any, ref: str) -> list[dict[str, Any]]:
+    """Every audit record of the registered model ``ref`` names (a name or a category), oldest first."""
+    model = resolve_model(client, ref)
     records = [json.loads(v) for k, v in (model.tags or {}).items() if k.startswith("audit.")]
     return sorted(records, key=lambda r: r.get("time", ""))
 
@@ -307,9 +300,21 @@ def audit_trail(client: Any, category: str) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- actions
 
 
+def _fair_numbers(
+    client: Any,
+    name: str,
+    versions: dict[str, Any],
+    data_of: str,
+    context: RescoreContext | None,
+) -> Comparison:
+    """The numbers ``versions`` are ranked by: stored ones on the same data, re-scored ones otherwise."""
+    stored = {v: version_metrics(client, mv) for v, mv in versions.items()}
+    return compare(client, name, versions, stored, data_of, context)
+
+
 def promote(
     client: Any,
-    category: str,
+    ref: str,
     version: str | int,
     alias: str = "production",
     *,
@@ -317,61 +322,90 @@ def promote(
     reason: str = "",
     metric: str = "image_auroc",
     user: str | None = None,
+    rescore: RescoreContext | None = None,
+    comparison: Comparison | None = None,
 ) -> PromotionResult:
-    """Point ``alias`` at ``version``; for production, only if it is not worse than the holder.
+    """Point ``alias`` of the model ``ref`` names at ``version``; for production, only if it is not worse
+    than the holder on numbers measured on the same data (re-scored through ``rescore`` where they were not).
 
-    ``user`` goes into the audit trail (default: the login name).
+    ``comparison``: numbers already measured for these versions (``--best``); ``user`` goes into the audit
+    trail (default: the login name). Raises ``ComparisonUnavailable`` where a fair comparison cannot be made.
     """
     if alias not in ALIASES:
         raise ConfigError(f"--to {alias}: choose one of {', '.join(ALIASES)}")
-    name = registered_name(category)
-    _get_model(client, name)
+    name = resolve_model(client, ref).name
     candidate = _get_version(client, name, version)
-    cand_metrics = version_metrics(client, candidate)
+    cand = str(candidate.version)
+    gated = alias == "production" and not force
+    holder = (get_model(client, name).aliases or {}).get(alias)
+    if gated and holder is not None and str(holder) != cand:
+        covered = comparison is not None and {cand, str(holder)} <= set(comparison.stored)
+        if not covered:
+            # Measured before taking the lock: re-scoring may outlast the lock's lease.
+            versions = {cand: candidate, str(holder): _get_version(client, name, holder)}
+            comparison = _fair_numbers(client, name, versions, cand, rescore)
     with model_lock(client, name):
         model = client.get_registered_model(name)
         previous = (model.aliases or {}).get(alias)
         previous = str(previous) if previous is not None else None
-        prev_metrics: dict[str, float] = {}
-        metric = gate_metric(cand_metrics, metric)
+        if previous == cand:
+            return PromotionResult(
+                name, alias, previous, previous, "unchanged", metrics=version_metrics(client, candidate)
+            )
         record = {
             "action": "promote",
             "alias": alias,
-            "version": str(candidate.version),
+            "version": cand,
             "previous": previous,
             "time": _now(),
             "user": _user(user),
             "reason": reason,
             "forced": force,
-            "metric": _metric_key(metric),
         }
-        if previous == str(candidate.version):
-            return PromotionResult(name, alias, previous, previous, "unchanged", metrics=cand_metrics)
-        if previous is not None:
+        cand_metrics, prev_metrics = version_metrics(client, candidate), {}
+        if gated and previous is not None:
+            if comparison is None or previous not in comparison.stored:  # the holder changed meanwhile
+                versions = {cand: candidate, previous: _get_version(client, name, previous)}
+                comparison = _fair_numbers(client, name, versions, cand, rescore)
+            cand_metrics, prev_metrics = comparison.metrics(cand), comparison.metrics(previous)
+            key = gate_metric(cand_metrics, metric)
+            record |= {"metric": _metric_key(key), **comparison.record()}
+            if gate_key(cand_metrics, key) < gate_key(prev_metrics, key):
+                _audit(client, name, cand, {**record, "action": "refused"})
+                where = f" re-scored on {comparison.data}" if comparison.was_rescored else ""
+                raise PromotionRefused(
+                    f"{name} version {cand} ({_fmt_metrics(cand_metrics)}) is worse than production version "
+                    f"{previous} ({_fmt_metrics(prev_metrics)}){where} on {_metric_key(key)} (ties by {TIE_BREAK}); "
+                    "pass --force to promote anyway",
+                    comparison,
+                )
+        elif previous is not None:
             prev_metrics = version_metrics(client, _get_version(client, name, previous))
-        gated = alias == "production" and previous is not None and not force
-        if gated and gate_key(cand_metrics, metric) < gate_key(prev_metrics, metric):
-            _audit(client, name, str(candidate.version), {**record, "action": "refused"})
-            raise PromotionRefused(
-                f"{name} version {candidate.version} ({_fmt_metrics(cand_metrics)}) is worse than production "
-                f"version {previous} ({_fmt_metrics(prev_metrics)}) on {_metric_key(metric)} "
-                f"(ties by {TIE_BREAK}); pass --force to promote anyway"
-            )
-        client.set_registered_model_alias(name, alias, str(candidate.version))
-        history = [*_history(model, alias), str(candidate.version)][-HISTORY_LIMIT:]
+        client.set_registered_model_alias(name, alias, cand)
+        history = [*_history(model, alias), cand][-HISTORY_LIMIT:]
         client.set_registered_model_tag(name, f"{alias}.history", json.dumps(history))
         client.set_registered_model_tag(name, f"{alias}.previous", previous or "")
-        _audit(client, name, str(candidate.version), record)
-    return PromotionResult(name, alias, str(candidate.version), previous, "promoted", force, cand_metrics, prev_metrics)
+        _audit(client, name, cand, record)
+    used = comparison if gated and previous is not None else None
+    return PromotionResult(name, alias, cand, previous, "promoted", force, cand_metrics, prev_metrics, used)
 
 
-def best_version(client: Any, category: str, metric: str = "image_auroc") -> str:
-    """The version with the best (metric, AUPRO); the newest wins a full tie."""
-    infos = [v for v in list_versions(client, category) if v.status == "READY"]
-    if not infos:
-        raise ConfigError(f"{registered_name(category)} has no ready versions; train the category first")
-    best = max(infos, key=lambda v: (*gate_key(v.metrics, metric), int(v.version)))
-    return best.version
+def best_version(
+    client: Any, ref: str, metric: str = "image_auroc", rescore: RescoreContext | None = None
+) -> tuple[str, Comparison]:
+    """The version with the best (metric, AUPRO), the newest winning a full tie, and the numbers that ranked it.
+
+    Versions evaluated on different data are ranked on numbers re-scored on the newest version's evaluation
+    data (or ``rescore.data``), the rule a promotion follows.
+    """
+    name = resolve_model(client, ref).name
+    ready = {str(mv.version): mv for mv in _versions(client, name) if str(mv.status) == "READY"}
+    if not ready:
+        raise ConfigError(f"{name} has no ready versions; train the category first")
+    newest = max(ready, key=int)
+    comparison = _fair_numbers(client, name, ready, newest, rescore)
+    best = max(ready, key=lambda v: (*gate_key(comparison.metrics(v), metric), int(v)))
+    return best, comparison
 
 
 def promote_best_all(
@@ -382,26 +416,34 @@ def promote_best_all(
     reason: str = "",
     metric: str = "image_auroc",
     user: str | None = None,
+    rescore: RescoreContext | None = None,
 ) -> list[PromotionResult]:
     """For every adkd model, promote its best version to ``alias``."""
     out = []
     for model in registered_models(client):
-        category = model.name.removeprefix("adkd-")
-        version = best_version(client, category, metric)
+        version, comparison = best_version(client, model.name, metric, rescore)
         out.append(
             promote(
-                client, category, version, alias, force=force, reason=reason or "best version", metric=metric, user=user
+                client,
+                model.name,
+                version,
+                alias,
+                force=force,
+                reason=reason or "best version",
+                metric=metric,
+                user=user,
+                rescore=rescore,
+                comparison=comparison,
             )
         )
     return out
 
 
 def rollback(
-    client: Any, category: str, alias: str = "production", reason: str = "", user: str | None = None
+    client: Any, ref: str, alias: str = "production", reason: str = "", user: str | None = None
 ) -> PromotionResult:
     """Point ``alias`` back at the version that held it before the current one."""
-    name = registered_name(category)
-    _get_model(client, name)
+    name = resolve_model(client, ref).name
     with model_lock(client, name):
         model = client.get_registered_model(name)
         current = (model.aliases or {}).get(alias)

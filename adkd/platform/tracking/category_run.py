@@ -180,6 +180,8 @@ class CategoryTracker(NullCallback):
         self.context.writer.submit_metrics(f"final metrics of {self.category}", send, batch, handle)
         tags = {"data_fingerprint": result.data_fingerprint, **result.tags} if result.data_fingerprint else result.tags
         self._set_tags(tags)
+        if result.data_fingerprint:
+            self._log_dataset(result.data_fingerprint)
         if result.status != "FINISHED":
             self._fail(result.error or f"run ended {result.status}")
             return
@@ -197,6 +199,19 @@ class CategoryTracker(NullCallback):
         self.status = "FINISHED"
         self.context.writer.submit(
             f"end run of {self.category}", lambda: client.set_terminated(run_id_of(handle), "FINISHED")
+        )
+
+    def _log_dataset(self, fingerprint: str) -> None:
+        """The data set as the run's MLflow dataset input (the runs table's Dataset column)."""
+        from adkd.platform.tracking.datasets import dataset_input
+
+        root = self.context.data_root or redact_uri(str(self.config.get("data") or ""))
+        if not root:
+            return
+        client, handle, category = self.context.client, self.handle, self.category
+        self.context.writer.submit(
+            f"dataset input of {category}",
+            lambda: client.log_inputs(run_id_of(handle), datasets=[dataset_input(root, category, fingerprint)]),
         )
 
     def _set_tags(self, tags: dict[str, str]) -> None:

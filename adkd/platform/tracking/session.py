@@ -91,6 +91,7 @@ class TrackingSession:
         tags: dict[str, str] | None = None,
         initial_backoff_s: float = 0.5,
         max_backoff_s: float = 15.0,
+        run_name: str | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
@@ -104,6 +105,7 @@ class TrackingSession:
         self.flush_timeout_s = flush_timeout_s
         self.params = params or {}
         self.tags = tags or {}
+        self.run_name = run_name  # the parent run's name; default <command>-<time>
         self._backoff = (initial_backoff_s, max_backoff_s)
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
@@ -152,7 +154,7 @@ class TrackingSession:
         try:
             self.experiment_id = self._experiment_id()
             tags = {
-                "mlflow.runName": f"{self.command}-{time.strftime('%Y%m%d-%H%M%S')}",
+                "mlflow.runName": self.run_name or f"{self.command}-{time.strftime('%Y%m%d-%H%M%S')}",
                 "command": self.command,
                 **env_tags,
                 **self.tags,
@@ -281,11 +283,13 @@ class StandaloneTracker(NullCallback):
         self.summary: TrackingSummary | None = None
 
     @classmethod
-    def open(cls, settings: Any, config: Any, *, publisher: ModelPublisher, register: bool) -> StandaloneTracker:
+    def open(
+        cls, settings: Any, config: Any, *, publisher: ModelPublisher, register: bool, run_name: str | None = None
+    ) -> StandaloneTracker:
         """Tracking of one TrainConfig over ``settings``' store; ``register`` adds a version when it finishes."""
         register = register and settings.register_models
         session = TrackingSession.from_settings(
-            settings, config.data, command="train", publisher=publisher, register=register
+            settings, config.data, command="train", publisher=publisher, register=register, run_name=run_name
         )
         return cls(session, config.category, preset=getattr(config, "preset", None))
 

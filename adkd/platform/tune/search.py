@@ -276,7 +276,10 @@ def run_tune(
             verbose=0,
         ),
     )
-    results = tuner.fit()
+    from adkd.platform.console.quiet import dropping_prints
+
+    with dropping_prints():  # Ray Tune's own "results are in <its temp folder>" lines
+        results = tuner.fit()
     rows = _rows(results, list(space), trials_dir, default)
     # Trials ASHA stopped early have no final model (and were judged weak): pick among completed ones.
     finished = [r for r in rows if math.isfinite(r.objective) and r.checkpoint] or [

@@ -67,6 +67,22 @@ def _isolated_service_env() -> Iterator[None]:
     mlflow.tracking._model_registry.utils._registry_uri = None
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_ray_left_running() -> Iterator[None]:
+    """Every module starts without an in-process Ray and must end without one.
+
+    A module that starts Ray owns it: a leak fails that module (at its last test's teardown) and is shut
+    down here, so the next module starts clean whatever the order (the Ray modules ``assert`` this, never skip).
+    """
+    import sys
+
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+        pytest.fail("this module left an in-process Ray running (ray.init without ray.shutdown)", pytrace=False)
+
+
 def _under_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 

@@ -38,17 +38,28 @@ def _batch(images: np.ndarray, labels: np.ndarray) -> bytes:
     return pickle.dumps({b"batch_label": b"x", b"labels": labels.tolist(), b"data": data}, protocol=2)
 
 
-def official_archive(path: Path, members: dict[str, bytes] | None = None) -> str:
-    """Write the subset as ``cifar-10-python.tar.gz``; returns its md5."""
+def _first_per_class(images: np.ndarray, labels: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    if n is None:
+        return images, labels
+    keep = np.sort(np.concatenate([np.flatnonzero(labels == k)[:n] for k in range(len(CLASSES))]))
+    return images[keep], labels[keep]
+
+
+def official_archive(path: Path, members: dict[str, bytes] | None = None, per_class: int | None = None) -> str:
+    """Write the subset (``per_class``: only the first train and test images of each class) as
+    ``cifar-10-python.tar.gz``; returns its md5."""
     if members is None:
         z = np.load(SUBSET)
-        order = np.random.default_rng(0).permutation(len(z["train_labels"]))  # batches mix classes, as CIFAR's do
-        tx, ty = z["train_images"][order], z["train_labels"][order]
+        tx, ty = _first_per_class(z["train_images"], z["train_labels"], per_class)
+        order = np.random.default_rng(0).permutation(len(ty))  # batches mix classes, as CIFAR's do
+        tx, ty = tx[order], ty[order]
         members = {
             f"cifar-10-batches-py/data_batch_{i + 1}": _batch(x, y)
             for i, (x, y) in enumerate(zip(np.array_split(tx, 5), np.array_split(ty, 5)))
         }
-        members["cifar-10-batches-py/test_batch"] = _batch(z["test_images"], z["test_labels"])
+        members["cifar-10-batches-py/test_batch"] = _batch(
+            *_first_per_class(z["test_images"], z["test_labels"], per_class)
+        )
         members["cifar-10-batches-py/batches.meta"] = pickle.dumps({b"label_names": [c.encode() for c in CLASSES]}, 2)
     with tarfile.open(path, "w:gz") as tar:
         for name, data in members.items():

@@ -29,8 +29,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from adkd.platform.registry.publishing import RegistryPublisher
     from adkd.platform.tracking.session import TrackingSession
 
-    if ray.is_initialized():
-        pytest.skip("another test left Ray running in this process")
+    assert not ray.is_initialized()  # tests/conftest.py ends any Ray a module leaves running
     tmp = tmp_path_factory.mktemp("ddp")
     data = tmp / "data"
     synthesize(data, categories=[CATEGORY], size=64, n_train=12, n_test=8, seed=0)
@@ -73,7 +72,6 @@ def test_two_workers_train_one_category_into_one_result(run: dict[str, Any]) -> 
     result = outcome.results[0]
     assert result.status == "FINISHED", result.error
     assert result.epochs_run == EPOCHS
-    assert 0.0 <= result.metrics["test/image_auroc"] <= 1.0
     assert "train/final_loss" in result.metrics and result.thresholds
     assert result.checkpoint_path == outcome.run_dir / CATEGORY / "model.pt" and result.checkpoint_path.is_file()
     # One final checkpoint in Ray's run storage: rank 0 staged the outputs, rank 1 reported none.
@@ -106,5 +104,6 @@ def test_one_mlflow_child_run_with_each_epoch_once(run: dict[str, Any]) -> None:
     assert child.data.tags["category"] == CATEGORY and child.info.status == "FINISHED"
     history = client.get_metric_history(child.info.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
-    assert "test/image_auroc" in child.data.metrics
+    result = run["outcome"].results[0]  # rank 0's evaluation is the one logged
+    assert child.data.metrics["test/image_auroc"] == pytest.approx(result.metrics["test/image_auroc"], abs=1e-12)
     assert Path(run["outcome"].json_path).is_file()

@@ -88,10 +88,9 @@ def test_per_epoch_and_final_metrics(trained: dict[str, Any]) -> None:
     assert sorted(m.step for m in history) == [1, 2]
     assert all(np.isfinite(m.value) for m in history)
     metrics = child.data.metrics
-    for key in ("test/image_auroc", "test/pixel_auroc", "test/aupro", "test/f1_max"):
-        assert 0.0 <= metrics[key] <= 1.0
     run_metrics = json.loads((trained["tmp"] / "runs" / "rd" / CATEGORY / "metrics.json").read_text())
-    assert metrics["test/image_auroc"] == pytest.approx(run_metrics["test/image_auroc"], abs=1e-12)
+    for key in ("test/image_auroc", "test/pixel_auroc", "test/aupro", "test/f1_max"):  # the run's own numbers
+        assert metrics[key] == pytest.approx(run_metrics[key], abs=1e-12)
 
 
 def test_artifacts_config_scores_images_checkpoint(

@@ -6,7 +6,6 @@ Short runs (64 px, a few epochs, one thread) so the suite stays within the CI bu
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -35,6 +34,12 @@ THREADS = "num_threads=1"
 # mrkd, MobileNetV2 ImageNet teacher, 64 px, 2 epochs: image AUROC 0.869 measured; the floor sits well
 # below that and well above chance (0.5).
 CIFAR_FLOOR = 0.75
+# The KolektorSDD-like category (a bright block on stripes), stfpm cpu-smoke, random teacher, 16 epochs, seeds
+# 0-2: image AUROC 1.0 for both resize modes, pixel AUROC 0.981-0.991, each defect's mapped-back map 1.86-5.9x
+# as high inside the block as outside (measured). At 8 epochs letterbox learned it for 2 seeds of 3.
+VARYING_EPOCHS = 16
+VARYING_FLOORS = {"test/image_auroc": 0.9, "test/pixel_auroc": 0.9, "test/aupro": 0.8}
+INSIDE_OVER_OUTSIDE = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +51,13 @@ def kolektor_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("resize", ["letterbox", "stretch"])
 def test_varying_non_square_sizes_train_with_the_gate_on(kolektor_like: Path, tmp_path: Path, resize: str) -> None:
-    overrides = [f"out_dir={tmp_path}", THREADS, "epochs=3", f"resize={resize}"]
+    overrides = [f"out_dir={tmp_path}", THREADS, f"epochs={VARYING_EPOCHS}", f"resize={resize}"]
     config = resolve_config("stfpm", "cpu-smoke", "kolektor", str(kolektor_like), overrides)
     result = train_category(config)
     assert result.status == "FINISHED", result.error
     assert result.data_validation == "passed"
-    for key in ("test/image_auroc", "test/pixel_auroc", "test/aupro", "test/f1_max"):
-        assert math.isfinite(result.metrics[key]) and 0 <= result.metrics[key] <= 1, (key, result.metrics)
+    for key, floor in VARYING_FLOORS.items():  # it learned the defect, at every size
+        assert result.metrics[key] >= floor, (key, result.metrics)
     gate = json.loads((result.run_dir / "data_validation.json").read_text())
     assert gate["category_facts"][0]["n_sizes"] > 5
 
@@ -61,7 +66,7 @@ def test_varying_non_square_sizes_train_with_the_gate_on(kolektor_like: Path, tm
     predictor = OnnxPredictor(onnx)
     assert predictor.resize == resize
     images = sorted((kolektor_like / "kolektor" / "test" / "crack").glob("*.png"))
-    inside, outside = [], []
+    ratios = []
     for pred, path in zip(predictor.predict([str(p) for p in images]), images):
         from PIL import Image
 
@@ -71,10 +76,9 @@ def test_varying_non_square_sizes_train_with_the_gate_on(kolektor_like: Path, tm
         left, top, right, bottom = defect_box(width, height)
         box = np.zeros((height, width), dtype=bool)
         box[top:bottom, left:right] = True
-        inside.append(pred.anomaly_map[box].mean())
-        outside.append(pred.anomaly_map[~box].mean())
-    if resize == "letterbox":  # the map, mapped back, is highest on the drawn defect
-        assert np.mean(inside) > np.mean(outside), (inside, outside)
+        ratios.append(float(pred.anomaly_map[box].mean() / pred.anomaly_map[~box].mean()))
+    # Each map, mapped back to its image, is highest on that image's drawn defect.
+    assert min(ratios) > INSIDE_OVER_OUTSIDE, ratios
 
 
 def _adkd(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ autocast) on the training device, or in a memory-mapped file in the run folder w
 ``forward(images, teacher=...)`` and ``pretrain_loss(images, teacher=...)``.
 
 The features are computed in batches of ``batch_size`` with no batch of one: on CPU the convolutions then
-give the same bits as inside the training step (tests/unit/train/test_feature_cache.py checks the trained
+give the same bits as inside the training step (tests/integration/test_feature_cache.py checks the trained
 weights). Building consumes no random numbers, so the training RNG stream is unchanged.
 """
 

@@ -155,7 +155,7 @@ class LiveBoard(RunListener):
     def start(self, configs: dict[str, TrainConfig]) -> None:
         self.board = ProgressBoard(list(configs), title=self.title)
         # The engine counts both phases (autoencoder pretraining, then distillation) as epochs.
-        self._epochs = {key: cfg.epochs + cfg.ae_pretrain_epochs for key, cfg in configs.items()}
+        self._epochs = {key: cfg.total_epochs for key, cfg in configs.items()}
         terminal = (sys.stdout, sys.stderr)
         stack = ExitStack()
         stack.enter_context(

@@ -33,7 +33,7 @@ class RichProgress(NullCallback):
 
     def on_start(self, config: dict[str, Any]) -> None:
         self.label = f"{config['model']}/{config['category']}"
-        total = int(config.get("ae_pretrain_epochs") or 0) + int(config["epochs"])
+        total = int((config.get("model_options") or {}).get("ae_pretrain_epochs") or 0) + int(config["epochs"])
         self.progress.start()
         self.task = self.progress.add_task(self.label, total=total, loss="")
 

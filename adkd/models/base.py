@@ -22,12 +22,12 @@ class AnomalyModel(nn.Module):
     - ``param_groups()`` lists the trainable parameters, grouped by role
       (``"student"`` always; ``"autoencoder"`` for stfpm-ae), so the engine can give each
       group its own optimiser settings. The teacher is never in it.
-    - Models with an autoencoder (``has_autoencoder``, stfpm-ae) override ``pretrain_loss`` (the
-      engine's pretraining phase) and ``freeze_autoencoder``; for the others they do nothing.
+    - A model that needs more of the training loop says so with a protocol of its own, which
+      the engine checks for: stfpm-ae's autoencoder phases are
+      ``adkd.models.stfpm_ae.AutoencoderTraining``.
     """
 
     model_name: str = ""
-    has_autoencoder: bool = False
 
     def loss(self, outputs: dict[str, Any]) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -38,11 +38,3 @@ class AnomalyModel(nn.Module):
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         for params in self.param_groups().values():
             yield from params
-
-    def pretrain_loss(self, images: torch.Tensor, teacher: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Loss of the autoencoder pretraining phase (``has_autoencoder`` models only)."""
-        raise NotImplementedError(f"model '{self.model_name}' has no autoencoder to pretrain")
-
-    def freeze_autoencoder(self, flag: bool = True) -> None:
-        """Freeze (True) or train (False) the autoencoder; nothing to do without one."""
-        return None

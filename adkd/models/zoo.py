@@ -1,11 +1,16 @@
-"""The model zoo (not the MLflow model registry): name → builder, description, backbones and default options."""
+"""The model zoo (not the MLflow model registry): name → public builder, description and backbones.
+
+Each model's options and their defaults are the keyword arguments of its builder
+(``adkd.models.rd.rd``, ``mrkd.mrkd``, ``stfpm.stfpm``, ``stfpm_ae.stfpm_ae``), in that one place;
+``ModelSpec.defaults`` reads them from the builder's signature.
+"""
 
 from __future__ import annotations
 
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -13,95 +18,64 @@ from torch import nn
 from adkd.errors import ConfigError
 from adkd.models.backbones import BACKBONES
 from adkd.models.base import AnomalyModel
-from adkd.models.rd.torch_model import ReverseDistillation
-from adkd.models.stfpm.torch_model import STFPM, STFPMAutoencoder
+from adkd.models.mrkd import mrkd
+from adkd.models.rd import rd
+from adkd.models.stfpm import stfpm
+from adkd.models.stfpm_ae import stfpm_ae
+
+_NOT_OPTIONS = ("backbone", "weights")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the zoo knows about one model."""
+    """What the zoo knows about one model; its defaults are its builder's."""
 
     name: str
     description: str
     builder: Callable[..., AnomalyModel]
-    default_backbone: str
     backbones: tuple[str, ...] = BACKBONES
-    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_backbone(self) -> str:
+        return inspect.signature(self.builder).parameters["backbone"].default
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Every option the builder takes besides backbone and weights, with its default."""
+        params = inspect.signature(self.builder).parameters
+        return {k: p.default for k, p in params.items() if k not in _NOT_OPTIONS}
 
     def options(self) -> tuple[str, ...]:
         """Keyword options the builder accepts besides backbone and weights."""
-        params = inspect.signature(self.builder).parameters
-        return tuple(p for p in params if p not in ("backbone", "weights"))
+        return tuple(self.defaults)
 
-
-def _build_rd(backbone: str, weights: str | os.PathLike, **options: Any) -> AnomalyModel:
-    model = ReverseDistillation(backbone, weights, **options)
-    model.model_name = "rd"
-    return model
-
-
-def _build_mrkd(backbone: str, weights: str | os.PathLike, **options: Any) -> AnomalyModel:
-    model = ReverseDistillation(backbone, weights, **options)
-    model.model_name = "mrkd"
-    return model
-
-
-def _build_stfpm(backbone: str, weights: str | os.PathLike, **options: Any) -> AnomalyModel:
-    model = STFPM(backbone, weights, **options)
-    model.model_name = "stfpm"
-    return model
-
-
-def _build_stfpm_ae(backbone: str, weights: str | os.PathLike, **options: Any) -> AnomalyModel:
-    model = STFPMAutoencoder(backbone, weights, **options)
-    model.model_name = "stfpm-ae"
-    return model
+    def resolve(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Every option's value: ``options`` over the defaults; an unknown option raises ConfigError."""
+        defaults = self.defaults
+        unknown = sorted(set(options) - set(defaults))
+        if unknown:
+            msg = f"model {self.name!r} has no option {', '.join(unknown)}: its options are {', '.join(defaults)}"
+            raise ConfigError(msg)
+        return {**defaults, **options}
 
 
 MODEL_ZOO: dict[str, ModelSpec] = {
-    "rd": ModelSpec(
-        name="rd",
-        description="Reverse distillation (RD4AD)",
-        builder=_build_rd,
-        default_backbone="wide_resnet50_2",
-        defaults={"levels": (1, 2, 3), "loss_mode": "flatten", "bottleneck_width": None, "sigma": 4.0},
-    ),
-    "mrkd": ModelSpec(
-        name="mrkd",
-        description="rd + 1x1 fusion + SCSAtt + feature mask generation (masked RD)",
-        builder=_build_mrkd,
-        default_backbone="wide_resnet50_2",
-        defaults={
-            "levels": (1, 2, 3),
-            "loss": "paper",
-            "loss_mode": "flatten",
-            "bottleneck_width": None,
-            "sigma": 4.0,
-            "fusion_conv": True,
-            "use_scconv": True,
-            "scconv_fusion": "per_channel",
-            "use_simam": True,
-            "use_fmm": True,
-            "alpha": 1.0,
-            "mask_rate": 0.5,
-            "map_source": None,  # None: "generated" with FMM, "student" without
-        },
-    ),
-    "stfpm": ModelSpec(
-        name="stfpm",
-        description="Student-teacher feature pyramid matching",
-        builder=_build_stfpm,
-        default_backbone="resnet18",
-        defaults={"sigma": 4.0, "loss_scale": 0.5},
-    ),
-    "stfpm-ae": ModelSpec(
-        name="stfpm-ae",
-        description="stfpm + per-level U-Net autoencoder",
-        builder=_build_stfpm_ae,
-        default_backbone="resnet18",
-        defaults={"alpha": 1e-7, "image_size": 256, "ae_stages": 3, "sigma": 4.0, "loss_scale": 0.5},
-    ),
+    spec.name: spec
+    for spec in (
+        ModelSpec("rd", "Reverse distillation (RD4AD)", rd),
+        ModelSpec("mrkd", "rd + 1x1 fusion + SCSAtt + feature mask generation (masked RD)", mrkd),
+        ModelSpec("stfpm", "Student-teacher feature pyramid matching", stfpm),
+        ModelSpec("stfpm-ae", "stfpm + per-level U-Net autoencoder", stfpm_ae),
+    )
 }
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The zoo's entry for ``name``; an unknown name raises ConfigError naming the models."""
+    if name not in MODEL_ZOO:
+        msg = f"unknown model {name!r}: choose one of {', '.join(MODEL_ZOO)}"
+        raise ConfigError(msg)
+    return MODEL_ZOO[name]
 
 
 def build_model(
@@ -109,22 +83,16 @@ def build_model(
 ) -> AnomalyModel:
     """Build model ``name`` on ``backbone`` (its default if None) with teacher ``weights`` and options.
 
-    Options not given take the zoo's defaults; unknown names, backbones or options raise
+    Options not given take the builder's defaults; unknown names, backbones or options raise
     ``ConfigError`` naming the valid choices.
     """
-    if name not in MODEL_ZOO:
-        msg = f"unknown model {name!r}: choose one of {', '.join(MODEL_ZOO)}"
-        raise ConfigError(msg)
-    spec = MODEL_ZOO[name]
+    spec = model_spec(name)
     backbone = backbone or spec.default_backbone
     if backbone not in spec.backbones:
         msg = f"model {name!r} has no backbone {backbone!r}: choose one of {', '.join(spec.backbones)}"
         raise ConfigError(msg)
-    unknown = sorted(set(options) - set(spec.defaults))
-    if unknown:
-        msg = f"model {name!r} has no option {', '.join(unknown)}: its options are {', '.join(spec.defaults)}"
-        raise ConfigError(msg)
-    return spec.builder(backbone, weights, **{**spec.defaults, **options})
+    spec.resolve(options)  # unknown options fail here with the list of known ones
+    return spec.builder(backbone, weights, **options)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

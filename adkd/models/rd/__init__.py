@@ -1,7 +1,6 @@
-"""Reverse distillation (``rd``) and masked reverse distillation (``mrkd``)."""
+"""Reverse distillation (``rd``): ``rd()`` builds it with RD4AD's settings."""
 
-from adkd.models.rd.anomaly_map import CosineAnomalyMap, cosine_distance_map
 from adkd.models.rd.loss import cosine_loss
-from adkd.models.rd.torch_model import ReverseDistillation
+from adkd.models.rd.torch_model import Additions, ReverseDistillation, rd
 
-__all__ = ["CosineAnomalyMap", "ReverseDistillation", "cosine_distance_map", "cosine_loss"]
+__all__ = ["Additions", "ReverseDistillation", "cosine_loss", "rd"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+
+from adkd.models.components.anomaly_map import cosine_distance
 
 LOSS_MODES = ("flatten", "pixel")
 
@@ -27,12 +28,3 @@ def cosine_loss(
             t, s = t.flatten(1), s.flatten(1)
         total = total + cosine_distance(t, s, dim=1).mean()
     return total
-
-
-def cosine_distance(a: torch.Tensor, b: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """1 − cos(a, b) along ``dim``, computed as ½‖â − b̂‖².
-
-    Equal in exact arithmetic, but exactly 0 for equal inputs in float32, where
-    ``1 - F.cosine_similarity`` leaves ~1e-5 on long flattened vectors.
-    """
-    return 0.5 * (F.normalize(a, dim=dim) - F.normalize(b, dim=dim)).pow(2).sum(dim=dim)

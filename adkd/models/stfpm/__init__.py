@@ -1,17 +1,6 @@
-"""Student-teacher feature pyramid matching (``stfpm``) and its autoencoder variant (``stfpm-ae``)."""
+"""Student-teacher feature pyramid matching (``stfpm``): ``stfpm()`` builds it."""
 
-from adkd.models.stfpm.anomaly_map import PyramidAnomalyMap
-from adkd.models.stfpm.autoencoder import UNetAutoencoder, stages_for
-from adkd.models.stfpm.loss import normalized_sq_distance, pyramid_loss, reconstruction_loss
-from adkd.models.stfpm.torch_model import STFPM, STFPMAutoencoder
+from adkd.models.stfpm.loss import pyramid_loss
+from adkd.models.stfpm.torch_model import STFPM, stfpm
 
-__all__ = [
-    "STFPM",
-    "PyramidAnomalyMap",
-    "STFPMAutoencoder",
-    "UNetAutoencoder",
-    "normalized_sq_distance",
-    "pyramid_loss",
-    "reconstruction_loss",
-    "stages_for",
-]
+__all__ = ["STFPM", "pyramid_loss", "stfpm"]

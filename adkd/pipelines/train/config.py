@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -116,11 +117,6 @@ class TrainConfig(BaseModel):
     )
     early_stopping: int = Field(0, ge=0, description="Patience in epochs on validation loss; 0 = off.")
     keep: Literal["last", "best_val_loss"] = "last"
-    # stfpm-ae: autoencoder pretraining on teacher features, then joint training.
-    ae_pretrain_epochs: int = Field(0, ge=0)
-    ae_pretrain_lr: float = Field(1e-3, gt=0)
-    ae_lr: float | None = Field(None, gt=0, description="AE lr in the joint phase; None = optimizer.lr.")
-    ae_freeze_epochs: int = Field(0, ge=0)
     grad_clip_norm: float | None = Field(None, gt=0, description="Clip the gradient norm; None = off.")
     threshold_quantile: float = Field(0.99, gt=0, lt=1)
     out_dir: str = "adkd-runs/train"
@@ -159,8 +155,64 @@ class TrainConfig(BaseModel):
         return f"{self.model}/{self.category}"
 
 
-def validate_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
-    """Build a TrainConfig, turning pydantic's report into one ConfigError line."""
+        return model_spec(self.model).resolve(self.model_options)
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of all phases: stfpm-ae's autoencoder pretraining (``model_options.ae_pretrain_epochs``), training."""
+        return self.epochs + int(self.resolved_model_options().get("ae_pretrain_epochs") or 0)
+
+
+log = logging.getLogger(__name__)
+
+# Settings that moved into a model's options, with the value they had by default where they were.
+# Configs and checkpoints written before the move keep loading: the value moves, with a note.
+MOVED_TO_MODEL_OPTIONS: dict[str, tuple[str, Any]] = {
+    "ae_pretrain_epochs": ("stfpm-ae", 0),
+    "ae_pretrain_lr": ("stfpm-ae", 1e-3),
+    "ae_lr": ("stfpm-ae", None),
+    "ae_freeze_epochs": ("stfpm-ae", 0),
+}
+# Values a setting no longer takes → (the value read instead, why); stored configs keep loading.
+RETIRED_VALUES: dict[tuple[str, Any], tuple[Any, str]] = {
+    ("int8_scheme", "qop-u8u8"): ("qop-u8s8", "ONNX Runtime writes QLinearConv's per-channel weights as int8 anyway"),
+}
+
+
+def upgrade_settings(values: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """``values`` with moved settings and retired values in today's form; one line per change in ``notes``."""
+    values = dict(values)
+    model = values.get("model")
+    for key, (owner, old_default) in MOVED_TO_MODEL_OPTIONS.items():
+        if key not in values:
+            continue
+        value = values.pop(key)
+        if model != owner:
+            if value != old_default:
+                raise ConfigError(f"setting '{key}' is for {owner} (now model_options.{key}); model '{model}' has none")
+            continue  # every config of that time carried it at its default
+        values["model_options"] = {**(values.get("model_options") or {}), key: value}
+        notes.append(f"setting '{key}' is now 'model_options.{key}' (read as such)")
+    for (key, old), (new, why) in RETIRED_VALUES.items():
+        if values.get(key) == old:
+            values[key] = new
+            notes.append(f"{key}={old!r} was retired ({why}); read as {new!r}")
+    return values
+
+
+def validate_config(values: dict[str, Any], source: str = "config", notes: list[str] | None = None) -> TrainConfig:
+    """Build a TrainConfig, turning pydantic's report into one ConfigError line.
+
+    Settings written by an earlier adkd are upgraded first (``upgrade_settings``); the notes go to
+    ``notes`` when given, else to the log (stderr) one line each.
+    """
+    changes: list[str] = []
+    values = upgrade_settings(values, changes)
+    if notes is not None:
+        notes.extend(changes)
+    else:
+        for change in changes:
+            log.warning("note: %s: %s", source, change)
     try:
         return TrainConfig.model_validate(values)
     except ValidationError as exc:
@@ -171,6 +223,9 @@ def validate_config(values: dict[str, Any], source: str = "config") -> TrainConf
                 problems.append(f"unknown setting '{where}'")
             else:
                 problems.append(f"setting '{where}': {err['msg']}")
+    def resolved_model_options(self) -> dict[str, Any]:
+        """Every option of the model: ``model_options`` over its builder's defaults (unknown ones: ConfigError)."""
+        from adkd.models.zoo import model_spec
         known = ", ".join(sorted(TrainConfig.model_fields))
         hint = f" (known settings: {known})" if any("unknown" in p for p in problems) else ""
         raise ConfigError(f"{source}: " + "; ".join(problems) + hint) from None
@@ -184,4 +239,4 @@ def check_model_settings(config: TrainConfig) -> None:
     spec = MODEL_ZOO.get(config.model)
     if spec is None:
         raise ConfigError(f"unknown model '{config.model}'; choose one of {', '.join(MODEL_ZOO)}")
-    check(config.eval_size, {**spec.defaults, **config.model_options})
+    check(config.eval_size, spec.resolve(config.model_options))

@@ -30,6 +30,7 @@ import torch
 from adkd.errors import AdkdError, ConfigError
 from adkd.pipelines.train import checkpoint as ckpt
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult, emit
+from adkd.models.stfpm_ae import AutoencoderTraining, autoencoder_training
 from adkd.pipelines.train.config import TrainConfig, check_model_settings
 from adkd.pipelines.train.distributed import DistContext, fingerprint, rank_seed, synced_state
 from adkd.pipelines.train.feature_cache import plan_cache
@@ -52,13 +53,15 @@ SUPPORTS_DISTRIBUTED = True
 
 
 def resolve_model_settings(config: TrainConfig, spec: Any) -> TrainConfig:
-    """Fill in the model's default backbone and, for models sized by it, the input size."""
+    """Fill in the model's default backbone and every model option (the input size for models sized by it)."""
     update: dict[str, Any] = {}
     if config.backbone is None:
         update["backbone"] = spec.default_backbone
-    if "image_size" in spec.defaults and "image_size" not in config.model_options:
-        update["model_options"] = {**config.model_options, "image_size": config.eval_size}
-    return config.model_copy(update=update) if update else config
+    options = dict(config.model_options)
+    if "image_size" in spec.defaults and "image_size" not in options:
+        options["image_size"] = config.eval_size
+    update["model_options"] = spec.resolve(options)  # stored so: a later change of a default alters no run
+    return config.model_copy(update=update)
 
 
 def run_dir_for(config: TrainConfig) -> Path:
@@ -137,6 +140,7 @@ class _Run:
 
     def _main_emit(self, event: str, *args: Any) -> None:
         """File events (checkpoint, artifact) go out on rank 0 only: the other ranks write nothing."""
+        self.ae: AutoencoderTraining | None = None
         if self.dist.is_main:
             emit(self.callbacks, event, *args)
 
@@ -201,8 +205,7 @@ class _Run:
         self.result.notes.append(self.rt.describe())
         model = build_model(cfg.model, backbone=cfg.backbone, weights=cfg.weights, **cfg.model_options)
         self.model = self.rt.place(model)
-        if cfg.ae_pretrain_epochs and not self.model.has_autoencoder:
-            raise ConfigError(f"ae_pretrain_epochs is for stfpm-ae; model '{cfg.model}' has no autoencoder")
+        self.ae = autoencoder_training(self.model)  # stfpm-ae's autoencoder phases; None for the other models
         # Training data lives on the device once (uint8): no loader workers, no per-batch copies. Tiled, the
         # loop indexes tiles cut from it on demand (adkd.pipelines.train.tiled).
         self.train_images, self.val_images = training_sources(cfg, self.data, self.rt.device, self.result.notes)
@@ -211,7 +214,7 @@ class _Run:
 
         self.opts = Optimisers(
             optimizer=build_optimizer(self.model, cfg),
-            pretrain=build_pretrain_optimizer(self.model, cfg) if cfg.ae_pretrain_epochs else None,
+            pretrain=build_pretrain_optimizer(self.model, cfg) if self._pretrain_epochs() else None,
         )
         self.opts.scheduler = build_scheduler(self.opts.optimizer, cfg)
         if self.resume_from is not None:
@@ -336,11 +339,11 @@ class _Run:
         )
 
     def _pretrain(self) -> int:
-        cfg, seen_total = self.config, 0
-        if not cfg.ae_pretrain_epochs:
+        seen_total, epochs = 0, self._pretrain_epochs()
+        if not epochs:
             return 0
-        self.model.freeze_autoencoder(False)
-        while self.state.pretrain_epoch < cfg.ae_pretrain_epochs:
+        self.ae.freeze_autoencoder(False)
+        while self.state.pretrain_epoch < epochs:
             t0 = time.perf_counter()
             # Offset keeps pretraining orders distinct from joint-phase orders.
             loss, seen = self._epoch(10_000 + self.state.pretrain_epoch, self.opts.pretrain, pretrain=True)
@@ -352,6 +355,9 @@ class _Run:
                 metrics["pretrain/val_loss"] = val
             self.state.history.append({"epoch": self._global_epoch(), **metrics})
             self._save_last("pretrain")
+    def _pretrain_epochs(self) -> int:
+        return self.ae.ae_schedule.pretrain_epochs if self.ae is not None else 0
+
             emit(self.callbacks, "on_epoch_end", self._global_epoch(), metrics)
         return seen_total
 
@@ -359,7 +365,8 @@ class _Run:
         cfg, seen_total, optimizer = self.config, 0, self.opts.optimizer
         while self.state.epoch < cfg.epochs and not self.state.stopped_early:
             t0 = time.perf_counter()
-            self.model.freeze_autoencoder(self.state.epoch < cfg.ae_freeze_epochs)
+            if self.ae is not None:
+                self.ae.freeze_autoencoder(self.state.epoch < self.ae.ae_schedule.freeze_epochs)
             loss, seen = self._epoch(self.state.epoch, optimizer, pretrain=False)
             train_s = time.perf_counter() - t0  # the training steps alone, as anomalib's epoch clock
             seen_total += seen

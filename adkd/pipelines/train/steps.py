@@ -13,6 +13,7 @@ from adkd.errors import ConfigError
 from adkd.pipelines.train.config import TrainConfig
 from adkd.pipelines.train.distributed import DistContext
 from adkd.pipelines.train.runtime import Runtime, autocast
+from adkd.models.stfpm_ae import autoencoder_training
 
 
 def _check_finite(loss: torch.Tensor) -> None:
@@ -108,11 +109,13 @@ def held_out_loss(
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The joint-phase optimiser over ``param_groups()``; the autoencoder gets ``ae_lr``."""
+    """The joint-phase optimiser over ``param_groups()``; an autoencoder gets its schedule's ``lr`` (stfpm-ae)."""
+    ae = autoencoder_training(model)
+    ae_lr = (ae.ae_schedule.lr if ae is not None else None) or opt.lr
     opt = config.optimizer
     groups = []
     for role, params in model.param_groups().items():
-        lr = (config.ae_lr or opt.lr) if role == "autoencoder" else opt.lr
+        lr = ae_lr if role == "autoencoder" else opt.lr
         groups.append({"params": list(params), "lr": lr, "name": role})
     if not any(g["params"] for g in groups):
         raise ConfigError(f"model '{config.model}' has no trainable parameters; check model_options")
@@ -128,5 +131,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> An
 
 
 def build_pretrain_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam over the autoencoder alone, for stfpm-ae's pretraining phase."""
-    return torch.optim.Adam(model.param_groups().get("autoencoder", []), lr=config.ae_pretrain_lr)
+    """Adam over the autoencoder alone at its schedule's ``pretrain_lr``, for stfpm-ae's pretraining phase."""
+    ae = autoencoder_training(model)
+    if ae is None:
+        raise ConfigError(f"model '{config.model}' has no autoencoder to pretrain")
+    return torch.optim.Adam(model.param_groups()["autoencoder"], lr=ae.ae_schedule.pretrain_lr)

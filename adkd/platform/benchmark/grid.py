@@ -120,10 +120,10 @@ class Overrides:
         out = []
         if self.epochs is not None:
             out.append(f"epochs={self.epochs}")
-            if config.get("ae_pretrain_epochs", 0) > self.epochs:  # a scaled-down stfpm-ae scales both phases
-                out.append(f"ae_pretrain_epochs={self.epochs}")
-            if config.get("ae_freeze_epochs", 0) > self.epochs:
-                out.append(f"ae_freeze_epochs={self.epochs}")
+            options = config.get("model_options") or {}
+            for phase in ("ae_pretrain_epochs", "ae_freeze_epochs"):  # a scaled-down stfpm-ae scales every phase
+                if (options.get(phase) or 0) > self.epochs:
+                    out.append(f"model_options.{phase}={self.epochs}")
         if self.image_size is not None:
             out.append(f"image_size={self.image_size}")
             if config.get("crop_size") and config["crop_size"] > self.image_size:

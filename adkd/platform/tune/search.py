@@ -87,7 +87,7 @@ def trial_main(params: dict[str, float], base: dict[str, Any], objective: str, t
     values["evaluate_test"] = False
     values["export_onnx"] = values["export_int8"] = False  # a trial's model is not shipped
     config = TrainConfig.model_validate(values)
-    last_epoch = config.ae_pretrain_epochs + config.epochs
+    last_epoch = config.total_epochs
     reporter = ValidationObjective(objective, seed=config.seed + 1, last_epoch=last_epoch)
     result = train_category(config, [reporter])
     if result.status != "FINISHED":
@@ -230,7 +230,7 @@ def run_tune(
     values = base.model_dump(mode="json")
     if epochs is not None:
         values["epochs"] = epochs
-    max_t = max(int(values["epochs"]) + int(values.get("ae_pretrain_epochs") or 0), 1)
+    max_t = max(base.model_copy(update={"epochs": int(values["epochs"])}).total_epochs, 1)
     started = time.perf_counter()
 
     default = default_point(values, space) if include_default else None

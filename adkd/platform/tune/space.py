@@ -22,7 +22,7 @@ DEFAULT_SPACES: dict[str, dict[str, tuple[str, float, float]]] = {
 PARAM_TARGETS = {
     "mask_rate": "model_options.mask_rate",
     "alpha": "model_options.alpha",
-    "ae_freeze_epochs": "ae_freeze_epochs",
+    "ae_freeze_epochs": "model_options.ae_freeze_epochs",
     "lr": "optimizer.lr",
 }
 INT_PARAMS = ("ae_freeze_epochs",)

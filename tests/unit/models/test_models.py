@@ -14,7 +14,8 @@ from adkd.models import MODEL_ZOO, build_model, count_parameters
 from adkd.models.backbones import BACKBONES
 from adkd.models.base import AnomalyModel
 from adkd.models.rd.loss import cosine_loss
-from adkd.models.stfpm.loss import pyramid_loss, reconstruction_loss
+from adkd.models.stfpm.loss import pyramid_loss
+from adkd.models.stfpm_ae.loss import reconstruction_loss
 
 MODELS = ("rd", "mrkd", "stfpm", "stfpm-ae")
 CHANNELS = {

@@ -196,10 +196,10 @@ def test_stfpm_paper_loss_equals_the_official_formula_on_a_hand_computed_case() 
 def test_stfpm_ae_has_three_unet_stages_where_the_map_allows_and_logs_fewer_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level("INFO", logger="adkd.models.stfpm.torch_model"):
+    with caplog.at_level("INFO", logger="adkd.models.stfpm_ae.torch_model"):
         full = build_model("stfpm-ae", "resnet18", weights="none", image_size=256)
     assert full.ae_stages == (3, 3, 3) and not caplog.records
-    with caplog.at_level("INFO", logger="adkd.models.stfpm.torch_model"):
+    with caplog.at_level("INFO", logger="adkd.models.stfpm_ae.torch_model"):
         small = build_model("stfpm-ae", "resnet18", weights="none", image_size=64)
     assert small.ae_stages == (3, 2, 1)
     assert len(caplog.records) == 1 and "16/8/4" in caplog.records[0].getMessage()

@@ -201,8 +201,9 @@ def test_uncached_imagenet_weights_offline_are_not_run_on_the_embedded_ray(
 def test_epochs_override_caps_the_autoencoder_phases(tmp_path: Path) -> None:
     _, _, jobs = build_jobs(load_grid("seed-stfpm-ae-table2"), Overrides(data=str(tmp_path), epochs=3))
     by_row = {j.row: j.config for j in jobs if j.category == "bottle"}
-    assert by_row["alpha 1e-7 (paper)"].ae_pretrain_epochs == 3 and by_row["alpha 1e-7 (paper)"].epochs == 3
-    assert by_row["alpha 1e-7, AE frozen 10 epochs"].ae_freeze_epochs == 3
+    paper = by_row["alpha 1e-7 (paper)"]
+    assert paper.model_options["ae_pretrain_epochs"] == 3 and paper.epochs == 3
+    assert by_row["alpha 1e-7, AE frozen 10 epochs"].model_options["ae_freeze_epochs"] == 3
     assert by_row["alpha 1e-6"].model_options["alpha"] == 1e-6
     assert by_row["stfpm"].model == "stfpm"
 

@@ -30,7 +30,7 @@ def test_events_restarts_and_results_reach_the_rows(tmp_path: Path) -> None:
         live.event(_event("start", "a", attempt=2))
         rows = live.board.rows
         assert rows["a"].state == "RESTARTED" and rows["a"].attempts == 2 and rows["a"].epoch == 1
-        assert rows["a"].epochs == 3 + configs["a"].ae_pretrain_epochs and rows["a"].loss == 0.25
+        assert rows["a"].epochs == configs["a"].total_epochs == 3 and rows["a"].loss == 0.25
         assert rows["b"].state == "PENDING"
         callbacks["a"].on_end(TrainResult(category="a", model="rd", status="FINISHED", run_dir=tmp_path))
         callbacks["b"].on_end(TrainResult(category="b", model="rd", status="FAILED", run_dir=tmp_path))

@@ -29,9 +29,10 @@ def test_paper_presets_hold_the_papers_values() -> None:
     assert st.model_options == {"sigma": 0.0, "loss_scale": 1.0}  # no blur, the official loss scale
 
     ae = resolve_config("stfpm-ae", "paper", "bottle", "/data")
-    assert (ae.ae_pretrain_epochs, ae.ae_pretrain_lr, ae.epochs) == (100, 1e-3, 100)
-    assert (ae.optimizer.name, ae.optimizer.lr, ae.optimizer.momentum, ae.ae_lr) == ("sgd", 0.4, 0.9, 0.04)
-    assert ae.ae_freeze_epochs == 5 and ae.grad_clip_norm and ae.model_options["alpha"] == 1e-7
+    options = ae.model_options
+    assert (options["ae_pretrain_epochs"], options["ae_pretrain_lr"], ae.epochs) == (100, 1e-3, 100)
+    assert (ae.optimizer.name, ae.optimizer.lr, ae.optimizer.momentum, options["ae_lr"]) == ("sgd", 0.4, 0.9, 0.04)
+    assert options["ae_freeze_epochs"] == 5 and ae.grad_clip_norm and options["alpha"] == 1e-7
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -46,7 +47,7 @@ def test_cpu_smoke_is_small() -> None:
     for model in MODELS:
         c = resolve_config(model, "cpu-smoke", "cat", "/data")
         assert 64 <= c.image_size <= 128 and c.backbone in ("resnet18", "mobilenet_v2")
-        assert c.weights == "none" and c.epochs + c.ae_pretrain_epochs <= 16
+        assert c.weights == "none" and c.total_epochs <= 16
 
 
 def test_overrides_reach_nested_settings_and_parse_json() -> None:
@@ -55,10 +56,10 @@ def test_overrides_reach_nested_settings_and_parse_json() -> None:
         "cpu-smoke",
         "cat",
         "/data",
-        ["optimizer.lr=0.01", "optimizer.betas=[0.9, 0.99]", "model_options.mask_ratio=0.5", "amp=false"],
+        ["optimizer.lr=0.01", "optimizer.betas=[0.9, 0.99]", "model_options.mask_rate=0.25", "amp=false"],
     )
     assert c.optimizer.lr == 0.01 and c.optimizer.betas == (0.9, 0.99)
-    assert c.model_options == {"mask_ratio": 0.5} and c.amp is False
+    assert c.model_options == {"mask_rate": 0.25} and c.amp is False
     # untouched preset values survive a nested override
     assert c.optimizer.name == "adam"
     assert parse_value("abc") == "abc" and parse_value("3") == 3 and parse_value("null") is None

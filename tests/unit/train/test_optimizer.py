@@ -13,7 +13,8 @@ from adkd.pipelines.train.steps import build_optimizer, held_out_loss, loss_mode
 
 def test_stfpm_ae_paper_optimizer_has_a_slower_autoencoder() -> None:
     config = resolve_config("stfpm-ae", "paper", "c", "/d", ["backbone=resnet18", "image_size=64"])
-    model = build_model("stfpm-ae", backbone="resnet18", weights="none", image_size=64)
+    # The autoencoder's schedule (model_options.ae_lr 0.04 in the paper preset) travels with the model.
+    model = build_model("stfpm-ae", backbone="resnet18", weights="none", **{**config.model_options, "image_size": 64})
     opt = build_optimizer(model, config)
     assert isinstance(opt, torch.optim.SGD)
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}

@@ -86,8 +86,9 @@ def test_default_point_of_stfpm_ae_is_the_papers_alpha() -> None:
     assert default_point(base, parse_space("stfpm-ae")) == {"alpha": 1e-7, "ae_freeze_epochs": 5}
     lr_space = parse_space("stfpm-ae", tune_lr=(1e-3, 1.0))
     assert default_point(base, lr_space) == {"alpha": 1e-7, "ae_freeze_epochs": 5, "lr": base["optimizer"]["lr"]}
-    assert apply_params(base, {"ae_freeze_epochs": 3.0})["ae_freeze_epochs"] == 3
-    assert set_line({"alpha": 0.0, "ae_freeze_epochs": 3.0}) == "--set ae_freeze_epochs=3 --set model_options.alpha=0"
+    assert apply_params(base, {"ae_freeze_epochs": 3.0})["model_options"]["ae_freeze_epochs"] == 3
+    line = set_line({"alpha": 0.0, "ae_freeze_epochs": 3.0})
+    assert line == "--set model_options.ae_freeze_epochs=3 --set model_options.alpha=0"
 
 
 def test_asha_never_stops_the_preset_trial_before_its_last_epoch() -> None:

@@ -154,6 +154,9 @@ class TrainConfig(BaseModel):
     def run_dir_name(self) -> str:
         return f"{self.model}/{self.category}"
 
+    def resolved_model_options(self) -> dict[str, Any]:
+        """Every option of the model: ``model_options`` over its builder's defaults (unknown ones: ConfigError)."""
+        from adkd.models.zoo import model_spec
 
         return model_spec(self.model).resolve(self.model_options)
 
@@ -223,9 +226,6 @@ def validate_config(values: dict[str, Any], source: str = "config", notes: list[
                 problems.append(f"unknown setting '{where}'")
             else:
                 problems.append(f"setting '{where}': {err['msg']}")
-    def resolved_model_options(self) -> dict[str, Any]:
-        """Every option of the model: ``model_options`` over its builder's defaults (unknown ones: ConfigError)."""
-        from adkd.models.zoo import model_spec
         known = ", ".join(sorted(TrainConfig.model_fields))
         hint = f" (known settings: {known})" if any("unknown" in p for p in problems) else ""
         raise ConfigError(f"{source}: " + "; ".join(problems) + hint) from None

@@ -28,9 +28,9 @@ from typing import Any
 import torch
 
 from adkd.errors import AdkdError, ConfigError
+from adkd.models.stfpm_ae import AutoencoderTraining, autoencoder_training
 from adkd.pipelines.train import checkpoint as ckpt
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult, emit
-from adkd.models.stfpm_ae import AutoencoderTraining, autoencoder_training
 from adkd.pipelines.train.config import TrainConfig, check_model_settings
 from adkd.pipelines.train.distributed import DistContext, fingerprint, rank_seed, synced_state
 from adkd.pipelines.train.feature_cache import plan_cache
@@ -137,10 +137,10 @@ class _Run:
         self.state = LoopState()
         self.rng_restored = False  # this rank's own RNG state came from the checkpoint
         self.cache = None  # teacher features, see feature_cache
+        self.ae: AutoencoderTraining | None = None
 
     def _main_emit(self, event: str, *args: Any) -> None:
         """File events (checkpoint, artifact) go out on rank 0 only: the other ranks write nothing."""
-        self.ae: AutoencoderTraining | None = None
         if self.dist.is_main:
             emit(self.callbacks, event, *args)
 
@@ -338,6 +338,9 @@ class _Run:
             lambda: held_out_loss(self.model, self.val_images, self.rt, cfg.eval_batch_size, cfg.seed, pretrain)
         )
 
+    def _pretrain_epochs(self) -> int:
+        return self.ae.ae_schedule.pretrain_epochs if self.ae is not None else 0
+
     def _pretrain(self) -> int:
         seen_total, epochs = 0, self._pretrain_epochs()
         if not epochs:
@@ -355,9 +358,6 @@ class _Run:
                 metrics["pretrain/val_loss"] = val
             self.state.history.append({"epoch": self._global_epoch(), **metrics})
             self._save_last("pretrain")
-    def _pretrain_epochs(self) -> int:
-        return self.ae.ae_schedule.pretrain_epochs if self.ae is not None else 0
-
             emit(self.callbacks, "on_epoch_end", self._global_epoch(), metrics)
         return seen_total
 

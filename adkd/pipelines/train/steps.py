@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from adkd.errors import ConfigError
+from adkd.models.stfpm_ae import autoencoder_training
 from adkd.pipelines.train.config import TrainConfig
 from adkd.pipelines.train.distributed import DistContext
 from adkd.pipelines.train.runtime import Runtime, autocast
-from adkd.models.stfpm_ae import autoencoder_training
 
 
 def _check_finite(loss: torch.Tensor) -> None:
@@ -110,9 +110,9 @@ def held_out_loss(
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The joint-phase optimiser over ``param_groups()``; an autoencoder gets its schedule's ``lr`` (stfpm-ae)."""
+    opt = config.optimizer
     ae = autoencoder_training(model)
     ae_lr = (ae.ae_schedule.lr if ae is not None else None) or opt.lr
-    opt = config.optimizer
     groups = []
     for role, params in model.param_groups().items():
         lr = ae_lr if role == "autoencoder" else opt.lr

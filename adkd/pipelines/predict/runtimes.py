@@ -69,12 +69,15 @@ def file_variant(path: Path, meta: dict[str, Any]) -> str:
     return "onnxruntime"
 
 
-def recorded_choice(path: str | Path) -> dict[str, Any] | None:
-    """What ``adkd export`` recorded about the variants of the model at ``path`` (None when nothing was)."""
+def recorded_choice(path: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """What ``adkd export`` recorded about the variants of the model at ``path`` (None when nothing was).
+
+    ``meta``: the metadata of ``path`` when the caller has read it already (files are parsed whole).
+    """
     fp32 = variant_path(path, "onnxruntime")
     if not fp32.is_file():
         return None
-    choice = onnx_metadata(fp32).get(CHOICE_KEY)
+    choice = (meta if meta is not None and Path(path) == fp32 else onnx_metadata(fp32)).get(CHOICE_KEY)
     return choice if isinstance(choice, dict) and choice.get("variant") in VARIANTS else None
 
 
@@ -89,7 +92,7 @@ def resolve_variant(path: Path, runtime: str) -> tuple[str, Path, str]:
             return own, path, f"auto: {path.name} is made for {own}"
         if "CUDAExecutionProvider" in available_providers():
             return "onnxruntime", path, "auto: CUDA is available here"
-        choice = recorded_choice(path)
+        choice = recorded_choice(path, meta)
         if choice is None:
             return "onnxruntime", path, "auto: no runtime was timed at export"
         target = variant_path(path, choice["variant"])

@@ -1,12 +1,19 @@
 """Checkpoints: written atomically, loaded without pickled code (weights_only), rebuilt offline.
 
-A checkpoint is a dict: ``format``, ``model_state`` (the full state dict, teacher included),
-``config`` (TrainConfig as JSON-able dict), ``meta`` (thresholds, metrics, sizes, names) and, for
-the resumable ``last.pt``, ``train_state`` (epoch, optimiser, scheduler, RNG, early-stopping state).
+A checkpoint is a dict: ``format``, ``adkd_version`` (of the writer), ``model_state`` (the full state
+dict, teacher included), ``config`` (TrainConfig as JSON-able dict, ``model_options`` holding every
+option's value), ``meta`` (thresholds, metrics, sizes, names) and, for the resumable ``last.pt``,
+``train_state`` (epoch, optimiser, scheduler, RNG, early-stopping state).
+
+Format 1 (every release before format 2) stored only the model options a run set. Reading one fills
+in the defaults of the release that wrote it (``adkd.models.past_defaults``), recognised by its
+weights, so a later change of a default can neither break nor silently alter a stored model.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -17,9 +24,12 @@ import torch
 from torch import nn
 
 from adkd.errors import ConfigError
-from adkd.pipelines.train.config import TrainConfig, validate_config
+from adkd.pipelines.train.config import MOVED_TO_MODEL_OPTIONS, TrainConfig, validate_config
+from adkd.version import __version__
 
-FORMAT = 1
+log = logging.getLogger(__name__)
+
+FORMAT = 2  # 1: config.model_options held only the options a run set; 2: every option's value
 LAST = "last.pt"  # resumable state after the latest finished epoch
 BEST = "best.pt"  # model of the lowest validation loss so far
 MODEL = "model.pt"  # the final model with its thresholds and metrics
@@ -53,9 +63,60 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"checkpoint {path} cannot be read ({exc}); it is not an adkd checkpoint") from None
     if not isinstance(state, dict) or "model_state" not in state or "config" not in state:
         raise ConfigError(f"checkpoint {path} is not an adkd checkpoint (no model_state/config); retrain it")
-    if state.get("format", 0) > FORMAT:
+    if state.get("format", 1) > FORMAT:
         raise ConfigError(f"checkpoint {path} has format {state['format']}; upgrade adkd to read it")
+    if state.get("format", 1) < 2:
+        state["config"] = _format1_config(state, f"checkpoint {path}")
     return state
+
+
+def _format1_config(state: dict[str, Any], source: str) -> dict[str, Any]:
+    """A format-1 ``config`` with every model option: the defaults of the release that wrote it, then its own."""
+    from adkd.models.past_defaults import FORMAT1_DEFAULTS
+    from adkd.models.zoo import MODEL_ZOO
+
+    values = dict(state["config"])
+    model = values.get("model")
+    if model not in MODEL_ZOO:
+        return values  # not a training config adkd can rebuild; validate_config names what is wrong
+    overrides = dict(values.get("model_options") or {})
+    for key, (owner, _) in MOVED_TO_MODEL_OPTIONS.items():
+        if model == owner and key in values:  # a TrainConfig setting then, written into every config
+            overrides.setdefault(key, values.pop(key))
+    weights = _shapes(state["model_state"])
+    for past in FORMAT1_DEFAULTS:
+        options = {**past.models[model], **overrides}
+        if _model_shapes(model, values.get("backbone"), options) == weights:
+            log.warning(
+                "note: %s is format 1 (model options not stored): read with the %s defaults of adkd %s",
+                source,
+                model,
+                past.releases,
+            )
+            return {**values, "model_options": json.loads(json.dumps(options))}  # as stored: lists, not tuples
+    raise ConfigError(
+        f"{source} is format 1 and its weights match no earlier release's '{model}' with options {overrides}; "
+        "retrain it"
+    )
+
+
+def _shapes(model_state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes; of position 0 for a per-position tiled model (one model per position)."""
+    shapes = {k: tuple(v.shape) for k, v in model_state.items()}
+    if not any(k.startswith("teacher.") for k in shapes) and any(k.startswith("models.0.") for k in shapes):
+        shapes = {k.removeprefix("models.0."): v for k, v in shapes.items() if k.startswith("models.0.")}
+    return shapes
+
+
+def _model_shapes(model: str, backbone: str | None, options: dict[str, Any]) -> dict[str, tuple[int, ...]] | None:
+    from adkd.models.zoo import build_model
+
+    with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the caller's RNG alone
+        try:
+            built = build_model(model, backbone=backbone, weights="none", **options)
+        except ConfigError:
+            return None
+    return _shapes(built.state_dict())
 
 
 def model_from_state(state: dict[str, Any], source: str = "checkpoint") -> tuple[nn.Module, TrainConfig]:
@@ -110,10 +171,12 @@ def checkpoint_dict(
     model: nn.Module, config: TrainConfig, meta: dict[str, Any], train_state: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The one shape of a checkpoint (module docstring); ``train_state`` only for the resumable ``last.pt``."""
+    resolved = config.model_copy(update={"model_options": config.resolved_model_options()})
     state: dict[str, Any] = {
         "format": FORMAT,
+        "adkd_version": __version__,
         "model_state": model.state_dict(),
-        "config": config.model_dump(mode="json"),
+        "config": resolved.model_dump(mode="json"),
         "meta": meta,
     }
     if train_state is not None:

@@ -48,6 +48,14 @@ def check_model_settings(image_size: int, options: dict[str, Any]) -> None:
         raise ConfigError(f"model_options.loss_scale={scale}: it must be > 0 (1 = official STFPM, 0.5 = half)")
     if "levels" in options:
         _check_levels(options["levels"])
+    for key in ("ae_pretrain_epochs", "ae_freeze_epochs"):  # stfpm-ae's autoencoder phases
+        epochs = _number(options, key)
+        if epochs is not None and (epochs < 0 or not epochs.is_integer()):
+            raise ConfigError(f"model_options.{key}={options[key]}: it must be a whole number >= 0")
+    for key in ("ae_pretrain_lr", "ae_lr"):
+        lr = _number(options, key)
+        if lr is not None and not lr > 0:
+            raise ConfigError(f"model_options.{key}={lr}: a learning rate must be > 0")
 
 
 def _number(options: dict[str, Any], key: str) -> float | None:

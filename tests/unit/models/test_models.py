@@ -13,8 +13,13 @@ from adkd.errors import ConfigError
 from adkd.models import MODEL_ZOO, build_model, count_parameters
 from adkd.models.backbones import BACKBONES
 from adkd.models.base import AnomalyModel
+from adkd.models.checks import check_model_settings
+from adkd.models.mrkd import mrkd
+from adkd.models.rd import rd
 from adkd.models.rd.loss import cosine_loss
+from adkd.models.stfpm import stfpm
 from adkd.models.stfpm.loss import pyramid_loss
+from adkd.models.stfpm_ae import AutoencoderSchedule, AutoencoderTraining, autoencoder_training, stfpm_ae
 from adkd.models.stfpm_ae.loss import reconstruction_loss
 
 MODELS = ("rd", "mrkd", "stfpm", "stfpm-ae")
@@ -62,6 +67,34 @@ def test_registry_lists_the_four_models_with_defaults() -> None:
     for spec in MODEL_ZOO.values():
         assert spec.backbones == BACKBONES
         assert spec.description
+
+
+def test_the_builders_defaults_are_the_zoos_and_build_the_paper_models() -> None:
+    # One place: MODEL_ZOO reads each builder's keyword defaults; build_model adds none of its own.
+    assert MODEL_ZOO["mrkd"].builder is mrkd and MODEL_ZOO["stfpm-ae"].builder is stfpm_ae
+    assert MODEL_ZOO["mrkd"].defaults["fusion_conv"] is True and MODEL_ZOO["mrkd"].defaults["loss"] == "paper"
+    direct, zoo = mrkd("mobilenet_v2", "none"), build_model("mrkd", "mobilenet_v2", "none")
+    assert direct.state_dict().keys() == zoo.state_dict().keys() and zoo.loss_kind == direct.loss_kind == "paper"
+    assert rd("mobilenet_v2", "none").model_name == "rd" and stfpm("mobilenet_v2", "none").model_name == "stfpm"
+
+
+def test_autoencoder_hooks_belong_to_stfpm_ae_alone() -> None:
+    ae = build_model("stfpm-ae", "mobilenet_v2", "none", image_size=64, ae_pretrain_epochs=2, ae_lr=0.04)
+    assert isinstance(ae, AutoencoderTraining) and autoencoder_training(ae) is ae
+    assert ae.ae_schedule == AutoencoderSchedule(pretrain_epochs=2, pretrain_lr=1e-3, lr=0.04, freeze_epochs=0)
+    for name in ("rd", "mrkd", "stfpm"):
+        other = _eval_model(name, "resnet18")
+        assert autoencoder_training(other) is None and not hasattr(other, "pretrain_loss")
+    assert not any(hasattr(AnomalyModel, hook) for hook in ("pretrain_loss", "freeze_autoencoder", "has_autoencoder"))
+    with pytest.raises(ConfigError, match="ae_freeze_epochs=-1"):
+        build_model("stfpm-ae", "mobilenet_v2", "none", image_size=64, ae_freeze_epochs=-1)
+    with pytest.raises(ConfigError, match="no option ae_lr"):
+        build_model("stfpm", "mobilenet_v2", "none", ae_lr=0.1)
+    # ... and the checks a run makes before loading any data say the same.
+    with pytest.raises(ConfigError, match=r"model_options\.ae_pretrain_epochs=1\.5: it must be a whole number"):
+        check_model_settings(64, {"ae_pretrain_epochs": 1.5})
+    with pytest.raises(ConfigError, match=r"model_options\.ae_lr=0\.0: a learning rate must be > 0"):
+        check_model_settings(64, {"ae_lr": 0.0})
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)

@@ -121,6 +121,41 @@ def _ui(command: str, cwd: Path, env: dict[str, str]) -> None:
     assert not _port_open(port), f"port {port} still served after SIGTERM to `{command}`"
 
 
+def _station(command: str, cwd: Path, env: dict[str, str]) -> None:
+    """`adkd station` serves until stopped: wait until the watched folder's images are logged, then SIGTERM."""
+    import json
+
+    port = int(m.group(1)) if (m := re.search(r"--port\s+(\d+)", command)) else 8200
+    watched = re.search(r"--watch\s+(?:\S+=)?(\S+)", command)
+    expected = len(list((cwd / watched.group(1)).rglob("*.png"))) if watched else 0
+    if _port_open(port):
+        pytest.fail(f"port {port} is taken before `{command}` runs; stop what holds it")
+    log = cwd.parent / "station.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=cwd, env=env, stdout=out, stderr=out)
+    logged = -1
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None and logged < expected:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/verdicts", timeout=5) as resp:
+                    logged = sum(c["verdicts"] for c in json.loads(resp.read())["counts"].values())
+            except OSError:
+                pass
+            time.sleep(1)
+        assert logged == expected, f"`{command}` logged {logged} of the {expected} watched images:\n{log.read_text()}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as resp:
+            assert b"adkd station" in resp.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while _port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _port_open(port), f"port {port} still served after SIGTERM to `{command}`"
+    _assert_quiet(command, subprocess.CompletedProcess(command, 0, log.read_text(), ""))
+
+
 def _serve_mvtec(file_server: FileServer, scratch: Path, category: str, like: str) -> str:
     """A small valid MVTec-layout ``category`` (adkd's synthetic ``like``, binary masks) as ``category.tar.xz``."""
     synthesize(scratch, [like], size=64, n_train=8, n_test=6)
@@ -236,6 +271,7 @@ PROMISES: list[tuple[str, Check]] = [
         _all(_says("adkd-disc@production: version 2 → 1 (rolled back)"), _alias("disc", "production", "1")),
     ),
     ("adkd predict", _predictions("predictions", "demo-data/disc/test")),
+    ("adkd monitor disc", _says("verdicts", "report:")),
     ("adkd tune", _says("best trial", "train it with: adkd train --category disc --model mrkd --preset cpu-smoke")),
     ("adkd benchmark --list", _says("seed-mrkd-table6")),
     ("adkd benchmark seed-mrkd-table6", _benchmark_report("seed-mrkd-table6", "bottle")),
@@ -273,6 +309,9 @@ def test_readme_runs_as_typed(tmp_path: Path, file_server: FileServer) -> None:
             continue
         if command.startswith("adkd ui"):
             _ui(command, cwd, env)
+            continue
+        if command.startswith("adkd station"):
+            _station(command, cwd, env)
             continue
         if command.startswith("adkd data download mvtec"):
             sums = tmp_path / "SHA256SUMS"

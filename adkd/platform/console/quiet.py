@@ -31,6 +31,8 @@ def quiet_third_parties(debug: bool) -> None:
         return
     # Child processes (Ray workers, mlflow servers) read these at import.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # The per-file bar of a model download (adkd station, adkd predict on models:/...) is noise on a terminal.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 

@@ -86,7 +86,7 @@ def monitor_category(
     normals = [float(s) for s in reference.get("normal_scores") or []]
     threshold = float(reference["threshold"])
     quantile = reference.get("quantile")
-    stats = measure(mine, normals, threshold, quantile)
+    stats = measure(mine, normals, threshold, quantile, bounds.psi_max)
     others = Counter(str(r["model_version"]) for r in rows if str(r["model_version"]) != version)
     return MonitorOutcome(
         category=category,

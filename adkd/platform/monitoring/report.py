@@ -100,7 +100,12 @@ def plots(o: MonitorOutcome) -> list[tuple[str, str]]:
         ax.plot(times, [b.latency_p99_ms for b in o.buckets], marker="o", label="p99")
         ax.set_title("latency per image (ms)", fontsize=10)
         ax.legend(fontsize=7)
-        fig.autofmt_xdate()
+        import matplotlib.dates as mdates
+
+        locator = mdates.AutoDateLocator(maxticks=6)
+        for axis in axes[1]:
+            axis.xaxis.set_major_locator(locator)
+            axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         out.append(("Over time", _png(fig)))
     return out
 

@@ -1,8 +1,9 @@
 """The numbers ``adkd monitor`` checks: recent production image scores against the validation normals.
 
 - Drift: the two-sample Kolmogorov-Smirnov test (scipy) and the population stability index (PSI) over bins
-  cut at the normals' quantiles, as many (up to 10) as keep PSI's own sampling noise near 0.05. PSI is only
-  checked with at least ``PSI_MIN_NORMALS`` normals: with fewer, that noise alone nears the usual 0.25 bound.
+  cut at the normals' quantiles. Two samples of one distribution give PSI ≈ (1/n + 1/m) χ²(bins - 1), so PSI
+  is checked only where its 99.9 % point under no drift stays within the bound, with the most bins (up to 10)
+  that allows; with fewer images its noise alone would cross the usual 0.25, and it is reported unchecked.
 - Flag rate against the rate expected at the threshold. The threshold is the ``quantile`` of n normal
   scores, so a new normal image exceeds it with probability about max(1 - quantile, (k + 1) / (n + 1)),
   k = normals above it (the second term is what a small reference set can promise). A one-sided binomial
@@ -21,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-PSI_MIN_NORMALS = 20
 PSI_BINS = 10
+PSI_NOISE_QUANTILE = 0.999  # how sure PSI must be that a crossing is not sampling noise
 _PSI_FLOOR = 1e-4  # share given to an empty bin, so ln(p/q) stays finite
 
 
@@ -55,6 +56,7 @@ class Stats:
 
     n: int
     n_normals: int
+    psi_bins: int | None = None  # None: too few images for PSI to tell drift from noise at its bound
     ks_statistic: float | None = None
     ks_pvalue: float | None = None
     psi: float | None = None
@@ -88,18 +90,19 @@ def ks_test(scores: np.ndarray, normals: np.ndarray) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def psi_bins(n_scores: int, n_normals: int) -> int:
-    """Bins for PSI: at most ``PSI_BINS``, few enough that sampling noise alone adds at most ~0.05.
+def psi_bins(n_scores: int, n_normals: int, bound: float) -> int | None:
+    """The most bins (up to ``PSI_BINS``) at which PSI's noise stays within ``bound``; None when even 2 do not."""
+    from scipy.stats import chi2
 
-    Two samples of one distribution give PSI ≈ (bins - 1) (1/n_scores + 1/n_normals) on average.
-    """
-    noise_per_bin = 1.0 / max(n_scores, 1) + 1.0 / max(n_normals, 1)
-    return int(np.clip(1 + 0.05 / noise_per_bin, 2, PSI_BINS))
+    noise = 1.0 / max(n_scores, 1) + 1.0 / max(n_normals, 1)
+    for bins in range(PSI_BINS, 1, -1):
+        if chi2.ppf(PSI_NOISE_QUANTILE, bins - 1) * noise <= bound:
+            return bins
+    return None
 
 
-def psi(scores: np.ndarray, normals: np.ndarray, bins: int | None = None) -> float:
+def psi(scores: np.ndarray, normals: np.ndarray, bins: int = PSI_BINS) -> float:
     """Population stability index of ``scores`` against ``normals`` (bins at the normals' quantiles)."""
-    bins = bins or psi_bins(len(scores), len(normals))
     edges = np.unique(np.quantile(normals, np.linspace(0, 1, bins + 1)[1:-1]))
     expected = np.bincount(np.searchsorted(edges, normals, side="right"), minlength=len(edges) + 1) / len(normals)
     actual = np.bincount(np.searchsorted(edges, scores, side="right"), minlength=len(edges) + 1) / len(scores)
@@ -114,8 +117,12 @@ def expected_flag_rate(normals: np.ndarray, threshold: float, quantile: float | 
     return max(1.0 - quantile if quantile is not None else 0.0, small_sample)
 
 
-def measure(rows: list[dict[str, Any]], normals: list[float], threshold: float, quantile: float | None) -> Stats:
-    """Statistics of verdict rows (``score``, ``verdict``, ``latency_ms``, ``correct``) against ``normals``."""
+def measure(
+    rows: list[dict[str, Any]], normals: list[float], threshold: float, quantile: float | None, psi_max: float = 0.25
+) -> Stats:
+    """Statistics of verdict rows (``score``, ``verdict``, ``latency_ms``, ``correct``) against ``normals``.
+
+    ``psi_max`` (the bound) decides how many bins PSI can afford (``psi_bins``)."""
     ref = np.asarray(normals, dtype=np.float64)
     stats = Stats(n=len(rows), n_normals=len(ref))
     if not rows:
@@ -130,7 +137,8 @@ def measure(rows: list[dict[str, Any]], normals: list[float], threshold: float, 
     stats.flag_rate = float(flagged.mean())
     if len(ref):
         stats.ks_statistic, stats.ks_pvalue = ks_test(scores, ref)
-        stats.psi = psi(scores, ref)
+        stats.psi_bins = psi_bins(len(scores), len(ref), psi_max)
+        stats.psi = psi(scores, ref, stats.psi_bins or 2)
         from scipy.stats import binomtest
 
         stats.expected_flag_rate = expected_flag_rate(ref, threshold, quantile)
@@ -159,7 +167,7 @@ def checks(stats: Stats, bounds: Any) -> list[Check]:
             stats.flag_pvalue,
             bounds.flag_rate_pvalue_min,
             "min",
-            f"flag rate {_pct(stats.flag_rate)} above the {_pct(stats.expected_flag_rate)} expected at the threshold",
+            f"binomial test: flag rate {_pct(stats.flag_rate)} against {_pct(stats.expected_flag_rate)} expected",
         ),
         Check("false_alarm_rate", stats.false_alarm_rate, bounds.false_alarm_rate_max, "max", "confirmed false alarms"),
         Check("miss_rate", stats.miss_rate, bounds.miss_rate_max, "max", "confirmed missed defects"),
@@ -171,9 +179,11 @@ def checks(stats: Stats, bounds: Any) -> list[Check]:
                 check.checked, check.why_not = False, few
             elif check.value is None:
                 check.checked, check.why_not = False, no_ref
-            elif check.name == "psi" and stats.n_normals < PSI_MIN_NORMALS:
+            elif check.name == "psi" and stats.psi_bins is None:
                 check.checked = False
-                check.why_not = f"{stats.n_normals} normals; PSI needs at least {PSI_MIN_NORMALS}"
+                check.why_not = (
+                    f"{stats.n} verdicts and {stats.n_normals} normals: PSI's noise alone could pass {bounds.psi_max}"
+                )
         elif check.name == "false_alarm_rate" and stats.flagged_with_feedback < bounds.min_feedback:
             check.checked = False
             check.why_not = f"{stats.flagged_with_feedback} flagged verdicts with feedback (< {bounds.min_feedback})"

@@ -21,6 +21,7 @@ from PIL import Image
 
 from adkd.errors import AdkdError, DataError, ServiceError
 from adkd.pipelines.predict.outputs import heatmap_overlay
+from adkd.platform.registry.resolve import resolve_onnx
 from adkd.platform.station.images import ImageStore, Upload, check_upload, new_key
 from adkd.platform.station.log import VerdictLog, VerdictRecord
 from adkd.platform.station.served import ModelSpec, ServedModel, load_model
@@ -129,6 +130,10 @@ class Station:
                 continue
             current = self.models.get(spec.category)
             try:
+                # Resolving is cheap once a version is cached; only a new version is opened.
+                _, origin = resolve_onnx(spec.reference, self.tracking_uri, self.cache_dir)
+                if current is not None and str(origin["version"]) == current.version:
+                    continue
                 fresh = load_model(spec, self.tracking_uri, self.cache_dir, self.runtime)
             except AdkdError:
                 continue  # registry out of reach: keep serving what is loaded

@@ -118,7 +118,11 @@ def serve(
     def refresher() -> None:
         interval = settings.station.refresh_s
         while interval > 0 and not stop.wait(interval):
-            for line in station.refresh():
+            try:
+                changed = station.refresh()
+            except Exception as exc:  # the page keeps serving the loaded versions; say why the check failed
+                changed = [f"checking the registry for new versions failed: {exc.__class__.__name__}: {exc}"]
+            for line in changed:
                 if on_event:
                     on_event(line)
 

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from adkd.errors import AdkdError
@@ -25,6 +26,16 @@ from adkd.platform.station.inspector import Inspection, Station
 from adkd.platform.tracking.redaction import redact_uri
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "f1_max": "F1-max"}
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    """The version's test metrics as the page shows them (percent, adkd's names)."""
+    shown = [f"{label} {100 * metrics[key]:.1f}%" for key, label in METRIC_LABELS.items() if key in metrics]
+    return " · ".join(shown) or "no test metrics"
+
+
+TEMPLATES.env.filters["metrics_text"] = _metrics_text
 UPLOAD_SOURCE = "upload"
 _CONTENT_TYPES = {
     "png": "image/png",
@@ -122,6 +133,8 @@ def create_app(station: Station, settings: Any) -> FastAPI:
     cfg = settings.station
     max_files = int(cfg.max_files)
     log_url = redact_uri(station.log.url)
+    if log_url.startswith("sqlite:///"):  # the header names the file; the full path is in the start-up lines
+        log_url = "SQLite " + Path(log_url.removeprefix("sqlite:///")).name
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("page", "inspect")
@@ -158,8 +171,9 @@ def create_app(station: Station, settings: Any) -> FastAPI:
     async def read_uploads(request: Request) -> tuple[str, list[tuple[str | None, bytes]], list[str]]:
         try:
             form = await request.form(max_files=max_files, max_fields=16)
-        except MultiPartException as exc:
-            raise AdkdError(f"the upload could not be read: {exc} (at most {max_files} images per upload)") from None
+        except (MultiPartException, HTTPException) as exc:  # Starlette turns the parser's errors into 400s
+            reason = getattr(exc, "detail", None) or str(exc)
+            raise AdkdError(f"the upload could not be read: {reason} (at most {max_files} images per upload)") from None
         category = str(form.get("category") or "")
         files, errors = [], []
         limit = int(cfg.max_upload_mb * 1e6)
@@ -210,7 +224,10 @@ def create_app(station: Station, settings: Any) -> FastAPI:
 
     @app.post("/feedback")
     async def feedback(request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=8)
+        try:
+            form = await request.form(max_files=0, max_fields=8)
+        except (MultiPartException, HTTPException):
+            return message(request, "feedback is a small form: a verdict id, Right or Wrong, a defect type", 400)
         raw_id, correct = str(form.get("verdict_id") or ""), str(form.get("correct") or "")
         if not raw_id.isdigit() or correct not in ("yes", "no"):
             return message(request, "feedback needs a verdict id and Right or Wrong; reload the page", 400)

@@ -190,3 +190,22 @@ def test_token_gate_answers_401_without_the_token() -> None:
     status, headers = _call(gate, [], b"token=a-long-enough-token-1234&category=disc")
     assert status == 303 and headers[b"location"] == b"/?category=disc"
     assert b"HttpOnly" in headers[b"set-cookie"]
+
+
+def test_passed_parts_are_kept_as_a_deterministic_sample_and_flagged_ones_always(tmp_path: Path) -> None:
+    import hashlib
+
+    from adkd.platform.station.inspector import Station
+
+    log = VerdictLog(f"sqlite:///{tmp_path / 'station.db'}")
+    station = Station([], log, LocalImageStore(tmp_path), tracking_uri="", cache_dir=tmp_path, keep_passed=0.25)
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2000)]
+    kept = [station._keep(False, h) for h in hashes]
+    assert 0.22 < sum(kept) / len(kept) < 0.28
+    assert kept == [station._keep(False, h) for h in hashes]  # the same file: the same decision
+    assert all(station._keep(True, h) for h in hashes[:50])
+    station.keep_passed = 0.0
+    assert not any(station._keep(False, h) for h in hashes)
+    with pytest.raises(DataError, match="not served by this station"):
+        station.inspect("disc", _png(8, 8), "a.png", "upload")
+    log.close()

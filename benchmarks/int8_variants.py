@@ -70,8 +70,9 @@ def train_reference(out_dir: Path, threads: int) -> Path:
 
 
 def main() -> None:
-    from adkd.pipelines.export import export_checkpoint, read_metadata
-    from adkd.pipelines.export.quantize import INT8_SCHEMES, export_int8
+    from adkd.pipelines.export import read_metadata
+    from adkd.pipelines.export.quantize import INT8_SCHEMES
+    from adkd.pipelines.train.artifacts import export_checkpoint, export_int8_checkpoint
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, default=None)
@@ -94,7 +95,9 @@ def main() -> None:
         rows: dict[str, dict[str, Any]] = {"fp32": {}}
         paths = {"fp32": fp32}
         for scheme in INT8_SCHEMES:
-            result = export_int8(checkpoint, fp32, tmp_dir / f"{scheme}.onnx", scheme=scheme, enforce_gate=False)
+            result = export_int8_checkpoint(
+                checkpoint, fp32, tmp_dir / f"{scheme}.onnx", scheme=scheme, enforce_gate=False
+            )
             rows["fp32"].setdefault("test", result.test_metrics.get("fp32", {}))
             rows[scheme] = {"gate_ok": result.gate.ok, "gate": result.gate.to_dict()}
             rows[scheme]["test"] = result.test_metrics.get("int8", {})

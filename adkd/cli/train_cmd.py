@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 
 from adkd.cli import gate_flags, resource_flags, tracking_flags
-from adkd.errors import ConfigError
 
 console = Console()
 
@@ -109,23 +108,28 @@ def train(
 
 
 def evaluate(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="model.pt written by `adkd train`."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="model.pt written by `adkd train` (its model.onnx is scored) or an .onnx file."
+    ),
     data: str = typer.Option(..., "--data", "-d", help="Data root (MVTec layout)."),
-    category: str | None = typer.Option(None, "--category", "-c", help="Default: the checkpoint's category."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default beside the checkpoint)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    category: str | None = typer.Option(None, "--category", "-c", help="Default: the model's category."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default beside the model)."),
+    runtime: str = typer.Option(
+        "onnxruntime", "--runtime", help="What scores the file: onnxruntime (the reference), openvino, auto."
+    ),
 ) -> None:
-    """Re-evaluate a trained model on a data root with its stored thresholds."""
+    """Score a data root's test split through the model's exported file and its stored thresholds.
+
+    The numbers are the shipped model's, the same on any host (adkd.pipelines.evaluate.report states the tolerance).
+    """
     from adkd.cli.run_output import metrics_table
-    from adkd.pipelines.evaluate.report import evaluate_checkpoint
+    from adkd.pipelines.train.artifacts import evaluate_checkpoint
     from adkd.platform.storage.data_roots import local_root
     from adkd.settings import load_settings
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device {device}: use auto, cpu or cuda")
     settings = load_settings()
     root = local_root(data, settings.cache_dir, settings.s3_endpoint_url, [category] if category else None)
-    metrics = evaluate_checkpoint(checkpoint, str(root), category, out, device=device)
+    metrics = evaluate_checkpoint(checkpoint, str(root), category, out, runtime=runtime)
     console.print(metrics_table(f"{checkpoint} on {category or 'its category'}", metrics))
 
 

@@ -74,7 +74,7 @@ def _runtime(amp: bool, channels_last: bool) -> Any:
 
 def _evaluate(model: torch.nn.Module, data: Any, amp: bool, channels_last: bool) -> tuple[Any, dict[str, float]]:
     from adkd.pipelines.evaluate.metrics import compute_metrics
-    from adkd.pipelines.train.steps import predict
+    from adkd.pipelines.inference.torch_scoring import predict
 
     rt = _runtime(amp, channels_last)
     maps, scores = predict(rt.place(copy.deepcopy(model)), data.test, rt, batch_size=16)

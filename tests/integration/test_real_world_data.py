@@ -16,8 +16,8 @@ import pytest
 from mlflow import MlflowClient
 
 from adkd.pipelines.data.cifar10 import download_cifar10
-from adkd.pipelines.export.onnx_export import export_checkpoint
 from adkd.pipelines.predict import OnnxPredictor
+from adkd.pipelines.train.artifacts import export_checkpoint
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
 from adkd.platform.registry.versions import PromotionRefused, promote

@@ -16,7 +16,7 @@ import pytest
 
 from adkd.errors import DataError
 from adkd.pipelines.data.synthetic_dataset import synthesize
-from adkd.pipelines.evaluate.report import evaluate_checkpoint
+from adkd.pipelines.train.artifacts import evaluate_checkpoint
 from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
@@ -84,7 +84,7 @@ def test_reevaluation_reproduces_the_metrics(synth_root: Path, tmp_path: Path) -
     )
     result = train_category(config)
     assert result.status == "FINISHED", result.error
-    again = evaluate_checkpoint(result.checkpoint_path, str(synth_root), "weave", tmp_path / "eval", device="cpu")
+    again = evaluate_checkpoint(result.checkpoint_path, str(synth_root), "weave", tmp_path / "eval")
     for key in ("test/image_auroc", "test/pixel_auroc", "test/aupro", "test/f1_max"):
         assert again[key] == pytest.approx(result.metrics[key], abs=1e-9)
     assert (tmp_path / "eval" / "scores.csv").is_file()

@@ -166,21 +166,34 @@ def _check_fpr_limit(fpr_limit: float) -> None:
         raise ConfigError(f"fpr_limit={fpr_limit}: must be in (0, 1]; the MVTec protocol uses 0.3")
 
 
-def pixel_curves(maps: Any, masks: Any, fpr_limit: float | None = None) -> PixelCurves:
+def _valid_pixels(valid: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A flat bool array of the pixels that count (``valid`` [N,H,W] or [N,1,H,W], e.g. letterbox's image area)."""
+    v = binary(as_maps(valid, "validity masks"))
+    if v.shape != shape:
+        raise DataError(f"validity masks {list(v.shape)} and anomaly maps {list(shape)} differ in shape")
+    return v.reshape(-1)
+
+
+def pixel_curves(maps: Any, masks: Any, fpr_limit: float | None = None, valid: Any | None = None) -> PixelCurves:
     """Sort all pixels once and accumulate FP, TP and per-region overlap per threshold.
 
     With ``fpr_limit`` only the pixels that can matter up to that FPR are sorted: those scoring
     at least the normal score where FPR reaches the limit (found with an O(n) partition).
+    ``valid``: only these pixels count (letterbox padding is neither a true negative nor part of a region).
     """
     m, g = as_maps(maps, "anomaly maps"), binary(as_maps(masks, "ground-truth masks"))
     _check_pair(m, g)
     check_finite(m, "anomaly maps")
     regions, n_regions = ndimage.label(g, structure=_EIGHT_CONNECTED_2D)
     regions = regions.reshape(-1)
+    flat = m.reshape(-1)
+    if valid is not None:
+        keep = _valid_pixels(valid, m.shape)
+        regions, flat = regions[keep], flat[keep]
     sizes = np.bincount(regions, minlength=n_regions + 1)
     n_normal = int(sizes[0])
-
-    flat = m.reshape(-1)
+    present = sizes[1:] > 0  # a region wholly outside the valid pixels does not count
+    n_present = int(present.sum())
     n_pixels, reach = flat.size, 1.0
     if fpr_limit is not None and fpr_limit < 1.0 and n_normal > 0:
         normal = flat[regions == 0]
@@ -209,16 +222,16 @@ def pixel_curves(maps: Any, masks: Any, fpr_limit: float | None = None) -> Pixel
     fp = (ends + 1) - tp
     # PRO only moves at anomalous pixels: accumulate over those, then read it at each threshold's tp.
     weight = np.zeros(n_regions + 1)
-    if n_regions:
-        weight[1:] = 1.0 / (sizes[1:] * float(n_regions))
+    if n_present:
+        weight[1:][present] = 1.0 / (sizes[1:][present] * float(n_present))
     pro_steps = np.concatenate(([0.0], np.cumsum(weight[region[is_anomalous]])))
     pro = pro_steps[tp]
-    return PixelCurves(fp, tp, pro, n_normal, int(n_pixels - n_normal), int(n_regions), reach)
+    return PixelCurves(fp, tp, pro, n_normal, int(n_pixels - n_normal), n_present, reach)
 
 
-def pixel_auroc(maps: Any, masks: Any) -> float:
-    """AUROC over all pixels of all images (maps [N,H,W] or [N,1,H,W], masks binary)."""
-    return pixel_curves(maps, masks).auroc()
+def pixel_auroc(maps: Any, masks: Any, valid: Any | None = None) -> float:
+    """AUROC over all (``valid``) pixels of all images (maps [N,H,W] or [N,1,H,W], masks binary)."""
+    return pixel_curves(maps, masks, valid=valid).auroc()
 
 
 def pro_curve(maps: Any, masks: Any, fpr_limit: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -231,14 +244,14 @@ def pro_curve(maps: Any, masks: Any, fpr_limit: float | None = None) -> tuple[np
     return c.pro_curve(fpr_limit)
 
 
-def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
+def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3, valid: Any | None = None) -> float:
     """Area under the PRO curve up to ``fpr_limit``, divided by ``fpr_limit`` (Bergmann et al. 2021).
 
     Regions are 8-connected components of each ground-truth mask; FPR counts the normal pixels
-    of all images; PRO averages the overlap of every region.
+    of all images; PRO averages the overlap of every region; ``valid``: only these pixels count.
     """
     _check_fpr_limit(fpr_limit)
-    return pixel_curves(maps, masks, fpr_limit).aupro(fpr_limit)
+    return pixel_curves(maps, masks, fpr_limit, valid).aupro(fpr_limit)
 
 
 def roc_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -255,10 +268,14 @@ IMAGE_METRICS = ("image_auroc", "f1_max")
 PIXEL_METRICS = ("pixel_auroc", "aupro")
 
 
-def compute_metrics(maps: Any, scores: Any, masks: Any | None, labels: Any, fpr_limit: float = 0.3) -> dict[str, float]:
+def compute_metrics(
+    maps: Any, scores: Any, masks: Any | None, labels: Any, fpr_limit: float = 0.3, valid: Any | None = None
+) -> dict[str, float]:
     """The test metrics as fractions; pixel AUROC and AUPRO share one sort of the pixels.
 
     ``masks`` None (an image-level data set): only the image metrics, the pixel ones are absent.
+    ``valid`` (bool maps): the pixels the pixel metrics count (letterbox padding left out); the image
+    scores are taken as given (score them over the valid pixels, ``inference.validity.masked_scores``).
     """
     _check_fpr_limit(fpr_limit)
     m = as_maps(maps, "anomaly maps")
@@ -267,7 +284,7 @@ def compute_metrics(maps: Any, scores: Any, masks: Any | None, labels: Any, fpr_
         raise DataError(f"got {m.shape[0]} anomaly maps but {s.size} image scores; pass one score per map")
     out = {"image_auroc": image_auroc(s, labels)}
     if masks is not None:
-        curves = pixel_curves(m, masks)
+        curves = pixel_curves(m, masks, valid=valid)
         out |= {"pixel_auroc": curves.auroc(), "aupro": curves.aupro(fpr_limit)}
     out["f1_max"] = f1_max(s, labels)
     return out

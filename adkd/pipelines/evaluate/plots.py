@@ -224,12 +224,14 @@ def write_evaluation_plots(
     count: int = 3,
     names: Sequence[str] | None = None,
     fpr_limit: float = 0.3,
+    valid: Any | None = None,
 ) -> list[Path]:
     """ROC, PRO and overlay PNGs for one evaluated test set; returns the written paths.
 
-    ``masks`` None (an image-level data set): no pixel curve and no PRO plot.
+    ``masks`` None (an image-level data set): no pixel curve and no PRO plot. ``valid``: the pixels the
+    curves count (letterbox padding left out).
     """
-    curves = pixel_curves(maps, masks) if masks is not None else None
+    curves = pixel_curves(maps, masks, valid=valid) if masks is not None else None
     pro = [plot_pro_curve(maps, masks, out_dir, fpr_limit=fpr_limit, curves=curves)] if masks is not None else []
     return [
         plot_roc_curves(scores, labels, maps, masks, out_dir, curves=curves),

@@ -1,77 +1,95 @@
-"""Test-split reporting: score a model, write metrics.json, scores.csv and the plots; re-evaluate a checkpoint."""
+"""Test-split reporting: metrics of scored maps, and metrics.json, scores.csv and the plots of an evaluation.
+
+``evaluate_artifact`` is ``adkd evaluate``: it scores the test split through an exported model's predictor
+(the code ``adkd predict`` runs), so any host gives the numbers the model was registered with. Agreement:
+on one host the metrics equal those of the training run that exported the file (same graph, same runtime);
+across hosts and runtimes the scores agree to ``SCORE_TOLERANCE`` (relative) and AUROC/AUPRO/F1 to
+``METRIC_TOLERANCE`` (absolute).
+"""
 
 from __future__ import annotations
 
+import csv
 import json
-import time
-from collections.abc import Sequence
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from adkd.errors import ConfigError
-from adkd.pipelines.train import checkpoint as ckpt
-from adkd.pipelines.train.callbacks import TrainCallback, emit
-from adkd.pipelines.train.config import TrainConfig
-from adkd.pipelines.train.runtime import Runtime
-from adkd.pipelines.train.steps import predict
+from adkd.pipelines.evaluate.metrics import compute_metrics
+from adkd.pipelines.evaluate.thresholds import Thresholds, normalize_scores
 
 if TYPE_CHECKING:
     from adkd.pipelines.data.dataset import CategoryData
-    from adkd.pipelines.evaluate.thresholds import Thresholds
+
+SCORE_TOLERANCE = 1e-4  # relative: ONNX Runtime's fp32 kernels differ by CPU instruction set at about 1e-6
+METRIC_TOLERANCE = 1e-3  # absolute, on fractions: a score change that small can swap two tied ranks
 
 
-def evaluate_model(
-    model: nn.Module,
-    data: CategoryData,
-    thresholds: Thresholds,
-    config: TrainConfig,
-    out_dir: Path,
-    callbacks: Sequence[TrainCallback] = (),
-    runtime: Runtime | None = None,
-    extra_metrics: dict[str, float] | None = None,
+def crop_center(t: torch.Tensor, size: int) -> torch.Tensor:
+    """The centred ``size`` square of [N,C,H,W] (a model that scores a crop of its input)."""
+    if size == t.shape[-1]:
+        return t
+    o = (t.shape[-1] - size) // 2
+    return t[..., o : o + size, o : o + size]
+
+
+def test_metrics(
+    maps: torch.Tensor, scores: torch.Tensor, data: CategoryData, valid: torch.Tensor | None = None
 ) -> dict[str, float]:
-    """Score the test split; write metrics.json, scores.csv and the plots; return the metrics."""
-    from adkd.pipelines.evaluate.metrics import compute_metrics
-    from adkd.pipelines.evaluate.thresholds import normalize_scores
+    """Image AUROC, F1-max and (with masks) pixel AUROC and AUPRO of the test split, as fractions.
 
-    rt = runtime or Runtime.from_config(config)
+    ``maps`` may be a centred crop of the images (a model trained on crops); the masks are cropped alike.
+    An image-level category has no pixel metrics (absent, never NaN).
+    """
+    masks = crop_center(data.test_masks, maps.shape[-1]) if data.has_masks else None
+    return {k: float(v) for k, v in compute_metrics(maps, scores, masks, data.test_labels, valid=valid).items()}
+
+
+def write_json(path: Path, values: dict) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_report(
+    out_dir: Path,
+    data: CategoryData,
+    maps: torch.Tensor,
+    scores: torch.Tensor,
+    thresholds: Thresholds,
+    valid: torch.Tensor | None = None,
+) -> list[tuple[Path, str]]:
+    """scores.csv and the ROC/PRO curves and overlays of a scored test split; (path, kind) of each file."""
+    from adkd.pipelines.evaluate import plots
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    maps, scores = predict(model, data.test, rt, config.eval_batch_size)
-    infer_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    masks = data.test_masks if data.has_masks else None  # None: image-level, no pixel metrics
-    raw = compute_metrics(maps, scores, masks, data.test_labels)
-    metric_s = time.perf_counter() - t0
-    metrics = {f"test/{k}": float(v) for k, v in raw.items()}
-    if len(scores):
-        metrics["test/ms_per_image"] = 1000.0 * infer_s / len(scores)
-    metrics["time/metrics_s"] = metric_s
-    metrics.update(extra_metrics or {})
-
-    path = out_dir / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    emit(callbacks, "on_artifact", path, "metrics")
-
-    norm = normalize_scores(scores, thresholds)
     path = out_dir / "scores.csv"
-    _write_scores_csv(path, data, scores, norm, thresholds)
-    emit(callbacks, "on_artifact", path, "scores")
+    _write_scores_csv(path, data, scores, thresholds)
+    written = [(path, "scores")]
+    size = maps.shape[-1]
+    paths = plots.write_evaluation_plots(
+        crop_center(data.test, size),
+        maps,
+        scores,
+        crop_center(data.test_masks, size) if data.has_masks else None,
+        data.test_labels,
+        out_dir,
+        pixel_threshold=thresholds.pixel,
+        image_threshold=thresholds.image,
+        names=[Path(p).name for p in data.test_paths],
+        valid=valid,
+    )
+    return written + [(p, "overlay" if "overlay" in p.name else "curve") for p in paths]
 
-    for plot_path, kind in _plots(data, maps, scores, thresholds, out_dir):
-        emit(callbacks, "on_artifact", plot_path, kind)
-    return metrics
 
-
-def _write_scores_csv(
-    path: Path, data: CategoryData, scores: torch.Tensor, norm: torch.Tensor, thresholds: Thresholds
-) -> None:
-    import csv
-
-    with path.open("w", newline="") as fh:
+def _write_scores_csv(path: Path, data: CategoryData, scores: torch.Tensor, thresholds: Thresholds) -> None:
+    norm = normalize_scores(scores, thresholds)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "defect", "label", "score", "normalized_score", "predicted_label"])
         for i in range(len(scores)):
@@ -80,58 +98,61 @@ def _write_scores_csv(
                     str(data.test_paths[i]),
                     data.test_defects[i],
                     int(data.test_labels[i]),
-                    f"{float(scores[i]):.6g}",
+                    repr(float(scores[i])),  # the artifact's float32 score, exactly
                     f"{float(norm[i]):.6f}",
-                    int(float(scores[i]) > thresholds.image),
+                    int(float(scores[i]) > thresholds.image),  # the rule of adkd predict and the pyfunc
                 ]
             )
+    os.replace(tmp, path)
 
 
-def _plots(
-    data: CategoryData, maps: torch.Tensor, scores: torch.Tensor, thresholds: Thresholds, out_dir: Path
-) -> list[tuple[Path, str]]:
-    """ROC/PRO curves and overlays of the worst and best test images, via evaluate.plots."""
-    from adkd.pipelines.evaluate import plots
+def score_test_split(
+    predictor: object, data: CategoryData, image_size: int, resize: str, eval_size: int, batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(maps, scores, validity masks) of ``data.test`` (uint8 at the model's input size) through ``predictor``."""
+    from adkd.pipelines.inference.artifact import score_artifact
+    from adkd.pipelines.inference.validity import valid_masks
 
-    paths = plots.write_evaluation_plots(
-        data.test,
-        maps,
-        scores,
-        data.test_masks if data.has_masks else None,
-        data.test_labels,
-        out_dir,
-        pixel_threshold=thresholds.pixel,
-        image_threshold=thresholds.image,
-        names=[Path(p).name for p in data.test_paths],
-    )
-    return [(p, "overlay" if "overlay" in p.name else "curve") for p in paths]
+    valid = valid_masks(data.test_paths, image_size, resize, crop=eval_size)
+    maps, scores = score_artifact(predictor, data.test, valid, batch_size)  # type: ignore[arg-type]
+    return maps, scores, valid
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    data: str,
+def evaluate_artifact(
+    model_path: str | Path,
+    data: str | Path,
     category: str | None = None,
     out_dir: str | Path | None = None,
-    device: str = "auto",
-    callbacks: Sequence[TrainCallback] = (),
+    runtime: str = "auto",
+    image_level: bool | None = None,
 ) -> dict[str, float]:
-    """Re-evaluate a saved model on a data root with the thresholds stored in it."""
-    from adkd.pipelines.data.dataset import load_category, local_root
-    from adkd.pipelines.evaluate.thresholds import Thresholds
+    """Score a data root's test split through an exported model and its stored thresholds.
 
-    model, config, meta = ckpt.load_model_from_checkpoint(checkpoint)
-    category = category or config.category
-    config = config.model_copy(update={"device": device, "category": category, "data": data})
-    root = local_root(data)
-    loaded = load_category(
-        root, category, image_size=config.image_size, crop_size=config.crop_size,
-        val_fraction=config.val_fraction, seed=config.seed, resize=config.resize,
-        image_level=config.data_gate.image_level,
-    )  # fmt: skip
+    Writes metrics.json, scores.csv and the plots to ``out_dir`` (default: ``evaluate-<category>`` beside
+    the model) and returns the metrics (``test/...``). The model's metadata gives its input size, crop,
+    ``resize`` policy and whether it was trained image-level (``image_level`` overrides that).
+    """
+    from adkd.pipelines.data.dataset import load_category, local_root
+    from adkd.pipelines.predict import open_predictor
+
+    model_path = Path(model_path)
+    predictor = open_predictor(model_path, runtime=runtime)
+    meta = predictor.meta
+    category = category or meta.get("category")
+    if not category:
+        raise ConfigError(f"{model_path} names no category in its metadata; pass --category")
     if not meta.get("thresholds"):
-        raise ConfigError(f"checkpoint {checkpoint} has no thresholds; use the model.pt written after training")
+        raise ConfigError(f"{model_path} has no thresholds in its metadata; re-export it with `adkd export`")
     thresholds = Thresholds.from_dict(meta["thresholds"])
-    rt = Runtime.from_config(config)
-    model = rt.place(model)
-    target = Path(out_dir) if out_dir else Path(checkpoint).parent / f"evaluate-{category}"
-    return evaluate_model(model, loaded, thresholds, config, target, callbacks, rt)
+    size, resize = int(predictor.image_size), str(predictor.resize)
+    eval_size = int(meta.get("eval_size") or size)
+    level = bool(meta.get("image_level", False)) if image_level is None else image_level
+    loaded = load_category(local_root(str(data)), category, size, val_fraction=0.0, resize=resize, image_level=level)
+    if len(loaded.test) == 0:
+        raise ConfigError(f"{data}/{category} has no test images to evaluate")
+    maps, scores, valid = score_test_split(predictor, loaded, size, resize, eval_size)
+    metrics = {f"test/{k}": v for k, v in test_metrics(maps, scores, loaded, valid).items()}
+    target = Path(out_dir) if out_dir else model_path.parent / f"evaluate-{category}"
+    write_report(target, loaded, maps, scores, thresholds, valid)
+    write_json(target / "metrics.json", metrics)
+    return metrics

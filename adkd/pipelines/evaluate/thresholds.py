@@ -75,11 +75,20 @@ def _values(x: Any, name: str) -> np.ndarray:
     return a
 
 
-def fit_thresholds(val_scores: Any, val_maps: Any, quantile: float = 0.99) -> Thresholds:
-    """Thresholds at ``quantile`` of validation (normal) image scores and map pixels."""
+def fit_thresholds(val_scores: Any, val_maps: Any, quantile: float = 0.99, valid: Any | None = None) -> Thresholds:
+    """Thresholds at ``quantile`` of validation (normal) image scores and map pixels.
+
+    ``valid`` (bool, the maps' shape): only these pixels enter the pixel threshold (letterbox padding does not).
+    """
     if not 0.0 < quantile < 1.0:
         raise ConfigError(f"threshold quantile={quantile}: must be in (0, 1), for example 0.99")
     scores = _values(val_scores, "validation image scores")
+    if valid is not None:
+        keep = valid.bool() if isinstance(valid, torch.Tensor) else torch.as_tensor(np.asarray(valid, dtype=bool))
+        maps = val_maps if isinstance(val_maps, torch.Tensor) else torch.as_tensor(np.asarray(val_maps))
+        if keep.shape != maps.shape:
+            raise DataError(f"validity masks {list(keep.shape)} and validation maps {list(maps.shape)} differ in shape")
+        val_maps = maps[keep]
     pixels = _values(val_maps, "validation anomaly maps")
     return Thresholds(
         image=float(np.quantile(scores, quantile)),

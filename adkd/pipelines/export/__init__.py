@@ -1,25 +1,33 @@
-"""ONNX export of a trained model, preprocessing included, verified against PyTorch."""
+"""ONNX export of a trained model (preprocessing included, verified against PyTorch) and its gated int8 model.
 
-from adkd.pipelines.export.onnx_export import (
-    INPUT_NAME,
-    OPSET,
-    OUTPUT_NAMES,
-    ExportGraph,
-    ParityReport,
-    export_checkpoint,
-    export_onnx,
-    read_metadata,
-    verify_onnx,
-)
+This package takes models, images and files: it never reads a checkpoint or a run's settings (that is
+``adkd.pipelines.train.artifacts``), so training can use it without an import circle. Names are imported
+lazily so that reading the int8 scheme names does not import torch.
+"""
 
-__all__ = [
-    "INPUT_NAME",
-    "OPSET",
-    "OUTPUT_NAMES",
-    "ExportGraph",
-    "ParityReport",
-    "export_checkpoint",
-    "export_onnx",
-    "read_metadata",
-    "verify_onnx",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "INPUT_NAME": "onnx_export",
+    "OPSET": "onnx_export",
+    "OUTPUT_NAMES": "onnx_export",
+    "ExportError": "onnx_export",
+    "ExportGraph": "onnx_export",
+    "ParityReport": "onnx_export",
+    "export_onnx": "onnx_export",
+    "read_metadata": "onnx_export",
+    "set_metadata": "onnx_export",
+    "verify_onnx": "onnx_export",
+    "write_thresholds": "onnx_export",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"adkd.pipelines.export.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'adkd.pipelines.export' has no attribute {name!r}")

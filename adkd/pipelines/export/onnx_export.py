@@ -194,7 +194,8 @@ def _meta_props(meta: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _set_metadata(path: Path, props: dict[str, str]) -> None:
+def set_metadata(path: Path, props: dict[str, str]) -> None:
+    """Write ``props`` into the file's metadata_props (replacing keys it has), checked by onnx."""
     import onnx
 
     proto = onnx.load(str(path))
@@ -264,7 +265,7 @@ def export_onnx(
                 **(meta or {}),
             }
         )
-        _set_metadata(tmp, props)
+        set_metadata(tmp, props)
         report = verify_onnx(tmp, graph, verify_images, source=verify_source)
         if not report.ok:
             raise ExportError(
@@ -272,7 +273,7 @@ def export_onnx(
                 f"(allowed {report.map_tolerance:.3g}), max score diff {report.max_score_diff:.3g} "
                 f"(allowed {report.score_tolerance:.3g}); the run fails"
             )
-        _set_metadata(tmp, {"parity": json.dumps(report.to_dict(), sort_keys=True)})
+        set_metadata(tmp, {"parity": json.dumps(report.to_dict(), sort_keys=True)})
         tmp.replace(out_path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -293,55 +294,62 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def _real_images(config: Any, n: int) -> torch.Tensor | None:
-    """Up to ``n`` test images (normal and defective) of the run's data at the trained size, NHWC uint8."""
-    from adkd.pipelines.data.dataset import load_category
+def meta_props(meta: dict[str, Any]) -> dict[str, str]:
+    """Metadata values as the strings ONNX stores (JSON for anything but a string)."""
+    return _meta_props(meta)
 
-    root = Path(str(config.data)).expanduser()
-    if not (root / config.category).is_dir():
-        return None
-    data = load_category(
-        root, config.category, config.image_size, crop_size=None, val_fraction=0.0, resize=config.resize
+
+def _drop_dead_nodes(graph: Any) -> None:
+    """Remove nodes and initializers nothing reads any more (the graph's outputs are read)."""
+    while True:
+        read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if not any(out in read for out in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    read = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)
+
+
+def write_thresholds(path: str | Path, thresholds: Any) -> dict[str, float]:
+    """Put ``thresholds`` (image, pixel, score_min, score_max) into an adkd graph: its constants and metadata.
+
+    The graph's ``normalized_score = clip((image_score - threshold) / range + 0.5)`` reads two constants; they
+    are rewritten in place, so the file scores with thresholds fitted on its own outputs. Returns them.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from adkd.pipelines.evaluate.thresholds import _MIN_RANGE
+
+    path = Path(path)
+    fitted = _thresholds_dict(thresholds)
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    sub = next(
+        (n for n in model.graph.node if n.op_type == "Sub" and list(n.input) == ["image_score", "threshold"]), None
     )
-    if len(data.test) == 0:
-        return None
-    labels = data.test_labels
-    normal = [i for i in range(len(labels)) if int(labels[i]) == 0]
-    defect = [i for i in range(len(labels)) if int(labels[i]) != 0]
-    picks = (normal[: n // 2] + defect[: n - n // 2]) or list(range(min(n, len(labels))))
-    return data.test[picks].permute(0, 2, 3, 1).contiguous()
-
-
-def export_checkpoint(
-    checkpoint: str | Path,
-    out_path: str | Path | None = None,
-    verify_images: torch.Tensor | None = None,
-    n_verify: int = 4,
-) -> Path:
-    """Export a training checkpoint (``model.pt``) to ONNX, verified on real test images of its data."""
-    from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
-
-    checkpoint = Path(checkpoint)
-    model, config, meta = load_model_from_checkpoint(checkpoint)
-    out = Path(out_path) if out_path else checkpoint.with_suffix(".onnx")
-    source = "given images"
-    if verify_images is None:
-        verify_images = _real_images(config, n_verify)
-        source = f"test images of {config.data}/{config.category}" if verify_images is not None else source
-    return export_onnx(
-        model,
-        out,
-        image_size=config.image_size,
-        thresholds=meta.get("thresholds"),
-        meta={
-            "model": config.model,
-            "backbone": config.backbone,
-            "category": config.category,
-            "resize": config.resize,  # predictors place inputs and map results back the same way
-            "metrics": meta.get("metrics") or {},
-            "checkpoint": checkpoint.name,
-        },
-        eval_size=config.eval_size,
-        verify_images=verify_images,
-        verify_source=source,
+    div = next(
+        (n for n in model.graph.node if sub is not None and n.op_type == "Div" and n.input[0] == sub.output[0]), None
     )
+    if sub is None or div is None or "threshold" not in inits:
+        raise ExportError(f"{path}: cannot find the score normalisation (threshold, range) to refit; re-export it")
+    span = max(fitted["score_max"] - fitted["score_min"], _MIN_RANGE)
+    dtype = numpy_helper.to_array(inits["threshold"]).dtype
+    if div.input[1] not in inits:  # the exporter left the range's clamp in the graph: a constant takes its place
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(span, dtype=dtype), "score_range"))
+        div.input[1] = "score_range"
+        _drop_dead_nodes(model.graph)
+        inits = {i.name: i for i in model.graph.initializer}
+    for name, value in (("threshold", fitted["image"]), (div.input[1], span)):
+        inits[name].CopyFrom(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+    tmp = path.with_name(f".{path.name}.thresholds.tmp")
+    try:
+        onnx.save(model, str(tmp))
+        set_metadata(tmp, {"thresholds": json.dumps(fitted, sort_keys=True)})
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return fitted

@@ -1,47 +1,177 @@
-"""What a finished run writes besides its checkpoint: thresholds, summary metrics and the exported models."""
+"""What a finished run writes besides its checkpoint: the exported models, and their thresholds and metrics.
+
+One evaluation path, the artifact's. The trained model is exported to ONNX (provisional constants: the
+thresholds of the training-precision scores), the held-out normal images are scored through the exported
+file with the predictor ``adkd predict``, ``adkd.load`` and the served pyfunc use, the thresholds are fitted
+on those scores and written into the file, and the test split is scored through it: ``thresholds.json``,
+``metrics.json``, the ONNX metadata, the MLflow metrics and the registry all carry the shipped model's
+numbers (``test/...``). The PyTorch scores in the run's own precision (bf16 autocast where native) are
+reported as ``test_torch/...``; a gated int8 model carries its own thresholds and ``test_int8/...``.
+
+Without ``export_onnx`` the file is written to a temporary folder for the evaluation and removed; without
+``export_onnx`` and ``evaluate_test`` (tuning trials) only the training-precision thresholds are fitted.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import torch
 from torch import nn
 
+from adkd.pipelines.evaluate.report import test_metrics, write_json, write_report
 from adkd.pipelines.evaluate.thresholds import Thresholds, fit_thresholds
+from adkd.pipelines.inference.runtime import Runtime
+from adkd.pipelines.inference.torch_scoring import predict
+from adkd.pipelines.train.artifact_steps import (
+    MODEL_FILE,
+    artifact_view,
+    export_model,
+    fit_on_artifact,
+    fit_split,
+    int8_for_run,
+    score_test,
+    validity,
+)
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult, emit
 from adkd.pipelines.train.config import TrainConfig
 from adkd.pipelines.train.loop_state import LoopState
-from adkd.pipelines.train.runtime import Runtime
-from adkd.pipelines.train.steps import predict
 
 
-def fit_run_thresholds(
-    model: nn.Module,
-    val_images: torch.Tensor,
-    train_images: torch.Tensor,
+@dataclass
+class RunOutputs:
+    """A finished run's thresholds, metrics and files (announced after ``model.pt`` is written)."""
+
+    thresholds: Thresholds
+    source: str  # the images the thresholds were fitted on: "validation" or "train"
+    normal_scores: list[float]  # those images' scores, as the shipped model gives them
+    metrics: dict[str, float]
+    files: list[tuple[Path, str]] = field(default_factory=list)
+    onnx_path: Path | None = None
+    int8_path: Path | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def _export_or_fail(
+    scorer: nn.Module, config: TrainConfig, out: Path, thresholds: Thresholds, full: Any, checkpoint: Path
+) -> Path:
+    """``export_model``; any failure is one ExportError naming the checkpoint it was exported from."""
+    from adkd.errors import AdkdError
+    from adkd.pipelines.export.onnx_export import ExportError
+
+    try:
+        return export_model(scorer, config, out, thresholds, full)
+    except AdkdError as exc:
+        raise ExportError(f"ONNX export of {checkpoint} failed: {exc}") from None
+    except Exception as exc:  # onnx/onnxruntime internals or the file system: still a failed export step
+        raise ExportError(f"ONNX export of {checkpoint} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _shipped_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The fp32 file's own figures for its metadata (not the int8 model's)."""
+    return {k: v for k, v in metrics.items() if not k.startswith(("test_int8/", "int8/"))}
+
+
+def finish_run(
+    scorer: nn.Module,
+    data: Any,
     rt: Runtime,
     config: TrainConfig,
     run_dir: Path,
     notes: list[str],
-) -> tuple[Thresholds, str]:
-    """Thresholds on held-out normal images (never the test split), written to thresholds.json; (thresholds, source)."""
-    if len(val_images):
-        fit_images, source = val_images, "validation"
-    else:
-        # Every train/good image was trained on (the paper presets): thresholds come from those same
-        # images, never from the test split; they sit low because the model has seen them.
-        fit_images, source = train_images, "train"
-        notes.append(
-            f"val_fraction=0: thresholds fitted on the {len(fit_images)} training images at quantile "
-            f"{config.threshold_quantile} (optimistic: the model was trained on them; never the test split)"
-        )
-    fit_maps, fit_scores = predict(model, fit_images, rt, config.eval_batch_size)
-    thresholds = fit_thresholds(fit_scores, fit_maps, config.threshold_quantile)
-    info = {"source": source, "images": len(fit_images), "quantile": config.threshold_quantile}
-    (run_dir / "thresholds.json").write_text(json.dumps({**thresholds.to_dict(), **info}, indent=2) + "\n")
-    return thresholds, source
+    extra_metrics: dict[str, float] | None = None,
+    save: Callable[[RunOutputs], Path] | None = None,
+) -> RunOutputs:
+    """Export, fit the thresholds on the export's scores, score the test split through it (module docstring).
+
+    ``save`` writes ``model.pt`` for given outputs; it is called with the training-precision thresholds before
+    the export, so a failed export (an ExportError naming it) leaves the trained model to export again. The
+    caller saves the returned outputs over it.
+    """
+    from adkd.pipelines.export.onnx_export import set_metadata
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = dict(extra_metrics or {})
+    images, paths, source = fit_split(data, config, notes)
+    fit_valid = validity(paths, config, config.eval_size)
+    torch_maps, torch_scores = predict(scorer, images, rt, config.eval_batch_size, fit_valid)
+    provisional = fit_thresholds(torch_scores, torch_maps, config.threshold_quantile, valid=fit_valid)
+    info: dict[str, Any] = {"source": source, "images": len(images), "quantile": config.threshold_quantile}
+    trained = RunOutputs(provisional, source, [float(s) for s in torch_scores.tolist()], dict(metrics))
+    if not (config.export_onnx or config.evaluate_test):
+        info["scored_by"] = f"PyTorch ({rt.describe().split(',')[0]})"
+        write_json(run_dir / "thresholds.json", {**provisional.to_dict(), **info})
+        return trained
+
+    checkpoint = save(trained) if save is not None else run_dir / MODEL_FILE
+    full = artifact_view(data, config)
+    with contextlib.ExitStack() as stack:
+        folder = run_dir
+        if not config.export_onnx:  # evaluated through a file that is not kept
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=run_dir, prefix=".artifact-")))
+        onnx_path = _export_or_fail(scorer, config, folder / "model.onnx", provisional, full, checkpoint)
+        thresholds, normal_scores, info = fit_on_artifact(onnx_path, full, config)
+        write_json(run_dir / "thresholds.json", {**thresholds.to_dict(), **info})
+        out = RunOutputs(thresholds, source, normal_scores, metrics)
+        if config.evaluate_test and len(full.test):
+            maps, scores, valid, own, ms = score_test(onnx_path, full, config)
+            t0 = time.perf_counter()
+            metrics.update({f"test/{k}": v for k, v in own.items()})
+            metrics["test/ms_per_image"] = ms
+            out.files += write_report(run_dir, full, maps, scores, thresholds, valid)
+            test_valid = validity(data.test_paths, config, config.eval_size)
+            t_maps, t_scores = predict(scorer, data.test, rt, config.eval_batch_size, test_valid)
+            metrics.update({f"test_torch/{k}": v for k, v in test_metrics(t_maps, t_scores, data, test_valid).items()})
+            metrics["time/metrics_s"] = time.perf_counter() - t0
+        if config.export_int8 and "onnxruntime" in config.int8_runtimes:
+            int8 = int8_for_run(onnx_path, full, config, test=config.evaluate_test)
+            out.int8_path, out.tags = int8.path, int8.tags
+            metrics.update(int8.metrics)
+            if int8.path is not None:
+                out.files.append((int8.path, "onnx_int8"))
+        if config.export_onnx:  # OpenVINO's int8 and the runtime auto runs (train.runtime_variants)
+            metrics.update(deployment_variants(onnx_path, full, config, out, notes))
+        set_metadata(onnx_path, {"metrics": json.dumps(_shipped_metrics(metrics), sort_keys=True),
+                                 "thresholds_fitted_on": json.dumps(info, sort_keys=True)})  # fmt: skip
+        if config.export_onnx:
+            out.onnx_path = onnx_path
+            out.files.insert(0, (onnx_path, "onnx"))
+    out.files.append((write_json(run_dir / "metrics.json", metrics), "metrics"))
+    return out
+
+
+def deployment_variants(
+    onnx_path: Path, full: Any, config: TrainConfig, out: RunOutputs, notes: list[str]
+) -> dict[str, float]:
+    """OpenVINO's gated int8 (``int8_runtimes``) and the timed choice of ``runtime=auto`` (``time_runtimes``)."""
+    from adkd.pipelines.train.runtime_variants import choose_runtime_for_run, describe_choice, openvino_int8_for_run
+
+    metrics: dict[str, float] = {}
+    if config.export_int8 and "openvino" in config.int8_runtimes:
+        ov = openvino_int8_for_run(onnx_path, full, config, test=config.evaluate_test)
+        out.tags.update(ov.tags)
+        metrics.update(ov.metrics)
+        if ov.path is not None:
+            out.files.append((ov.path, "onnx_int8_openvino"))
+    if config.export_int8 if config.time_runtimes is None else config.time_runtimes:
+        record, timings = choose_runtime_for_run(onnx_path, full, config)
+        metrics.update(timings)
+        notes.append(describe_choice(record))
+    return metrics
+
+
+def publish(outputs: RunOutputs, result: TrainResult, callbacks: Sequence[TrainCallback]) -> None:
+    """The run's exported files into ``result`` and announced to the callbacks (after ``model.pt``)."""
+    result.onnx_path, result.int8_path = outputs.onnx_path, outputs.int8_path
+    result.tags.update(outputs.tags)
+    for path, kind in outputs.files:
+        emit(callbacks, "on_artifact", path, kind)
 
 
 def summary_metrics(state: LoopState, train_s: float, images_seen: int) -> dict[str, float]:
@@ -55,21 +185,3 @@ def summary_metrics(state: LoopState, train_s: float, images_seen: int) -> dict[
     if last_train:
         extra["train/final_loss"] = last_train[-1]
     return extra
-
-
-def export_models(
-    checkpoint: Path, config: TrainConfig, result: TrainResult, callbacks: Sequence[TrainCallback]
-) -> None:
-    """``model.onnx`` beside ``checkpoint``, and the gated int8 model when ``export_int8`` is on; into ``result``."""
-    from adkd.pipelines.export.run_models import int8_for_run, onnx_for_run
-
-    result.onnx_path = onnx_for_run(checkpoint)
-    emit(callbacks, "on_artifact", result.onnx_path, "onnx")
-    if not config.export_int8:
-        return
-    outcome = int8_for_run(checkpoint, result.onnx_path)
-    result.int8_path = outcome.path
-    result.tags.update(outcome.tags)
-    result.metrics.update(outcome.metrics)
-    if outcome.path is not None:
-        emit(callbacks, "on_artifact", outcome.path, "onnx_int8")

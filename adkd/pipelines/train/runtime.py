@@ -1,27 +1,31 @@
-"""How a run computes: device, seeding, the data order of an epoch, RNG state, autocast and tensor placement."""
+"""A run's repeatability: seeding, the data order of an epoch and RNG state.
+
+Device, autocast and tensor placement (``Runtime``) live in ``adkd.pipelines.inference.runtime``, where
+evaluation and export use them too; they are named here as well for the training code.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from adkd.errors import ConfigError
-from adkd.pipelines.train.config import TrainConfig
+from adkd.pipelines.inference.runtime import Runtime, autocast, native_bf16, resolve_device
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA GPU is visible; use --set device=cpu or device=auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+__all__ = [
+    "Runtime",
+    "autocast",
+    "batches",
+    "epoch_order",
+    "native_bf16",
+    "resolve_device",
+    "rng_state",
+    "seed_everything",
+    "set_rng_state",
+]
 
 
 def seed_everything(seed: int) -> None:
@@ -66,59 +70,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on the device when ``enabled``; otherwise nothing."""
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 natively: CUDA, or a CPU reporting avx512_bf16 or AMX tiles."""
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
-@dataclass
-class Runtime:
-    """How tensors are placed and computed for a run."""
-
-    device: torch.device
-    amp: bool
-    channels_last: bool
-
-    @classmethod
-    def from_config(cls, config: TrainConfig) -> Runtime:
-        device = resolve_device(config.device)
-        native = native_bf16(device)
-        amp = native if config.amp is None else config.amp
-        # On CPUs channels-last pays only together with bf16 (benchmarks/cpu_paths.py), so it follows amp there.
-        default_cl = native if device.type == "cuda" else amp
-        channels_last = default_cl if config.channels_last is None else config.channels_last
-        return cls(device=device, amp=amp, channels_last=channels_last)
-
-    def describe(self) -> str:
-        """One line for the run's notes: precision and memory format, and how to change them."""
-        precision = "bf16 autocast" if self.amp else "fp32"
-        layout = "channels-last" if self.channels_last else "contiguous"
-        return f"{precision}, {layout} on {self.device.type} (settings amp, channels_last)"
-
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B,3,H,W] → normalised float on the device (channels_last when asked)."""
-        from adkd.models.preprocess import normalize
-
-        x = normalize(images.to(self.device, non_blocking=True))
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def place(self, model: nn.Module) -> nn.Module:
-        model = model.to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return model

@@ -1,4 +1,7 @@
-"""One training step, inference, the held-out loss, and the optimisers and scheduler of a run."""
+"""One training step, the held-out loss, and the optimisers and scheduler of a run.
+
+Scoring images (maps and image scores) is ``adkd.pipelines.inference``'s.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +39,9 @@ def train_step(
 
     Data-parallel, the gradients of the optimiser's parameters are averaged over the ranks before
     clipping and stepping, so every rank applies the same update. A non-finite loss raises
-    FloatingPointError before the step (on every rank alike). ``teacher``: cached teacher features.
+    FloatingPointError before the step (on every rank alike); on one CUDA device the step does not wait
+    for the loss (a host sync per step idles the GPU while the next batch could be queued), and the caller
+    checks the epoch's loss total instead. ``teacher``: cached teacher features.
     """
     dist = dist or DistContext()
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -49,30 +54,13 @@ def train_step(
         loss = dist.average_gradients(params, loss)
         _check_finite(loss)
     else:
-        _check_finite(loss)
+        if runtime.device.type != "cuda":  # free on CPU, where every op has finished when it returns
+            _check_finite(loss)
         loss.backward()
     if grad_clip_norm:
         torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], grad_clip_norm)
     optimizer.step()
     return loss.detach()
-
-
-def predict(
-    model: nn.Module, images: torch.Tensor, runtime: Runtime, batch_size: int = 32
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Anomaly maps [N,1,H,W] and image scores [N] (float32, CPU) for uint8 images [N,3,H,W]."""
-    model.eval()
-    maps, scores = [], []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            x = runtime.prepare(images[start : start + batch_size])
-            with autocast(runtime.device, runtime.amp):
-                amap, score = model(x)
-            maps.append(amap.float().cpu())
-            scores.append(score.float().cpu())
-    if not maps:
-        return torch.zeros(0, 1, *images.shape[-2:]), torch.zeros(0)
-    return torch.cat(maps), torch.cat(scores)
 
 
 @contextlib.contextmanager
@@ -90,22 +78,33 @@ def loss_mode(model: nn.Module) -> Iterator[None]:
 
 
 def held_out_loss(
-    model: nn.Module, images: torch.Tensor, runtime: Runtime, batch_size: int, seed: int, pretrain: bool = False
+    model: nn.Module,
+    images: torch.Tensor,
+    runtime: Runtime,
+    batch_size: int,
+    seed: int,
+    pretrain: bool = False,
+    teacher: Any | None = None,
 ) -> float | None:
-    """Mean loss over ``images`` without touching BatchNorm statistics or the training RNG stream."""
+    """Mean loss over ``images`` without touching BatchNorm statistics or the training RNG stream.
+
+    ``teacher``: a ``feature_cache.TeacherCache`` over ``images`` (built with ``batch_size``): the frozen
+    teacher's features come from it instead of a forward pass every epoch. One host sync, at the end.
+    """
     if len(images) == 0:
         return None
     devices = [runtime.device] if runtime.device.type == "cuda" else []
-    total, count = 0.0, 0
+    total, count = torch.zeros((), device=runtime.device), 0
     with torch.random.fork_rng(devices=devices), loss_mode(model), torch.no_grad():
         torch.manual_seed(seed)  # the same masks every epoch: comparable numbers
         for start in range(0, len(images), batch_size):
             x = runtime.prepare(images[start : start + batch_size])
+            cached = {} if teacher is None else {"teacher": teacher.batch(torch.arange(start, start + len(x)))}
             with autocast(runtime.device, runtime.amp):
-                loss = model.pretrain_loss(x) if pretrain else model.loss(model(x))
-            total += float(loss) * len(x)
+                loss = model.pretrain_loss(x, **cached) if pretrain else model.loss(model(x, **cached))
+            total += loss.detach().float() * len(x)
             count += len(x)
-    return total / count
+    return float(total) / count
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

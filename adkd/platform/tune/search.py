@@ -49,7 +49,7 @@ class ValidationObjective(NullCallback):
     def on_epoch_model(self, epoch: int, model: Any, runtime: Any, data: Any, config: TrainConfig) -> dict[str, float]:
         from adkd.pipelines.data.synthetic_defects import with_synthetic_defects
         from adkd.pipelines.evaluate.metrics import compute_metrics
-        from adkd.pipelines.train.steps import predict
+        from adkd.pipelines.inference.torch_scoring import predict
 
         if self._labelled is None:
             if len(data.val) == 0:
@@ -293,7 +293,7 @@ def run_tune(
 
     test_metrics: dict[str, float] = {}
     if best.checkpoint:
-        from adkd.pipelines.evaluate.report import evaluate_checkpoint
+        from adkd.pipelines.train.artifacts import evaluate_checkpoint
 
         test_metrics = evaluate_checkpoint(
             best.checkpoint, base.data, base.category, out_dir=Path(best.checkpoint).parent / "test-evaluation"
@@ -321,7 +321,7 @@ def result_from_best(summary: TuneSummary) -> TrainResult | None:
     if not summary.best.checkpoint:
         return None
     from adkd.pipelines.data.fingerprint import data_fingerprint
-    from adkd.pipelines.export import export_checkpoint
+    from adkd.pipelines.train.artifacts import export_checkpoint
 
     ckpt = Path(summary.best.checkpoint)
     data = summary.best_config.get("data")

@@ -42,8 +42,21 @@ def test_explicit_settings_win_over_the_cpu_default(monkeypatch: pytest.MonkeyPa
     assert (rt.amp, rt.channels_last) == (True, True)
 
 
-def test_cuda_counts_as_native_and_other_devices_do_not() -> None:
-    assert native_bf16(torch.device("cuda"))
+@pytest.mark.parametrize(("capability", "native"), [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_cuda_is_native_from_compute_capability_8(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], native: bool
+) -> None:
+    # Turing (7.5) and older emulate bf16; Ampere (8.0) and newer compute it natively.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    assert native_bf16(torch.device("cuda")) is native
+    assert native_bf16(torch.device("cuda:0")) is native
+
+
+def test_other_devices_are_not_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not native_bf16(torch.device("cuda"))
     assert not native_bf16(torch.device("meta"))
 
 

@@ -34,8 +34,10 @@ lock:
 test: install
 	$(BIN)/python -m pytest -q -n 3 --dist loadgroup --timeout 1500 --durations 40 tests
 
+# The fast tier, to run after each edit: no training beyond a single step, no services (those are in
+# tests/integration); two workers, one per core, tests handed out one by one.
 test-unit: install
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -n 2 --dist load tests/unit
 
 lint: install
 	$(BIN)/ruff check adkd tests benchmarks

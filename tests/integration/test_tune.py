@@ -31,7 +31,7 @@ def test_tune_four_trials_tracked_and_only_best_sees_test(synth_root: Path, tmp_
     env.pop("RAY_ADDRESS")
     # The two-term loss, so both λ and α are searched (mrkd's paper loss has no α).
     cmd = [ADKD, "tune", "--data", str(synth_root), "--category", "disc", "--model", "mrkd",
-           "--num-samples", "4", "--epochs", "2", "--max-concurrent", "2", "--set", "image_size=64",
+           "--num-samples", "4", "--epochs", "1", "--max-concurrent", "2", "--set", "image_size=64",
            "--set", "model_options.loss=two_term",
            "--experiment-name", "tuned", "--run-name", "lambda-search"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)

@@ -53,13 +53,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "PYTHONPATH": str(REPO),
         "MLFLOW_TRACKING_URI": uri,
         "ADKD_RUNS_DIR": str(tmp / "runs"),
-        "ADKD_EXPERIMENT": "bench-test",
     }
     env.pop("RAY_ADDRESS", None)
+    env.pop("ADKD_EXPERIMENT", None)
     cmd = [
         *(sys.executable, "-m", "adkd.cli.main", "benchmark", "grid.toml", "--data", "data"),
         *("--num-cpus", "2", "--cpus-per-worker", "0.5", "--out", "report", "--register", "best"),
-        *("--promote", "staging"),
+        *("--promote", "staging", "--experiment-name", "bench-test", "--run-name", "bench-grid"),
     ]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=840)
     if proc.returncode != 0:
@@ -101,6 +101,7 @@ def test_four_child_runs_under_one_parent_with_the_report_as_artifacts(run: dict
     parents = [r for r in runs if r.data.tags.get("command") == "benchmark"]
     assert len(parents) == 1
     parent = parents[0]
+    assert parent.data.tags["mlflow.runName"] == "bench-grid"  # --run-name (the experiment: --experiment-name)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     pairs = sorted((r.data.tags["benchmark_row"], r.data.tags["category"]) for r in children)
     assert pairs == sorted((row, c) for row in ROWS for c in CATEGORIES)

@@ -63,7 +63,7 @@ def _resolve_version(name: str, alias: str, tracking_uri: str, cache_dir: Path) 
         except MlflowException:
             raise ConfigError(
                 f"no version of {name} holds the alias '{alias}'; promote one with "
-                f"`adkd registry promote {name.removeprefix('adkd-')} --version N --to {alias}`"
+                f"`adkd registry promote {name} --version N --to {alias}`"
             ) from None
     except ConfigError:
         raise

@@ -349,8 +349,15 @@ def promote(
         previous = (model.aliases or {}).get(alias)
         previous = str(previous) if previous is not None else None
         if previous == cand:
+            # --best: the numbers that picked it, which are worth showing even when nothing changes.
             return PromotionResult(
-                name, alias, previous, previous, "unchanged", metrics=version_metrics(client, candidate)
+                name,
+                alias,
+                previous,
+                previous,
+                "unchanged",
+                metrics=version_metrics(client, candidate),
+                comparison=comparison,
             )
         record = {
             "action": "promote",
@@ -386,8 +393,7 @@ def promote(
         client.set_registered_model_tag(name, f"{alias}.history", json.dumps(history))
         client.set_registered_model_tag(name, f"{alias}.previous", previous or "")
         _audit(client, name, cand, record)
-    used = comparison if gated and previous is not None else None
-    return PromotionResult(name, alias, cand, previous, "promoted", force, cand_metrics, prev_metrics, used)
+    return PromotionResult(name, alias, cand, previous, "promoted", force, cand_metrics, prev_metrics, comparison)
 
 
 def best_version(

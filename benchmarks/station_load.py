@@ -125,7 +125,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"`adkd station disc/1` (one uvicorn process, SQLite verdict log, flagged parts and "
             f"{100 * meta['keep_passed']:.0f} % of passed ones kept in a folder), {meta['image_size']} px PNG "
             f"images, {meta['clients']} clients x {meta['per_client']} uploads to POST /api/inspect, one image "
-            f"per upload; {meta['machine']}, load average {meta['loadavg']} at start. Round trip: the client's "
+            f"per upload; {meta['machine']}, load average {meta['loadavg']} at start, {meta['loadavg_end']} at the end "
+            "(other work shared the machine). Round trip: the client's "
             "time for one upload; station: decode + score, as the verdict log records it.",
             "",
             "| uploads | errors | rows logged | round trip p50 ms | p90 ms | p99 ms | max ms | station p50 ms "
@@ -169,6 +170,7 @@ def main() -> None:
         from PIL import Image
 
         size = "x".join(str(v) for v in Image.open(files[0]).size)
+        load_before = os.getloadavg()
         load = run_load(f"http://127.0.0.1:{port}/api/inspect", images, args.clients, args.uploads, args.warmup)
     finally:
         station.terminate()
@@ -183,7 +185,8 @@ def main() -> None:
         "per_client": args.uploads,
         "keep_passed": args.keep_passed,
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
-        "loadavg": " / ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "loadavg": " / ".join(f"{v:.1f}" for v in load_before),
+        "loadavg_end": " / ".join(f"{v:.1f}" for v in os.getloadavg()),
     }
     expected = args.warmup + load["ok"]
     result = {"meta": meta, "load": load, "rows_logged": rows, "rows_expected": expected}

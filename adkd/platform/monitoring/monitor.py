@@ -11,16 +11,30 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from adkd.errors import ConfigError, DataError
 from adkd.platform.monitoring.statistics import Bucket, Check, Stats, checks, measure, over_time
-from adkd.platform.station.log import VerdictLog, utcnow
 
 EXPERIMENT = "adkd-monitoring"
 METRIC_PREFIX = "monitor/"
+
+
+class VerdictSource(Protocol):
+    """What monitoring reads: the station's verdict log (``adkd.platform.station.log.VerdictLog``)."""
+
+    url: str
+
+    def verdicts(self, category: str, since: datetime | None = None) -> list[dict[str, Any]]: ...
+
+    def model(self, name: str, version: str) -> dict[str, Any] | None: ...
+
+
+def utcnow() -> datetime:
+    """Now in UTC, naive, as the verdict log stores times."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -55,7 +69,7 @@ class MonitorOutcome:
 
 
 def monitor_category(
-    log: VerdictLog,
+    log: VerdictSource,
     category: str,
     bounds: Any,
     *,

@@ -25,10 +25,11 @@ class ModelSpec:
     category: str
     alias: str | None = DEFAULT_ALIAS
     version: str | None = None
+    name: str | None = None  # the registered model; None: the default name of the category (adkd-<category>)
 
     @property
     def reference(self) -> str:
-        name = registered_name(self.category)
+        name = self.name or registered_name(self.category)
         return f"models:/{name}/{self.version}" if self.version else f"models:/{name}@{self.alias}"
 
     def __str__(self) -> str:
@@ -99,7 +100,10 @@ def discover(tracking_uri: str, alias: str = DEFAULT_ALIAS) -> list[ModelSpec]:
 
     client = client_for(tracking_uri)
     found = [m for m in registered_models(client) if alias in (m.aliases or {})]
-    return [ModelSpec(m.name.removeprefix("adkd-"), alias) for m in found]
+    # The category is the model's tag (a name template may say more than adkd-<category>).
+    return [
+        ModelSpec((m.tags or {}).get("category") or m.name.removeprefix("adkd-"), alias, name=m.name) for m in found
+    ]
 
 
 def _registry_facts(tracking_uri: str, name: str, version: str) -> dict[str, Any]:

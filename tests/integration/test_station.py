@@ -440,3 +440,34 @@ def test_kept_images_on_s3(s3_bucket: str, s3_env: str, tmp_path: Path) -> None:
     assert "Contents" not in boto3.client("s3", endpoint_url=s3_env).list_objects_v2(Bucket=s3_bucket)
     with pytest.raises(ValueError):
         store.put("../outside.png", b"x")
+
+
+def test_a_watched_folder_is_inspected_once_per_file(
+    line: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--watch: files are inspected when they stop growing, once, and not again after a restart."""
+    from adkd.platform.station.server import build_station
+    from adkd.platform.station.watch import FolderWatcher
+    from adkd.settings import load_settings
+
+    monkeypatch.chdir(line["work"])
+    for key in ("MLFLOW_TRACKING_URI", "ADKD_CACHE_DIR"):
+        monkeypatch.setenv(key, line["env"][key])
+    monkeypatch.setenv("ADKD_RUNS_DIR", str(tmp_path / "runs"))  # a log of its own
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    for src in sorted((line["line"] / "disc" / "train" / "good").glob("*.png"))[:3]:
+        shutil.copy(src, camera / src.name)
+    (camera / ".partial.png").write_bytes(b"\x89PNG")  # a camera's temporary file: ignored
+    station = build_station(load_settings(), [])
+    try:
+        watcher = FolderWatcher(station, "disc", camera)
+        assert watcher.poll() == 0  # first sight: sizes noted, nothing inspected until they stop changing
+        assert watcher.poll() == 3 and watcher.poll() == 0
+        rows = station.log.verdicts("disc")
+        assert len(rows) == 3 and {r["source"] for r in rows} == {"watch"}
+        restarted = FolderWatcher(station, "disc", camera)
+        restarted.poll()
+        assert restarted.poll() == 0 and len(station.log.verdicts("disc")) == 3
+    finally:
+        station.log.close()

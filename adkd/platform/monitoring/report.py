@@ -10,6 +10,7 @@ import base64
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader
@@ -49,24 +50,20 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def _png(fig: object) -> str:
-    import matplotlib.pyplot as plt
-
+def _png(fig: Any) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")  # type: ignore[attr-defined]
-    plt.close(fig)  # type: ignore[arg-type]
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def plots(o: MonitorOutcome) -> list[tuple[str, str]]:
     """(title, base64 PNG) for the score distribution and the statistics over time."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # Figure objects, not pyplot: the station draws these for concurrent requests, and pyplot's state is global.
+    from matplotlib.figure import Figure
 
     out = []
-    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    fig = Figure(figsize=(7.5, 3.0))
+    ax = fig.subplots()
     values = np.asarray(o.scores + o.normals, dtype=float)
     bins = np.histogram_bin_edges(values, bins=min(30, max(5, len(values) // 3))) if len(values) else 10
     if o.normals:
@@ -80,7 +77,8 @@ def plots(o: MonitorOutcome) -> list[tuple[str, str]]:
 
     if o.buckets:
         times = [b.end for b in o.buckets]
-        fig, axes = plt.subplots(2, 2, figsize=(10, 5.5), sharex=True)
+        fig = Figure(figsize=(10, 5.5))
+        axes = fig.subplots(2, 2, sharex=True)
         ax = axes[0][0]
         ax.plot(times, [b.flag_rate for b in o.buckets], marker="o", label="flag rate")
         if o.stats.expected_flag_rate is not None:

@@ -113,3 +113,24 @@ def test_over_time_buckets_cover_every_verdict() -> None:
     assert sum(b.n for b in buckets) == 40 and len(buckets) == 8
     assert buckets[0].flag_rate == 0.0 and buckets[-1].flag_rate == 1.0
     assert buckets[-1].ks_statistic == pytest.approx(1.0)
+
+
+def test_the_report_is_one_self_contained_html_file(tmp_path) -> None:
+    import re
+
+    from adkd.platform.monitoring.monitor import MonitorOutcome
+    from adkd.platform.monitoring.report import write_report
+
+    rng = np.random.default_rng(1)
+    normals = rng.normal(1.0, 0.1, 40).tolist()
+    rows = _rows(rng.normal(1.4, 0.1, 30), 1.2)
+    stats = measure(rows, normals, 1.2, 0.99)
+    outcome = MonitorOutcome("disc", "adkd-disc", "3", T0, T0 + timedelta(hours=1), stats,
+                             checks(stats, MonitorSettings()), over_time(rows, normals), normals,
+                             [r["score"] for r in rows], 1.2, 0.99, "validation")  # fmt: skip
+    path = write_report(outcome, tmp_path / "r" / "report.html")
+    html = path.read_text()
+    assert "adkd-disc v3" in html and "bound crossed" in html and 'data-statistic="ks_pvalue"' in html
+    assert len(re.findall(r'src="data:image/png;base64,', html)) == 2
+    assert not re.findall(r'(?:src|href)="(?!data:)', html)  # nothing fetched from anywhere
+    assert [p.name for p in path.parent.iterdir()] == ["report.html"]

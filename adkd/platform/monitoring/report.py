@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,9 @@ def _num(value: float | None) -> str:
 
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    with warnings.catch_warnings():  # tick-locator notices over short spans: adkd's output stays its own
+        warnings.simplefilter("ignore", UserWarning)
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -75,7 +78,7 @@ def plots(o: MonitorOutcome) -> list[tuple[str, str]]:
     ax.legend(fontsize=8)
     out.append(("Image scores: production against the validation normals", _png(fig)))
 
-    if o.buckets:
+    if len(o.buckets) > 1:  # one stretch of time has no "over time" to draw
         times = [b.end for b in o.buckets]
         fig = Figure(figsize=(10, 5.5))
         axes = fig.subplots(2, 2, sharex=True)

@@ -28,6 +28,7 @@ def _training_experiment(runs_dir: Path) -> str:
     """An adkd-style experiment with one finished training run in the embedded store; its id."""
     from mlflow import MlflowClient
 
+    from adkd.platform.tracking.datasets import dataset_input
     from adkd.platform.tracking.labels import experiment_tags
 
     runs_dir.mkdir(parents=True)
@@ -37,6 +38,8 @@ def _training_experiment(runs_dir: Path) -> str:
     )
     run = client.create_run(experiment, tags={"mlflow.runName": "stfpm-disc"})
     client.log_metric(run.info.run_id, "test/image_auroc", 0.9)
+    # As a tracked training logs its data set: the runs table's Dataset column shows it.
+    client.log_inputs(run.info.run_id, datasets=[dataset_input(str(runs_dir.parent / "synth"), "disc", "0123abcd" * 8)])
     client.set_terminated(run.info.run_id)
     return experiment
 
@@ -80,6 +83,7 @@ def test_ui_prints_its_own_lines_and_its_link_opens_the_training_runs(tmp_path: 
         browser.get(link)
         text = _page_text(browser, "1 matching run")
         assert "stfpm-disc" in text and "1 matching run" in text, text[:2000]
+        assert "synth (0123abcd0123)" in text, text[:2000]  # the Dataset column: name (adkd's fingerprint)
         assert "Token Usage" not in text and "Detect Issues" not in text, text[:2000]  # not the GenAI overview
         assert f"#/experiments/{experiment}/runs" in browser.current_url
         assert browser.execute_script("return localStorage.getItem('mlflow.workflowType_v1')") == '"machine_learning"'

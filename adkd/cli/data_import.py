@@ -63,7 +63,7 @@ def feedback(
     from adkd.settings import load_settings
 
     settings = load_settings(config_file)
-    log = VerdictLog(settings.station.db_url or default_url(settings.runs_dir))
+    log = VerdictLog(settings.station.db_url or default_url(settings.runs_dir), create=False)
     try:
         store = open_store(settings.station.store, settings.runs_dir, settings.s3_endpoint_url)
         result = import_feedback(

@@ -50,7 +50,7 @@ def monitor(
     bounds = settings.monitor if hours is None else settings.monitor.model_copy(update={"window_hours": hours})
     if hours is not None and hours <= 0:
         raise ConfigError(f"--hours {hours}: use a positive number of hours")
-    log = VerdictLog(settings.station.db_url or default_url(settings.runs_dir))
+    log = VerdictLog(settings.station.db_url or default_url(settings.runs_dir), create=False)
     try:
         outcome = monitor_category(log, category, bounds, since=_since(since), version=version)
     finally:

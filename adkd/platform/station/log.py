@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from adkd.errors import ConfigError, ServiceError
+from adkd.errors import ConfigError, DataError, ServiceError
 from adkd.platform.tracking.redaction import redact_uri
 
 DB_FILE = "station.db"
@@ -138,11 +138,18 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class VerdictLog:
     """The station's database: verdicts, feedback and the served models' monitoring references."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
+        """``create=False`` (readers: ``adkd monitor``, the feedback import): a missing SQLite file is an error."""
         self.url = url
         shown = redact_uri(url)
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(url.removeprefix("sqlite:///"))
+            if not create and not path.is_file():
+                raise DataError(
+                    f"there is no station database at {path}; inspect images with `adkd station` first "
+                    "(or point station.db_url / ADKD_STATION_DB_URL at the station's)"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
             kwargs: dict[str, Any] = {"pool_pre_ping": True}
             if url.startswith("sqlite"):

@@ -118,6 +118,9 @@ def test_verdict_log_rows_feedback_and_counts(tmp_path: Path) -> None:
 def test_a_database_url_that_cannot_work_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="station database URL"):
         VerdictLog("nosuchdialect://x/y")
+    with pytest.raises(DataError, match="no station database"):  # readers never create an empty one
+        VerdictLog(f"sqlite:///{tmp_path / 'none' / 'station.db'}", create=False)
+    assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.parametrize(

@@ -166,7 +166,7 @@ def create_app(station: Station, settings: Any) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     async def index(request: Request, feedback: int | None = None) -> Response:
         notice = f"feedback stored for verdict {feedback}" if feedback else None
-        return page(request, "inspect.html", **index_context(notice=notice))
+        return page(request, "inspect.html", **await run_in_threadpool(index_context, notice=notice))
 
     async def read_uploads(request: Request) -> tuple[str, list[tuple[str | None, bytes]], list[str]]:
         try:
@@ -202,11 +202,12 @@ def create_app(station: Station, settings: Any) -> FastAPI:
         try:
             category, files, errors = await read_uploads(request)
         except AdkdError as exc:
-            return page(request, "inspect.html", status=400, **index_context(errors=[str(exc)]))
+            context = await run_in_threadpool(index_context, errors=[str(exc)])
+            return page(request, "inspect.html", status=400, **context)
         results, failed = await inspect_all(category, files)
         errors += failed
         status = 200 if results or not errors else 400
-        context = index_context(errors=errors, results=[_result_view(r) for r in results])
+        context = await run_in_threadpool(index_context, errors=errors, results=[_result_view(r) for r in results])
         if category in station.models:
             context["category"] = category
         return page(request, "inspect.html", status=status, **context)
@@ -269,22 +270,21 @@ def create_app(station: Station, settings: Any) -> FastAPI:
         body = await run_in_threadpool(fragment, outcome)
         return HTMLResponse(PAGE.render(o=outcome, style=STYLE, body=body))
 
+    # Plain functions: FastAPI runs them in its thread pool, so the database and the store never block the loop.
     @app.get("/images/{verdict_id}/{kind}")
-    async def image(request: Request, verdict_id: int, kind: str) -> Response:
-        row = station.log.verdict(verdict_id)
-        key = (
-            (row or {}).get("overlay_key" if kind == "overlay" else "image_key")
-            if kind in ("overlay", "image")
-            else None
-        )
-        if not key:
-            return message(request, f"verdict {verdict_id} has no kept {kind}", 404)
-        data = await run_in_threadpool(station.store.get, key)
-        kind_type = _CONTENT_TYPES.get(key.rsplit(".", 1)[-1], "application/octet-stream")
-        return Response(data, media_type=kind_type)
+    def image(request: Request, verdict_id: int, kind: str) -> Response:
+        row = station.log.verdict(verdict_id) if kind in ("overlay", "image") else None
+        key = (row or {}).get("overlay_key" if kind == "overlay" else "image_key")
+        try:
+            data = station.store.get(key) if key else None
+        except (OSError, AdkdError):
+            data = None
+        if data is None or key is None:
+            return message(request, f"verdict {verdict_id} has no kept {kind[:20]}", 404)
+        return Response(data, media_type=_CONTENT_TYPES.get(key.rsplit(".", 1)[-1], "application/octet-stream"))
 
     @app.get("/api/verdicts")
-    async def verdicts(category: str | None = None, limit: int = 100) -> Response:
+    def verdicts(category: str | None = None, limit: int = 100) -> Response:
         rows = station.log.recent(category, limit=max(1, min(limit, 1000)))
         for row in rows:
             for key in ("created_at", "feedback_at"):

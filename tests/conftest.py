@@ -26,6 +26,7 @@ RAY_MODULES = frozenset(
         "test_benchmark.py",
         "test_gpu_paths.py",
         "test_multinode.py",
+        "test_tiling_positions.py",
     }
 )
 

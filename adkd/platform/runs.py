@@ -177,7 +177,7 @@ def train_positions(
     def run_configs(configs: Sequence[TrainConfig], **options: Any) -> AllCategoriesResult:
         return train_configs(configs, settings, plan or RayPlan(), **options)
 
-    return train_per_position(config, callbacks, ray_position_trainer(run_configs))
+    return train_per_position(config, callbacks, ray_position_trainer(run_configs, callbacks))
 
 
 def resume_path(config: TrainConfig) -> tuple[Path | None, str | None]:

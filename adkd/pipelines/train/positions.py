@@ -62,7 +62,7 @@ def position_configs(config: TrainConfig, run_dir: Path) -> list[TrainConfig]:
     ]
 
 
-class _Relay(NullCallback):
+class PositionRelay(NullCallback):
     """A position job's epoch metrics passed on under ``posNNN/`` (the assembled run logs every position)."""
 
     def __init__(self, callbacks: Sequence[TrainCallback], position: int) -> None:
@@ -76,7 +76,7 @@ def sequential_trainer(train_one: Callable[..., TrainResult], callbacks: Sequenc
     """The position jobs one after another in this process, their epochs relayed to ``callbacks``."""
 
     def run(configs: list[TrainConfig]) -> list[TrainResult]:
-        return [train_one(c, [_Relay(callbacks, p)]) for p, c in enumerate(configs)]
+        return [train_one(c, [PositionRelay(callbacks, p)]) for p, c in enumerate(configs)]
 
     return run
 

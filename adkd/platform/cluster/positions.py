@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from adkd.pipelines.train.callbacks import TrainResult
+from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
+from adkd.pipelines.train.positions import PositionRelay
 from adkd.platform.cluster.listeners import RunListener
 from adkd.platform.cluster.worker import Event
 
@@ -28,11 +29,16 @@ def position_key(config: TrainConfig) -> str:
 
 
 class PositionTimes(RunListener):
-    """When each run started (its first worker event) and ended (its done or failed event), driver time."""
+    """When each run started (its first worker event) and ended (its done or failed event), driver time; each
+    position's epochs relayed to ``callbacks`` (the assembled run's) under ``posNNN/``."""
 
-    def __init__(self) -> None:
+    def __init__(self, callbacks: Sequence[TrainCallback] = ()) -> None:
+        self.callbacks = callbacks
         self.started: dict[str, float] = {}
         self.ended: dict[str, float] = {}
+
+    def callback(self, key: str) -> TrainCallback:
+        return PositionRelay(self.callbacks, int(key.rsplit("-pos", 1)[1]))
 
     def event(self, event: Event) -> None:
         key, kind, now = event.get("category", ""), event.get("kind"), time.time()
@@ -58,14 +64,15 @@ class PositionTimes(RunListener):
 class RayPositionTrainer:
     """A ``PositionTrainer`` (``adkd.pipelines.train.tiled``) that trains the positions at once on Ray."""
 
-    def __init__(self, run_configs: RunConfigs) -> None:
+    def __init__(self, run_configs: RunConfigs, callbacks: Sequence[TrainCallback] = ()) -> None:
         self.run_configs = run_configs
+        self.callbacks = callbacks
         self.notes: list[str] = []
 
     def __call__(self, configs: list[TrainConfig]) -> list[TrainResult]:
         keys = [position_key(c) for c in configs]
         folder = Path(configs[0].out_dir).parent  # <run_dir>/positions
-        times = PositionTimes()
+        times = PositionTimes(self.callbacks)
         outcome = self.run_configs(configs, listeners=[times], keys=keys, runs_dir=folder)
         at_once = times.most_at_once()
         summary = {
@@ -84,11 +91,10 @@ class RayPositionTrainer:
         return list(outcome.results)
 
 
-def ray_position_trainer(run_configs: RunConfigs) -> RayPositionTrainer:
-    return RayPositionTrainer(run_configs)
+def ray_position_trainer(run_configs: RunConfigs, callbacks: Sequence[TrainCallback] = ()) -> RayPositionTrainer:
+    return RayPositionTrainer(run_configs, callbacks)
 
 
 def is_per_position(config: TrainConfig) -> bool:
     """A per-position category to split into position runs (not one position job itself)."""
     return config.tiling.mode == "per_position" and config.tiling.position is None
-

@@ -5,6 +5,7 @@ Short runs (64 px, a few epochs, one thread) so the suite stays within the CI bu
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -79,6 +80,11 @@ def test_varying_non_square_sizes_train_with_the_gate_on(kolektor_like: Path, tm
         ratios.append(float(pred.anomaly_map[box].mean() / pred.anomaly_map[~box].mean()))
     # Each map, mapped back to its image, is highest on that image's drawn defect.
     assert min(ratios) > INSIDE_OVER_OUTSIDE, ratios
+    # The run scored its test images as the served model does (letterbox: the padding is left out of the score).
+    with (result.run_dir / "scores.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    served = OnnxPredictor(result.onnx_path).predict([row["path"] for row in rows])
+    np.testing.assert_array_equal([float(row["score"]) for row in rows], np.float32([p.score for p in served]))
 
 
 def _adkd(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

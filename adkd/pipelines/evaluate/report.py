@@ -48,6 +48,9 @@ def test_metrics(
     return {k: float(v) for k, v in compute_metrics(maps, scores, masks, data.test_labels, valid=valid).items()}
 
 
+test_metrics.__test__ = False  # type: ignore[attr-defined]  # a library function, not a test pytest should collect
+
+
 def write_json(path: Path, values: dict) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")

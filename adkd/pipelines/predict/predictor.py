@@ -8,6 +8,7 @@ export metadata, so the runtimes cannot drift apart.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,29 @@ class Predictor:
         """Raw outputs for a uint8 [B, S, S, 3] batch: maps [B, S, S], scores [B], normalised [B]."""
         raise NotImplementedError
 
+    def run_placed(
+        self, batch: np.ndarray, placements: Sequence[Placement]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``run``, each image's score read where its ``placement`` put the image: letterbox padding is no evidence.
+
+        A padded image's score is its map's max over the image area (``adkd.pipelines.inference.validity``, as
+        training scored it), normalised with the model's stored thresholds as the graph normalises.
+        """
+        maps, scores, norms = self.run(batch)
+        if self.resize != "letterbox":
+            return maps, scores, norms
+        from adkd.pipelines.inference.validity import valid_mask
+
+        thresholds = self.meta.get("thresholds") or {}
+        span = max(float(thresholds.get("score_max", 1.0)) - float(thresholds.get("score_min", 0.0)), 1e-12)
+        scores, norms = scores.copy(), norms.copy()
+        for i, where in enumerate(placements):
+            valid = valid_mask(where, self.crop)
+            if not valid.all():
+                scores[i] = maps[i][valid].max()
+                norms[i] = np.clip((scores[i] - float(thresholds.get("image", 0.0))) / span + 0.5, 0.0, 1.0)
+        return maps, scores, norms
+
     def load(self, source: str | Path | np.ndarray | Image.Image) -> Loaded:
         """Decode ``source`` and make the model's input from it exactly as training did (``resize`` policy)."""
         from adkd.pipelines.data.images import open_image, to_uint8
@@ -149,7 +173,7 @@ class Predictor:
     def predict_loaded(self, loaded: list[Loaded], sources: list[str]) -> list[Prediction]:
         """Run the model on images from ``load`` and map each anomaly map back to its original's size."""
         batch = np.stack([item.model_input for item in loaded])
-        maps, scores, norms = self.run(batch)
+        maps, scores, norms = self.run_placed(batch, [item.placement for item in loaded])
         out = []
         for i, item in enumerate(loaded):
             score = float(scores[i])

@@ -201,7 +201,8 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             batch = np.stack([_decode(img, self.image_size, self.resize)[0] for img, _ in chunk])
-            maps, scores, norms = self.predictor.run(batch)
+            places = [placement(img.width, img.height, self.image_size, self.resize) for img, _ in chunk]
+            maps, scores, norms = self.predictor.run_placed(batch, places)  # letterbox padding is no evidence
             for i, (img, converted) in enumerate(chunk):
                 norm = float(norms[i])
                 row = {
@@ -212,8 +213,7 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
                     "resized": converted or img.size != (self.image_size, self.image_size),
                 }
                 if return_maps:  # at the input image's own size
-                    where = placement(img.width, img.height, self.image_size, self.resize)
-                    amap = unfit(maps[i], where, self.crop)
+                    amap = unfit(maps[i], places[i], self.crop)
                     row["anomaly_map"] = amap.tolist()
                 rows.append(row)
         return pd.DataFrame(rows)

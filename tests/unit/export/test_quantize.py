@@ -202,3 +202,24 @@ def test_config_schemes_are_the_quantizer_schemes() -> None:
 
     assert set(typing.get_args(Int8Scheme)) == set(INT8_SCHEMES)
     assert TrainConfig.model_fields["int8_scheme"].default == DEFAULT_INT8_SCHEME in INT8_SCHEMES
+
+
+def test_image_level_int8_metrics_have_no_pixel_figures(fp32: Path, tmp_path: Path) -> None:
+    from adkd.pipelines.data.dataset import CategoryData
+    from adkd.pipelines.train.artifact_steps import int8_for_run
+    from adkd.pipelines.train.config import TrainConfig
+
+    nchw = torch.from_numpy(_validation(16)).permute(0, 3, 1, 2).contiguous()
+    full = CategoryData(
+        category="parts", train=nchw[:2], val=nchw[:8], test=nchw[8:], test_masks=torch.zeros(8, 1, SIZE, SIZE),
+        test_labels=torch.tensor([0, 1] * 4), test_defects=["good", "bad"] * 4, test_paths=[Path("x.png")] * 8,
+        train_paths=[], val_paths=[Path("v.png")] * 8, has_masks=False,
+    )  # fmt: skip
+    config = TrainConfig(category="parts", data=str(tmp_path), model="stfpm", image_size=SIZE, num_threads=1)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(fp32.read_bytes())
+    outcome = int8_for_run(model, full, config, enforce_gate=False)
+    assert outcome.path is not None and outcome.path.is_file()
+    assert {"test_int8/image_auroc", "test_int8/f1_max"} <= set(outcome.metrics)
+    assert not [k for k in outcome.metrics if k.startswith("test_int8/") and ("pixel" in k or "aupro" in k)]
+    assert set(read_metadata(outcome.path)["metrics"]) == {"test/image_auroc", "test/f1_max"}

@@ -9,8 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from adkd.errors import ConfigError
 from adkd.pipelines.data.gate import GateOptions
-
-Int8Scheme = Literal["qdq-s8s8", "qdq-u8s8", "qop-u8s8"]  # the keys of quantize.INT8_SCHEMES
+from adkd.pipelines.export.schemes import DEFAULT_INT8_SCHEME, Int8Scheme
 
 
 class OptimizerConfig(BaseModel):
@@ -113,7 +112,7 @@ class TrainConfig(BaseModel):
     export_int8: bool = Field(False, description="Also export the gated int8 ONNX model for CPU inference.")
     # qdq-u8s8: the fastest on an AVX512-VNNI Xeon with the same accuracy (benchmarks/int8_variants.py).
     int8_scheme: Int8Scheme = Field(
-        "qdq-u8s8", description="ONNX Runtime quantization layout of the int8 model (adkd.pipelines.export.quantize)."
+        DEFAULT_INT8_SCHEME, description="ONNX Runtime quantization layout of the int8 model (export.schemes)."
     )
     early_stopping: int = Field(0, ge=0, description="Patience in epochs on validation loss; 0 = off.")
     keep: Literal["last", "best_val_loss"] = "last"
@@ -135,6 +134,11 @@ class TrainConfig(BaseModel):
             raise ValueError("keep=best_val_loss and early_stopping need validation images: set val_fraction > 0")
         if self.export_int8 and not self.export_onnx:
             raise ValueError("export_int8=true quantizes model.onnx: set export_onnx=true too")
+        if self.export_int8 and self.val_fraction == 0:
+            raise ValueError(
+                "export_int8=true calibrates and gates the int8 model on validation images: set val_fraction > 0 "
+                "(e.g. 0.2)"
+            )
         if self.tiling.enabled and self.crop_size is not None:
             raise ValueError("crop_size and tiling.tile_size do not combine: tiles cover the whole image")
         return self

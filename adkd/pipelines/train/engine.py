@@ -10,9 +10,10 @@ Data-parallel: when ``torch.distributed`` is initialised with several ranks (Ray
 ranks train on disjoint shards with averaged gradients and rank 0 alone validates, evaluates and
 writes files (see ``adkd.pipelines.train.distributed``). ``batch_size`` is per rank.
 
-The parts: ``runtime`` (device, seeds, epoch order), ``steps`` (one step, inference, optimisers),
-``loop_state`` (what ``last.pt`` holds, resume checks), ``outputs`` (thresholds, exported models),
-``adkd.pipelines.evaluate.report`` (the test split); this module runs them in order.
+The parts: ``runtime`` (seeds, epoch order), ``adkd.pipelines.inference`` (device, precision, scoring),
+``steps`` (one step, the held-out loss, optimisers), ``loop_state`` (what ``last.pt`` holds, resume checks),
+``outputs`` (the exported models, and the thresholds and test metrics scored through them); this module runs
+them in order.
 """
 
 from __future__ import annotations
@@ -196,6 +197,10 @@ class _Run:
         )  # fmt: skip
         if len(self.data.train) < 2:
             raise ConfigError(f"category '{cfg.category}' in {root} has {len(self.data.train)} training images")
+        if cfg.export_int8:  # refused now, not after the last epoch
+            from adkd.pipelines.export.int8_gate import require_validation_images
+
+            require_validation_images(len(self.data.val))
         if len(self.data.train) // self.dist.world_size < 2:
             raise ConfigError(
                 f"category '{cfg.category}' has {len(self.data.train)} training images: too few for "

@@ -22,6 +22,7 @@ from onnx import numpy_helper
 
 import adkd
 from adkd.pipelines.data.synthetic_dataset import synthesize
+from adkd.pipelines.evaluate.report import METRIC_TOLERANCE, SCORE_TOLERANCE
 from adkd.pipelines.export import read_metadata
 from adkd.pipelines.export.quantize import QuantizationRefused, quantize_onnx
 from adkd.pipelines.train.artifact_steps import run_data
@@ -87,6 +88,12 @@ def test_every_place_shows_the_exported_models_numbers(
     # adkd evaluate of the file: the same numbers, whatever precision trained it.
     again = evaluate_checkpoint(run.checkpoint_path, str(data), "weave", tmp_path / "eval")
     assert {k: again[k] for k in KEYS} == {k: run.metrics[k] for k in KEYS}
+    # Another runtime's kernels (as another host's would) stay within the stated tolerance.
+    other = evaluate_checkpoint(run.onnx_path, str(data), "weave", tmp_path / "eval-ov", runtime="openvino")
+    for key in KEYS:
+        assert other[key] == pytest.approx(run.metrics[key], abs=METRIC_TOLERANCE), key
+    ours, theirs = (_csv_scores(tmp_path / name / "scores.csv") for name in ("eval", "eval-ov"))
+    np.testing.assert_allclose(theirs, ours, rtol=SCORE_TOLERANCE)
 
     # adkd.load(...).predict and scores.csv: the same scores and verdicts, image by image.
     with (run.run_dir / "scores.csv").open() as fh:
@@ -107,6 +114,11 @@ def test_every_place_shows_the_exported_models_numbers(
     with (tmp_path / "pred" / "predictions.csv").open() as fh:
         verdicts = {Path(r["image"]).resolve(): r["verdict"] for r in csv.DictReader(fh)}
     assert [verdicts[Path(r["path"]).resolve()] == "anomalous" for r in rows] == [p.anomalous for p in preds]
+
+
+def _csv_scores(path: Path) -> np.ndarray:
+    with path.open() as fh:
+        return np.array([float(row["score"]) for row in csv.DictReader(fh)])
 
 
 def _degraded(fp32: Path, out: Path, layer: int = 4, scale: float = 2.0) -> Path:

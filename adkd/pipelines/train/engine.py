@@ -426,7 +426,7 @@ class _Run:
 
     # -- after training
     def _finish(self, train_s: float, images_seen: int) -> None:
-        from adkd.pipelines.train.outputs import export_models, fit_run_thresholds, summary_metrics
+        from adkd.pipelines.train.outputs import RunOutputs, finish_run, publish, summary_metrics
 
         cfg, st, result = self.config, self.state, self.result
         result.epochs_run = st.epoch
@@ -447,32 +447,27 @@ class _Run:
             result.checkpoint_path, result.metrics = path, summary_metrics(st, train_s, images_seen)
             return
         scorer = eval_model(self.model, cfg)  # whole images: tiled, the stitched full-resolution maps
-        thresholds, source = fit_run_thresholds(
-            scorer, self.data.val, self.data.train, self.rt, cfg, self.run_dir, result.notes
-        )
-        result.thresholds = thresholds.to_dict()
-        extra = summary_metrics(st, train_s, images_seen)
-        if cfg.evaluate_test:
-            from adkd.pipelines.evaluate.report import evaluate_model
 
-            metrics = evaluate_model(
-                scorer, self.data, thresholds, cfg, self.run_dir, self.callbacks, self.rt, extra_metrics=extra
+        def save(out: RunOutputs) -> Path:  # before the export too: a failed export keeps the trained model
+            meta = self._meta(
+                thresholds=out.thresholds.to_dict(),
+                threshold_source=out.source,
+                normal_scores={"source": out.source, "quantile": cfg.threshold_quantile, "scores": out.normal_scores},
+                metrics=out.metrics,
+                data_validation=result.data_validation,
+                best_epoch=st.best_epoch,
+                history=st.history,
             )
-        else:  # tuning trials: the test split must not be looked at
-            metrics = extra
-        result.metrics = metrics
-        meta = self._meta(
-            thresholds=thresholds.to_dict(),
-            threshold_source=source,
-            metrics=metrics,
-            data_validation=result.data_validation,
-            best_epoch=st.best_epoch,
-            history=st.history,
-        )
-        path = ckpt.save_checkpoint(self.run_dir / ckpt.MODEL, ckpt.checkpoint_dict(self.model, cfg, meta))
+            return ckpt.save_checkpoint(self.run_dir / ckpt.MODEL, ckpt.checkpoint_dict(self.model, cfg, meta))
+
+        # Exported, then thresholds and test metrics from the exported file's scores (train.outputs); tuning
+        # trials (evaluate_test off) never look at the test split.
+        summary = summary_metrics(st, train_s, images_seen)
+        out = finish_run(scorer, self.data, self.rt, cfg, self.run_dir, result.notes, summary, save)
+        result.thresholds, result.metrics = out.thresholds.to_dict(), out.metrics
+        path = save(out)
         result.checkpoint_path = path
         emit(self.callbacks, "on_checkpoint", path, self._global_epoch())
         emit(self.callbacks, "on_artifact", path, "model")
         (self.run_dir / "history.json").write_text(json.dumps(st.history, indent=2) + "\n")
-        if cfg.export_onnx:
-            export_models(path, cfg, result, self.callbacks)
+        publish(out, result, self.callbacks)

@@ -24,7 +24,8 @@ def export(
 ) -> None:
     """Export to ONNX (uint8 RGB NHWC in; anomaly_map, image_score, normalized_score out), checked with onnxruntime."""
     from adkd.errors import ConfigError
-    from adkd.pipelines.export import export_checkpoint, read_metadata
+    from adkd.pipelines.export import read_metadata
+    from adkd.pipelines.train.artifacts import export_checkpoint
 
     if int8_scheme is not None:  # before any file is written
         if not int8:
@@ -49,16 +50,16 @@ def export(
 
 
 def _int8(checkpoint: Path, fp32: Path, scheme: str | None) -> None:
-    from adkd.pipelines.export.quantize import export_int8
+    from adkd.pipelines.train.artifacts import export_int8_checkpoint
 
     # QuantizationRefused: exit 2 with the gate's reasons
-    result = export_int8(checkpoint, fp32, scheme=scheme)
+    result = export_int8_checkpoint(checkpoint, fp32, scheme=scheme)
     g = result.gate
     console.print(
-        f"wrote {result.path}  (int8 {result.scheme}; gate on {g.n_images} {g.source}: "
-        f"score r {g.score_correlation:.4f}, "
-        f"verdicts moved {g.verdicts_moved}, synthetic-defect image AUROC {g.fp32_image_auroc:.4f} fp32 / "
-        f"{g.int8_image_auroc:.4f} int8)",
+        f"wrote {result.path}  (int8 {result.scheme}; calibrated on {g.n_calibration}, gated on {g.n_normals} "
+        f"held-out {g.source}: false positives {g.int8_false_positives} int8 / {g.fp32_false_positives} fp32, "
+        f"score r {g.score_correlation:.4f}, map r {g.map_correlation:.4f}, synthetic-defect image AUROC "
+        f"{g.fp32_image_auroc:.4f} fp32 / {g.int8_image_auroc:.4f} int8)",
         highlight=False,
     )
     for name, metrics in result.test_metrics.items():

@@ -35,7 +35,7 @@ def adkd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_export_checkpoint_scores_like_training(tmp_path: Path) -> None:
     data = tmp_path / "exportset"
-    synthesize(data, categories=["bolt"], size=64, n_train=20, n_test=8, seed=0)  # 4 validation images: int8
+    synthesize(data, categories=["bolt"], size=64, n_train=40, n_test=8, seed=0)  # 8 validation images: int8
     config = resolve_config(
         "stfpm", "cpu-smoke", category="bolt", data=str(data),
         overrides=["epochs=1", "num_threads=1", f"out_dir={tmp_path / 'runs'}"],
@@ -67,7 +67,7 @@ def test_export_checkpoint_scores_like_training(tmp_path: Path) -> None:
     proc = adkd(*args, "--int8-scheme", "qop-u8s8", cwd=tmp_path)
     int8_file = tmp_path / "bolt.int8.onnx"
     if proc.returncode == 0:
-        assert "(int8 qop-u8s8; gate on" in proc.stdout.replace("\n", "")
+        assert "(int8 qop-u8s8; calibrated on 4, gated on 4 held-out" in " ".join(proc.stdout.split())
         assert read_metadata(int8_file)["int8_scheme"] == "qop-u8s8"
     else:
         assert proc.returncode == 2 and "refused" in proc.stderr and not int8_file.exists(), proc.stderr
@@ -104,7 +104,7 @@ class ArtifactKinds(NullCallback):
 
 def test_finished_run_carries_onnx_int8_and_fingerprint(tmp_path: Path) -> None:
     data = tmp_path / "trainset"
-    synthesize(data, categories=["bolt"], size=64, n_train=20, n_test=6, seed=0)
+    synthesize(data, categories=["bolt"], size=64, n_train=40, n_test=6, seed=0)  # 8 validation images: int8
     config = resolve_config(
         "stfpm", "cpu-smoke", category="bolt", data=str(data),
         overrides=["epochs=1", "weights=none", "num_threads=1", "export_int8=true", f"out_dir={tmp_path / 'runs'}"],

@@ -201,9 +201,13 @@ def run_adkd(run: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any
     out["int8_gate"] = gate.to_dict()
     import onnxruntime as ort
 
-    from adkd.pipelines.export.quantize import test_split_metrics
+    from adkd.pipelines.evaluate.report import score_test_split, test_metrics
+    from adkd.pipelines.predict import open_predictor
 
-    out["onnx_test"] = test_split_metrics({"fp32": fp32, "int8": int8}, data, args.size)
+    out["onnx_test"] = {}
+    for name, path in (("fp32", fp32), ("int8", int8)):
+        maps, scores, valid = score_test_split(open_predictor(path), data, args.size, "stretch", args.size)
+        out["onnx_test"][name] = test_metrics(maps, scores, data, valid)
     torch.set_num_threads(args.threads)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads

@@ -50,7 +50,9 @@ def float_nodes(model: Any) -> list[str]:
     return [
         node.name
         for node in model.graph.node
-        if not node.name.startswith("/model/") or node.name.startswith(_FLOAT_SCOPES)
+        if not node.name.startswith("/model/")
+        or node.name.startswith(_FLOAT_SCOPES)
+        or "/anomaly_map/" in node.name  # a per-position model's maps sit under /model/models.N/
     ]
 
 
@@ -69,7 +71,7 @@ def nncf_quantize(source: Path, calibration: np.ndarray, out: Path) -> Path:
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from adkd.pipelines.export.quantize import _NOT_COPIED, _raw_metadata
+    from adkd.pipelines.export.quantize import _NOT_COPIED, _raw_metadata, calibration_batches
 
     _quiet_nncf()
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".nncf-") as tmp:
@@ -79,7 +81,8 @@ def nncf_quantize(source: Path, calibration: np.ndarray, out: Path) -> Path:
     ignored = float_nodes(model)
     if len(ignored) == len(model.graph.node):
         raise ExportError(f"{source}: no /model/ nodes to quantize; was it written by adkd export?")
-    items = [{INPUT_NAME: np.ascontiguousarray(calibration[i : i + 1])} for i in range(len(calibration))]
+    calibration, step = calibration_batches(read_metadata(source), calibration, 1)  # tiled: the graph's tiles
+    items = [{INPUT_NAME: np.ascontiguousarray(calibration[i : i + step])} for i in range(0, len(calibration), step)]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
         quantized = nncf.quantize(
             model,
@@ -115,20 +118,19 @@ def quantize_openvino(
     and the held-out part the gate measures on. Raises ``OpenVinoQuantizationRefused`` (one line) when the
     gate fails, unless ``enforce_gate`` is False (benchmarks; the gate is returned either way).
     """
-    from adkd.pipelines.export.quantize import _check_images, fit_artifact_thresholds
+    from adkd.pipelines.export.quantize import fit_artifact_thresholds, validation_view
     from adkd.pipelines.predict import open_predictor
 
     fp32_path = Path(fp32_path)
     out = Path(out_path) if out_path else ov_int8_path_for(fp32_path)
     meta = read_metadata(fp32_path)
-    size = int(meta["image_size"])
-    images = _check_images(validation_images, size)
+    images, map_size = validation_view(meta, validation_images)  # tiled: whole images, stitched maps
     gate_set = gate_images(
         torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         seed,
         threshold_quantile,
         valid=valid,
-        map_size=int(meta.get("eval_size") or size),
+        map_size=map_size,
         source=source,
     )
     out.parent.mkdir(parents=True, exist_ok=True)

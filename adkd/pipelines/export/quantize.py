@@ -148,12 +148,8 @@ def quantize_graph(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from adkd.pipelines.tiling.spec import TilingSpec
-
     quant_format, activation_type, weight_type = INT8_SCHEMES[check_scheme(scheme)]
-    spec = TilingSpec.from_meta(read_metadata(source))
-    if spec is not None:  # a tiled model's graph takes tiles: calibrate on the tiles of the whole images
-        calibration, batch_size = spec.tiles(calibration), spec.tiles_per_call(batch_size)
+    calibration, batch_size = calibration_batches(read_metadata(source), calibration, batch_size)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quantize-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
@@ -187,6 +183,29 @@ def _check_images(images: np.ndarray, size: int) -> np.ndarray:
     return images
 
 
+def validation_view(meta: dict[str, Any], images: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """(checked images, the maps' side) for the gate: a tiled model takes whole images and maps them whole."""
+    from adkd.pipelines.tiling.spec import TilingSpec
+
+    size = int(meta["image_size"])
+    if TilingSpec.from_meta(meta) is not None:  # the predictor tiles and stitches: any same-size whole images
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ConfigError(f"validation images must be uint8 [N,H,W,3], got {images.dtype} {images.shape}")
+        return images, None
+    return _check_images(images, size), int(meta.get("eval_size") or size)
+
+
+def calibration_batches(meta: dict[str, Any], images: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
+    """What the graph itself takes for calibration: the images, or a tiled model's tiles (whole groups)."""
+    from adkd.pipelines.tiling.spec import TilingSpec
+
+    spec = TilingSpec.from_meta(meta)
+    if spec is None:
+        return images, batch_size
+    return spec.tiles(images), spec.tiles_per_call(batch_size)
+
+
 def quantize_onnx(
     fp32_path: str | Path,
     validation_images: np.ndarray,
@@ -216,13 +235,8 @@ def quantize_onnx(
     check_scheme(scheme)
     fp32_path = Path(fp32_path)
     out = Path(out_path) if out_path else int8_path_for(fp32_path)
-    from adkd.pipelines.tiling.spec import TilingSpec
-
     meta = read_metadata(fp32_path)
-    size = int(meta["image_size"])
-    tiled = TilingSpec.from_meta(meta) is not None  # whole images in, stitched maps out (the predictor tiles)
-    images = np.asarray(validation_images) if tiled else _check_images(validation_images, size)
-    eval_size = None if tiled else int(meta.get("eval_size") or size)
+    images, eval_size = validation_view(meta, validation_images)  # tiled: whole images, stitched maps
     gate_set = gate_images(
         torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         seed,

@@ -58,6 +58,7 @@ def candidates(
     """(variant → file of the variants that may run, variant → why each other one may not / its gate)."""
     from adkd.pipelines.predict.openvino_predictor import OpenVinoPredictor, cpu_has_bf16
     from adkd.pipelines.predict.runtimes import VARIANTS, open_predictor, variant_path
+    from adkd.pipelines.predict.tiled import tiled_if_needed
 
     files: dict[str, Path] = {}
     notes: dict[str, dict[str, Any]] = {}
@@ -79,7 +80,8 @@ def candidates(
                 notes[variant] = {"skipped": "no gate images to check bf16 against fp32"}
                 continue
             fp32 = open_predictor(fp32_path, "onnxruntime", threads=threads)
-            result = int8_gate(fp32, OpenVinoPredictor(path, threads=threads, precision="bf16"), gate)
+            bf16 = tiled_if_needed(OpenVinoPredictor(path, threads=threads, precision="bf16"))  # tiled: whole images
+            result = int8_gate(fp32, bf16, gate)
             notes[variant] = {"gate_ok": result.ok, "problems": result.problems()}
             if not result.ok:
                 continue
@@ -94,7 +96,8 @@ def time_variants(
     from adkd.pipelines.predict.runtimes import open_predictor
 
     predictors = {v: open_predictor(p, v, threads=threads) for v, p in files.items()}
-    size = next(iter(predictors.values())).image_size
+    first = next(iter(predictors.values()))
+    size = first.image_size or first.tile_size  # a tiled model at its own resolution: timed on one-tile images
     rng = np.random.default_rng(0)
     batches = {b: rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8) for b in BATCHES}
     for predictor in predictors.values():  # warm-up: compilation, first-shape allocation

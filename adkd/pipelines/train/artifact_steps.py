@@ -189,6 +189,6 @@ def run_data(config: TrainConfig) -> Any | None:
     if not (root / config.category).is_dir():
         return None
     return load_category(
-        root, config.category, config.image_size, crop_size=None, val_fraction=config.val_fraction,
+        root, config.category, config.data_size, crop_size=None, val_fraction=config.val_fraction,
         seed=config.seed, resize=config.resize, image_level=config.data_gate.image_level,
     )  # fmt: skip

@@ -60,7 +60,7 @@ def choose_runtime_for_run(onnx_path: Path, full: Any, config: TrainConfig) -> t
             config.seed,
             config.threshold_quantile,
             valid=_masks(full.val_paths, config, None),
-            map_size=config.eval_size,
+            map_size=None if config.tiling.enabled else config.eval_size,  # tiled: stitched whole-image maps
             source=f"validation images of {config.data}/{config.category}",
         )
     record = choose_runtime(onnx_path, gate, threads=config.num_threads)

@@ -30,7 +30,13 @@ from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
 from adkd.platform.cluster.connection import connect, storage_filesystem, storage_uri
 from adkd.platform.cluster.listeners import RunListener
-from adkd.platform.cluster.resources import CategoryResources, check_distributed, check_fits
+from adkd.platform.cluster.resources import (
+    CategoryResources,
+    check_distributed,
+    check_fits,
+    check_memory,
+    memory_request,
+)
 from adkd.platform.cluster.results import ResultRow, write_results
 from adkd.platform.cluster.worker import RESULT_FILE, Event, category_worker, make_hub
 
@@ -181,6 +187,7 @@ def run_all_categories(
 
     cluster = connect(options.address, num_cpus=options.num_cpus, num_gpus=options.num_gpus, verbose=options.verbose)
     check_fits(resources, cluster)
+    check_memory(list(configs), cluster)
     hub = make_hub()
     by_key = dict(zip(names, configs, strict=True))
     for listener in listeners:
@@ -205,7 +212,8 @@ def run_all_categories(
             scaling_config=ScalingConfig(
                 num_workers=resources.workers,
                 use_gpu=resources.gpus > 0,
-                resources_per_worker=resources.per_worker(),
+                # A tiled run also asks for the memory its full-resolution images take.
+                resources_per_worker={**resources.per_worker(), **memory_request(state.config)},
             ),
             # One worker exchanges no gradients: gloo works on any node, also one whose GPU is only declared
             # (NCCL, Ray's choice with GPUs, refuses a node without CUDA). Several workers keep NCCL on GPUs.

@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass
 
 from adkd.errors import ConfigError
+from adkd.pipelines.train.config import TrainConfig
 from adkd.platform.cluster.worker import DEFAULT_ENGINE
 
 
@@ -64,6 +65,27 @@ def check_distributed(resources: CategoryResources, engine: str | None) -> None:
             f"workers per run {resources.workers} with gpus per worker {resources.gpus:g}: the workers "
             "of one run could share a GPU, which NCCL refuses; give each worker a whole GPU or use 1 worker"
         )
+
+
+def memory_request(config: TrainConfig) -> dict[str, float]:
+    """A tiled run's Ray ``memory`` request: its decoded full-resolution images, so Ray does not put more tiled
+    runs on a node than their images fit in; {} for an untiled run (its images are small and squashed)."""
+    from adkd.pipelines.train.tiled import data_bytes
+
+    needed = data_bytes(config)
+    return {"memory": float(needed)} if needed else {}
+
+
+def check_memory(configs: list[TrainConfig], cluster: dict[str, float]) -> None:
+    """Refuse a tiled run whose images alone need more memory than the Ray cluster has (it would never start)."""
+    have = cluster.get("memory", 0.0)
+    for config in configs:
+        need = memory_request(config).get("memory", 0.0)
+        if have and need > have:
+            raise ConfigError(
+                f"{config.category}: its images at full resolution need {need / 2**30:.1f} GiB, more than the Ray "
+                f"cluster's {have / 2**30:.1f} GiB; set tiling.image_size to bring them to a smaller square"
+            )
 
 
 def check_fits(resources: CategoryResources, cluster: dict[str, float]) -> None:

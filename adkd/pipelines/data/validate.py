@@ -284,7 +284,7 @@ def _rules(min_train: int, one_size: bool, allow_mixed_modes: bool) -> list[Rule
                 "files",
                 "ExpectColumnValuesToBeInSet",
                 {"column": "odd_size", "value_set": [False], "row_condition": decoded},
-                "{size}; most of {category} is {category_size}",
+                "{size}; the most common size in {category} is {category_size}",
             )
         )
     if not allow_mixed_modes:
@@ -295,7 +295,7 @@ def _rules(min_train: int, one_size: bool, allow_mixed_modes: bool) -> list[Rule
                 "files",
                 "ExpectColumnValuesToBeInSet",
                 {"column": "odd_mode", "value_set": [False], "row_condition": decoded},
-                "mode {mode}; most of {category} is {category_mode}",
+                "mode {mode}; the most common mode in {category} is {category_mode}",
             )
         )
     return rules

@@ -75,7 +75,7 @@ def test_mixed_modes_refusal_counts_shows_ten_names_its_flag_then_skip(tmp_path:
         require_valid(root)
     message = str(info.value)
     assert "(rule one-mode): 12 of 32 files fail" in message
-    listed = [line for line in message.splitlines() if "(mode RGB; most of pcb is L)" in line]
+    listed = [line for line in message.splitlines() if "(mode RGB; the most common mode in pcb is L)" in line]
     assert len(listed) == 10 and "… and 2 more" in message
     shown = str(root / "pcb/train/good/018.png")  # the first colour file; the last two only in the report files
     assert shown in message and str(root / "pcb/train/good/029.png") not in message
@@ -95,7 +95,7 @@ def test_missing_mask_names_image_level_and_one_size_names_its_flag(tmp_path: Pa
     assert set(by_rule) == {"defect-has-mask", "one-size"}
     assert by_rule["defect-has-mask"].unexpected == 1 and "--image-level" in by_rule["defect-has-mask"].line()
     size = by_rule["one-size"]
-    assert size.unexpected == 1 and f"{SIZE}x{SIZE + 8}; most of pcb is {SIZE}x{SIZE}" in size.offenders[0]
+    assert size.unexpected == 1 and f"{SIZE}x{SIZE + 8}; the most common size in pcb is {SIZE}x{SIZE}" in size.offenders[0]
     assert "to accept: leave out --one-size" in size.line()
     assert validate_data(root, image_level=True).success  # the named switches accept exactly these
     assert "no switch accepts this" in _truncated(tmp_path).failed[0].line()

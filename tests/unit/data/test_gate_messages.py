@@ -95,7 +95,9 @@ def test_missing_mask_names_image_level_and_one_size_names_its_flag(tmp_path: Pa
     assert set(by_rule) == {"defect-has-mask", "one-size"}
     assert by_rule["defect-has-mask"].unexpected == 1 and "--image-level" in by_rule["defect-has-mask"].line()
     size = by_rule["one-size"]
-    assert size.unexpected == 1 and f"{SIZE}x{SIZE + 8}; the most common size in pcb is {SIZE}x{SIZE}" in size.offenders[0]
+    assert (
+        size.unexpected == 1 and f"{SIZE}x{SIZE + 8}; the most common size in pcb is {SIZE}x{SIZE}" in size.offenders[0]
+    )
     assert "to accept: leave out --one-size" in size.line()
     assert validate_data(root, image_level=True).success  # the named switches accept exactly these
     assert "no switch accepts this" in _truncated(tmp_path).failed[0].line()

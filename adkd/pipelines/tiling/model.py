@@ -52,10 +52,6 @@ class TiledModel(nn.Module):
     def grid(self, height: int, width: int) -> TileGrid:
         return TileGrid(height, width, self.tile, self.stride)
 
-    def images_per_call(self, height: int, width: int) -> int:
-        """How many whole images make about one call's worth of tiles (callers batch images by it)."""
-        return max(1, self.tiles_per_call // len(self.grid(height, width)))
-
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         grid = self.grid(images.shape[-2], images.shape[-1])
         if isinstance(self.model, PerPositionModel) and len(grid) != self.model.positions:

@@ -112,3 +112,19 @@ def test_tiling_settings_are_checked() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             validate_config(bad)
+
+
+def test_own_resolution_loading_keeps_sizes_and_needs_one_size(tmp_path) -> None:
+    from PIL import Image
+
+    from adkd.pipelines.data.dataset import clear_cache, load_category
+    from adkd.pipelines.data.synthetic_dataset import synthesize
+
+    synthesize(tmp_path, ["weave"], size=48, n_train=4, n_test=3, seed=0)
+    clear_cache()
+    data = load_category(tmp_path, "weave", image_size=None, val_fraction=0)
+    assert data.train.shape[-2:] == data.test_masks.shape[-2:] == (48, 48)  # masks at the images' own size
+    Image.new("RGB", (64, 48)).save(tmp_path / "weave" / "train" / "good" / "wide.png")
+    clear_cache()
+    with pytest.raises(ConfigError, match=r"2 sizes, 48x48\.\.64x48.*set tiling\.image_size"):
+        load_category(tmp_path, "weave", image_size=None, val_fraction=0)

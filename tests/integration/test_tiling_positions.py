@@ -25,8 +25,11 @@ def test_positions_train_in_parallel_on_ray_and_ship_one_model(tmp_path: Path) -
     assert not ray.is_initialized()
     synthesize(tmp_path / "data", ["chip"], size=64, n_train=8, n_test=6, seed=0)
     tiling = ["tiling.tile_size=32", "tiling.stride=32", "tiling.mode=per_position"]
-    result = adkd.train("chip", tmp_path / "data", "stfpm", preset="cpu-smoke", overrides=["epochs=1", *tiling],
-                        out=tmp_path / "runs", tracking=False)  # fmt: skip
+    try:
+        result = adkd.train("chip", tmp_path / "data", "stfpm", preset="cpu-smoke", overrides=["epochs=1", *tiling],
+                            out=tmp_path / "runs", tracking=False)  # fmt: skip
+    finally:
+        ray.shutdown()  # the embedded Ray this run started
     assert result.status == "FINISHED", result.error
     run_dir = tmp_path / "runs" / "stfpm" / "chip"
     ran = json.loads((run_dir / "positions" / "positions.json").read_text())

@@ -128,3 +128,37 @@ def test_own_resolution_loading_keeps_sizes_and_needs_one_size(tmp_path) -> None
     clear_cache()
     with pytest.raises(ConfigError, match=r"2 sizes, 48x48\.\.64x48.*set tiling\.image_size"):
         load_category(tmp_path, "weave", image_size=None, val_fraction=0)
+
+
+def test_epochs_see_a_seeded_subset_and_the_cache_holds_tiles_only_when_all_are_used() -> None:
+    from adkd.pipelines.train.runtime import epoch_order
+    from adkd.pipelines.train.tiled import cache_allowed, limit_epoch
+
+    config = validate_config(_config(tile_size=64, max_tiles_per_epoch=5))
+    tiles = TileSet(torch.zeros((3, 3, 100, 130), dtype=torch.uint8), TileGrid(100, 130, 64, 48))  # 18 tiles
+    first, second = limit_epoch(epoch_order(18, 0, 0), config), limit_epoch(epoch_order(18, 0, 1), config)
+    assert len(first) == len(second) == 5 and not torch.equal(first, second)  # a new subset each epoch
+    assert torch.equal(first, limit_epoch(epoch_order(18, 0, 0), config))  # seeded: the same on a rerun
+    notes: list[str] = []
+    assert not cache_allowed(config, tiles, notes) and "epochs see 5 of 18 tiles" in notes[0]
+    with pytest.raises(ConfigError, match=r"raise tiling\.max_tiles_per_epoch to 18"):
+        cache_allowed(config.model_copy(update={"teacher_cache": True}), tiles, [])
+    everything = validate_config(_config(tile_size=64))
+    assert cache_allowed(everything, tiles, notes) and len(limit_epoch(epoch_order(18, 0, 0), everything)) == 18
+
+
+def test_tiled_eval_stitches_in_float32_under_bf16_autocast() -> None:
+    from adkd.models.zoo import build_model
+    from adkd.pipelines.tiling.model import TiledModel
+
+    torch.manual_seed(0)
+    tiled = TiledModel(build_model("stfpm", backbone="mobilenet_v2", weights="none"), 64, 48).eval()
+    images = torch.randn(2, 3, 100, 130)
+    with torch.inference_mode():
+        ref_map, ref_score = tiled(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            amap, score = tiled(images)
+    assert amap.dtype == score.dtype == torch.float32 and amap.shape == (2, 1, 100, 130)
+    assert torch.allclose(score, ref_map.amax(dim=(1, 2, 3)), rtol=0.05)  # the score is the stitched map's max
+    assert torch.corrcoef(torch.stack([amap.flatten(), ref_map.flatten()]))[0, 1] > 0.99
+    assert torch.equal(ref_score, ref_map.amax(dim=(1, 2, 3)))

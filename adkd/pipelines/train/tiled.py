@@ -1,4 +1,4 @@
-"""Tiled training: the tiles an epoch trains on, the whole-image eval model, and per-position runs.
+"""Tiled training: the tiles an epoch trains on, the whole-image eval model, the tiled artifact, Ray memory.
 
 With ``tiling.tile_size`` set the engine loads images at ``tiling.image_size`` (None: their own size), trains
 on tiles cut on demand (``adkd.pipelines.data.tiles.TileSet``) and scores whole images through
@@ -9,7 +9,6 @@ on tiles cut on demand (``adkd.pipelines.data.tiles.TileSet``) and scores whole 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,9 @@ from adkd.pipelines.data.tiles import TileSet
 from adkd.pipelines.tiling.grid import TileGrid
 from adkd.pipelines.tiling.model import TiledModel
 from adkd.pipelines.tiling.spec import TilingSpec
-from adkd.pipelines.train.callbacks import TrainResult
 from adkd.pipelines.train.config import TrainConfig
 
 VAL_TILES = 256  # held-out tiles for the per-epoch validation loss: a fixed seeded subset above this
-
-PositionTrainer = Callable[[list[TrainConfig]], list[TrainResult]]
 
 
 def tile_grid(config: TrainConfig, images: torch.Tensor) -> TileGrid:

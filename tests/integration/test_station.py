@@ -221,7 +221,9 @@ def test_the_station_page_in_a_real_browser(
         shown = float(card.find_element(By.CLASS_NAME, "normalized-score").text)
         assert shown == pytest.approx(pred.normalized_score, abs=1e-3), name
         overlay = card.find_element(By.CSS_SELECTOR, "img.overlay")
-        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay) == 64
+        # The heatmap is shown: the image decodes (data URLs decode asynchronously) at the part's own 64 px.
+        WebDriverWait(browser, 30).until(lambda d, o=overlay: d.execute_script("return arguments[0].complete", o))
+        assert browser.execute_script("return arguments[0].naturalWidth", overlay) == 64
         assert "adkd-disc v1" in card.find_element(By.CLASS_NAME, "model-line").text
         ids[name] = int(card.get_attribute("data-verdict-id"))
 
@@ -255,7 +257,8 @@ def test_the_station_page_in_a_real_browser(
     row = browser.find_element(By.ID, f"row-{ids[defect.name]}")
     row.find_element(By.NAME, "defect_type").send_keys(kind)
     row.find_element(By.CLASS_NAME, "mark-right" if expected[defect.name].anomalous else "mark-wrong").click()
-    WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "notice")))
+    # The page before the click has a notice too (the first feedback's): wait for the one naming this verdict.
+    WebDriverWait(browser, 60).until(ec.text_to_be_present_in_element((By.ID, "notice"), f"verdict {ids[defect.name]}"))
     stored = {r["id"]: r for r in _verdicts(line)}
     assert stored[first_good]["correct"] is False
     assert stored[ids[defect.name]]["defect_type"] == kind

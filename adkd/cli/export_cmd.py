@@ -21,6 +21,17 @@ def export(
         "--int8-scheme",
         help="qdq-s8s8, qdq-u8s8 or qop-u8s8 (default: the run's int8_scheme setting).",
     ),
+    int8_runtime: list[str] = typer.Option(
+        ["onnxruntime", "openvino"],
+        "--int8-runtime",
+        help="With --int8: the runtimes that get an int8 model (onnxruntime: <name>.int8.onnx; openvino: NNCF's "
+        "<name>.ov.int8.onnx). Repeat the option for both (the default).",
+    ),
+    time_runtimes: bool | None = typer.Option(
+        None,
+        "--time-runtimes/--no-time-runtimes",
+        help="Time every gated runtime variant here and record the fastest for runtime=auto (default: with --int8).",
+    ),
 ) -> None:
     """Export to ONNX (uint8 RGB NHWC in; anomaly_map, image_score, normalized_score out), checked with onnxruntime."""
     from adkd.errors import ConfigError
@@ -33,6 +44,9 @@ def export(
         from adkd.pipelines.export.quantize import check_scheme
 
         check_scheme(int8_scheme)
+    bad = [r for r in int8_runtime if r not in ("onnxruntime", "openvino")]
+    if bad:
+        raise ConfigError(f"--int8-runtime {bad[0]!r} is not onnxruntime or openvino")
 
     path = export_checkpoint(checkpoint, out)
     meta = read_metadata(path)
@@ -45,15 +59,30 @@ def export(
             f"{parity['max_score_diff']:.2e}",
             highlight=False,
         )
-    if int8:
-        _int8(checkpoint, path, int8_scheme)
+    refusals = []
+    if int8 and "onnxruntime" in int8_runtime:
+        refusals += _int8(checkpoint, path, int8_scheme, last=int8_runtime == ["onnxruntime"])
+    if int8 and "openvino" in int8_runtime:
+        refusals += _openvino_int8(checkpoint, path)
+    if int8 if time_runtimes is None else time_runtimes:
+        _time_runtimes(checkpoint, path)
+    if refusals and len(refusals) == len(set(int8_runtime)):  # every int8 model asked for was refused
+        from adkd.pipelines.export.quantize import QuantizationRefused
+
+        raise QuantizationRefused(refusals[0])
 
 
-def _int8(checkpoint: Path, fp32: Path, scheme: str | None) -> None:
+def _int8(checkpoint: Path, fp32: Path, scheme: str | None, last: bool = True) -> list[str]:
+    from adkd.pipelines.export.quantize import QuantizationRefused
     from adkd.pipelines.train.artifacts import export_int8_checkpoint
 
-    # QuantizationRefused: exit 2 with the gate's reasons
-    result = export_int8_checkpoint(checkpoint, fp32, scheme=scheme)
+    try:
+        result = export_int8_checkpoint(checkpoint, fp32, scheme=scheme)
+    except QuantizationRefused as exc:
+        if last:
+            raise  # exit 2 with the gate's reasons
+        console.print(f"[yellow]refused[/] {exc}", highlight=False)
+        return [str(exc)]
     g = result.gate
     console.print(
         f"wrote {result.path}  (int8 {result.scheme}; calibrated on {g.n_calibration}, gated on {g.n_normals} "
@@ -65,6 +94,34 @@ def _int8(checkpoint: Path, fp32: Path, scheme: str | None) -> None:
     for name, metrics in result.test_metrics.items():
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items())
         console.print(f"test split, {name}: {shown}", highlight=False)
+    return []
+
+
+def _openvino_int8(checkpoint: Path, fp32: Path) -> list[str]:
+    from adkd.pipelines.train.runtime_variants import PREFIX, export_openvino_int8_checkpoint
+
+    outcome = export_openvino_int8_checkpoint(checkpoint, fp32)
+    if outcome.path is None:
+        reason = outcome.tags.get(f"{PREFIX}_refused", "OpenVINO int8 model refused")
+        console.print(f"[yellow]refused[/] {reason}", highlight=False)
+        return [reason]
+    g = outcome.gate
+    console.print(
+        f"wrote {outcome.path}  (int8 NNCF for OpenVINO; gated on {g.n_normals} held-out {g.source}: "
+        f"false positives {g.int8_false_positives} int8 / {g.fp32_false_positives} fp32, score r "
+        f"{g.score_correlation:.4f}, map r {g.map_correlation:.4f})",
+        highlight=False,
+    )
+    if outcome.test_metrics:
+        shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in outcome.test_metrics.items())
+        console.print(f"test split, int8 (OpenVINO): {shown}", highlight=False)
+    return []
+
+
+def _time_runtimes(checkpoint: Path, fp32: Path) -> None:
+    from adkd.pipelines.train.runtime_variants import choose_runtime_checkpoint, describe_choice
+
+    console.print(describe_choice(choose_runtime_checkpoint(checkpoint, fp32)), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

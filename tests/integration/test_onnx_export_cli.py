@@ -84,6 +84,7 @@ def test_export_of_a_missing_checkpoint_is_one_clear_error(tmp_path: Path) -> No
     [
         (["--int8", "--int8-scheme", "qdq-u4"], "int8 scheme 'qdq-u4' is not one of qdq-s8s8, qdq-u8s8, qop-u8s8"),
         (["--int8-scheme", "qop-u8s8"], "--int8-scheme chooses the int8 model's layout: add --int8"),
+        (["--int8", "--int8-runtime", "tensorrt"], "--int8-runtime 'tensorrt' is not onnxruntime or openvino"),
     ],
 )
 def test_a_bad_int8_scheme_fails_before_any_file_is_written(tmp_path: Path, flags: list[str], message: str) -> None:

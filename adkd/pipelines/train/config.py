@@ -114,6 +114,15 @@ class TrainConfig(BaseModel):
     int8_scheme: Int8Scheme = Field(
         DEFAULT_INT8_SCHEME, description="ONNX Runtime quantization layout of the int8 model (export.schemes)."
     )
+    int8_runtimes: list[Literal["onnxruntime", "openvino"]] = Field(
+        default_factory=lambda: ["onnxruntime", "openvino"],
+        description="With export_int8: the runtimes that get a gated int8 model (ONNX Runtime static, OpenVINO NNCF).",
+    )
+    time_runtimes: bool | None = Field(
+        None,
+        description="Time each gated runtime variant here at export and record the fastest (runtime=auto); "
+        "None = on with export_int8.",
+    )
     early_stopping: int = Field(0, ge=0, description="Patience in epochs on validation loss; 0 = off.")
     keep: Literal["last", "best_val_loss"] = "last"
     grad_clip_norm: float | None = Field(None, gt=0, description="Clip the gradient norm; None = off.")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import traceback
 from collections.abc import Sequence
@@ -34,8 +35,10 @@ from adkd.pipelines.train import checkpoint as ckpt
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult, emit
 from adkd.pipelines.train.config import TrainConfig, check_model_settings
 from adkd.pipelines.train.distributed import DistContext, fingerprint, rank_seed, synced_state
-from adkd.pipelines.train.feature_cache import plan_cache
+from adkd.pipelines.train.feature_cache import plan_cache, plan_val_cache
 from adkd.pipelines.train.loop_state import LoopState, Optimisers, check_resume_path, restore, train_state
+from adkd.pipelines.train.memory import peak_memory
+from adkd.pipelines.train.positions import sequential_trainer, train_per_position
 from adkd.pipelines.train.runtime import Runtime, batches, epoch_order, rng_state, seed_everything
 from adkd.pipelines.train.steps import (
     build_optimizer,
@@ -44,7 +47,6 @@ from adkd.pipelines.train.steps import (
     held_out_loss,
     train_step,
 )
-from adkd.pipelines.train.positions import sequential_trainer, train_per_position
 from adkd.pipelines.train.tiled import cache_allowed, eval_model, limit_epoch, tiling_meta, training_sources
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,7 @@ class _Run:
         self.state = LoopState()
         self.rng_restored = False  # this rank's own RNG state came from the checkpoint
         self.cache = None  # teacher features, see feature_cache
+        self.val_cache = None  # the validation images' teacher features, for the held-out loss
         self.ae: AutoencoderTraining | None = None
 
     def _main_emit(self, event: str, *args: Any) -> None:
@@ -156,8 +159,9 @@ class _Run:
         try:
             images_seen = self._pretrain() + self._train()
         finally:
-            if self.cache is not None:
-                self.cache.close()
+            for cache in (self.cache, self.val_cache):
+                if cache is not None:
+                    cache.close()
         train_s = time.perf_counter() - t0
         self._finish(train_s, images_seen)
 
@@ -216,6 +220,7 @@ class _Run:
         self.train_images, self.val_images = training_sources(cfg, self.data, self.rt.device, self.result.notes)
         if cache_allowed(cfg, self.train_images, self.result.notes):
             self.cache = plan_cache(cfg, self.model, self.train_images, self.rt, self.run_dir, self.result.notes)
+            self.val_cache = plan_val_cache(cfg, self.cache, self.val_images, self.run_dir, self.result.notes)
 
         self.opts = Optimisers(
             optimizer=build_optimizer(self.model, cfg),
@@ -335,12 +340,19 @@ class _Run:
             seen += len(idx)
         if self.dist.enabled:
             self.dist.average_(self.synced_buffers)  # BatchNorm statistics: the same model on every rank
-        return float(total) / max(seen, 1), seen * self.dist.world_size
+        mean = float(total) / max(seen, 1)  # the epoch's one host sync (CUDA steps do not check their loss)
+        if not math.isfinite(mean):
+            raise FloatingPointError(
+                f"loss is {mean} at epoch {self._global_epoch() + 1}; lower the learning rate or set grad_clip_norm"
+            )
+        return mean, seen * self.dist.world_size
 
     def _held_out_loss(self, pretrain: bool = False) -> float | None:
         cfg = self.config
         return self.dist.on_main(
-            lambda: held_out_loss(self.model, self.val_images, self.rt, cfg.eval_batch_size, cfg.seed, pretrain)
+            lambda: held_out_loss(
+                self.model, self.val_images, self.rt, cfg.eval_batch_size, cfg.seed, pretrain, teacher=self.val_cache
+            )
         )
 
     def _pretrain_epochs(self) -> int:
@@ -384,6 +396,7 @@ class _Run:
                 "lr": optimizer.param_groups[0]["lr"],
                 "epoch_time_s": time.perf_counter() - t0,
                 "train/images_per_s": seen / max(train_s, 1e-9),
+                **peak_memory(self.rt.device),  # so far in this process: per epoch, the run's peak
             }
             if val is not None:
                 metrics["val/loss"] = val
@@ -430,6 +443,7 @@ class _Run:
 
         cfg, st, result = self.config, self.state, self.result
         result.epochs_run = st.epoch
+        summary = summary_metrics(st, train_s, images_seen) | peak_memory(self.rt.device)
         if not self.dist.is_main:
             # No barrier: the test-split evaluation can outlast the process group's timeout. The caller
             # waits for rank 0 if it needs to (Ray Train's final report does).
@@ -444,7 +458,7 @@ class _Run:
 
         if cfg.tiling.position is not None:  # one position of a per-position model: train.tiled assembles it
             path = ckpt.save_checkpoint(self.run_dir / ckpt.MODEL, ckpt.checkpoint_dict(self.model, cfg, self._meta()))
-            result.checkpoint_path, result.metrics = path, summary_metrics(st, train_s, images_seen)
+            result.checkpoint_path, result.metrics = path, summary
             return
         scorer = eval_model(self.model, cfg)  # whole images: tiled, the stitched full-resolution maps
 
@@ -462,7 +476,6 @@ class _Run:
 
         # Exported, then thresholds and test metrics from the exported file's scores (train.outputs); tuning
         # trials (evaluate_test off) never look at the test split.
-        summary = summary_metrics(st, train_s, images_seen)
         out = finish_run(scorer, self.data, self.rt, cfg, self.run_dir, result.notes, summary, save)
         result.thresholds, result.metrics = out.thresholds.to_dict(), out.metrics
         path = save(out)

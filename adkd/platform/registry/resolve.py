@@ -14,19 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from adkd.errors import ConfigError, ServiceError
+from adkd.pipelines.export.schemes import INT8_SUFFIX
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-_INT8_SUFFIX = ".int8.onnx"  # adkd.pipelines.export.quantize.INT8_SUFFIX
 
 
 def _find_onnx(folder: Path, what: str, int8: bool = False) -> Path:
     found = sorted(folder.rglob("*.onnx"))
     if not found:
         raise ConfigError(f"{what} holds no ONNX file; it was not produced by adkd (train or export it first)")
-    chosen = [p for p in found if p.name.endswith(_INT8_SUFFIX) == int8]
+    chosen = [p for p in found if p.name.endswith(INT8_SUFFIX) == int8]
     if not chosen:
         raise ConfigError(
             f"{what} holds no int8 ONNX file; export one with `adkd export --int8` or train with export_int8=true"
@@ -111,8 +109,10 @@ def resolve_onnx(ref: str, tracking_uri: str, cache_dir: Path, int8: bool = Fals
     if path.suffix == ".onnx":
         if not path.is_file():
             raise ConfigError(f"model file {path} does not exist; pass an .onnx file, models:/NAME@ALIAS or a run id")
-        if int8 and not path.name.endswith(_INT8_SUFFIX):
-            sibling = path.with_name(path.name.removesuffix(".onnx") + _INT8_SUFFIX)
+        if int8 and not path.name.endswith(INT8_SUFFIX):
+            sibling = path.with_name(path.name.removesuffix(".onnx") + INT8_SUFFIX)
+            openvino = path.with_name(path.name.removesuffix(".onnx") + ".ov" + INT8_SUFFIX)  # NNCF's, for OpenVINO
+            sibling = sibling if sibling.is_file() or not openvino.is_file() else openvino
             if not sibling.is_file():
                 raise ConfigError(f"{path} has no int8 sibling {sibling.name}; write it with `adkd export --int8`")
             path = sibling

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from adkd.pipelines.inference.artifact import nhwc
+from adkd.pipelines.train.artifact_steps import Int8Outcome, score_test, validity
 from adkd.pipelines.train.config import TrainConfig
-from adkd.pipelines.train.outputs import Int8Outcome, _masks, score_test
 
 PREFIX = "int8_openvino"
 
@@ -29,7 +29,7 @@ def openvino_int8_for_run(onnx_path: Path, full: Any, config: TrainConfig, *, te
         path, gate = quantize_openvino(
             onnx_path,
             nhwc(full.val),
-            valid=_masks(full.val_paths, config, None),
+            valid=validity(full.val_paths, config, None),
             seed=config.seed,
             threshold_quantile=config.threshold_quantile,
             source=f"validation images of {config.data}/{config.category}",
@@ -59,7 +59,7 @@ def choose_runtime_for_run(onnx_path: Path, full: Any, config: TrainConfig) -> t
             full.val,
             config.seed,
             config.threshold_quantile,
-            valid=_masks(full.val_paths, config, None),
+            valid=validity(full.val_paths, config, None),
             map_size=None if config.tiling.enabled else config.eval_size,  # tiled: stitched whole-image maps
             source=f"validation images of {config.data}/{config.category}",
         )
@@ -81,11 +81,11 @@ def describe_choice(record: dict[str, Any]) -> str:
 
 def _checkpoint_data(checkpoint: Path, what: str) -> tuple[TrainConfig, Any]:
     from adkd.errors import ConfigError
-    from adkd.pipelines.train.artifacts import _run_data
+    from adkd.pipelines.train.artifact_steps import run_data
     from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
 
     _, config, _ = load_model_from_checkpoint(checkpoint)
-    data = _run_data(config)
+    data = run_data(config)
     if data is None:
         raise ConfigError(
             f"{what} uses the run's validation images, but {config.data}/{config.category} is not there; "

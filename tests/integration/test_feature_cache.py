@@ -52,7 +52,7 @@ def _train(model: str, root: Path, out: Path, extra: tuple[str, ...]) -> Any:
         ("rd", ()),
         ("mrkd", ()),  # random feature masks in every step: the cache must not move the RNG stream
         ("stfpm", ("backbone=resnet18",)),
-        ("stfpm-ae", ("ae_pretrain_epochs=1",)),  # pretraining reads teacher features too
+        ("stfpm-ae", ("model_options.ae_pretrain_epochs=1",)),  # pretraining reads teacher features too
     ],
 )
 def test_cached_run_is_bit_identical(tiny_root: Path, tmp_path: Path, model: str, extra: tuple[str, ...]) -> None:

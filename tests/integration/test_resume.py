@@ -52,7 +52,8 @@ def _stable(metrics: dict[str, float]) -> dict[str, float]:
     ("model", "extra"),
     [
         ("mrkd", ()),  # random feature masks: the RNG state must be restored exactly
-        ("stfpm-ae", ("ae_pretrain_epochs=1", "ae_freeze_epochs=1")),  # pretraining phase + AE freeze
+        # pretraining phase + AE freeze
+        ("stfpm-ae", ("model_options.ae_pretrain_epochs=1", "model_options.ae_freeze_epochs=1")),
     ],
 )
 def test_resume_is_bit_identical(tiny_root: Path, tmp_path: Path, model: str, extra: tuple[str, ...]) -> None:

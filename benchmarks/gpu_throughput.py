@@ -22,9 +22,10 @@ from typing import Any
 import torch
 
 from adkd.models.zoo import build_model
+from adkd.pipelines.inference.torch_scoring import predict
 from adkd.pipelines.train.config import TrainConfig
 from adkd.pipelines.train.runtime import Runtime
-from adkd.pipelines.train.steps import build_optimizer, predict, train_step
+from adkd.pipelines.train.steps import build_optimizer, train_step
 
 FULL = [("rd", "wide_resnet50_2"), ("mrkd", "wide_resnet50_2"), ("stfpm", "resnet18")]
 DRY = [("rd", "resnet18"), ("mrkd", "resnet18"), ("stfpm", "resnet18")]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 _PREFIXES = ("MLFLOW_", "ADKD_", "RAY_ADDRESS", "AWS_")
+_ABSENT = pytest.StashKey[list[str]]()
 
 # Modules that start Ray Train clusters (a dozen processes per category). Under `--dist loadgroup` they share
 # one xdist worker and run one after another: side by side on a 2-core box they starved each other's workers
@@ -82,6 +84,31 @@ def _no_ray_left_running() -> Iterator[None]:
     if ray is not None and ray.is_initialized():
         ray.shutdown()
         pytest.fail("this module left an in-process Ray running (ray.init without ray.shutdown)", pytrace=False)
+
+
+REPO = Path(__file__).resolve().parents[1]
+# What adkd and MLflow write into the working folder by default. The suite writes only under tmp paths, so
+# none of these may appear in the repository during a run (they are git-ignored: git status would not tell).
+DEFAULT_OUTPUTS = ("adkd-runs", "mlruns", "mlflow.db", "demo-data", "adkd-predictions", "predictions", "my-data")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_ABSENT] = [name for name in DEFAULT_OUTPUTS if not (REPO / name).exists()]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):
+        return  # under xdist the controller checks, once
+    created = [name for name in session.config.stash.get(_ABSENT, []) if (REPO / name).exists()]
+    if created:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep(
+                "=",
+                f"the suite wrote into the repository: {', '.join(created)} (tests write under tmp paths only)",
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _under_ci() -> bool:

@@ -143,7 +143,7 @@ def trained(two_nodes: dict[str, Any], s3_server: str) -> dict[str, Any]:
          "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=1", "--set", "image_size=64",
          "--gpus-per-worker", "0.25", "--cpus-per-worker", "1", "--max-failures", "0",
          "--address", two_nodes["gcs"], "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=800,
+        capture_output=True, text=True, env=env, timeout=800, cwd=store,  # the runs folder (MLflow's artifacts)
     )  # fmt: skip
     return {"proc": proc, "uri": uri, "out": out, "tracking_uri": tracking_uri, **two_nodes}
 

@@ -39,18 +39,27 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     item.add_marker(pytest.mark.xdist_group(group))
 
 
-# The longest single test starts first, then the Ray group: with the rest spread around them, the slowest
-# worker does not pick up a 9-minute test near the end (xdist hands out groups in collection order).
+# The longest single test starts first, then the Ray group, then the other groups, most tests first: with the
+# rest spread around them, the slowest worker does not pick up a 10-minute test near the end. xdist hands out
+# groups in collection order only with --no-loadscope-reorder (`make test`); by default it sorts them by
+# their number of tests, which started the README test (2 tests) among the last.
 LONGEST_FIRST = ("tests/integration/test_readme.py",)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        if item.path.relative_to(config.rootpath).as_posix() in LONGEST_FIRST:
-            return 0
-        return 1 if item.path.name in RAY_MODULES else 2
+    def group(item: pytest.Item) -> str:
+        return "ray" if item.path.name in RAY_MODULES else item.path.relative_to(config.rootpath).as_posix()
 
-    items.sort(key=rank)  # stable: the order inside each rank is unchanged
+    sizes: dict[str, int] = {}
+    for item in items:
+        sizes[group(item)] = sizes.get(group(item), 0) + 1
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        if item.path.relative_to(config.rootpath).as_posix() in LONGEST_FIRST:
+            return 0, 0
+        return (1 if item.path.name in RAY_MODULES else 2), -sizes[group(item)]
+
+    items.sort(key=rank)  # stable: the order inside each group is unchanged
 
 
 @pytest.fixture(autouse=True)

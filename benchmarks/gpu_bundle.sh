@@ -3,13 +3,23 @@
 # benchmarks/gpu_check.sh: ray (without Java, RLlib, Serve, dashboard UI), pydantic and Ray's schema libraries,
 # unpacked into one tar.xz (about 31 MB) at the versions installed in .venv.
 #
-#   benchmarks/gpu_bundle.sh [OUT.tar.xz]          (default .gpu/site.tar.xz)
+#   benchmarks/gpu_bundle.sh [--data] [OUT.tar.xz]          (default carry/site.tar.xz)
+# --data also copies the real MVTec bottle (../shared/data/mvtec_ad_256, 22 MB) into carry/gpu-data/mvtec_ad_256,
+# for the moonshot's end-to-end and multi-category runs. carry/ is git-ignored: name it in the device call's carry.
 # On the GPU machine:
-#   mkdir -p /tmp/site && tar -xJf .gpu/site.tar.xz -C /tmp/site
-#   PYTHONPATH=/tmp/site:$PWD PYTHON=python3 bash benchmarks/gpu_check.sh --out DIR
+#   mkdir -p /tmp/site && tar -xJf carry/site.tar.xz -C /tmp/site
+#   PYTHONPATH=/tmp/site:$PWD PYTHON=python3 bash benchmarks/gpu_check.sh --out DIR --parts table,moonshot \
+#     --data carry/gpu-data/mvtec_ad_256
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT_TAR=$(realpath -m "${1:-.gpu/site.tar.xz}")
+if [[ "${1:-}" == "--data" ]]; then
+  shift
+  mkdir -p carry/gpu-data/mvtec_ad_256
+  rm -rf carry/gpu-data/mvtec_ad_256/bottle
+  cp -r ../shared/data/mvtec_ad_256/bottle carry/gpu-data/mvtec_ad_256/
+  echo "gpu_bundle.sh: copied the bottle into carry/gpu-data/mvtec_ad_256 ($(du -sh carry/gpu-data | cut -f1))"
+fi
+OUT_TAR=$(realpath -m "${1:-carry/site.tar.xz}")
 PY=${PYTHON:-.venv/bin/python}
 NAMES=(ray pydantic pydantic_core annotated_types typing_inspection colorful jsonschema jsonschema_specifications
        referencing rpds_py)

@@ -69,7 +69,7 @@ class Parts:
                                   seed=cfg.seed)  # fmt: skip
         self.rt = Runtime.from_config(cfg)
         self.model = self.rt.place(build_model(cfg.model, backbone=cfg.backbone, weights=cfg.weights))
-        self.train_images = self.data.train.to(self.rt.device)
+        self.train_images = self.data.train[: args.images].to(self.rt.device)
         self.val_images = self.data.val.to(self.rt.device)
         self.notes: list[str] = []
         self.cache = plan_cache(cfg, self.model, self.train_images, self.rt, out_dir / run, self.notes)
@@ -223,6 +223,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--images", type=int, default=None, help="train on the first N images only (quick profiles)")
     p.add_argument("--tag", default="cpu2")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args()

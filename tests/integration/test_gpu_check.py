@@ -58,3 +58,11 @@ def test_gpu_check_dry_run_runs_every_gpu_test_and_writes_json_and_markdown(tmp_
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert "| stfpm | resnet18 | 64 | on |" in markdown
     assert f"gpu tests: 0 passed, 0 failed, {len(skipped)} skipped." in markdown
+    # The moonshot's parts ran end to end: a training step, a cached-teacher run, two categories at once through
+    # `adkd train --categories` (Ray), and the 2-GPU DDP part skipped for want of GPUs.
+    moon = summary["moonshot"]
+    assert moon["errors"] == {} and moon["steps"]["variants"]["eager"]["images_per_s"] > 0
+    assert moon["cached_run"]["images_per_s_steps"] > 0 and moon["cached_run"]["peak_rss_mb"] > 0
+    assert moon["categories"]["rc"] == 0 and len(moon["categories"]["images_per_s"]) == 2
+    assert moon["ddp"] == {"skipped": "needs 2 GPUs, this machine has 0"}
+    assert "`adkd train --categories" in markdown

@@ -214,6 +214,11 @@ class _Run:
         self.result.notes.append(self.rt.describe())
         model = build_model(cfg.model, backbone=cfg.backbone, weights=cfg.weights, **cfg.model_options)
         self.model = self.rt.place(model)
+        # The training steps' forward through torch.compile (compiled at the first step, in epoch 1's time); the
+        # held-out loss, scoring and export use the module itself. The same weights either way.
+        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        if cfg.compile:
+            self.result.notes.append("training steps through torch.compile (compiled in epoch 1; setting compile)")
         self.ae = autoencoder_training(self.model)  # stfpm-ae's autoencoder phases; None for the other models
         # Training data lives on the device once (uint8): no loader workers, no per-batch copies. Tiled, the
         # loop indexes tiles cut from it on demand (adkd.pipelines.train.tiled).
@@ -328,8 +333,8 @@ class _Run:
             teacher = self.cache.batch(idx) if self.cache is not None else None
             try:
                 loss = train_step(
-                    model, optimizer, x, rt, pretrain=pretrain, grad_clip_norm=cfg.grad_clip_norm, dist=self.dist,
-                    teacher=teacher,
+                    self.step_model, optimizer, x, rt, pretrain=pretrain, grad_clip_norm=cfg.grad_clip_norm,
+                    dist=self.dist, teacher=teacher,
                 )  # fmt: skip
             except FloatingPointError as exc:
                 raise FloatingPointError(

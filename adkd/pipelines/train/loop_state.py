@@ -18,7 +18,7 @@ from adkd.pipelines.train.runtime import set_rng_state
 # Settings that may differ between a run and its resumption without changing what is computed.
 RESUME_FREE = {
     "epochs", "out_dir", "num_threads", "skip_validation", "data_gate", "eval_batch_size", "early_stopping",
-    "teacher_cache", "teacher_cache_max_gb", "export_int8", "export_onnx", "int8_runtimes", "time_runtimes",
+    "teacher_cache", "teacher_cache_max_gb", "export_int8", "export_onnx", "int8_runtimes", "time_runtimes", "compile",
 }  # fmt: skip
 
 

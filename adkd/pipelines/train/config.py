@@ -108,9 +108,7 @@ class TrainConfig(BaseModel):
         None, description="Compute the frozen teacher's features once per run; None = on unless augmentation is on."
     )
     teacher_cache_max_gb: float = Field(4.0, ge=0, description="Above this the teacher cache is a file in the run dir.")
-    compile: bool = Field(
-        False, description="torch.compile the training steps (compile time in epoch 1; pays on long runs)."
-    )
+    compile: bool = Field(False, description="torch.compile the training steps (compiling takes time in epoch 1).")
     export_onnx: bool = Field(True, description="Export model.onnx into the run folder at the end (off for tuning).")
     export_int8: bool = Field(False, description="Also export the gated int8 ONNX model for CPU inference.")
     # qdq-u8s8: the fastest on an AVX512-VNNI Xeon with the same accuracy (benchmarks/int8_variants.py).

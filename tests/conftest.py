@@ -26,6 +26,7 @@ RAY_MODULES = frozenset(
         "test_cluster_ddp.py",
         "test_cluster_submit.py",
         "test_benchmark.py",
+        "test_gpu_check.py",  # its moonshot dry run trains two categories through `adkd train --categories`
         "test_gpu_paths.py",
         "test_multinode.py",
         "test_tiling_positions.py",
@@ -33,10 +34,13 @@ RAY_MODULES = frozenset(
 )
 
 
+def _group(item: pytest.Item) -> str:
+    return "ray" if item.path.name in RAY_MODULES else item.path.relative_to(item.config.rootpath).as_posix()
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
     # Marked as each test is collected, i.e. before xdist reads the marks in pytest_collection_modifyitems.
-    group = "ray" if item.path.name in RAY_MODULES else item.path.relative_to(item.config.rootpath).as_posix()
-    item.add_marker(pytest.mark.xdist_group(group))
+    item.add_marker(pytest.mark.xdist_group(_group(item)))
 
 
 # The longest single test starts first, then the Ray group, then the other groups, most tests first: with the
@@ -47,17 +51,14 @@ LONGEST_FIRST = ("tests/integration/test_readme.py",)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def group(item: pytest.Item) -> str:
-        return "ray" if item.path.name in RAY_MODULES else item.path.relative_to(config.rootpath).as_posix()
-
     sizes: dict[str, int] = {}
     for item in items:
-        sizes[group(item)] = sizes.get(group(item), 0) + 1
+        sizes[_group(item)] = sizes.get(_group(item), 0) + 1
 
     def rank(item: pytest.Item) -> tuple[int, int]:
         if item.path.relative_to(config.rootpath).as_posix() in LONGEST_FIRST:
             return 0, 0
-        return (1 if item.path.name in RAY_MODULES else 2), -sizes[group(item)]
+        return (1 if item.path.name in RAY_MODULES else 2), -sizes[_group(item)]
 
     items.sort(key=rank)  # stable: the order inside each group is unchanged
 

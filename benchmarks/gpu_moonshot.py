@@ -184,6 +184,13 @@ def _adkd(args: argparse.Namespace, *cli: str, timeout: float) -> tuple[subproce
     return proc, time.perf_counter() - t0
 
 
+def _check(proc: subprocess.CompletedProcess) -> None:
+    """A failed `adkd train` fails its part (recorded under ``errors``, and the script exits non-zero)."""
+    if proc.returncode:
+        raise RuntimeError(f"adkd {' '.join(proc.args[3:])} exited with {proc.returncode}:\n"
+                           f"{(proc.stdout + proc.stderr)[-1500:]}")  # fmt: skip
+
+
 def _run_rates(out: Path) -> dict[str, float]:
     """Each category's median steps-alone images/s from its run folder's history.json."""
     rates = {}
@@ -205,8 +212,9 @@ def part_categories(args: argparse.Namespace, device: torch.device) -> dict[str,
     for override in _train_overrides(args, out):
         cli += ["--set", override]
     proc, wall = _adkd(args, *cli, timeout=args.part_timeout)
+    _check(proc)
     rates = _run_rates(out)
-    return {"categories": names, "gpus_per_worker": 0.25, "wall_s": wall, "rc": proc.returncode,
+    return {"categories": names, "gpus_per_worker": float(share), "wall_s": wall, "rc": proc.returncode,
             "images_per_s": rates, "total_images_per_s": sum(rates.values()),
             "tail": (proc.stdout + proc.stderr)[-1500:]}  # fmt: skip
 
@@ -222,6 +230,7 @@ def part_ddp(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     for override in _train_overrides(args, out):
         cli += ["--set", override]
     proc, wall = _adkd(args, *cli, timeout=args.part_timeout)
+    _check(proc)
     return {"category": name, "workers": 2, "wall_s": wall, "rc": proc.returncode, "images_per_s": _run_rates(out),
             "tail": (proc.stdout + proc.stderr)[-1500:]}  # fmt: skip
 
@@ -258,8 +267,8 @@ def markdown(res: dict[str, Any]) -> str:
     if "wall_s" in cats:
         names = ",".join(cats["categories"])
         lines.append(
-            f"- `adkd train --categories {names}` at 0.25 GPU each: wall {cats['wall_s']:.0f} s, "
-            f"rc {cats['rc']}, {cats['total_images_per_s']:.0f} img/s together "
+            f"- `adkd train --categories {names}` at {cats['gpus_per_worker']:g} GPU each: "
+            f"wall {cats['wall_s']:.0f} s, rc {cats['rc']}, {cats['total_images_per_s']:.0f} img/s together "
             f"({', '.join(f'{k} {v:.0f}' for k, v in cats['images_per_s'].items())})"
         )
     ddp = res.get("ddp") or {}

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from adkd.errors import ConfigError
+from adkd.pipelines.evaluate.metric_names import METRIC_LABELS
 from adkd.platform.console.tables import Column, print_table
 
 registry_app = typer.Typer(
@@ -23,12 +24,6 @@ console = Console()
 
 URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, adkd.toml, or the embedded store)."
 MODEL_HELP = "A registered model name (adkd-bottle) or a category with one registered model (bottle)."
-METRIC_COLUMNS = (
-    ("image_auroc", "image AUROC"),
-    ("pixel_auroc", "pixel AUROC"),
-    ("aupro", "AUPRO"),
-    ("f1_max", "F1-max"),
-)
 
 
 def _settings_and_client(tracking_uri: str | None) -> tuple[Any, Any]:
@@ -60,10 +55,8 @@ def list_cmd(
         typer.echo(json.dumps([v.to_dict() for v in versions], indent=2))
         return
     # Pixel columns only when some version has pixel metrics (image-level data sets have none).
-    shown = [("image_auroc", "image AUROC")] + [
-        (k, label)
-        for k, label in (("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"))
-        if any(k in v.metrics for v in versions)
+    shown = [("image_auroc", METRIC_LABELS["image_auroc"])] + [
+        (k, METRIC_LABELS[k]) for k in ("pixel_auroc", "aupro") if any(k in v.metrics for v in versions)
     ]
     rank = {"image_auroc": 8, "pixel_auroc": 4, "aupro": 5}
     columns = [
@@ -98,7 +91,7 @@ def _print_comparison(comparison: Any, versions: list[str]) -> None:
     """Both sets of numbers: what each version stored (and on which data), and what re-scoring measured."""
     shown = [
         (k, label)
-        for k, label in METRIC_COLUMNS
+        for k, label in METRIC_LABELS.items()
         if any(k in m for m in (*comparison.stored.values(), *comparison.rescored.values()))
     ]
     columns = [

@@ -17,6 +17,7 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader
 
 from adkd.platform.monitoring.monitor import MonitorOutcome
+from adkd.platform.monitoring.statistics import pct
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
@@ -37,10 +38,6 @@ img.plot{max-width:100%;background:#fff;border:1px solid #d6dbe1}
 FRAGMENT = _env.get_template("fragment.html")
 
 PAGE = _env.get_template("page.html")
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _ms(value: float | None) -> str:
@@ -112,7 +109,12 @@ def plots(o: MonitorOutcome) -> list[tuple[str, str]]:
 
 
 def fragment(o: MonitorOutcome) -> str:
-    return FRAGMENT.render(o=o, s=o.stats, plots=plots(o), pct=_pct, ms=_ms, num=_num)
+    return FRAGMENT.render(o=o, s=o.stats, plots=plots(o), pct=pct, ms=_ms, num=_num)
+
+
+def page_html(o: MonitorOutcome) -> str:
+    """The fragment wrapped into one HTML page that needs nothing else."""
+    return PAGE.render(o=o, style=STYLE, body=fragment(o))
 
 
 def write_report(o: MonitorOutcome, path: Path) -> Path:
@@ -120,7 +122,7 @@ def write_report(o: MonitorOutcome, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(PAGE.render(o=o, style=STYLE, body=fragment(o)), encoding="utf-8")
+    tmp.write_text(page_html(o), encoding="utf-8")
     os.replace(tmp, path)
     o.report_path = path
     return path

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -167,7 +167,7 @@ def checks(stats: Stats, bounds: Any) -> list[Check]:
             stats.flag_pvalue,
             bounds.flag_rate_pvalue_min,
             "min",
-            f"binomial test: flag rate {_pct(stats.flag_rate)} against {_pct(stats.expected_flag_rate)} expected",
+            f"binomial test: flag rate {pct(stats.flag_rate)} against {pct(stats.expected_flag_rate)} expected",
         ),
         Check("false_alarm_rate", stats.false_alarm_rate, bounds.false_alarm_rate_max, "max", "confirmed false alarms"),
         Check("miss_rate", stats.miss_rate, bounds.miss_rate_max, "max", "confirmed missed defects"),
@@ -195,7 +195,8 @@ def checks(stats: Stats, bounds: Any) -> list[Check]:
     return out
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
+    """A rate as the checks and the report show it."""
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
@@ -211,7 +212,6 @@ class Bucket:
     ks_statistic: float | None
     latency_p50_ms: float
     latency_p99_ms: float
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def over_time(rows: list[dict[str, Any]], normals: list[float], n_buckets: int = 12) -> list[Bucket]:

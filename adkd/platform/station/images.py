@@ -90,7 +90,7 @@ def check_upload(data: bytes, filename: str | None, max_bytes: int) -> Upload:
 
 def new_key(category: str, extension: str) -> str:
     """A generated storage key: ``<category>/<YYYY-MM-DD>/<random>.<ext>``."""
-    from adkd.platform.station.log import utcnow
+    from adkd.platform.monitoring.monitor import utcnow
 
     return f"{category}/{utcnow():%Y-%m-%d}/{uuid.uuid4().hex}.{extension}"
 

@@ -8,7 +8,7 @@ first use; a row is written in one transaction, so a failed insert leaves nothin
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from adkd.errors import ConfigError, DataError, ServiceError
+from adkd.platform.monitoring.monitor import utcnow
 from adkd.platform.tracking.redaction import redact_uri
 
 DB_FILE = "station.db"
@@ -88,11 +89,6 @@ feedback_table = Table(
     Column("defect_type", String(64)),
     Column("created_at", DateTime, nullable=False),
 )
-
-
-def utcnow() -> datetime:
-    """Now in UTC, naive (what the tables store)."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass

@@ -22,11 +22,11 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from adkd.errors import AdkdError
+from adkd.pipelines.evaluate.metric_names import METRIC_LABELS
 from adkd.platform.station.inspector import Inspection, Station
 from adkd.platform.tracking.redaction import redact_uri
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "f1_max": "F1-max"}
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
@@ -261,14 +261,13 @@ def create_app(station: Station, settings: Any) -> FastAPI:
     @app.get("/monitor/report", response_class=HTMLResponse)
     async def monitor_report(request: Request, category: str) -> Response:
         from adkd.platform.monitoring.monitor import monitor_category
-        from adkd.platform.monitoring.report import PAGE, STYLE, fragment
+        from adkd.platform.monitoring.report import page_html
 
         try:
             outcome = await run_in_threadpool(monitor_category, station.log, category, settings.monitor)
         except AdkdError as exc:
             return message(request, str(exc), 404)
-        body = await run_in_threadpool(fragment, outcome)
-        return HTMLResponse(PAGE.render(o=outcome, style=STYLE, body=body))
+        return HTMLResponse(await run_in_threadpool(page_html, outcome))
 
     # Plain functions: FastAPI runs them in its thread pool, so the database and the store never block the loop.
     @app.get("/images/{verdict_id}/{kind}")

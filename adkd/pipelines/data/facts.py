@@ -187,13 +187,18 @@ def _mark_duplicates(df: pd.DataFrame) -> None:
 def _mark_odd(df: pd.DataFrame) -> None:
     """Each image's category's most common mode group and size, and whether the image differs from them.
 
-    Ties go to the mode or size that sorts first, so the verdict does not depend on file order.
+    Ties go to the mode that sorts first and to the smallest size (``sizes.most_common``, as the category
+    table's ``most_common_size``), so the verdict does not depend on file order.
     """
     images = df[(df.kind == "image") & df.decodable]
     for _, group in images.groupby("category"):
-        for column, common, odd in (("mode_group", "category_mode", "odd_mode"), ("size", "category_size", "odd_size")):
-            counts = group[column].value_counts()
-            top = sorted(counts.index[counts == counts.max()])[0]
+        modes = group.mode_group.value_counts()
+        top_mode = sorted(modes.index[modes == modes.max()])[0]
+        top_size = most_common(size_counts(zip(group.width, group.height)), 1)[0][0]
+        for column, common, odd, top in (
+            ("mode_group", "category_mode", "odd_mode", top_mode),
+            ("size", "category_size", "odd_size", top_size),
+        ):
             df.loc[group.index, common] = top
             df.loc[group.index, odd] = group[column] != top
 

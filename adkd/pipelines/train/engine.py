@@ -420,8 +420,8 @@ class _Run:
 
         def compute() -> dict[str, float]:
             extra: dict[str, float] = {}
+            scorer = eval_model(self.model, self.config)  # tiled: whole images, stitched maps
             for cb in self.callbacks:
-                scorer = eval_model(self.model, self.config)  # tiled: whole images, stitched maps
                 extra.update(cb.on_epoch_model(self._global_epoch(), scorer, self.rt, self.data, self.config))
             return extra
 

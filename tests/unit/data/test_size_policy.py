@@ -88,3 +88,20 @@ def test_some_masks_missing_is_still_an_error(tmp_path: Path) -> None:
         dataset.load_category(root, "kolektor", image_size=32)
     data = dataset.load_category(root, "kolektor", image_size=32, image_level=True)
     assert not data.has_masks and np.isfinite(data.test.float().numpy()).all()
+
+
+def test_a_tie_names_the_same_most_common_size_in_both_tables(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from adkd.pipelines.data.facts import category_facts, file_facts
+
+    good = tmp_path / "parts" / "train" / "good"
+    good.mkdir(parents=True)
+    # One image each: "1000x80" sorts before "200x200" as text, (200, 200) before (1000, 80) as sizes.
+    for name, (w, h) in (("a.png", (1000, 80)), ("b.png", (200, 200))):
+        Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(good / name)
+    files = file_facts(tmp_path, ["parts"])
+    table = category_facts(tmp_path, ["parts"], files)
+    images = files[files.kind == "image"]
+    assert set(images.category_size) == {table.most_common_size.iloc[0]} == {"200x200"}
+    assert images.set_index("size").odd_size.to_dict() == {"1000x80": True, "200x200": False}

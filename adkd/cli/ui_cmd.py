@@ -8,23 +8,30 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 
-from adkd.errors import ServiceError
+from adkd.errors import AdkdError, ServiceError
 from adkd.platform.services.process_tree import run_until_stopped
 
 console = Console()
 READY_TIMEOUT_S = 300.0
 
 
-def _links(client: Any, base: str, landing: bool) -> list[str]:
-    """Lines naming the runs of the recent experiments and the registered models, each with its link."""
-    from adkd.platform.services.mlflow_ui import landing_link, recent_experiments, runs_target
+def _links(uri: str, base: str, landing: bool) -> list[str]:
+    """Lines naming the runs of the recent experiments and the registered models, each with its link (one line
+    saying why when the store cannot be read: the UI's address is printed all the same)."""
+    from mlflow.exceptions import MlflowException
 
-    experiments, total = recent_experiments(client)
+    from adkd.platform.services.mlflow_ui import landing_link, recent_experiments, runs_target
+    from adkd.platform.tracking.client import client_for
+    from adkd.platform.tracking.redaction import redact_uri
+
+    try:
+        experiments, total = recent_experiments(client_for(uri))
+    except (AdkdError, MlflowException) as exc:
+        return [f"  runs not listed: {str(exc).splitlines()[0].replace(uri, redact_uri(uri))}"]
     lines = []
     for e in experiments:
         link = landing_link(base, e.experiment_id) if landing else f"{base}/{runs_target(e.experiment_id)}"
@@ -66,8 +73,6 @@ def ui(
     The links open the training runs (not MLflow's GenAI overview) in any browser. Ctrl-C, SIGTERM or SIGHUP
     stop it all.
     """
-    from mlflow import MlflowClient
-
     from adkd.platform.console.quiet import debug_requested
     from adkd.platform.services.mlflow_ui import APP_NAME
     from adkd.platform.tracking.client import is_remote
@@ -80,11 +85,11 @@ def ui(
         # A tracking server serves its own UI (without adkd's landing page: its links carry the view instead).
         base = redact_uri(uri).rstrip("/")
         console.print(f"MLflow UI: {base}", highlight=False)
-        console.print("\n".join(_links(MlflowClient(uri), base, landing=False)), highlight=False, soft_wrap=True)
+        console.print("\n".join(_links(uri, base, landing=False)), highlight=False, soft_wrap=True)
         return
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    lines = _links(MlflowClient(uri), url, landing=True)
+    lines = _links(uri, url, landing=True)
     cmd = [
         str(Path(sys.executable).parent / "mlflow"),
         "ui",

@@ -120,26 +120,13 @@ def monitor_category(
     )
 
 
-def _experiment_id(client: Any, artifact_location: str | None) -> str:
-    from mlflow.exceptions import MlflowException
-
-    found = client.get_experiment_by_name(EXPERIMENT)
-    if found is not None:
-        return str(found.experiment_id)
-    try:
-        return str(client.create_experiment(EXPERIMENT, artifact_location=artifact_location))
-    except MlflowException:  # created meanwhile by another pass
-        return str(client.get_experiment_by_name(EXPERIMENT).experiment_id)
-
-
 def log_run(outcome: MonitorOutcome, tracking_uri: str, artifact_location: str | None = None) -> str:
     """An MLflow run with the pass's metrics (and the time series), linked to the registered version."""
     import time
 
     from mlflow.entities import Metric, RunTag
 
-    from adkd.platform.registry.versions import client_for
-    from adkd.platform.tracking.client import is_remote
+    from adkd.platform.tracking.client import client_for, ensure_experiment, is_remote
 
     client = client_for(tracking_uri)
     try:
@@ -147,7 +134,8 @@ def log_run(outcome: MonitorOutcome, tracking_uri: str, artifact_location: str |
     except Exception:
         mv = None
     model_id = getattr(mv, "model_id", None) if mv is not None else None
-    experiment_id = _experiment_id(client, None if is_remote(tracking_uri) else artifact_location)
+    experiment = ensure_experiment(client, EXPERIMENT, None if is_remote(tracking_uri) else artifact_location)
+    experiment_id = experiment.experiment_id
     stamp = f"{outcome.until:%Y%m%d-%H%M%S}"
     tags = {
         "category": outcome.category,

@@ -34,9 +34,11 @@ from adkd.platform.registry.naming import (
     resolve_model,
 )
 from adkd.platform.registry.rescoring import Comparison, RescoreContext, compare
+from adkd.platform.tracking.client import client_for
 from adkd.platform.tracking.labels import latest_version_tags, version_description
 
-__all__ = ["ensure_registered_model", "registered_name"]  # naming's, used here and by the registry's callers
+# naming's and tracking's, used here and by the registry's callers
+__all__ = ["client_for", "ensure_registered_model", "registered_name"]
 
 ALIASES = ("staging", "production")
 TIE_BREAK = "aupro"
@@ -141,17 +143,6 @@ def register_version(
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def client_for(tracking_uri: str) -> Any:
-    """An MlflowClient on ``tracking_uri`` (registry on the same store), after a reachability check."""
-    from mlflow import MlflowClient
-
-    from adkd.platform.tracking.client import check_reachable, configure_http_env
-
-    configure_http_env()
-    check_reachable(tracking_uri)
-    return MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
 
 def _metric_key(metric: str) -> str:

@@ -96,6 +96,37 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
                 )
 
 
+def client_for(tracking_uri: str) -> Any:
+    """An MlflowClient on ``tracking_uri`` (registry on the same store), after short retries are set and a
+    reachability check (a ServiceError naming the store when it cannot be used)."""
+    from mlflow import MlflowClient
+
+    configure_http_env()
+    check_reachable(tracking_uri)
+    return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+
+
+def ensure_experiment(
+    client: Any, name: str, artifact_location: str | None = None, tags: dict[str, str] | None = None
+) -> Any:
+    """The experiment ``name``: restored when deleted, created (with ``tags``) when missing, also when another
+    command creates it at the same moment."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment
+    try:
+        experiment_id = client.create_experiment(name, artifact_location=artifact_location, tags=tags)
+    except Exception:
+        # Another command created it between our lookup and create.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment
+    return client.get_experiment(experiment_id)
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` means 'server away' (retry later), not 'request rejected'."""
     seen: set[int] = set()

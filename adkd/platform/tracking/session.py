@@ -30,8 +30,8 @@ from adkd.platform.tracking.category_run import CategoryTracker
 from adkd.platform.tracking.child_context import ChildRunContext, ModelPublisher, queue_params
 from adkd.platform.tracking.client import (
     ResilientWriter,
-    check_reachable,
-    configure_http_env,
+    client_for,
+    ensure_experiment,
     is_remote,
     write_unsent_report,
 )
@@ -143,16 +143,15 @@ class TrackingSession:
     def start_parent(self) -> str:
         """Check the store, create the experiment and the parent run; raises ServiceError if unreachable."""
         import mlflow
-        from mlflow import MlflowClient
 
-        configure_http_env()
-        check_reachable(self.tracking_uri)
+        self.client = client_for(self.tracking_uri)
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
-        self.client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
         env_tags = environment_tags()
         try:
-            self.experiment_id = self._experiment_id()
+            experiment = ensure_experiment(self.client, self.experiment, self.artifact_location, experiment_tags())
+            mark_training_experiment(self.client, experiment)
+            self.experiment_id = experiment.experiment_id
             tags = {
                 "mlflow.runName": self.run_name or f"{self.command}-{time.strftime('%Y%m%d-%H%M%S')}",
                 "command": self.command,
@@ -185,24 +184,6 @@ class TrackingSession:
         if params:
             queue_params(self.writer, self.client, self.parent_run_id, params, "parent")
         return self.parent_run_id
-
-    def _experiment_id(self) -> str:
-        experiment = self.client.get_experiment_by_name(self.experiment)
-        if experiment is not None:
-            if experiment.lifecycle_stage == "deleted":
-                self.client.restore_experiment(experiment.experiment_id)
-            mark_training_experiment(self.client, experiment)
-            return experiment.experiment_id
-        try:
-            return self.client.create_experiment(
-                self.experiment, artifact_location=self.artifact_location, tags=experiment_tags()
-            )
-        except Exception:
-            # Another command created it between our lookup and create.
-            experiment = self.client.get_experiment_by_name(self.experiment)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
 
     def child_context(self) -> ChildRunContext:
         """What a child run of this command is handed (the parent run is started first if need be)."""

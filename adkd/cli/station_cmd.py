@@ -14,7 +14,9 @@ console = Console()
 
 def station(
     models: list[str] = typer.Argument(
-        None, help="CATEGORY, CATEGORY@ALIAS or CATEGORY/VERSION (default: every category with a --alias version)."
+        None,
+        help="CATEGORY, CATEGORY@ALIAS or CATEGORY/VERSION; a registered name in place of CATEGORY where it has "
+        "several (default: every category with a --alias version).",
     ),
     alias: str = typer.Option("production", "--alias", help="Registry alias served for a bare CATEGORY."),
     host: str = typer.Option(

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -59,10 +60,7 @@ class Inspection:
 
 def overlay_png(pred_map: np.ndarray, original: np.ndarray, vmin: float, vmax: float) -> bytes:
     """The image with its heatmap over it, at most ``OVERLAY_SIDE`` on the long side, as PNG bytes."""
-    h, w = pred_map.shape
-    if original.shape[:2] != (h, w):  # the model scored a centre crop: overlay that crop
-        top, left = (original.shape[0] - h) // 2, (original.shape[1] - w) // 2
-        original = original[top : top + h, left : left + w]
+    h, w = pred_map.shape  # the predictors give the map at the original's size
     scale = min(1.0, OVERLAY_SIDE / max(h, w))
     if scale < 1.0:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -97,6 +95,7 @@ class Station:
         *,
         tracking_uri: str,
         cache_dir: Path,
+        registry: Any = None,
         runtime: str = "auto",
         keep_passed: float = 0.05,
         max_upload_bytes: int = 20_000_000,
@@ -105,6 +104,7 @@ class Station:
         self.log = log
         self.store = store
         self.tracking_uri = tracking_uri
+        self.registry = registry  # an MlflowClient for the versions' facts; None: offline
         self.cache_dir = cache_dir
         self.runtime = runtime
         self.keep_passed = keep_passed
@@ -118,7 +118,7 @@ class Station:
     def load(self) -> None:
         """Load every spec (a failure stops the start: a station must not serve half its line)."""
         for spec in self.specs:
-            served = load_model(spec, self.tracking_uri, self.cache_dir, self.runtime)
+            served = load_model(spec, self.tracking_uri, self.cache_dir, self.runtime, self.registry)
             self.log.record_model(served.reference_entry())
             self.models[served.category] = served
 
@@ -134,7 +134,7 @@ class Station:
                 _, origin = resolve_onnx(spec.reference, self.tracking_uri, self.cache_dir)
                 if current is not None and str(origin["version"]) == current.version:
                     continue
-                fresh = load_model(spec, self.tracking_uri, self.cache_dir, self.runtime)
+                fresh = load_model(spec, self.tracking_uri, self.cache_dir, self.runtime, self.registry)
             except AdkdError:
                 continue  # registry out of reach: keep serving what is loaded
             if current is None or fresh.version != current.version:

@@ -1,18 +1,19 @@
 """Which registered version answers for a category, loaded through the same predictor as ``adkd.load``.
 
-A spec is ``CATEGORY`` (the default alias, ``production``), ``CATEGORY@ALIAS`` or ``CATEGORY/VERSION``. Without
-specs, every ``adkd-*`` registered model that has a version under the alias is served.
+A spec is ``CATEGORY`` (the default alias, ``production``), ``CATEGORY@ALIAS`` or ``CATEGORY/VERSION``; CATEGORY is
+found as ``adkd registry`` finds it: the category's one registered model (whatever name ``registered_model_name``
+made), or a registered name. Without specs, every adkd registered model with a version under the alias is served.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from adkd.errors import ConfigError
-from adkd.platform.registry.versions import registered_name
+from adkd.platform.registry.naming import registered_name, resolve_model
 
 DEFAULT_ALIAS = "production"
 _SPEC = re.compile(r"^(?P<category>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))?$")
@@ -22,10 +23,10 @@ _SPEC = re.compile(r"^(?P<category>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Z
 class ModelSpec:
     """What the operator asked to serve for one category."""
 
-    category: str
+    category: str  # as parsed: a category or a registered name, until ``resolve_specs`` sets the model's category
     alias: str | None = DEFAULT_ALIAS
     version: str | None = None
-    name: str | None = None  # the registered model; None: the default name of the category (adkd-<category>)
+    name: str | None = None  # the registered model; None: not resolved (registry offline), adkd-<category>
 
     @property
     def reference(self) -> str:
@@ -40,7 +41,8 @@ def parse_spec(text: str, default_alias: str = DEFAULT_ALIAS) -> ModelSpec:
     match = _SPEC.match(text.strip())
     if not match:
         raise ConfigError(
-            f"model {text!r} is not understood; write CATEGORY, CATEGORY@ALIAS or CATEGORY/VERSION (e.g. disc@staging)"
+            f"model {text!r} is not understood; write CATEGORY, CATEGORY@ALIAS or CATEGORY/VERSION "
+            "(e.g. disc@staging), a registered name in place of CATEGORY where the category has several"
         )
     if match["version"]:
         return ModelSpec(match["category"], None, match["version"])
@@ -56,7 +58,6 @@ class ServedModel:
     name: str
     version: str
     predictor: Any
-    onnx_path: Path
     metrics: dict[str, float] = field(default_factory=dict)
     family: str = ""
     backbone: str = ""
@@ -94,24 +95,35 @@ class ServedModel:
         }
 
 
-def discover(tracking_uri: str, alias: str = DEFAULT_ALIAS) -> list[ModelSpec]:
+def _category(model: Any) -> str:
+    # The model's tag: a name template may say more than adkd-<category>.
+    return (model.tags or {}).get("category") or model.name.removeprefix("adkd-")
+
+
+def discover(client: Any, alias: str = DEFAULT_ALIAS) -> list[ModelSpec]:
     """Every adkd registered model with a version under ``alias``."""
-    from adkd.platform.registry.versions import client_for, registered_models
+    from adkd.platform.registry.versions import registered_models
 
-    client = client_for(tracking_uri)
     found = [m for m in registered_models(client) if alias in (m.aliases or {})]
-    # The category is the model's tag (a name template may say more than adkd-<category>).
-    return [
-        ModelSpec((m.tags or {}).get("category") or m.name.removeprefix("adkd-"), alias, name=m.name) for m in found
-    ]
+    return [ModelSpec(_category(m), alias, name=m.name) for m in found]
 
 
-def _registry_facts(tracking_uri: str, name: str, version: str) -> dict[str, Any]:
+def resolve_specs(client: Any, specs: list[ModelSpec]) -> list[ModelSpec]:
+    """Each spec with its registered model, found as ``adkd registry`` finds it, and that model's category."""
+    out = []
+    for spec in specs:
+        model = resolve_model(client, spec.category)
+        out.append(replace(spec, category=_category(model), name=model.name))
+    return out
+
+
+def _registry_facts(client: Any, name: str, version: str) -> dict[str, Any]:
     """Metrics, family, backbone and run of a registered version; empty when the registry cannot be asked."""
+    if client is None:
+        return {}
     try:
-        from adkd.platform.registry.versions import client_for, version_metrics
+        from adkd.platform.registry.versions import version_metrics
 
-        client = client_for(tracking_uri)
         mv = client.get_model_version(name, version)
     except Exception:  # offline: the model file's own metadata still says enough
         return {}
@@ -125,8 +137,11 @@ def _registry_facts(tracking_uri: str, name: str, version: str) -> dict[str, Any
     }
 
 
-def load_model(spec: ModelSpec, tracking_uri: str, cache_dir: Path, runtime: str = "auto") -> ServedModel:
-    """Resolve ``spec`` in the registry and open its ONNX file with ``open_predictor``."""
+def load_model(
+    spec: ModelSpec, tracking_uri: str, cache_dir: Path, runtime: str = "auto", client: Any = None
+) -> ServedModel:
+    """Resolve ``spec`` in the registry and open its ONNX file with ``open_predictor`` (``client``: the registry's,
+    for the version's facts; None: offline, the file's own metadata says enough)."""
     from adkd.pipelines.predict.runtimes import open_predictor
     from adkd.platform.registry.resolve import resolve_onnx
 
@@ -138,10 +153,11 @@ def load_model(spec: ModelSpec, tracking_uri: str, cache_dir: Path, runtime: str
         raise ConfigError(
             f"{spec.reference} is a model of category {category!r}, not {spec.category!r}; check the registry"
         )
-    facts = _registry_facts(tracking_uri, origin["name"], origin["version"])
-    metrics = facts.get("metrics") or {
-        k.removeprefix("test/"): float(v) for k, v in (meta.get("metrics") or {}).items() if k.startswith("test/")
-    }
+    facts = _registry_facts(client, origin["name"], origin["version"])
+    # The served file's own test metrics first: runtime=auto may run an int8 or OpenVINO variant, which records
+    # its own; the registry's metric.* tags are the fp32 run's (the same numbers when the fp32 file is served).
+    own = {k.removeprefix("test/"): float(v) for k, v in (meta.get("metrics") or {}).items() if k.startswith("test/")}
+    metrics = own or facts.get("metrics") or {}
     normals = meta.get("normal_scores") or {}
     return ServedModel(
         spec=spec,
@@ -149,7 +165,6 @@ def load_model(spec: ModelSpec, tracking_uri: str, cache_dir: Path, runtime: str
         name=origin["name"],
         version=str(origin["version"]),
         predictor=predictor,
-        onnx_path=path,
         metrics=metrics,
         family=facts.get("family") or str(meta.get("model") or ""),
         backbone=facts.get("backbone") or str(meta.get("backbone") or ""),

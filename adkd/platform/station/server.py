@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adkd.errors import ConfigError
+from adkd.errors import ConfigError, ServiceError
 from adkd.platform.station.access import TokenGate, check_bind
 from adkd.platform.station.images import open_store
 from adkd.platform.station.inspector import Station
 from adkd.platform.station.log import VerdictLog, default_url
-from adkd.platform.station.served import DEFAULT_ALIAS, ModelSpec, discover, parse_spec
+from adkd.platform.station.served import DEFAULT_ALIAS, ModelSpec, discover, parse_spec, resolve_specs
+from adkd.platform.tracking.client import client_for
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,18 @@ def build_station(settings: Any, models: list[str], alias: str = DEFAULT_ALIAS) 
     """Open the log and the store and load every model (``models`` empty: all with ``alias``)."""
     specs: list[ModelSpec] = [parse_spec(m, alias) for m in models]
     tracking_uri = settings.resolved_tracking_uri
-    if not specs:
-        specs = discover(tracking_uri, alias)
+    try:
+        client = client_for(tracking_uri)  # one registry client for the start and the alias refresher
+    except ServiceError as exc:
+        if not specs:
+            raise
+        # Named models still start from the cache (resolve_onnx remembers the aliases' last answers).
+        log.warning("%s; serving the named models as cached, under their default names", exc)
+        client = None
+    if specs:
+        specs = resolve_specs(client, specs) if client is not None else specs
+    else:
+        specs = discover(client, alias)
         if not specs:
             raise ConfigError(
                 f"no registered adkd model has a version under the alias '{alias}' in {tracking_uri}; promote one "
@@ -69,6 +80,7 @@ def build_station(settings: Any, models: list[str], alias: str = DEFAULT_ALIAS) 
         verdict_log,
         store,
         tracking_uri=tracking_uri,
+        registry=client,
         cache_dir=settings.cache_dir,
         runtime=settings.runtime,
         keep_passed=cfg.keep_passed,

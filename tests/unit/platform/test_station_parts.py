@@ -7,6 +7,7 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -17,7 +18,7 @@ from adkd.platform.station.feedback_data import destination
 from adkd.platform.station.images import LocalImageStore, check_upload, display_name, new_key
 from adkd.platform.station.inspector import clean_defect_type
 from adkd.platform.station.log import VerdictLog, VerdictRecord
-from adkd.platform.station.served import ModelSpec, parse_spec
+from adkd.platform.station.served import ModelSpec, load_model, parse_spec, resolve_specs
 
 MB = 1_000_000
 
@@ -152,6 +153,56 @@ def test_model_specs() -> None:
     assert parse_spec("disc/3").reference == "models:/adkd-disc/3"
     with pytest.raises(ConfigError, match="CATEGORY@ALIAS"):
         parse_spec("../disc")
+
+
+class _Registry:
+    """A registry with one model of category disc under a name template's name (not adkd-disc)."""
+
+    def __init__(self, metric_tags: dict[str, str] | None = None) -> None:
+        self.model = SimpleNamespace(name="adkd-disc-line3", tags={"category": "disc", "managed_by": "adkd"})
+        self.metric_tags = metric_tags or {}
+
+    def get_registered_model(self, name: str):
+        from mlflow.exceptions import MlflowException
+
+        if name != self.model.name:
+            raise MlflowException(f"RESOURCE_DOES_NOT_EXIST: {name}")
+        return self.model
+
+    def search_registered_models(self, filter_string: str):
+        return [self.model] if "category = 'disc'" in filter_string else []
+
+    def get_model_version(self, name: str, version: str):
+        return SimpleNamespace(tags={"model": "stfpm", **self.metric_tags}, run_id="run-1")
+
+
+def test_a_category_resolves_to_its_registered_model_whatever_the_name_template_made() -> None:
+    """`adkd station disc` finds adkd-disc-line3 as `adkd registry promote disc` does; a registered name works too."""
+    by_category, by_name = resolve_specs(_Registry(), [parse_spec("disc@staging"), parse_spec("adkd-disc-line3/2")])
+    assert by_category.reference == "models:/adkd-disc-line3@staging" and by_category.category == "disc"
+    assert by_name.reference == "models:/adkd-disc-line3/2" and by_name.category == "disc"
+    with pytest.raises(ConfigError, match="no registered model or category 'cable'"):
+        resolve_specs(_Registry(), [parse_spec("cable")])
+
+
+def test_the_served_file_shows_its_own_test_metrics_before_the_registry_tags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runtime=auto may serve an int8 variant: its own numbers, not the fp32 run's metric.* tags."""
+    import adkd.pipelines.predict.runtimes as runtimes
+    import adkd.platform.registry.resolve as resolve
+
+    meta = {"category": "disc", "metrics": {"test/image_auroc": 0.81, "test/aupro": 0.5}}
+    predictor = SimpleNamespace(meta=meta, image_threshold=1.0)
+    origin = {"name": "adkd-disc-line3", "version": "2"}
+    monkeypatch.setattr(resolve, "resolve_onnx", lambda ref, uri, cache: (tmp_path / "m.onnx", origin))
+    monkeypatch.setattr(runtimes, "open_predictor", lambda path, runtime: predictor)
+    registry = _Registry({"metric.image_auroc": "0.93"})
+    spec = ModelSpec("disc", name="adkd-disc-line3")
+    served = load_model(spec, "sqlite:///x.db", tmp_path, client=registry)
+    assert served.metrics == {"image_auroc": 0.81, "aupro": 0.5} and served.family == "stfpm"
+    meta["metrics"] = {}  # a file without numbers of its own: the registry's
+    assert load_model(spec, "sqlite:///x.db", tmp_path, client=registry).metrics == {"image_auroc": 0.93}
 
 
 def test_a_non_loopback_bind_needs_a_long_token() -> None:

@@ -113,7 +113,7 @@ class Parts:
         cfg = self.config
         cache = None
         if cached:
-            cache = TeacherCache(self.model, self.val_images, self.rt, cfg.eval_batch_size, 1 << 40, Path())
+            cache = TeacherCache(self.model, self.val_images, self.rt, cfg.eval_batch_size, False, Path())
             cache.batch(torch.arange(2))  # built once per run, as the engine does: not part of each epoch
         t0 = _clock(self.rt.device)
         held_out_loss(self.model, self.val_images, self.rt, cfg.eval_batch_size, cfg.seed, teacher=cache)

@@ -224,7 +224,9 @@ class _Run:
         # loop indexes tiles cut from it on demand (adkd.pipelines.train.tiled).
         self.train_images, self.val_images = training_sources(cfg, self.data, self.rt.device, self.result.notes)
         if cache_allowed(cfg, self.train_images, self.result.notes):
-            self.cache = plan_cache(cfg, self.model, self.train_images, self.rt, self.run_dir, self.result.notes)
+            self.cache = plan_cache(
+                cfg, self.model, self.train_images, self.rt, self.run_dir, self.result.notes, self.val_images
+            )
             self.val_cache = plan_val_cache(cfg, self.cache, self.val_images, self.run_dir, self.result.notes)
 
         self.opts = Optimisers(

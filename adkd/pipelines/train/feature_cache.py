@@ -4,7 +4,8 @@ The teacher is frozen (no gradients, BatchNorm in eval mode) and the training im
 so its features for an image are the same every epoch. The cache computes them once, at the first
 training batch (so the cost shows in epoch 1's time), keeps them in the training dtype (bf16 under
 autocast) on the training device, or in a memory-mapped file in the run folder when they exceed
-``teacher_cache_max_gb``, and hands each step the rows of its batch. Models take them through
+``teacher_cache_max_gb`` or half the free memory (``plan_cache`` decides, for the training and validation
+images together), and hands each step the rows of its batch. Models take them through
 ``forward(images, teacher=...)`` and ``pretrain_loss(images, teacher=...)``.
 
 The features are computed in batches of ``batch_size`` with no batch of one: on CPU the convolutions then
@@ -54,7 +55,11 @@ def unsupported_reason(model: nn.Module) -> str | None:
 
 
 class TeacherCache:
-    """Teacher features of ``images`` (uint8 [N,3,H,W] on the device), built on first use."""
+    """Teacher features of ``images`` (uint8 [N,3,H,W] on the device), built on first use.
+
+    ``on_disk``: held in a memory-mapped file in a new folder under ``spill_dir`` (removed by ``close``)
+    instead of the training device's memory.
+    """
 
     def __init__(
         self,
@@ -62,7 +67,7 @@ class TeacherCache:
         images: torch.Tensor,
         runtime: Any,
         batch_size: int,
-        max_bytes: int,
+        on_disk: bool,
         spill_dir: Path,
         notes: list[str] | None = None,
         what: str = "training",
@@ -70,14 +75,15 @@ class TeacherCache:
         self.model, self.images, self.rt, self.what = model, images, runtime, what
         self.notes = notes if notes is not None else []
         self.batch_size = max(int(batch_size), 2)
-        self.max_bytes, self.spill_dir = max_bytes, spill_dir
+        self.on_disk, self.spill_dir = on_disk, spill_dir
         self.levels: list[torch.Tensor] | None = None
         self.channels_last: list[bool] = []
         self.file_dir: Path | None = None
 
     @property
-    def on_disk(self) -> bool:
-        return self.file_dir is not None
+    def device(self) -> torch.device:
+        """Where the features are held: index ``batch`` with a tensor there and the rows take no copy first."""
+        return torch.device("cpu") if self.on_disk else self.rt.device
 
     @property
     def nbytes(self) -> int:
@@ -113,9 +119,8 @@ class TeacherCache:
         chunks = self._chunks()
         n = len(self.images)
         first = self._teacher(chunks[0])
-        per_image = sum(t[0].numel() * t.element_size() for t in first)
         self.channels_last = [t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) for t in first]
-        if per_image * n > self.max_bytes:
+        if self.on_disk:
             self.levels = self._file_tensors(first, n)
         else:
             self.levels = [torch.empty((n, *t.shape[1:]), dtype=t.dtype, device=t.device) for t in first]
@@ -148,11 +153,19 @@ class TeacherCache:
 
 
 def plan_cache(
-    config: Any, model: nn.Module, images: torch.Tensor, runtime: Any, run_dir: Path, notes: list[str]
+    config: Any,
+    model: nn.Module,
+    images: torch.Tensor,
+    runtime: Any,
+    run_dir: Path,
+    notes: list[str],
+    val_images: Any = None,
 ) -> TeacherCache | None:
     """The run's teacher cache, or None when ``teacher_cache`` is off or (left on auto) cannot apply.
 
-    ``teacher_cache=true`` with an augmentation on or a model that cannot use it is a ConfigError.
+    ``teacher_cache=true`` with an augmentation on or a model that cannot use it is a ConfigError. The size
+    check counts the validation images that ``plan_val_cache`` caches beside (``val_images``), and both caches
+    are held where it decides.
     """
     wanted = getattr(config, "teacher_cache", None)
     if wanted is False:
@@ -165,20 +178,24 @@ def plan_cache(
         notes.append(f"teacher feature cache off: {reason}")
         return None
     max_bytes = int(float(getattr(config, "teacher_cache_max_gb", 4.0)) * 1024**3)
-    refusal, spill = check_fits(
-        predicted_bytes(model, images, runtime), len(images), runtime, max_bytes, run_dir, notes
-    )
+    n = len(images) + _cached_val_images(val_images)
+    refusal, on_disk = check_fits(predicted_bytes(model, images, runtime, n), n, runtime, max_bytes, run_dir, notes)
     if refusal is not None:
         if wanted:
             raise ConfigError(f"teacher_cache=true but {refusal}; set teacher_cache=false")
         notes.append(f"teacher feature cache off: {refusal}")
         return None
-    return TeacherCache(model, images, runtime, config.batch_size, 0 if spill else max_bytes, run_dir, notes)
+    return TeacherCache(model, images, runtime, config.batch_size, on_disk, run_dir, notes)
 
 
-def predicted_bytes(model: nn.Module, images: torch.Tensor, runtime: Any) -> int:
-    """Bytes the cache will hold for ``images``: the teacher's features of two of them, in the training dtype,
-    scaled to all (a shape pass, before anything is stored)."""
+def _cached_val_images(images: Any) -> int:
+    """How many validation images get a cache of their own (whole images; not the tiles of a tiled run)."""
+    return len(images) if isinstance(images, torch.Tensor) else 0
+
+
+def predicted_bytes(model: nn.Module, images: torch.Tensor, runtime: Any, n: int | None = None) -> int:
+    """Bytes a cache will hold for ``n`` images like ``images`` (default: all of them): the teacher's features
+    of two of them, in the training dtype, scaled (a shape pass, before anything is stored)."""
     from adkd.pipelines.train.runtime import autocast
 
     probe = runtime.prepare(images[: min(2, len(images))])
@@ -190,7 +207,7 @@ def predicted_bytes(model: nn.Module, images: torch.Tensor, runtime: Any) -> int
     finally:
         model.train(was_training)
     per_image = sum(t[0].numel() * t.element_size() for t in feats)
-    return per_image * len(images)
+    return per_image * (len(images) if n is None else n)
 
 
 def check_fits(
@@ -227,15 +244,16 @@ def plan_val_cache(
     config: Any, train_cache: TeacherCache | None, images: Any, run_dir: Path, notes: list[str]
 ) -> TeacherCache | None:
     """The teacher features of the validation images for the per-epoch held-out loss, when training caches its
-    own (same model, same precision); built at the first held-out loss, in ``eval_batch_size`` chunks."""
-    if train_cache is None or not isinstance(images, torch.Tensor) or len(images) == 0:
+    own (same model, same precision, held where ``plan_cache`` decided for both); built at the first held-out
+    loss, in ``eval_batch_size`` chunks."""
+    if train_cache is None or not _cached_val_images(images):
         return None
     return TeacherCache(
         train_cache.model,
         images,
         train_cache.rt,
         config.eval_batch_size,
-        train_cache.max_bytes,
+        train_cache.on_disk,
         run_dir,
         notes,
         what="validation",

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from adkd.models.zoo import build_model
-from adkd.pipelines.train.feature_cache import TeacherCache, check_fits, predicted_bytes
+from adkd.pipelines.train.config import TrainConfig
+from adkd.pipelines.train.feature_cache import TeacherCache, check_fits, plan_cache, plan_val_cache, predicted_bytes
 from adkd.pipelines.train.memory import free_disk_bytes, peak_memory, peak_rss_bytes
 from adkd.pipelines.train.runtime import Runtime
 from adkd.pipelines.train.steps import held_out_loss
@@ -30,7 +31,7 @@ def test_prediction_is_what_the_cache_then_holds(tmp_path: Path) -> None:
     model = build_model("rd", backbone="resnet18", weights="none")
     images = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8)
     predicted = predicted_bytes(model, images, CPU)
-    cache = TeacherCache(model, images, CPU, 2, 2**40, tmp_path)
+    cache = TeacherCache(model, images, CPU, 2, False, tmp_path)
     cache.batch(torch.arange(2))
     # ResNet18 layers 1-3 at 64 px: 64x16x16 + 128x8x8 + 256x4x4 floats per image.
     assert predicted == cache.nbytes == 5 * 4 * (64 * 16 * 16 + 128 * 8 * 8 + 256 * 4 * 4)
@@ -57,7 +58,30 @@ def test_held_out_loss_from_cached_teacher_features_is_the_same(tmp_path: Path) 
     model = build_model("rd", backbone="resnet18", weights="none")
     images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
     plain = held_out_loss(model, images, CPU, 3, seed=1)
-    cache = TeacherCache(model, images, CPU, 3, 2**40, tmp_path, what="validation")
+    cache = TeacherCache(model, images, CPU, 3, False, tmp_path, what="validation")
     cached = held_out_loss(model, images, CPU, 3, seed=1, teacher=cache)
     assert plain is not None and cached == plain  # the same batches, the same bits on CPU
     assert cache.notes[0].startswith("teacher features of the 6 validation images computed once")
+
+
+def test_one_decision_counts_the_validation_images_and_holds_both_caches(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("rd", backbone="resnet18", weights="none")
+    train = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    val = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    per_image = predicted_bytes(model, train, CPU) // len(train)
+    # Room for the training images' features alone, not for the validation images' beside them.
+    config = TrainConfig(category="c", data="d", model="rd", teacher_cache_max_gb=6 * per_image / 2**30)
+    notes: list[str] = []
+    cache = plan_cache(config, model, train, CPU, tmp_path, notes, val)
+    assert cache is not None and cache.on_disk and cache.device == torch.device("cpu")
+    assert notes == [
+        f"teacher cache: 0.00 GiB predicted for 8 images, above teacher_cache_max_gb: a file in {tmp_path}"
+    ]
+    val_cache = plan_val_cache(config, cache, val, tmp_path, notes)
+    assert val_cache is not None and val_cache.on_disk
+    for c in (cache, val_cache):
+        c.batch(torch.arange(2))
+        assert c.file_dir is not None and c.nbytes == 4 * per_image
+        c.close()
+    assert not list(tmp_path.glob("teacher-cache-*"))

@@ -31,7 +31,10 @@ class TileSet:
             raise ConfigError(f"tiling.position {position} is not one of the grid's {len(grid)} positions")
         self.images, self.grid, self.position = images, grid, position
         self.per_image = 1 if position is not None else len(grid)
-        self.subset = subset
+        self.subset = subset.to(images.device) if subset is not None else None
+        # Top and left of each position a tile can have (the one position of a per-position job), on the device.
+        positions = grid.positions if position is None else [grid.positions[position]]
+        self._starts = torch.tensor(positions, device=images.device).unbind(1)
 
     @property
     def total(self) -> int:
@@ -51,26 +54,18 @@ class TileSet:
     def with_subset(self, subset: torch.Tensor) -> TileSet:
         return TileSet(self.images, self.grid, self.position, subset)
 
-    def locate(self, k: int) -> tuple[int, int, int]:
-        """(image index, top, left) of tile ``k`` (after the subset)."""
-        if self.subset is not None:
-            k = int(self.subset[k])
-        image, pos = divmod(int(k), self.per_image)
-        y, x = self.grid.positions[self.position if self.position is not None else pos]
-        return image, y, x
-
     def __getitem__(self, index: torch.Tensor | slice | int) -> torch.Tensor:
+        """The tiles ``index`` as one contiguous uint8 batch ``[B, 3, t, t]``, in one gather on the images' device:
+        a device index tensor (the training loop's) is never read back by the host."""
         if isinstance(index, slice):
-            ks = range(*index.indices(len(self)))
-        elif isinstance(index, int):
-            ks = [index]
+            ks = torch.arange(*index.indices(len(self)), device=self.device)
         else:
-            ks = index.reshape(-1).tolist()
-        t = self.grid.tile
-        crops = []
-        for k in ks:
-            image, y, x = self.locate(k)
-            crops.append(self.images[image, :, y : y + t, x : x + t])
-        if not crops:
-            return self.images.new_zeros((0, self.images.shape[1], t, t))
-        return torch.stack(crops)
+            ks = torch.as_tensor(index, device=self.device).reshape(-1)
+        if self.subset is not None:
+            ks = self.subset[ks]
+        ys, xs = self._starts
+        image, pos = ks // self.per_image, ks % self.per_image
+        span = torch.arange(self.grid.tile, device=self.device)
+        rows, cols = ys[pos, None] + span, xs[pos, None] + span
+        tiles = self.images[image[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [B, t, t, 3]
+        return tiles.permute(0, 3, 1, 2).contiguous()  # NCHW in memory too, as the images: the same conv kernels

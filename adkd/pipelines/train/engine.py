@@ -330,8 +330,11 @@ class _Run:
         model.train()
         total = torch.zeros((), device=rt.device)
         seen = 0
-        for idx in batches(self.epoch_indices(epoch_seed_index), cfg.batch_size):
-            x = rt.prepare(self.train_images[idx.to(rt.device)])
+        # The epoch's order on the device in one copy: indexing the images (and the cache) there makes no step
+        # wait for the GPU (a host-to-device copy of each batch's indices would).
+        order = self.epoch_indices(epoch_seed_index).to(rt.device)
+        for idx in batches(order, cfg.batch_size):
+            x = rt.prepare(self.train_images[idx])
             teacher = self.cache.batch(idx) if self.cache is not None else None
             try:
                 loss = train_step(

@@ -99,7 +99,9 @@ def held_out_loss(
         torch.manual_seed(seed)  # the same masks every epoch: comparable numbers
         for start in range(0, len(images), batch_size):
             x = runtime.prepare(images[start : start + batch_size])
-            cached = {} if teacher is None else {"teacher": teacher.batch(torch.arange(start, start + len(x)))}
+            cached = {}
+            if teacher is not None:  # the rows made where the features are held: no copy for the host to wait on
+                cached["teacher"] = teacher.batch(torch.arange(start, start + len(x), device=teacher.device))
             with autocast(runtime.device, runtime.amp):
                 loss = model.pretrain_loss(x, **cached) if pretrain else model.loss(model(x, **cached))
             total += loss.detach().float() * len(x)

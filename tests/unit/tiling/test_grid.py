@@ -84,6 +84,7 @@ def test_tile_set_indexes_tiles_like_split() -> None:
     assert len(tiles) == 18
     expected = split(images, grid)
     assert torch.equal(tiles[torch.tensor([0, 7, 17])], expected[[0, 7, 17]])
+    assert tiles[torch.tensor([0, 7, 17])].is_contiguous()  # laid out as the images: the same conv kernels
     assert torch.equal(tiles[2:5], expected[2:5])
     one = TileSet(images, grid, position=4)
     assert len(one) == 3 and torch.equal(one[torch.tensor([2])], expected[[2 * 6 + 4]])

@@ -129,6 +129,12 @@ def test_finished_run_logs_the_given_onnx_with_user_root_and_fingerprint(trained
     assert tags["data_fingerprint"] == fingerprint and len(fingerprint) == 64
     assert tags["int8"] == "refused" and tags["int8_refused"] == "x" * MAX_TAG_VALUE
     assert tags["registered_model"] == f"adkd-{CATEGORY}/1"
+    version = client.get_model_version(f"adkd-{CATEGORY}", "1")  # the data it was evaluated on: the run's tags
+    assert (version.tags["data"], version.tags["data_fingerprint"], version.tags["dataset"]) == (
+        USER_ROOT_TAG,
+        fingerprint,
+        "synthset",
+    )
     names = _artifacts(client, run.info.run_id)
     assert "checkpoint/model.pt" in names and "metrics.json" in names
     assert not any("int8" in n or n.endswith(".onnx") for n in names), names  # ONNX files only inside models

@@ -60,9 +60,9 @@ class RegistryPublisher:
         config: dict[str, Any],
         preset: str | None,
         metrics: dict[str, float],
+        data_tags: dict[str, str],
     ) -> tuple[str, str]:
-        # The run's tags were queued before this registration on the same writer, so they are there.
-        data = evaluated_on(client.get_run(run_id).data.tags)
+        data = evaluated_on(data_tags)
         tags = version_tags(category, config, preset, metrics, data)
         name = registered_name(
             category,

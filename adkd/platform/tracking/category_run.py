@@ -62,6 +62,7 @@ class CategoryTracker(NullCallback):
         self.status = "RUNNING"
         self.error: str | None = None
         self._started = False
+        self.data_tags: dict[str, str] = {}  # the run's data and data_fingerprint tags: what a version records
 
     def on_start(self, config: dict[str, Any]) -> None:
         if self._started:
@@ -83,6 +84,7 @@ class CategoryTracker(NullCallback):
             **context.env_tags,
         }
         tags = {k: v for k, v in tags.items() if v is not None and not is_secret(k, v)}
+        self.data_tags["data"] = str(tags.get("data") or "")
         experiment_id = context.experiment_id
 
         def create() -> None:
@@ -180,6 +182,7 @@ class CategoryTracker(NullCallback):
         self.context.writer.submit_metrics(f"final metrics of {self.category}", send, batch, handle)
         tags = {"data_fingerprint": result.data_fingerprint, **result.tags} if result.data_fingerprint else result.tags
         self._set_tags(tags)
+        self.data_tags |= {k: str(v) for k, v in tags.items() if k in ("data", "data_fingerprint")}
         if result.data_fingerprint:
             self._log_dataset(result.data_fingerprint)
         if result.status != "FINISHED":
@@ -250,6 +253,7 @@ class CategoryTracker(NullCallback):
         """Queue a new registered version from this run's pyfunc model (after its upload; once)."""
         client, handle, category = self.context.client, self.handle, self.category
         publisher, config, preset = self.context.publisher, dict(self.config), self.preset
+        data_tags = dict(self.data_tags)
 
         def register() -> None:
             if handle.registered_version is not None or handle.pyfunc_model_uri is None:
@@ -263,6 +267,7 @@ class CategoryTracker(NullCallback):
                 config=config,
                 preset=preset,
                 metrics=metrics,
+                data_tags=data_tags,
             )
 
         self.context.writer.submit(f"register the model of {category}", register)

@@ -70,8 +70,11 @@ class ModelPublisher(Protocol):
         config: dict[str, Any],
         preset: str | None,
         metrics: dict[str, float],
+        data_tags: dict[str, str],
     ) -> tuple[str, str]:
-        """Register the logged pyfunc as a new version; returns the registered model's name and the version."""
+        """Register the logged pyfunc as a new version; returns the registered model's name and the version.
+
+        ``data_tags``: the run's ``data`` and ``data_fingerprint`` tags, as the tracker set them."""
         ...
 
 

@@ -160,9 +160,7 @@ def promote_cmd(
 
     settings, client = _settings_and_client(tracking_uri)
     metric = settings.promotion_metric
-    rescore = RescoreContext(
-        settings.resolved_tracking_uri, settings.cache_dir, settings.s3_endpoint_url, data, settings.runtime
-    )
+    rescore = RescoreContext(settings.resolved_tracking_uri, settings.cache_dir, settings.s3_endpoint_url, data)
     try:
         if all_:
             if not best or model or version is not None:
@@ -236,9 +234,10 @@ def audit_cmd(
 ) -> None:
     """The promotion / refusal / rollback history of a registered model."""
     from adkd.platform.registry.naming import resolve_model
-    from adkd.platform.registry.versions import audit_trail
+    from adkd.platform.registry.versions import audit_records
 
     _, client = _settings_and_client(tracking_uri)
+    resolved = resolve_model(client, model)
     columns = [
         Column("time", keep=True),
         Column("action", keep=True),
@@ -260,9 +259,9 @@ def audit_cmd(
             str(r.get("forced", "")),
             r.get("reason", ""),
         ]
-        for r in audit_trail(client, model)
+        for r in audit_records(resolved)
     ]
-    print_table(console, f"{resolve_model(client, model).name} audit trail", columns, rows)
+    print_table(console, f"{resolved.name} audit trail", columns, rows)
 
 
 def register(app: typer.Typer) -> None:

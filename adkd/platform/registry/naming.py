@@ -93,21 +93,6 @@ def adkd_models(client: Any, category: str | None = None) -> list[Any]:
     return sorted(found, key=lambda m: m.name)
 
 
-def get_model(client: Any, name: str) -> Any:
-    """The registered model ``name``, or a one-line ConfigError/ServiceError."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_registered_model(name)
-    except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
-            raise ConfigError(
-                f"registered model '{name}' does not exist; train that category first (adkd train) "
-                "or check `adkd registry list`"
-            ) from None
-        raise ServiceError(f"MLflow registry error for '{name}': {str(exc).splitlines()[0]}") from None
-
-
 def resolve_model(client: Any, ref: str) -> Any:
     """The registered model ``ref`` names: a registered name, ``adkd-<ref>``, or the one model of category ``ref``."""
     from mlflow.exceptions import MlflowException

@@ -29,7 +29,6 @@ from adkd.platform.registry.naming import (
     adkd_models,
     dataset_mismatch,
     ensure_registered_model,
-    get_model,
     registered_name,
     resolve_model,
 )
@@ -283,7 +282,11 @@ def _history(model: Any, alias: str) -> list[str]:
 
 def audit_trail(client: Any, ref: str) -> list[dict[str, Any]]:
     """Every audit record of the registered model ``ref`` names (a name or a category), oldest first."""
-    model = resolve_model(client, ref)
+    return audit_records(resolve_model(client, ref))
+
+
+def audit_records(model: Any) -> list[dict[str, Any]]:
+    """The audit records in a registered model's tags, oldest first."""
     records = [json.loads(v) for k, v in (model.tags or {}).items() if k.startswith("audit.")]
     return sorted(records, key=lambda r: r.get("time", ""))
 
@@ -324,11 +327,12 @@ def promote(
     """
     if alias not in ALIASES:
         raise ConfigError(f"--to {alias}: choose one of {', '.join(ALIASES)}")
-    name = resolve_model(client, ref).name
+    resolved = resolve_model(client, ref)
+    name = resolved.name
     candidate = _get_version(client, name, version)
     cand = str(candidate.version)
     gated = alias == "production" and not force
-    holder = (get_model(client, name).aliases or {}).get(alias)
+    holder = (resolved.aliases or {}).get(alias)
     if gated and holder is not None and str(holder) != cand:
         covered = comparison is not None and {cand, str(holder)} <= set(comparison.stored)
         if not covered:
@@ -360,7 +364,6 @@ def promote(
             "reason": reason,
             "forced": force,
         }
-        cand_metrics, prev_metrics = version_metrics(client, candidate), {}
         if gated and previous is not None:
             if comparison is None or previous not in comparison.stored:  # the holder changed meanwhile
                 versions = {cand: candidate, previous: _get_version(client, name, previous)}
@@ -377,8 +380,9 @@ def promote(
                     "pass --force to promote anyway",
                     comparison,
                 )
-        elif previous is not None:
-            prev_metrics = version_metrics(client, _get_version(client, name, previous))
+        else:
+            cand_metrics = version_metrics(client, candidate)
+            prev_metrics = version_metrics(client, _get_version(client, name, previous)) if previous else {}
         client.set_registered_model_alias(name, alias, cand)
         history = [*_history(model, alias), cand][-HISTORY_LIMIT:]
         client.set_registered_model_tag(name, f"{alias}.history", json.dumps(history))

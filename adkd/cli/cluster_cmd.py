@@ -25,7 +25,7 @@ def status(
     import ray
 
     from adkd.platform.cluster.connection import connect, shutdown
-    from adkd.platform.cluster.resources import CategoryResources
+    from adkd.platform.cluster.resources import resources_for
     from adkd.settings import load_settings
 
     plan = resource_flags.ray_plan(
@@ -56,9 +56,7 @@ def status(
             f"{res.get('memory', 0) / 2**30:.1f}",
         )
     console.print(table)
-    # What train would ask for: GPUs per worker default to 1 where the cluster has GPUs.
-    gpus = plan.gpus_per_worker if plan.gpus_per_worker is not None else (1.0 if total.get("GPU", 0) > 0 else 0.0)
-    request = CategoryResources(workers=plan.workers_per_run, cpus=plan.cpus_per_worker, gpus=gpus)
+    request = resources_for(plan, total)  # what train would ask for
     limits = [total.get("CPU", 0) / (request.cpus * request.workers)]
     if request.gpus > 0:
         limits.append(total.get("GPU", 0) / (request.gpus * request.workers))

@@ -97,7 +97,7 @@ def tune(
     """Tune the model's own knobs on normal images with synthetic defects; only the best sees the test split."""
     from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS, logged_key
     from adkd.platform.cluster.connection import connect
-    from adkd.platform.cluster.resources import CategoryResources
+    from adkd.platform.cluster.resources import resources_for
     from adkd.platform.registry.publishing import RegistryPublisher
     from adkd.platform.runs import RunRequest, resolve_config, run_settings
     from adkd.platform.storage.data_roots import local_root
@@ -116,7 +116,7 @@ def tune(
         cpus_per_worker=resource_flags.pick(cpus_per_worker, "--cpus-per-worker", {"--cpus-per-trial": cpus_per_trial}),
         gpus_per_worker=resource_flags.pick(gpus_per_worker, "--gpus-per-worker", {"--gpus-per-trial": gpus_per_trial}),
     )
-    CategoryResources(cpus=plan.cpus_per_worker, gpus=plan.gpus_per_worker or 0.0)
+    resources = resources_for(plan, connect(settings.ray_address))  # checked before the MLflow run starts
     session = TrackingSession.from_settings(
         settings,
         data,
@@ -127,8 +127,6 @@ def tune(
         run_name=run_name,
     )
     session.start_parent()
-    cluster = connect(settings.ray_address)
-    gpus = plan.gpus_per_worker if plan.gpus_per_worker is not None else (1.0 if cluster.get("GPU", 0) > 0 else 0.0)
     status = "FINISHED"
     try:
         for cat in categories:
@@ -141,8 +139,8 @@ def tune(
                 search=search,
                 objective=objective,
                 space=space,
-                cpus_per_worker=plan.cpus_per_worker,
-                gpus_per_worker=gpus,
+                cpus_per_worker=resources.cpus,
+                gpus_per_worker=resources.gpus,
                 out_dir=out or settings.runs_dir / "tune",
                 include_default=include_default,
                 grace_period=grace_period,

@@ -226,12 +226,11 @@ def train_configs(
 ) -> AllCategoriesResult:
     """Resolved configs at once on Ray, one per run key (default the categories; ``adkd benchmark``: row x category)."""
     from adkd.platform.cluster.driver import RayRunOptions, run_all_categories
-    from adkd.platform.cluster.resources import CategoryResources
+    from adkd.platform.cluster.resources import resources_for
 
     address = plan.address or settings.ray_address
-    gpus = plan.gpus_per_worker if plan.gpus_per_worker is not None else default_gpus(address)
     options = RayRunOptions(
-        resources=CategoryResources(workers=plan.workers_per_run, cpus=plan.cpus_per_worker, gpus=gpus),
+        resources=resources_for(plan, address=address),
         address=address,
         num_cpus=plan.num_cpus,
         runs_dir=runs_dir if runs_dir is not None else settings.runs_dir,
@@ -262,17 +261,3 @@ def tracking_listener(settings: Settings, request: RunRequest, names: list[str])
         run_name=request.run_name,
     )
     return TrackingListener(session)
-
-
-def default_gpus(address: str | None) -> float:
-    """One GPU per worker where the cluster (or this machine, for an embedded Ray) has GPUs."""
-    if address:
-        from adkd.platform.cluster.connection import connect
-
-        return 1.0 if connect(address).get("GPU", 0.0) > 0 else 0.0
-    try:
-        import torch
-
-        return 1.0 if torch.cuda.is_available() else 0.0
-    except ImportError:
-        return 0.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import Any
 
 from adkd.errors import ConfigError
 from adkd.pipelines.train.config import TrainConfig
@@ -42,6 +43,30 @@ class CategoryResources:
         if self.gpus:
             out["GPU"] = float(self.gpus)
         return out
+
+
+def resources_for(plan: Any, cluster: dict[str, float] | None = None, address: str | None = None) -> CategoryResources:
+    """What one run asks for under ``plan`` (a ``RayPlan``), checked. GPUs per worker, when the plan leaves them
+    open, are 1 where the cluster has GPUs: ``cluster`` (its resources, when connected already), else the cluster
+    at ``address``, else this machine (an embedded Ray)."""
+    gpus = plan.gpus_per_worker
+    if gpus is None:
+        if cluster is None and address:
+            from adkd.platform.cluster.connection import connect
+
+            cluster = connect(address)
+        has_gpus = cluster.get("GPU", 0.0) > 0 if cluster is not None else _local_gpus()
+        gpus = 1.0 if has_gpus else 0.0
+    return CategoryResources(workers=plan.workers_per_run, cpus=plan.cpus_per_worker, gpus=gpus)
+
+
+def _local_gpus() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
 
 
 def check_distributed(resources: CategoryResources, engine: str | None) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from adkd.errors import ConfigError
 from adkd.platform.cluster.driver import RayRunOptions
-from adkd.platform.cluster.resources import CategoryResources, check_distributed, check_fits
+from adkd.platform.cluster.resources import CategoryResources, check_distributed, check_fits, resources_for
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,18 @@ def test_a_request_larger_than_the_cluster_is_refused_before_ray_waits_forever()
         check_fits(CategoryResources(gpus=1), {"CPU": 8.0})
     assert "asks for 1 GPUs" in str(info.value) and "gpus per worker to 0" in str(info.value)
     assert "--" not in str(info.value)
+
+
+def test_gpus_per_worker_default_to_one_where_the_cluster_has_gpus() -> None:
+    """train, cluster status and tune ask alike: the plan's GPUs, else 1 on a cluster with GPUs, else 0."""
+    from adkd.platform.runs import RayPlan
+
+    plan = RayPlan(workers_per_run=2, cpus_per_worker=2)
+    assert resources_for(plan, {"CPU": 8, "GPU": 2}) == CategoryResources(workers=2, cpus=2, gpus=1.0)
+    assert resources_for(plan, {"CPU": 8}).gpus == 0.0
+    assert resources_for(RayPlan(gpus_per_worker=0.25), {"CPU": 8, "GPU": 2}).gpus == 0.25
+    with pytest.raises(ConfigError, match="cpus per worker must be > 0"):
+        resources_for(RayPlan(cpus_per_worker=0), {"CPU": 8})
 
 
 def test_several_workers_sharing_a_gpu_fraction_are_refused() -> None:

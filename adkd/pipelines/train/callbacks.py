@@ -6,10 +6,17 @@ progress bars. A pipeline calls every method of every callback it was given, in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from adkd.errors import AdkdError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,3 +93,45 @@ def emit(callbacks: Sequence[TrainCallback], event: str, *args: Any) -> None:
     """Call ``event`` on every callback, in order."""
     for cb in callbacks:
         getattr(cb, event)(*args)
+
+
+def reported_run(
+    config: Any,
+    run_dir: Path,
+    callbacks: Sequence[TrainCallback],
+    body: Callable[[TrainResult], None],
+    *,
+    main: bool = True,
+    rank: int = 0,
+) -> TrainResult:
+    """One run as the callbacks see it: a RUNNING result to ``on_start``, ``body(result)``, the result to ``on_end``.
+
+    A user error (AdkdError) ends the result FAILED and is raised again; any other failure ends it FAILED with the
+    error, its traceback in ``run_dir/error.txt`` (written by the ``main`` rank alone) and in the log.
+    """
+    started = time.perf_counter()
+    result = TrainResult(
+        category=config.category,
+        model=config.model,
+        status="RUNNING",
+        run_dir=run_dir,
+        config=config.model_dump(mode="json"),
+    )
+    emit(callbacks, "on_start", result.config)
+    try:
+        body(result)
+        result.status = "FINISHED"
+    except AdkdError as exc:
+        result.status, result.error = "FAILED", str(exc)
+        result.duration_s = time.perf_counter() - started
+        emit(callbacks, "on_end", result)
+        raise
+    except Exception as exc:
+        result.status, result.error = "FAILED", f"{type(exc).__name__}: {exc}"
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+        log.exception("training %s/%s failed (rank %d)", config.model, config.category, rank)
+    result.duration_s = time.perf_counter() - started
+    emit(callbacks, "on_end", result)
+    return result

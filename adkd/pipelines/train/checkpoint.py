@@ -171,7 +171,7 @@ def checkpoint_dict(
     model: nn.Module, config: TrainConfig, meta: dict[str, Any], train_state: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The one shape of a checkpoint (module docstring); ``train_state`` only for the resumable ``last.pt``."""
-    resolved = config.model_copy(update={"model_options": config.resolved_model_options()})
+    resolved = config.resolved()
     state: dict[str, Any] = {
         "format": FORMAT,
         "adkd_version": __version__,

@@ -168,16 +168,24 @@ class TrainConfig(BaseModel):
     def run_dir_name(self) -> str:
         return f"{self.model}/{self.category}"
 
-    def resolved_model_options(self) -> dict[str, Any]:
-        """Every option of the model: ``model_options`` over its builder's defaults (unknown ones: ConfigError)."""
+    def resolved(self) -> TrainConfig:
+        """This config as a run trains and stores it: the model's default backbone when unset, and every model
+        option (``model_options`` over its builder's defaults; ``image_size``, for the models sized by it, the
+        side the model sees: ``eval_size``, the tile when tiled). Unknown options raise ConfigError."""
         from adkd.models.zoo import model_spec
 
-        return model_spec(self.model).resolve(self.model_options)
+        spec = model_spec(self.model)
+        options = dict(self.model_options)
+        if "image_size" in spec.defaults:
+            options.setdefault("image_size", self.eval_size)
+        return self.model_copy(
+            update={"backbone": self.backbone or spec.default_backbone, "model_options": spec.resolve(options)}
+        )
 
     @property
     def total_epochs(self) -> int:
         """Epochs of all phases: stfpm-ae's autoencoder pretraining (``model_options.ae_pretrain_epochs``), training."""
-        return self.epochs + int(self.resolved_model_options().get("ae_pretrain_epochs") or 0)
+        return self.epochs + int(self.resolved().model_options.get("ae_pretrain_epochs") or 0)
 
 
 log = logging.getLogger(__name__)

@@ -22,17 +22,16 @@ import json
 import logging
 import math
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from adkd.errors import AdkdError, ConfigError
+from adkd.errors import ConfigError
 from adkd.models.stfpm_ae import AutoencoderTraining, autoencoder_training
 from adkd.pipelines.train import checkpoint as ckpt
-from adkd.pipelines.train.callbacks import TrainCallback, TrainResult, emit
+from adkd.pipelines.train.callbacks import TrainCallback, TrainResult, emit, reported_run
 from adkd.pipelines.train.config import TrainConfig, check_model_settings
 from adkd.pipelines.train.distributed import DistContext, fingerprint, rank_seed, synced_state
 from adkd.pipelines.train.feature_cache import plan_cache, plan_val_cache
@@ -55,21 +54,50 @@ log = logging.getLogger(__name__)
 SUPPORTS_DISTRIBUTED = True
 
 
-def resolve_model_settings(config: TrainConfig, spec: Any) -> TrainConfig:
-    """Fill in the model's default backbone and every model option (the input size for models sized by it)."""
-    update: dict[str, Any] = {}
-    if config.backbone is None:
-        update["backbone"] = spec.default_backbone
-    options = dict(config.model_options)
-    if "image_size" in spec.defaults and "image_size" not in options:
-        options["image_size"] = config.eval_size
-    update["model_options"] = spec.resolve(options)  # stored so: a later change of a default alters no run
-    return config.model_copy(update=update)
-
-
 def run_dir_for(config: TrainConfig) -> Path:
     """Where a run writes: ``<out_dir>/<model>/<category>`` (stable, so --resume finds it)."""
-    return Path(config.out_dir) / config.model / config.category
+    return Path(config.out_dir) / config.run_dir_name()
+
+
+def data_gate(
+    config: TrainConfig, root: Path, run_dir: Path, callbacks: Sequence[TrainCallback], notes: list[str]
+) -> str:
+    """The training data gate on the run's category: "passed" (``data_validation.json`` written and announced),
+    or "skipped" with a note under ``skip_validation``; a failing gate raises DataError."""
+    if config.skip_validation:
+        notes.append("data validation skipped (skip_validation=true)")
+        return "skipped"
+    from adkd.pipelines.data.validate import require_valid
+
+    # No GX Data Docs site here (~4 MB and seconds of rendering per run); the GX result JSON, fact tables
+    # and report.html are kept. `adkd data validate --out DIR` renders the full Data Docs.
+    report = require_valid(
+        root,
+        categories=[config.category],
+        out_dir=run_dir / "data_validation",
+        data_docs=False,
+        **config.data_gate.validate_kwargs(),
+    )
+    path = run_dir / "data_validation.json"
+    path.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    emit(callbacks, "on_artifact", path, "data_validation")
+    return "passed"
+
+
+def run_meta(config: TrainConfig, train_images: torch.Tensor, **extra: Any) -> dict[str, Any]:
+    """A checkpoint's ``meta``: the run's names and sizes, its tiling (from the training images' size), ``extra``."""
+    meta = {
+        "category": config.category,
+        "model": config.model,
+        "backbone": config.backbone,
+        "image_size": config.image_size,
+        "crop_size": config.crop_size,
+        "eval_size": config.eval_size,
+        "resize": config.resize,
+        **tiling_meta(config, train_images),
+    }
+    meta.update(extra)
+    return meta
 
 
 def train_category(
@@ -90,34 +118,15 @@ def train_category(
     """
     if config.tiling.mode == "per_position" and config.tiling.position is None:  # one job per tile position
         return train_per_position(config, callbacks, sequential_trainer(train_category, callbacks))
-    started = time.perf_counter()
     dist = DistContext.detect()
-    run_dir = run_dir_for(config)
-    result = TrainResult(
-        category=config.category,
-        model=config.model,
-        status="RUNNING",
-        run_dir=run_dir,
-        config=config.model_dump(mode="json"),
+    return reported_run(
+        config,
+        run_dir_for(config),
+        callbacks,
+        lambda result: _Run(config, callbacks, result, resume_from, dist).run(),
+        main=dist.is_main,
+        rank=dist.rank,
     )
-    emit(callbacks, "on_start", result.config)
-    try:
-        _Run(config, callbacks, result, resume_from, dist).run()
-        result.status = "FINISHED"
-    except AdkdError as exc:
-        result.status, result.error = "FAILED", str(exc)
-        result.duration_s = time.perf_counter() - started
-        emit(callbacks, "on_end", result)
-        raise
-    except Exception as exc:
-        result.status, result.error = "FAILED", f"{type(exc).__name__}: {exc}"
-        if dist.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "error.txt").write_text(traceback.format_exc())
-        log.exception("training %s/%s failed (rank %d)", config.model, config.category, dist.rank)
-    result.duration_s = time.perf_counter() - started
-    emit(callbacks, "on_end", result)
-    return result
 
 
 class _Run:
@@ -182,13 +191,11 @@ class _Run:
             self.result.data_fingerprint = data_fingerprint(root, cfg.category)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "error.txt").unlink(missing_ok=True)  # left by an earlier failed attempt
-            self._data_gate(root)
+            self.result.data_validation = data_gate(cfg, root, self.run_dir, self.callbacks, self.result.notes)
 
-        from adkd.models.zoo import MODEL_ZOO, build_model
+        from adkd.models.zoo import build_model
 
-        if cfg.model not in MODEL_ZOO:
-            raise ConfigError(f"unknown model '{cfg.model}'; choose one of {', '.join(MODEL_ZOO)}")
-        cfg = self.config = resolve_model_settings(cfg, MODEL_ZOO[cfg.model])
+        cfg = self.config = cfg.resolved()  # stored so: a later change of a default alters no run
         self.result.config = cfg.model_dump(mode="json")
         if main:
             (self.run_dir / "config.json").write_text(json.dumps(self.result.config, indent=2) + "\n")
@@ -258,27 +265,6 @@ class _Run:
         if not self.rng_restored:
             seed_everything(rank_seed(self.config.seed, d.rank))
 
-    def _data_gate(self, root: Path) -> None:
-        if self.config.skip_validation:
-            self.result.data_validation = "skipped"
-            self.result.notes.append("data validation skipped (skip_validation=true)")
-            return
-        from adkd.pipelines.data.validate import require_valid
-
-        # No GX Data Docs site here (~4 MB and seconds of rendering per run); the GX result JSON, fact tables
-        # and report.html are kept. `adkd data validate --out DIR` renders the full Data Docs.
-        report = require_valid(
-            root,
-            categories=[self.config.category],
-            out_dir=self.run_dir / "data_validation",
-            data_docs=False,
-            **self.config.data_gate.validate_kwargs(),
-        )
-        self.result.data_validation = "passed"
-        path = self.run_dir / "data_validation.json"
-        path.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
-        emit(self.callbacks, "on_artifact", path, "data_validation")
-
     # -- checkpoints
     def _save_last(self, phase: str) -> None:
         rng = rng_state()
@@ -295,21 +281,10 @@ class _Run:
         self._main_emit("on_checkpoint", path, self._global_epoch())
 
     def _meta(self, **extra: Any) -> dict[str, Any]:
-        cfg = self.config
-        meta = {
-            "category": cfg.category,
-            "model": cfg.model,
-            "backbone": cfg.backbone,
-            "image_size": cfg.image_size,
-            "crop_size": cfg.crop_size,
-            "eval_size": cfg.eval_size,
-            "resize": cfg.resize,
-            "epochs_run": self.state.epoch,
-            "pretrain_epochs_run": self.state.pretrain_epoch,
-            **tiling_meta(cfg, self.data.train),
-        }
-        meta.update(extra)
-        return meta
+        st = self.state
+        return run_meta(
+            self.config, self.data.train, epochs_run=st.epoch, pretrain_epochs_run=st.pretrain_epoch, **extra
+        )
 
     def _global_epoch(self) -> int:
         return self.state.pretrain_epoch + self.state.epoch

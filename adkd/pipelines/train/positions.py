@@ -9,18 +9,15 @@ in this process; ``adkd.platform.cluster.positions`` runs them at once on Ray.
 
 from __future__ import annotations
 
-import json
-import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from adkd.errors import AdkdError, ConfigError
+from adkd.errors import ConfigError
 from adkd.pipelines.tiling.grid import TileGrid
 from adkd.pipelines.tiling.model import PerPositionModel
-from adkd.pipelines.train.callbacks import NullCallback, TrainCallback, TrainResult, emit
+from adkd.pipelines.train.callbacks import NullCallback, TrainCallback, TrainResult, emit, reported_run
 from adkd.pipelines.train.config import TrainConfig
-from adkd.pipelines.train.tiled import eval_model, tiling_meta
+from adkd.pipelines.train.tiled import eval_model
 
 PositionTrainer = Callable[[list[TrainConfig]], list[TrainResult]]
 
@@ -87,16 +84,20 @@ def train_per_position(
     """Train every tile position with ``trainer``, then assemble, evaluate and export one model.
 
     The callbacks see one run: its start, the positions' epochs (``posNNN/...`` metrics, when the trainer
-    relays them), the assembled model's artifacts and its end. Errors behave as in ``train_category``.
+    relays them), the assembled model's artifacts and its end. Errors behave as in ``train_category``. The
+    backbone and model options are resolved once, here (``TrainConfig.resolved``): the position jobs, the
+    assembled ``model.pt`` and the result carry the same ones.
     """
-    started = time.perf_counter()
-    run_dir = Path(config.out_dir) / config.model / config.category  # engine.run_dir_for
-    result = TrainResult(config.category, config.model, "RUNNING", run_dir, config=config.model_dump(mode="json"))
-    emit(callbacks, "on_start", result.config)
-    try:
-        result.data_validation = _gate(config, run_dir, result.notes, callbacks)
-        configs = position_configs(config, run_dir)
-        results = trainer(configs)
+    from adkd.pipelines.data.dataset import local_root
+    from adkd.pipelines.train.engine import data_gate, run_dir_for
+
+    def run(result: TrainResult) -> None:
+        cfg = config.resolved()
+        result.config = cfg.model_dump(mode="json")
+        run_dir = result.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result.data_validation = data_gate(cfg, local_root(cfg.data), run_dir, callbacks, result.notes)
+        results = trainer(position_configs(cfg, run_dir))
         result.notes.extend(getattr(trainer, "notes", []))
         failed = [f"position {i}: {r.error}" for i, r in enumerate(results) if r.status != "FINISHED"]
         if failed:
@@ -104,37 +105,9 @@ def train_per_position(
         result.epochs_run = max(r.epochs_run for r in results)
         result.notes.append(f"per-position: {len(results)} models, one per tile position")
         train_s = sum(float(r.metrics.get("time/train_s", 0.0)) for r in results)
-        assemble_positions(config, [Path(str(r.checkpoint_path)) for r in results], result, callbacks, train_s)
-        result.status = "FINISHED"
-    except AdkdError as exc:
-        result.status, result.error = "FAILED", str(exc)
-        result.duration_s = time.perf_counter() - started
-        emit(callbacks, "on_end", result)
-        raise
-    except Exception as exc:
-        result.status, result.error = "FAILED", f"{type(exc).__name__}: {exc}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text(traceback.format_exc())
-    result.duration_s = time.perf_counter() - started
-    emit(callbacks, "on_end", result)
-    return result
+        assemble_positions(cfg, [Path(str(r.checkpoint_path)) for r in results], result, callbacks, train_s)
 
-
-def _gate(config: TrainConfig, run_dir: Path, notes: list[str], callbacks: Sequence[TrainCallback]) -> str:
-    if config.skip_validation:
-        notes.append("data validation skipped (skip_validation=true)")
-        return "skipped"
-    from adkd.pipelines.data.dataset import local_root
-    from adkd.pipelines.data.validate import require_valid
-
-    root = local_root(config.data)
-    report = require_valid(
-        root, [config.category], run_dir / "data_validation", data_docs=False, **config.data_gate.validate_kwargs()
-    )
-    path = run_dir / "data_validation.json"
-    path.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
-    emit(callbacks, "on_artifact", path, "data_validation")
-    return "passed"
+    return reported_run(config, run_dir_for(config), callbacks, run)
 
 
 def assemble_positions(
@@ -148,6 +121,7 @@ def assemble_positions(
     from adkd.pipelines.data.dataset import load_category, local_root
     from adkd.pipelines.inference.runtime import Runtime
     from adkd.pipelines.train import checkpoint as ckpt
+    from adkd.pipelines.train.engine import run_meta
     from adkd.pipelines.train.outputs import finish_run, publish
 
     cfg = config
@@ -162,14 +136,11 @@ def assemble_positions(
     )  # fmt: skip
     out = finish_run(eval_model(model, cfg), data, rt, cfg, run_dir, result.notes, {"time/train_s": train_s})
     result.thresholds, result.metrics = out.thresholds.to_dict(), out.metrics
-    meta = {
-        "category": cfg.category, "model": cfg.model, "backbone": cfg.backbone, "image_size": cfg.image_size,
-        "crop_size": None, "eval_size": cfg.eval_size, "resize": cfg.resize, "epochs_run": result.epochs_run,
-        "thresholds": out.thresholds.to_dict(), "threshold_source": out.source, "metrics": out.metrics,
-        "normal_scores": {"source": out.source, "quantile": cfg.threshold_quantile, "scores": out.normal_scores},
-        "data_validation": result.data_validation, "positions": [str(p) for p in checkpoints],
-        **tiling_meta(cfg, data.train),
-    }  # fmt: skip
+    meta = run_meta(
+        cfg, data.train, epochs_run=result.epochs_run, thresholds=out.thresholds.to_dict(), threshold_source=out.source,
+        metrics=out.metrics, data_validation=result.data_validation, positions=[str(p) for p in checkpoints],
+        normal_scores={"source": out.source, "quantile": cfg.threshold_quantile, "scores": out.normal_scores},
+    )  # fmt: skip
     path = ckpt.save_checkpoint(run_dir / ckpt.MODEL, ckpt.checkpoint_dict(model.cpu(), cfg, meta))
     result.checkpoint_path = path
     emit(callbacks, "on_checkpoint", path, result.epochs_run)

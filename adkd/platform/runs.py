@@ -158,32 +158,33 @@ def train_one(
         )
         attached.append(tracker)
     local = make_local(config, settings)
-    if local.tiling.mode == "per_position" and local.tiling.position is None:
-        return train_positions(local, attached, settings)
-    resume_from, note = resume_path(local) if request.resume else (None, None)
-    result = train_category(local, attached, resume_from=resume_from)
+    if local.tiling.splits_positions:
+        result = train_positions(local, attached, settings)
+        fresh = "resume asked but per-position runs do not resume: the positions trained from scratch"
+        note = fresh if request.resume else None
+    else:
+        resume_from, note = resume_path(local) if request.resume else (None, None)
+        result = train_category(local, attached, resume_from=resume_from)
     if note:
         result.notes.insert(0, note)
     return result
 
 
-def train_positions(
-    config: TrainConfig, callbacks: Sequence[TrainCallback], settings: Settings, plan: RayPlan | None = None
-) -> TrainResult:
+def train_positions(config: TrainConfig, callbacks: Sequence[TrainCallback], settings: Settings) -> TrainResult:
     """``tiling.mode=per_position``: one run per tile position, all at once on Ray, then one assembled model."""
     from adkd.pipelines.train.positions import train_per_position
-    from adkd.platform.cluster.positions import ray_position_trainer
+    from adkd.platform.cluster.positions import RayPositionTrainer
 
     def run_configs(configs: Sequence[TrainConfig], **options: Any) -> AllCategoriesResult:
-        return train_configs(configs, settings, plan or RayPlan(), **options)
+        return train_configs(configs, settings, RayPlan(), **options)
 
-    return train_per_position(config, callbacks, ray_position_trainer(run_configs, callbacks))
+    return train_per_position(config, callbacks, RayPositionTrainer(run_configs, callbacks))
 
 
 def resume_path(config: TrainConfig) -> tuple[Path | None, str | None]:
     """``--resume``: the run folder's ``last.pt`` when there is one, else (None, a note): a fresh start."""
     from adkd.pipelines.train.checkpoint import LAST
-    from adkd.pipelines.train.engine import run_dir_for
+    from adkd.pipelines.train.run_setup import run_dir_for
 
     last = run_dir_for(config) / LAST
     if last.is_file():

@@ -116,7 +116,7 @@ def test_resume_from_a_missing_file_is_a_config_error(tiny_root: Path, tmp_path:
 
 
 def test_cli_resume_uses_the_run_folders_last_pt_or_starts_afresh(tiny_root: Path, tmp_path: Path) -> None:
-    from adkd.pipelines.train.engine import run_dir_for
+    from adkd.pipelines.train.run_setup import run_dir_for
     from adkd.platform.runs import resume_path
 
     config = _config("rd", tiny_root, tmp_path)

@@ -69,6 +69,11 @@ class TilingConfig(BaseModel):
         return self.tile_size is not None
 
     @property
+    def splits_positions(self) -> bool:
+        """A per-position run to split into one job per tile position (not one position's job itself)."""
+        return self.mode == "per_position" and self.position is None
+
+    @property
     def step(self) -> int:
         """The stride in pixels (its default when unset)."""
         assert self.tile_size is not None

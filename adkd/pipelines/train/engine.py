@@ -38,6 +38,7 @@ from adkd.pipelines.train.feature_cache import plan_cache, plan_val_cache
 from adkd.pipelines.train.loop_state import LoopState, Optimisers, check_resume_path, restore, train_state
 from adkd.pipelines.train.memory import peak_memory
 from adkd.pipelines.train.positions import sequential_trainer, train_per_position
+from adkd.pipelines.train.run_setup import data_gate, run_dir_for, run_meta
 from adkd.pipelines.train.runtime import Runtime, batches, epoch_order, rng_state, seed_everything
 from adkd.pipelines.train.steps import (
     build_optimizer,
@@ -46,58 +47,12 @@ from adkd.pipelines.train.steps import (
     held_out_loss,
     train_step,
 )
-from adkd.pipelines.train.tiled import cache_allowed, eval_model, limit_epoch, tiling_meta, training_sources
+from adkd.pipelines.train.tiled import cache_allowed, eval_model, limit_epoch, training_sources
 
 log = logging.getLogger(__name__)
 
 # Checked by adkd.platform.cluster.resources before it gives one category several Ray Train workers.
 SUPPORTS_DISTRIBUTED = True
-
-
-def run_dir_for(config: TrainConfig) -> Path:
-    """Where a run writes: ``<out_dir>/<model>/<category>`` (stable, so --resume finds it)."""
-    return Path(config.out_dir) / config.run_dir_name()
-
-
-def data_gate(
-    config: TrainConfig, root: Path, run_dir: Path, callbacks: Sequence[TrainCallback], notes: list[str]
-) -> str:
-    """The training data gate on the run's category: "passed" (``data_validation.json`` written and announced),
-    or "skipped" with a note under ``skip_validation``; a failing gate raises DataError."""
-    if config.skip_validation:
-        notes.append("data validation skipped (skip_validation=true)")
-        return "skipped"
-    from adkd.pipelines.data.validate import require_valid
-
-    # No GX Data Docs site here (~4 MB and seconds of rendering per run); the GX result JSON, fact tables
-    # and report.html are kept. `adkd data validate --out DIR` renders the full Data Docs.
-    report = require_valid(
-        root,
-        categories=[config.category],
-        out_dir=run_dir / "data_validation",
-        data_docs=False,
-        **config.data_gate.validate_kwargs(),
-    )
-    path = run_dir / "data_validation.json"
-    path.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
-    emit(callbacks, "on_artifact", path, "data_validation")
-    return "passed"
-
-
-def run_meta(config: TrainConfig, train_images: torch.Tensor, **extra: Any) -> dict[str, Any]:
-    """A checkpoint's ``meta``: the run's names and sizes, its tiling (from the training images' size), ``extra``."""
-    meta = {
-        "category": config.category,
-        "model": config.model,
-        "backbone": config.backbone,
-        "image_size": config.image_size,
-        "crop_size": config.crop_size,
-        "eval_size": config.eval_size,
-        "resize": config.resize,
-        **tiling_meta(config, train_images),
-    }
-    meta.update(extra)
-    return meta
 
 
 def train_category(
@@ -116,7 +71,7 @@ def train_category(
     gets ``on_checkpoint``/``on_artifact``, and only rank 0's result carries checkpoint and metrics.
     Ranks other than 0 return as soon as training ends: they do not wait for rank 0's evaluation.
     """
-    if config.tiling.mode == "per_position" and config.tiling.position is None:  # one job per tile position
+    if config.tiling.splits_positions:  # one job per tile position
         return train_per_position(config, callbacks, sequential_trainer(train_category, callbacks))
     dist = DistContext.detect()
     return reported_run(

@@ -89,7 +89,7 @@ def train_per_position(
     assembled ``model.pt`` and the result carry the same ones.
     """
     from adkd.pipelines.data.dataset import local_root
-    from adkd.pipelines.train.engine import data_gate, run_dir_for
+    from adkd.pipelines.train.run_setup import data_gate, run_dir_for
 
     def run(result: TrainResult) -> None:
         cfg = config.resolved()
@@ -121,8 +121,8 @@ def assemble_positions(
     from adkd.pipelines.data.dataset import load_category, local_root
     from adkd.pipelines.inference.runtime import Runtime
     from adkd.pipelines.train import checkpoint as ckpt
-    from adkd.pipelines.train.engine import run_meta
     from adkd.pipelines.train.outputs import finish_run, publish
+    from adkd.pipelines.train.run_setup import run_meta
 
     cfg = config
     run_dir = result.run_dir

@@ -89,12 +89,3 @@ class RayPositionTrainer:
             "at once (resources of a run each, like categories)"
         )
         return list(outcome.results)
-
-
-def ray_position_trainer(run_configs: RunConfigs, callbacks: Sequence[TrainCallback] = ()) -> RayPositionTrainer:
-    return RayPositionTrainer(run_configs, callbacks)
-
-
-def is_per_position(config: TrainConfig) -> bool:
-    """A per-position category to split into position runs (not one position job itself)."""
-    return config.tiling.mode == "per_position" and config.tiling.position is None

@@ -1,4 +1,5 @@
-"""The README is a test: its first block and every Quick-tour command, run as typed, in order.
+"""The README is a test: its first block and every Quick-tour command, run as typed, in order, then the
+high-resolution section's command (on the tour's data).
 
 The commands run in an empty temporary directory (the repository root's role), with no ADKD_*, MLFLOW_*,
 RAY_* or AWS_* variables, and the venv's bin first on PATH (what `source .venv/bin/activate` does).
@@ -52,13 +53,21 @@ THIRD_PARTY = re.compile(
 )
 
 
+# The sections whose first ```bash block runs after the Quick tour's, on its data, in this order.
+AFTER_TOUR = ("## High-resolution images",)
+
+
 def readme_blocks(text: str) -> tuple[list[str], list[str]]:
-    """The commands of the README's first ```bash block and of the block under '## Quick tour'."""
+    """The commands of the README's first ```bash block, then those of the first block under '## Quick tour'
+    and under each AFTER_TOUR heading, in that order."""
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
-    tour = text.split("## Quick tour", 1)[1]
-    tour_block = re.search(r"```bash\n(.*?)```", tour, re.S)
-    assert blocks and tour_block, "README lost its first block or its Quick tour"
-    return _commands(blocks[0]), _commands(tour_block.group(1))
+    assert blocks, "README lost its first block"
+    tour = []
+    for heading in ("## Quick tour", *AFTER_TOUR):
+        block = re.search(rf"^{re.escape(heading)}.*?```bash\n(.*?)```", text, re.S | re.M)
+        assert block, f"README lost the commands under '{heading}'"
+        tour += _commands(block.group(1))
+    return _commands(blocks[0]), tour
 
 
 def _commands(block: str) -> list[str]:
@@ -96,6 +105,16 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _stop(proc: subprocess.Popen, port: int, command: str) -> None:
+    """SIGTERM a served command; its port must be free again within 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while _port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _port_open(port), f"port {port} still served after SIGTERM to `{command}`"
+
+
 def _ui(command: str, cwd: Path, env: dict[str, str]) -> None:
     port = int(m.group(1)) if (m := re.search(r"--port\s+(\d+)", command)) else 5000
     if _port_open(port):
@@ -113,18 +132,11 @@ def _ui(command: str, cwd: Path, env: dict[str, str]) -> None:
                 time.sleep(1)
         assert b"MLflow" in page or b"mlflow" in page, f"`{command}` served no MLflow page on port {port}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    deadline = time.monotonic() + 30
-    while _port_open(port) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not _port_open(port), f"port {port} still served after SIGTERM to `{command}`"
+        _stop(proc, port, command)
 
 
 def _station(command: str, cwd: Path, env: dict[str, str]) -> None:
     """`adkd station` serves until stopped: wait until the watched folder's images are logged, then SIGTERM."""
-    import json
-
     port = int(m.group(1)) if (m := re.search(r"--port\s+(\d+)", command)) else 8200
     watched = re.search(r"--watch\s+(?:\S+=)?(\S+)", command)
     expected = len(list((cwd / watched.group(1)).rglob("*.png"))) if watched else 0
@@ -147,12 +159,7 @@ def _station(command: str, cwd: Path, env: dict[str, str]) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as resp:
             assert b"adkd station" in resp.read()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    deadline = time.monotonic() + 30
-    while _port_open(port) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not _port_open(port), f"port {port} still served after SIGTERM to `{command}`"
+        _stop(proc, port, command)
     _assert_quiet(command, subprocess.CompletedProcess(command, 0, log.read_text(), ""))
 
 
@@ -238,6 +245,18 @@ def _predictions(out: str, images: str) -> Check:
     return check
 
 
+def _tiled(run_dir: str, tile: int) -> Check:
+    """The exported model carries its tiling: ``tile`` px tiles."""
+
+    def check(cwd: Path, _home: Path, _out: str) -> None:
+        from adkd.pipelines.export.onnx_export import read_metadata
+
+        tiling = read_metadata(cwd / run_dir / "model.onnx").get("tiling") or {}
+        assert tiling.get("tile") == tile, tiling
+
+    return check
+
+
 def _benchmark_report(grid: str, category: str) -> Check:
     """The report the command names holds a row per row of the shipped grid, each with a ``category`` cell."""
 
@@ -275,7 +294,13 @@ PROMISES: list[tuple[str, Check]] = [
     ("adkd tune", _says("best trial", "train it with: adkd train --category disc --model mrkd --preset cpu-smoke")),
     ("adkd benchmark --list", _says("seed-mrkd-table6")),
     ("adkd benchmark seed-mrkd-table6", _benchmark_report("seed-mrkd-table6", "bottle")),
+    (
+        "adkd train -m stfpm -c disc --data demo-data --preset cpu-smoke --set tiling.tile_size=32",
+        _tiled("adkd-runs/train/stfpm/disc", 32),
+    ),
 ]
+# Commands that serve until stopped: run by _ui and _station, which check what they serve.
+SERVED = ("adkd ui", "adkd station")
 
 
 def test_readme_commands_parse() -> None:
@@ -283,6 +308,11 @@ def test_readme_commands_parse() -> None:
     assert first[:2] == ["make demo", "make test"]
     assert tour[0] == "source .venv/bin/activate" and len(tour) >= 10
     assert any(c.startswith("adkd train --all-categories") for c in tour)
+    assert any("tiling.tile_size" in c for c in tour)  # the high-resolution section's command runs too
+    promised = [prefix for prefix, _ in PROMISES] + list(SERVED)
+    assert all(any(c.startswith(p) for c in tour) for p in promised), [
+        p for p in promised if not any(c.startswith(p) for c in tour)
+    ]
 
 
 @pytest.mark.slow
@@ -307,11 +337,9 @@ def test_readme_runs_as_typed(tmp_path: Path, file_server: FileServer) -> None:
         if command == "source .venv/bin/activate":
             assert "VENV := .venv" in (REPO / "Makefile").read_text()  # the venv make install builds
             continue
-        if command.startswith("adkd ui"):
-            _ui(command, cwd, env)
-            continue
-        if command.startswith("adkd station"):
-            _station(command, cwd, env)
+        if command.startswith(SERVED):
+            (_ui if command.startswith("adkd ui") else _station)(command, cwd, env)
+            checked.update(p for p in SERVED if command.startswith(p))
             continue
         if command.startswith("adkd data download mvtec"):
             sums = tmp_path / "SHA256SUMS"
@@ -331,4 +359,4 @@ def test_readme_runs_as_typed(tmp_path: Path, file_server: FileServer) -> None:
             if command.startswith(prefix):
                 check(cwd, home, done.stdout + done.stderr)
                 checked.add(prefix)
-    assert checked == {prefix for prefix, _ in PROMISES}, "a promised command is no longer in the Quick tour"
+    assert checked == {prefix for prefix, _ in PROMISES} | set(SERVED), "a promised command left the README's tour"

@@ -44,10 +44,7 @@ def predict(
     rows: list[dict] = []
     failures: list[dict[str, str]] = []
     used: set[str] = set()
-    t = predictor.meta.get("thresholds") or {}
-    vmin, vmax = float(t.get("score_min", 0.0)), float(t.get("score_max", 1.0))
-    if vmax <= vmin:
-        vmax = vmin + 1.0
+    vmin, vmax = predictor.heat_range
     out.mkdir(parents=True, exist_ok=True)
     columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:

@@ -8,7 +8,10 @@ images are converted here; the validation gate refuses them by rule unless the u
 from __future__ import annotations
 
 import errno
+import io
 import os
+import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,9 @@ from adkd.pipelines.data.geometry import fit
 from adkd.settings import decode_workers_override
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's default MAX_IMAGE_PIXELS, used when a caller set it to None
+# Sent images (the served model, the station) larger than this are refused from their header, before a pixel is
+# decoded: 10,000 x 10,000 RGB is 300 MB per image, per concurrent request.
+MAX_PIXELS = 8192 * 8192
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
@@ -81,6 +87,36 @@ def open_image(path: str | Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         img.close()
         raise ImageReadError(path, f"truncated or corrupt image data ({exc})") from None
+    return img
+
+
+class RefusedBytes(DataError):
+    """Why ``decode_bytes`` refused: ``problem`` is ``pixels`` (``size`` over the limit; None: over PIL's own),
+    ``format`` (``format`` not accepted), ``unknown`` (not an image) or ``corrupt`` (``detail`` says how)."""
+
+    def __init__(self, problem: str, detail: str = "", size: tuple[int, int] | None = None, fmt: str = "") -> None:
+        super().__init__(f"{problem}: {detail or size or fmt}")
+        self.problem, self.detail, self.size, self.format = problem, detail, size, fmt
+
+
+def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS, formats: Collection[str] | None = None) -> Image.Image:
+    """Decode encoded image bytes; one over ``max_pixels`` (or of a format not in ``formats``) is refused from its
+    header, before its pixels are read. Raises ``RefusedBytes``; callers word it for their users."""
+    try:
+        with warnings.catch_warnings():  # PIL's bomb warning: the limit below refuses those with a reason
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        if img.width * img.height > max_pixels:
+            raise RefusedBytes("pixels", size=img.size)
+        if formats is not None and img.format not in formats:
+            raise RefusedBytes("format", fmt=img.format or "")
+        img.load()
+    except Image.DecompressionBombError:  # PIL's own limit, at open: far above ours
+        raise RefusedBytes("pixels") from None
+    except UnidentifiedImageError:
+        raise RefusedBytes("unknown") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise RefusedBytes("corrupt", str(exc)) from None
     return img
 
 

@@ -1,9 +1,9 @@
 """Test-split reporting: metrics of scored maps, and metrics.json, scores.csv and the plots of an evaluation.
 
-``evaluate_artifact`` is ``adkd evaluate``: it scores the test split through an exported model's predictor
-(the code ``adkd predict`` runs), so any host gives the numbers the model was registered with. Agreement:
-on one host the metrics equal those of the training run that exported the file (same graph, same runtime);
-across hosts and runtimes the scores agree to ``SCORE_TOLERANCE`` (relative) and AUROC/AUPRO/F1 to
+``adkd evaluate`` (``artifact_metrics.evaluate_artifact``) scores the test split through an exported model's
+predictor (the code ``adkd predict`` runs), so any host gives the numbers the model was registered with.
+Agreement: on one host the metrics equal those of the training run that exported the file (same graph, same
+runtime); across hosts and runtimes the scores agree to ``SCORE_TOLERANCE`` (relative) and AUROC/AUPRO/F1 to
 ``METRIC_TOLERANCE`` (absolute).
 """
 
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from adkd.errors import ConfigError
 from adkd.pipelines.evaluate.metrics import compute_metrics
 from adkd.pipelines.evaluate.thresholds import Thresholds, normalize_scores
 
@@ -119,43 +118,3 @@ def score_test_split(
     valid = valid_masks(data.test_paths, image_size, resize, crop=eval_size)
     maps, scores = score_artifact(predictor, data.test, valid, batch_size)  # type: ignore[arg-type]
     return maps, scores, valid
-
-
-def evaluate_artifact(
-    model_path: str | Path,
-    data: str | Path,
-    category: str | None = None,
-    out_dir: str | Path | None = None,
-    runtime: str = "auto",
-    image_level: bool | None = None,
-) -> dict[str, float]:
-    """Score a data root's test split through an exported model and its stored thresholds.
-
-    Writes metrics.json, scores.csv and the plots to ``out_dir`` (default: ``evaluate-<category>`` beside
-    the model) and returns the metrics (``test/...``). The model's metadata gives its input size, crop,
-    ``resize`` policy and whether it was trained image-level (``image_level`` overrides that).
-    """
-    from adkd.pipelines.data.dataset import load_category, local_root
-    from adkd.pipelines.predict import open_predictor
-
-    model_path = Path(model_path)
-    predictor = open_predictor(model_path, runtime=runtime)
-    meta = predictor.meta
-    category = category or meta.get("category")
-    if not category:
-        raise ConfigError(f"{model_path} names no category in its metadata; pass --category")
-    if not meta.get("thresholds"):
-        raise ConfigError(f"{model_path} has no thresholds in its metadata; re-export it with `adkd export`")
-    thresholds = Thresholds.from_dict(meta["thresholds"])
-    size, resize = int(predictor.image_size), str(predictor.resize)
-    eval_size = int(meta.get("eval_size") or size)
-    level = bool(meta.get("image_level", False)) if image_level is None else image_level
-    loaded = load_category(local_root(str(data)), category, size, val_fraction=0.0, resize=resize, image_level=level)
-    if len(loaded.test) == 0:
-        raise ConfigError(f"{data}/{category} has no test images to evaluate")
-    maps, scores, valid = score_test_split(predictor, loaded, size, resize, eval_size)
-    metrics = {f"test/{k}": v for k, v in test_metrics(maps, scores, loaded, valid).items()}
-    target = Path(out_dir) if out_dir else model_path.parent / f"evaluate-{category}"
-    write_report(target, loaded, maps, scores, thresholds, valid)
-    write_json(target / "metrics.json", metrics)
-    return metrics

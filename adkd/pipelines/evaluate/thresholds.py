@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from adkd.errors import ConfigError, DataError
-
-_MIN_RANGE = 1e-12  # keeps the division finite when validation maps are constant
+from adkd.pipelines.predict.predictor import MIN_RANGE as _MIN_RANGE  # predictors normalise numpy scores alike
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
 """Run an adkd ONNX model with OpenVINO on the CPU: the same file, the same outputs, another runtime.
 
 OpenVINO reads the exported ONNX as it is. The converted model (OpenVINO IR) is cached on disk under
-``<cache_dir>/openvino/<sha256 of the ONNX file>/`` so the next load skips the conversion; a cache that
-cannot be written is skipped, never an error.
+``<cache_dir>/openvino/<sha256 of the ONNX graph>/`` so the next load skips the conversion; a cache that
+cannot be written is skipped, never an error. The key leaves the file's metadata out (adkd reads the metadata from
+the file, never from the IR), so writing metrics or a runtime choice into a file keeps its cache entry.
 
 Precision is chosen, not inherited: on CPUs with bf16 (AVX512-BF16, AMX) OpenVINO runs float graphs in bf16
 unless told otherwise, which moves anomaly maps and scores away from the fp32 thresholds they were fitted
 with. So the fp32 model runs with the ``f32`` inference-precision hint, the ``bf16`` variant asks for bf16
-explicitly (and is gated against fp32 before it is ever picked), and int8 graphs run their float parts
-(preprocessing, anomaly map, scores) in f32.
+explicitly (and runs only when asked for by name: it has no thresholds or metrics of its own), and int8 graphs
+run their float parts (preprocessing, anomaly map, scores) in f32.
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ def cpu_has_bf16() -> bool:
     return "BF16" in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:32]
+def graph_digest(path: Path) -> str:
+    """SHA-256 of the ONNX model at ``path`` without its metadata_props (what OpenVINO converts)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 
 def default_cache_dir() -> Path:
@@ -80,7 +82,7 @@ def read_model(path: Path, cache_dir: Path | None = None, cache: bool = True) ->
             return core.read_model(str(path)), "converted"
         except RuntimeError as exc:
             raise ConfigError(f"OpenVINO cannot read {path}: {str(exc).splitlines()[0]}") from None
-    folder = (cache_dir or default_cache_dir()) / CACHE_SUBDIR / file_digest(path)
+    folder = (cache_dir or default_cache_dir()) / CACHE_SUBDIR / graph_digest(path)
     cached = folder / "model.xml"
     if cached.is_file() and (folder / "model.bin").is_file():
         try:

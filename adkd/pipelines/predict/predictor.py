@@ -20,15 +20,16 @@ from adkd.errors import ConfigError, DataError
 from adkd.pipelines.data.geometry import Placement, fit, placement, unfit
 
 OUTPUTS = ("anomaly_map", "image_score", "normalized_score")  # as written by adkd.pipelines.export
+MIN_RANGE = 1e-12  # the smallest score range normalisation divides by (constant validation maps)
 
 
 @dataclass
 class Loaded:
-    """One input image: the RGB original, the model's square input made from it and where it went."""
+    """One input image: the RGB original, the model's input made from it and where it went."""
 
     original: np.ndarray  # uint8 [H, W, 3]
     model_input: np.ndarray  # uint8 [S, S, 3]
-    placement: Placement
+    placement: Placement | None  # None: a tiled model's input at the image's own (or trained) size
     notes: list[str] = field(default_factory=list)
 
 
@@ -101,12 +102,27 @@ class Predictor:
         """The model's export metadata (thresholds, image size, model, precision, ...)."""
         return dict(self.meta)
 
+    @property
+    def heat_range(self) -> tuple[float, float]:
+        """The colour scale of map overlays: the validation range the normalised score uses."""
+        t = self.meta.get("thresholds") or {}
+        vmin, vmax = float(t.get("score_min", 0.0)), float(t.get("score_max", 1.0))
+        return (vmin, vmax if vmax > vmin else vmin + 1.0)
+
+    def normalized(self, scores: np.ndarray) -> np.ndarray:
+        """Image scores normalised with the model's stored thresholds as the exported graph computes them:
+        ``clamp((score - image threshold) / (score_max - score_min) + 0.5, 0, 1)`` (``evaluate.thresholds``)."""
+        t = self.meta.get("thresholds") or {}
+        span = max(float(t.get("score_max", 1.0)) - float(t.get("score_min", 0.0)), MIN_RANGE)
+        shifted = np.asarray(scores, dtype=np.float32) - float(t.get("image", np.nan))
+        return np.clip(shifted / span + 0.5, 0.0, 1.0).astype(np.float32)
+
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw outputs for a uint8 [B, S, S, 3] batch: maps [B, S, S], scores [B], normalised [B]."""
         raise NotImplementedError
 
     def run_placed(
-        self, batch: np.ndarray, placements: Sequence[Placement]
+        self, batch: np.ndarray, placements: Sequence[Placement | None]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``run``, each image's score read where its ``placement`` put the image: letterbox padding is no evidence.
 
@@ -118,49 +134,34 @@ class Predictor:
             return maps, scores, norms
         from adkd.pipelines.inference.validity import valid_mask
 
-        thresholds = self.meta.get("thresholds") or {}
-        span = max(float(thresholds.get("score_max", 1.0)) - float(thresholds.get("score_min", 0.0)), 1e-12)
         scores, norms = scores.copy(), norms.copy()
         for i, where in enumerate(placements):
-            valid = valid_mask(where, self.crop)
-            if not valid.all():
+            valid = valid_mask(where, self.crop) if where is not None else None  # None: the image's own size
+            if valid is not None and not valid.all():
                 scores[i] = maps[i][valid].max()
-                norms[i] = np.clip((scores[i] - float(thresholds.get("image", 0.0))) / span + 0.5, 0.0, 1.0)
+                norms[i] = self.normalized(scores[i : i + 1])[0]
         return maps, scores, norms
 
     def load(self, source: str | Path | np.ndarray | Image.Image) -> Loaded:
         """Decode ``source`` and make the model's input from it exactly as training did (``resize`` policy)."""
-        from adkd.pipelines.data.images import open_image, to_uint8
+        img, notes = decode(source)
+        model_input, where = self._place(img, notes)
+        return Loaded(np.asarray(img, dtype=np.uint8), model_input, where, notes)
 
-        notes: list[str] = []
-        if isinstance(source, np.ndarray):
-            try:
-                img = Image.fromarray(source)
-            except (TypeError, ValueError) as exc:
-                raise DataError(
-                    f"array of shape {source.shape} and dtype {source.dtype} is not an image: {exc}"
-                ) from None
-        elif isinstance(source, Image.Image):
-            img = source
-        else:
-            img = open_image(source)  # raises a DataError naming the file and the reason
-        if img.mode != "RGB":
-            notes.append(f"converted {img.mode} to RGB")
-            img = to_uint8(img).convert("RGB")
+    def _place(self, img: Image.Image, notes: list[str]) -> tuple[np.ndarray, Placement | None]:
+        """The model's input made from the RGB ``img`` and where the image went in it (a note when resized)."""
         size = self.image_size
         where = placement(img.width, img.height, size, self.resize)
         if img.size != (size, size):
             how = "" if self.resize == "stretch" else f" ({self.resize})"
             notes.append(f"resized {img.size[0]}x{img.size[1]} to {size}x{size}{how}")
         # PIL's bilinear filter widens its support when shrinking (antialiasing), as the training loader does.
-        model_input = fit(img, size, self.resize, Image.Resampling.BILINEAR)
-        original = np.asarray(img, dtype=np.uint8)
-        return Loaded(original, np.asarray(model_input, dtype=np.uint8), where, notes)
+        return np.asarray(fit(img, size, self.resize, Image.Resampling.BILINEAR), dtype=np.uint8), where
 
-    def load_image(self, source: str | Path | np.ndarray | Image.Image) -> tuple[np.ndarray, list[str]]:
-        """An RGB uint8 [S, S, 3] array at the model's size (decoded and resized exactly as in training)."""
-        loaded = self.load(source)
-        return loaded.model_input, loaded.notes
+    def _at_original(self, amap: np.ndarray, item: Loaded) -> np.ndarray:
+        """A map of ``item``'s model input at the size of the image it was loaded from."""
+        assert item.placement is not None
+        return unfit(amap, item.placement, self.crop)
 
     def predict(self, images: list[Any], sources: list[str] | None = None) -> list[Prediction]:
         """Predictions for numpy arrays, PIL images or paths, in the order given; maps at each input's size."""
@@ -171,23 +172,46 @@ class Predictor:
         return self.predict_loaded(loaded, names)
 
     def predict_loaded(self, loaded: list[Loaded], sources: list[str]) -> list[Prediction]:
-        """Run the model on images from ``load`` and map each anomaly map back to its original's size."""
-        batch = np.stack([item.model_input for item in loaded])
-        maps, scores, norms = self.run_placed(batch, [item.placement for item in loaded])
-        out = []
+        """Run the model on images from ``load`` (same-size inputs together) and map each anomaly map back to its
+        original's size."""
+        out: list[Prediction | None] = [None] * len(loaded)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, item in enumerate(loaded):
-            score = float(scores[i])
-            anomalous = score > self.image_threshold  # the same rule as training's scores.csv and the pyfunc
-            amap = unfit(maps[i], item.placement, self.crop)
-            out.append(
-                Prediction(
+            by_shape.setdefault(item.model_input.shape, []).append(i)
+        for indices in by_shape.values():
+            batch = np.stack([loaded[i].model_input for i in indices])
+            maps, scores, norms = self.run_placed(batch, [loaded[i].placement for i in indices])
+            for j, i in enumerate(indices):
+                score = float(scores[j])
+                amap = self._at_original(maps[j], loaded[i])
+                out[i] = Prediction(
                     score=score,
-                    normalized_score=float(norms[i]),
-                    anomalous=anomalous,
+                    normalized_score=float(norms[j]),
+                    anomalous=score > self.image_threshold,  # the same rule as training's scores.csv and the pyfunc
                     anomaly_map=amap,
                     mask=amap >= self.pixel_threshold,
                     source=sources[i],
-                    notes=list(item.notes),
+                    notes=list(loaded[i].notes),
                 )
-            )
-        return out
+        return out  # type: ignore[return-value]
+
+
+def decode(source: str | Path | np.ndarray | Image.Image) -> tuple[Image.Image, list[str]]:
+    """``source`` as an RGB PIL image (16-bit scaled, alpha dropped, as the data loader reads files) and a note when
+    it had to be converted; a DataError naming the file or array and the reason when it is not an image."""
+    from adkd.pipelines.data.images import open_image, to_uint8
+
+    notes: list[str] = []
+    if isinstance(source, np.ndarray):
+        try:
+            img = Image.fromarray(source)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"array of shape {source.shape} and dtype {source.dtype} is not an image: {exc}") from None
+    elif isinstance(source, Image.Image):
+        img = source
+    else:
+        img = open_image(source)  # raises a DataError naming the file and the reason
+    if img.mode != "RGB":
+        notes.append(f"converted {img.mode} to RGB")
+        img = to_uint8(img).convert("RGB")
+    return img, notes

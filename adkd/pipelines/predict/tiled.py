@@ -12,15 +12,14 @@ brought to that square with the model's ``resize`` policy first) or per position
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from adkd.pipelines.data.geometry import Placement, fit, placement, unfit
-from adkd.pipelines.predict.predictor import Loaded, Prediction, Predictor
-from adkd.pipelines.tiling.spec import TilingSpec, normalized_scores, score_tiled
+from adkd.pipelines.predict.predictor import Loaded, Predictor
+from adkd.pipelines.tiling.spec import TilingSpec, score_tiled
 
 TILES_PER_CALL = 8  # tiles per call of the inner predictor: a few MB of activations per tile at 256 px
 
@@ -61,100 +60,35 @@ class TiledPredictor(Predictor):
     def runtime_reason(self, value: str) -> None:
         self.inner.runtime_reason = value
 
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return dict(self.meta)
-
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stitched maps [B, H, W], image scores [B] and normalised scores [B] for same-size uint8 [B, H, W, 3]."""
         maps, scores = score_tiled(self.inner.run, batch, self.spec, self.tiles_per_call)
-        return maps, scores, normalized_scores(scores, self.meta.get("thresholds") or {})
+        return maps, scores, self.normalized(scores)
 
-    def load(self, source: str | Path | np.ndarray | Image.Image) -> Loaded:
-        """Decode ``source``; bring it to the trained size when the model has one (else keep its own)."""
-        from adkd.pipelines.data.images import open_image, to_uint8
-
-        notes: list[str] = []
-        if isinstance(source, np.ndarray):
-            from adkd.errors import DataError
-
-            try:
-                img = Image.fromarray(source)
-            except (TypeError, ValueError) as exc:
-                raise DataError(
-                    f"array of shape {source.shape} and dtype {source.dtype} is not an image: {exc}"
-                ) from None
-        elif isinstance(source, Image.Image):
-            img = source
-        else:
-            img = open_image(source)
-        if img.mode != "RGB":
-            notes.append(f"converted {img.mode} to RGB")
-            img = to_uint8(img).convert("RGB")
-        original = np.asarray(img, dtype=np.uint8)
-        where: Placement | None = None
-        model_input = original
+    def _place(self, img: Image.Image, notes: list[str]) -> tuple[np.ndarray, Placement | None]:
+        """The trained square when the model has one (placed with ``resize``), the trained size per position
+        (stretched, no placement), else the image at its own size."""
         if self.image_size is not None:
             size = self.image_size
-            where = placement(img.width, img.height, size, self.resize)
             if img.size != (size, size):
                 notes.append(f"resized {img.size[0]}x{img.size[1]} to {size}x{size} before tiling")
-            model_input = np.asarray(fit(img, size, self.resize, Image.Resampling.BILINEAR), dtype=np.uint8)
-        elif self.spec.fixed_size is not None:  # per position: the trained size, stretched
+            where = placement(img.width, img.height, size, self.resize)
+            return np.asarray(fit(img, size, self.resize, Image.Resampling.BILINEAR), dtype=np.uint8), where
+        if self.spec.fixed_size is not None:  # per position: the trained size, stretched
             h, w = self.spec.fixed_size
             if img.size != (w, h):
                 notes.append(f"resized {img.size[0]}x{img.size[1]} to {w}x{h} (the per-position model's size)")
-                model_input = np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
-        return Loaded(original, model_input, where, notes)  # type: ignore[arg-type]
+                return np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8), None
+        return np.asarray(img, dtype=np.uint8), None
 
-    def load_image(self, source: str | Path | np.ndarray | Image.Image) -> tuple[np.ndarray, list[str]]:
-        loaded = self.load(source)
-        return loaded.model_input, loaded.notes
-
-    def predict(self, images: list[Any], sources: list[str] | None = None) -> list[Prediction]:
-        loaded = [self.load(im) for im in images]
-        names = [
-            (sources[i] if sources else str(im) if isinstance(im, str | Path) else "") for i, im in enumerate(images)
-        ]
-        return self.predict_loaded(loaded, names)
-
-    def predict_loaded(self, loaded: list[Loaded], sources: list[str]) -> list[Prediction]:
-        """Score each image (same-size ones together) and give its map at its original's size."""
-        results: list[tuple[np.ndarray, float, float] | None] = [None] * len(loaded)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, item in enumerate(loaded):
-            by_shape.setdefault(item.model_input.shape, []).append(i)
-        for indices in by_shape.values():
-            maps, scores, norms = self.run(np.stack([loaded[i].model_input for i in indices]))
-            for j, i in enumerate(indices):
-                results[i] = (maps[j], float(scores[j]), float(norms[j]))
-        out = []
-        for item, source, res in zip(loaded, sources, results, strict=True):
-            assert res is not None
-            amap, score, norm = res
-            amap = _to_original(amap, item)
-            out.append(
-                Prediction(
-                    score=score,
-                    normalized_score=norm,
-                    anomalous=score > self.image_threshold,
-                    anomaly_map=amap,
-                    mask=amap >= self.pixel_threshold,
-                    source=source,
-                    notes=list(item.notes),
-                )
-            )
-        return out
-
-
-def _to_original(amap: np.ndarray, item: Loaded) -> np.ndarray:
-    """A stitched map at the size of the image it was loaded from."""
-    if item.placement is not None:
-        return unfit(amap, item.placement)
-    h, w = item.original.shape[:2]
-    if amap.shape == (h, w):
-        return np.asarray(amap, dtype=np.float32)
-    return np.asarray(Image.fromarray(np.asarray(amap, dtype=np.float32), mode="F").resize((w, h), Image.BILINEAR))
+    def _at_original(self, amap: np.ndarray, item: Loaded) -> np.ndarray:
+        """A stitched map at the size of the image it was loaded from."""
+        if item.placement is not None:
+            return unfit(amap, item.placement)
+        h, w = item.original.shape[:2]
+        if amap.shape == (h, w):
+            return np.asarray(amap, dtype=np.float32)
+        return np.asarray(Image.fromarray(np.asarray(amap, dtype=np.float32), mode="F").resize((w, h), Image.BILINEAR))
 
 
 def tiled_if_needed(predictor: Any) -> Any:

@@ -17,7 +17,6 @@ from adkd.errors import ConfigError
 from adkd.pipelines.tiling.grid import TileGrid, blend_weights, split, stitch
 
 TileRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
-_MIN_RANGE = 1e-12  # as adkd.pipelines.evaluate.thresholds
 
 
 @dataclass(frozen=True)
@@ -111,10 +110,3 @@ def score_tiled(
         maps.append(np.asarray(tile_maps, dtype=np.float32).reshape(-1, grid.tile, grid.tile))
     stitched = stitch(np.concatenate(maps), grid, spec.weights())
     return stitched, stitched.reshape(len(stitched), -1).max(axis=1)
-
-
-def normalized_scores(scores: np.ndarray, thresholds: dict[str, Any]) -> np.ndarray:
-    """``clamp((score - image threshold) / (score_max - score_min) + 0.5, 0, 1)``, as the exported graph computes."""
-    t = float(thresholds.get("image", np.nan))
-    span = max(float(thresholds.get("score_max", 1.0)) - float(thresholds.get("score_min", 0.0)), _MIN_RANGE)
-    return np.clip((np.asarray(scores, dtype=np.float32) - t) / span + 0.5, 0.0, 1.0).astype(np.float32)

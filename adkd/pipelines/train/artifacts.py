@@ -122,7 +122,7 @@ def evaluate_checkpoint(
     ``model``: an ``.onnx`` file, or a ``model.pt`` whose ``model.onnx`` beside it is used (exported there
     first, thresholds fitted on its scores, when the run did not keep one, e.g. a tuning trial).
     """
-    from adkd.pipelines.evaluate.report import evaluate_artifact
+    from adkd.pipelines.evaluate.artifact_metrics import evaluate_artifact
     from adkd.pipelines.export.onnx_export import set_metadata
 
     model = Path(model)

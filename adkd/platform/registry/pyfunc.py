@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,68 +25,55 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from adkd.errors import DataError
-from adkd.pipelines.data.geometry import fit, placement, unfit
+from adkd.pipelines.data.images import MAX_PIXELS, RefusedBytes, decode_bytes
 
 ONNX_ARTIFACT = "onnx_model"
 INT8_ARTIFACT = "onnx_model_int8"  # the artifact that carries the int8 file beside ONNX_ARTIFACT
 OV_INT8_ARTIFACT = "onnx_model_int8_openvino"  # OpenVINO's (NNCF) int8 file, when the run wrote one
-# Larger images are refused before decoding: 10,000 x 10,000 RGB is 300 MB per image, per concurrent request.
-MAX_PIXELS = 8192 * 8192
 
 
-def _to_rgb(value: Any) -> tuple[Any, bool]:
-    """One input value as an RGB PIL image and whether it had to be converted."""
-    from PIL import Image, UnidentifiedImageError
-
-    from adkd.pipelines.data.images import to_uint8
-
-    if isinstance(value, Image.Image):
-        img = value
-    elif isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] == 3:
-        img = Image.fromarray(value)
-    else:
-        if isinstance(value, str):
-            text = value.split(",", 1)[1] if value.startswith("data:") else value
-            try:
-                value = base64.b64decode(text, validate=True)
-            except (binascii.Error, ValueError):
-                raise DataError(
-                    "input 'image' is not base64: send PNG/JPEG bytes base64-encoded (or a data: URL)"
-                ) from None
-        if not isinstance(value, (bytes, bytearray)):
-            raise DataError(
-                f"input 'image' has type {type(value).__name__}; send base64 PNG/JPEG strings, bytes or "
-                "uint8 [H,W,3] arrays"
-            )
-        try:
-            with warnings.catch_warnings():  # PIL's bomb warning: _check_pixels refuses those with a reason
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(value))
-            _check_pixels(img.size)
-            img.load()
-        except Image.DecompressionBombError:  # PIL's own limit, at open: far above ours
-            raise DataError(f"input 'image' has more than {MAX_PIXELS:,} pixels; downscale it first") from None
-        except UnidentifiedImageError:
-            raise DataError(
-                f"input 'image' cannot be decoded as an image (unknown format; it starts with {bytes(value[:12])!r}); "
-                "send PNG or JPEG"
-            ) from None
-        except OSError as exc:
-            raise DataError(f"input 'image' cannot be decoded as an image ({exc}); send PNG or JPEG") from None
-    converted = img.mode != "RGB"
-    if converted:
-        # The data loader's conversion: 16-bit scaled to 8 bits (a plain convert("RGB") would clip it).
-        img = to_uint8(img).convert("RGB")
-    return img, converted
-
-
-def _decode(value: Any, size: int, resize: str = "stretch") -> tuple[np.ndarray, bool]:
-    """One image as uint8 [size, size, 3] RGB (``resize`` policy) and whether it was resized or converted."""
+def _to_image(value: Any) -> Any:
+    """One input value as a PIL image (a DataError saying why when it is not one)."""
     from PIL import Image
 
-    img, converted = _to_rgb(value)
-    changed = converted or img.size != (size, size)
-    return np.asarray(fit(img, size, resize, Image.Resampling.BILINEAR), dtype=np.uint8), changed
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] == 3:
+        return Image.fromarray(value)
+    if isinstance(value, str):
+        text = value.split(",", 1)[1] if value.startswith("data:") else value
+        try:
+            value = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise DataError(
+                "input 'image' is not base64: send PNG/JPEG bytes base64-encoded (or a data: URL)"
+            ) from None
+    if not isinstance(value, (bytes, bytearray)):
+        raise DataError(
+            f"input 'image' has type {type(value).__name__}; send base64 PNG/JPEG strings, bytes or "
+            "uint8 [H,W,3] arrays"
+        )
+    try:
+        return decode_bytes(bytes(value), MAX_PIXELS)
+    except RefusedBytes as exc:
+        raise DataError(_refusal(exc, bytes(value[:12]))) from None
+
+
+def _refusal(exc: RefusedBytes, start: bytes) -> str:
+    """The one line a request's row gets for bytes ``decode_bytes`` refused (``start``: their first bytes)."""
+    if exc.problem == "pixels" and exc.size:
+        width, height = exc.size
+        return (
+            f"input 'image' is {width}x{height} pixels, more than the {MAX_PIXELS:,} this model decodes; "
+            "downscale it first (the model sees it at its own input size anyway)"
+        )
+    if exc.problem == "pixels":
+        return f"input 'image' has more than {MAX_PIXELS:,} pixels; downscale it first"
+    if exc.problem == "unknown":
+        return (
+            f"input 'image' cannot be decoded as an image (unknown format; it starts with {start!r}); send PNG or JPEG"
+        )
+    return f"input 'image' cannot be decoded as an image ({exc.detail}); send PNG or JPEG"
 
 
 class RejectedInput(MlflowException):
@@ -111,18 +97,8 @@ class RejectedInput(MlflowException):
         pass
 
 
-def _check_pixels(size: tuple[int, int]) -> None:
-    """Refuse an image too large to decode, from its header, before its pixels are read."""
-    width, height = size
-    if width * height > MAX_PIXELS:
-        raise DataError(
-            f"input 'image' is {width}x{height} pixels, more than the {MAX_PIXELS:,} this model decodes; "
-            "downscale it first (the model sees it at its own input size anyway)"
-        )
-
-
-def validate_request(model_input: Any) -> list[tuple[Any, bool]]:
-    """Every image of a request as (RGB PIL image, converted), or ``RejectedInput`` naming the bad rows."""
+def validate_request(model_input: Any) -> list[Any]:
+    """Every image of a request as a PIL image, or ``RejectedInput`` naming the bad rows."""
     try:
         values = _images(model_input)
     except DataError as exc:
@@ -132,7 +108,7 @@ def validate_request(model_input: Any) -> list[tuple[Any, bool]]:
     decoded, bad = [], []
     for row, value in enumerate(values):
         try:
-            decoded.append(_to_rgb(value))
+            decoded.append(_to_image(value))
         except DataError as exc:
             bad.append((row, str(exc)))
     if bad:
@@ -181,62 +157,35 @@ class OnnxAnomalyModel(mlflow.pyfunc.PythonModel):
         settings = load_settings()
         self.predictor = open_predictor(onnx_path, runtime=runtime or settings.runtime, cache_dir=settings.cache_dir)
         self.runtime = self.predictor.runtime
-        meta = self.predictor.metadata
-        self.image_size = self.predictor.image_size
-        self.resize = self.predictor.resize
-        self.crop = self.predictor.crop
-        self.thresholds = meta.get("thresholds") or {}
         return self
 
     # model_input has no type hint on purpose: MLflow would read one as the input schema.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """One row per image: scores, verdict, threshold, whether it was resized, and the map."""
+        """One row per image: scores, verdict, threshold, whether it was resized, and the map.
+
+        Each image goes through the predictor's ``load`` and ``predict_loaded``: the code ``adkd predict`` runs.
+        """
         params = params or {}
         return_maps = bool(params.get("return_maps", True))
         batch_size = int(params.get("batch_size", 8))
         images = validate_request(model_input)
-        if getattr(self.predictor, "tiled", False):  # whole images, split, scored and stitched by the predictor
-            return pd.DataFrame(self._tiled_rows(images, batch_size, return_maps))
         rows: list[dict[str, Any]] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            batch = np.stack([_decode(img, self.image_size, self.resize)[0] for img, _ in chunk])
-            places = [placement(img.width, img.height, self.image_size, self.resize) for img, _ in chunk]
-            maps, scores, norms = self.predictor.run_placed(batch, places)  # letterbox padding is no evidence
-            for i, (img, converted) in enumerate(chunk):
-                norm = float(norms[i])
-                row = {
-                    "image_score": float(scores[i]),
-                    "normalized_score": norm,
-                    "anomalous": bool(float(scores[i]) > self.thresholds.get("image", np.inf)),
-                    "threshold": float(self.thresholds.get("image", np.nan)),
-                    "resized": converted or img.size != (self.image_size, self.image_size),
-                }
-                if return_maps:  # at the input image's own size
-                    amap = unfit(maps[i], places[i], self.crop)
-                    row["anomaly_map"] = amap.tolist()
-                rows.append(row)
-        return pd.DataFrame(rows)
-
-    def _tiled_rows(self, images: list[Any], batch_size: int, return_maps: bool) -> list[dict[str, Any]]:
-        """Rows of a tiled model: its predictor brings each image to the trained size (or keeps its own)."""
-        rows: list[dict[str, Any]] = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            loaded = [self.predictor.load(img) for img, _ in chunk]
+            loaded = [self.predictor.load(img) for img in chunk]  # converted to RGB and placed as in training
             preds = self.predictor.predict_loaded(loaded, [""] * len(loaded))
-            for (_, converted), item, pred in zip(chunk, loaded, preds, strict=True):
+            for item, pred in zip(loaded, preds, strict=True):
                 row = {
                     "image_score": pred.score,
                     "normalized_score": pred.normalized_score,
                     "anomalous": pred.anomalous,
-                    "threshold": float(self.thresholds.get("image", np.nan)),
-                    "resized": converted or item.model_input.shape[:2] != item.original.shape[:2],
+                    "threshold": self.predictor.image_threshold,
+                    "resized": bool(item.notes),  # converted to RGB or brought to the model's size
                 }
                 if return_maps:  # at the input image's own size
                     row["anomaly_map"] = pred.anomaly_map.tolist()
                 rows.append(row)
-        return rows
+        return pd.DataFrame(rows)
 
 
 def encode_png(image: np.ndarray) -> str:

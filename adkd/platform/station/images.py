@@ -6,22 +6,18 @@ A client's file name is only ever shown (its last component, made printable), ne
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from adkd.errors import ConfigError, DataError, ServiceError
+from adkd.pipelines.data.images import MAX_PIXELS, RefusedBytes, decode_bytes
 
-# The served pyfunc's limit (adkd.platform.registry.pyfunc.MAX_PIXELS): larger images are refused from their
-# header, before a pixel is decoded (10,000 x 10,000 RGB is 300 MB).
-MAX_PIXELS = 8192 * 8192
 FORMATS = {"PNG": "png", "JPEG": "jpg", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp"}
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
@@ -64,27 +60,26 @@ def check_upload(data: bytes, filename: str | None, max_bytes: int) -> Upload:
             "station.max_upload_mb)"
         )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-        width, height = img.size
-        if width * height > MAX_PIXELS:
+        img = decode_bytes(data, MAX_PIXELS, FORMATS)
+    except RefusedBytes as exc:
+        if exc.problem == "pixels" and exc.size:
+            width, height = exc.size
             raise DataError(
                 f"{shown}: {width}x{height} pixels is more than the station decodes ({MAX_PIXELS:,} pixels); "
                 "downscale it first (the model sees it at its own input size anyway)"
-            )
-        fmt = img.format or ""
-        if fmt not in FORMATS:
-            raise DataError(f"{shown}: {fmt or 'this'} format is not accepted; upload PNG, JPEG, BMP, TIFF or WebP")
-        img.load()
-    except Image.DecompressionBombError:
-        raise DataError(f"{shown}: more than {MAX_PIXELS:,} pixels; downscale it first") from None
-    except UnidentifiedImageError:
-        raise DataError(
-            f"{shown}: not an image (it starts with {data[:12]!r}); upload a PNG, JPEG, BMP, TIFF or WebP image"
-        ) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{shown}: the image cannot be decoded ({exc}); the file may be truncated") from None
+            ) from None
+        if exc.problem == "pixels":
+            raise DataError(f"{shown}: more than {MAX_PIXELS:,} pixels; downscale it first") from None
+        if exc.problem == "format":
+            raise DataError(
+                f"{shown}: {exc.format or 'this'} format is not accepted; upload PNG, JPEG, BMP, TIFF or WebP"
+            ) from None
+        if exc.problem == "unknown":
+            raise DataError(
+                f"{shown}: not an image (it starts with {data[:12]!r}); upload a PNG, JPEG, BMP, TIFF or WebP image"
+            ) from None
+        raise DataError(f"{shown}: the image cannot be decoded ({exc.detail}); the file may be truncated") from None
+    fmt = str(img.format)
     return Upload(data, img, FORMATS[fmt], hashlib.sha256(data).hexdigest(), shown, notes)
 
 

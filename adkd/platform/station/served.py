@@ -73,10 +73,8 @@ class ServedModel:
 
     @property
     def heat_range(self) -> tuple[float, float]:
-        """The map's colour scale: the validation range the normalised score uses."""
-        t = self.predictor.meta.get("thresholds") or {}
-        vmin, vmax = float(t.get("score_min", 0.0)), float(t.get("score_max", 1.0))
-        return (vmin, vmax if vmax > vmin else vmin + 1.0)
+        """The map's colour scale (``Predictor.heat_range``)."""
+        return self.predictor.heat_range
 
     def reference_entry(self) -> dict[str, Any]:
         """The row the verdict log keeps for monitoring."""

@@ -32,7 +32,7 @@ def _rejected(frame: pd.DataFrame) -> RejectedInput:
 
 def test_good_rows_decode() -> None:
     out = validate_request(pd.DataFrame({"image": [GOOD, GOOD]}))
-    first = np.asarray(out[0][0])
+    first = np.asarray(out[0])
     assert len(out) == 2 and first.shape == (8, 8, 3) and int(first[0, 0, 0]) == 100
 
 

@@ -124,3 +124,28 @@ def test_per_position_artifact_brings_inputs_to_the_trained_size(tmp_path: Path)
     _close(predictor.predict([image])[0].anomaly_map, _torch_map(models, spec, image))
     other = predictor.predict([_image(150, 170, seed=6)])[0]
     assert other.anomaly_map.shape == (150, 170) and "per-position model's size" in other.notes[0]
+
+
+def test_letterboxed_tiled_model_scores_the_image_area_as_training_does(tmp_path: Path) -> None:
+    """At ``tiling.image_size`` with letterbox, training scores the max over the image area (``mask_geometry``):
+    ``adkd predict``, ``adkd.load`` and the served pyfunc read the same score, never the padding's."""
+    from adkd.pipelines.evaluate.thresholds import normalize_scores
+    from adkd.pipelines.inference.artifact import score_artifact
+    from adkd.pipelines.inference.validity import valid_masks
+    from adkd.platform.registry.pyfunc import OnnxAnomalyModel, encode_png
+
+    spec = TilingSpec(tile=64, stride=48, image_size=96)
+    path = export_tiled(_model(0), tmp_path / "lb.onnx", spec, THRESHOLDS, {"resize": "letterbox"})
+    image = np.full((120, 40, 3), 140, dtype=np.uint8)  # tall: two thirds of the square are padding
+    file = tmp_path / "tall.png"
+    Image.fromarray(image).save(file)
+    predictor = open_predictor(path)
+    valid = valid_masks([file], 96, "letterbox")  # the run's validity masks (mask_geometry: no crop)
+    maps, scores = score_artifact(predictor, predictor.load(file).model_input[None], valid)
+    assert valid is not None and float(maps.max()) > float(scores[0])  # the padding scores higher than the image
+    pred = predictor.predict([str(file)])[0]
+    assert pred.score == float(scores[0])
+    assert pred.normalized_score == pytest.approx(float(normalize_scores(scores, 1.0, 0.0, 2.0)[0]))  # as the graph
+    served = OnnxAnomalyModel().load(path, runtime="onnxruntime")
+    row = served.predict(None, pd.DataFrame({"image": [encode_png(image)]}), params={"return_maps": False}).iloc[0]
+    assert row["image_score"] == pred.score and row["normalized_score"] == pred.normalized_score

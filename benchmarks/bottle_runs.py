@@ -47,3 +47,20 @@ def bottle_config(
             **values,
         }
     )
+
+
+def score_and_time(
+    files: dict[str, Path], data: Any, size: int, threads: int, repeats: int
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Each runtime variant's test-split metrics (scored through ``open_predictor``, as ``adkd predict`` scores)
+    and its ms/image at batch 1 and 8 (``runtime_choice.time_variants``: the models alternating over 3 rounds).
+    """
+    from adkd.pipelines.evaluate.report import score_test_split, test_metrics
+    from adkd.pipelines.export.runtime_choice import time_variants
+    from adkd.pipelines.predict import open_predictor
+
+    scores = {}
+    for variant, path in files.items():
+        maps, image_scores, valid = score_test_split(open_predictor(path, variant), data, size, "stretch", size)
+        scores[variant] = test_metrics(maps, image_scores, data, valid)
+    return scores, time_variants(files, threads, repeats=repeats, rounds=3)

@@ -28,13 +28,10 @@ VARIANTS = ("onnxruntime", "openvino", "openvino-bf16", "onnxruntime-int8", "ope
 
 
 def run(model: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from bottle_runs import bottle_config
+    from bottle_runs import bottle_config, score_and_time
 
     from adkd.pipelines.data.dataset import load_category
-    from adkd.pipelines.evaluate.report import score_test_split, test_metrics
     from adkd.pipelines.export.onnx_export import read_metadata
-    from adkd.pipelines.export.runtime_choice import time_variants
-    from adkd.pipelines.predict import open_predictor
     from adkd.pipelines.predict.runtimes import variant_path
     from adkd.pipelines.train.engine import train_category
 
@@ -46,13 +43,10 @@ def run(model: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     files = {v: variant_path(result.onnx_path, v) for v in VARIANTS}
     files = {v: p for v, p in files.items() if p.is_file()}
     data = load_category(Path(args.data), "bottle", args.size, val_fraction=config.val_fraction, seed=config.seed)
-    scores = {}
-    for variant, path in files.items():
-        maps, s, valid = score_test_split(open_predictor(path, variant), data, args.size, "stretch", args.size)
-        scores[variant] = test_metrics(maps, s, data, valid)
+    scores, timings = score_and_time(files, data, args.size, args.threads, args.repeats)
     gates = {v: read_metadata(p).get("int8_gate", {}).get("ok") for v, p in files.items() if v.endswith("-int8")}
     return {
-        "timings": time_variants(files, args.threads, repeats=args.repeats, rounds=3),
+        "timings": timings,
         "test": scores,
         "gates": gates,
         "refusals": {k: v for k, v in result.tags.items() if k.endswith("_refused")},

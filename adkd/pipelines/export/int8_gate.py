@@ -124,18 +124,40 @@ class Int8Gate:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
 
-    def metrics(self) -> dict[str, float]:
-        """The gate's figures as ``int8/...`` metrics."""
-        return {
-            "int8/score_correlation": self.score_correlation,
-            "int8/map_correlation": self.map_correlation,
-            "int8/heldout_false_positives": float(self.int8_false_positives),
-            "int8/heldout_false_positives_fp32": float(self.fp32_false_positives),
-            "int8/gate_image_auroc": self.int8_image_auroc,
-            "int8/gate_image_auroc_fp32": self.fp32_image_auroc,
-            "int8/gate_pixel_auroc": self.int8_pixel_auroc,
-            "int8/gate_pixel_auroc_fp32": self.fp32_pixel_auroc,
+    def metrics(self, prefix: str = "int8") -> dict[str, float]:
+        """The gate's figures as ``<prefix>/...`` metrics."""
+        figures = {
+            "score_correlation": self.score_correlation,
+            "map_correlation": self.map_correlation,
+            "heldout_false_positives": float(self.int8_false_positives),
+            "heldout_false_positives_fp32": float(self.fp32_false_positives),
+            "gate_image_auroc": self.int8_image_auroc,
+            "gate_image_auroc_fp32": self.fp32_image_auroc,
+            "gate_pixel_auroc": self.int8_pixel_auroc,
+            "gate_pixel_auroc_fp32": self.fp32_pixel_auroc,
         }
+        return {f"{prefix}/{k}": v for k, v in figures.items()}
+
+
+@dataclass
+class GateScores:
+    """One model's outputs on the gate images (``calibration``: the calibration part's scores, None when not
+    scored)."""
+
+    normal_maps: torch.Tensor
+    normal: torch.Tensor
+    defect_maps: torch.Tensor
+    defect: torch.Tensor
+    calibration: torch.Tensor | None = None
+
+
+def gate_scores(predictor: ScoresImages, images: GateImages, calibration: bool = True) -> GateScores:
+    """``predictor``'s maps and scores of the gate images; the calibration part only with ``calibration`` (the fp32
+    reference's threshold is fitted on those scores; the int8 model ships its own, fitted on them already)."""
+    cal = score_artifact(predictor, images.calibration, images.valid_calibration)[1] if calibration else None
+    normal_maps, normal = score_artifact(predictor, images.normals, images.valid_normals)
+    defect_maps, defect = score_artifact(predictor, images.defects, images.valid_defects)
+    return GateScores(normal_maps, normal, defect_maps, defect, cal)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -153,23 +175,26 @@ def _cat_valid(*parts: tuple[torch.Tensor | None, torch.Tensor]) -> torch.Tensor
 
 
 def int8_gate(
-    fp32: ScoresImages, int8: ScoresImages, images: GateImages, bounds: GateBounds = DEFAULT_BOUNDS
+    fp32: ScoresImages | GateScores, int8: ScoresImages, images: GateImages, bounds: GateBounds = DEFAULT_BOUNDS
 ) -> Int8Gate:
     """The gate's figures for any int8 predictor against its fp32 reference (``ok`` says whether it passes).
 
-    ``int8.image_threshold`` must be the one the int8 artifact ships, fitted on ``images.calibration`` at
-    ``images.quantile`` (``adkd.pipelines.export.quantize`` does so).
+    ``fp32``: the reference predictor, or its ``gate_scores`` of ``images`` (calibration included) when they were
+    measured already for another int8 model. ``int8.image_threshold`` must be the one the int8 artifact ships,
+    fitted on ``images.calibration`` at ``images.quantile`` (``adkd.pipelines.export.quantize`` does so).
     """
     from adkd.pipelines.evaluate.metrics import image_auroc, pixel_auroc
 
-    def run(predictor: ScoresImages) -> tuple[torch.Tensor, ...]:
-        _, cal = score_artifact(predictor, images.calibration, images.valid_calibration)
-        normal_maps, normal = score_artifact(predictor, images.normals, images.valid_normals)
-        defect_maps, defect = score_artifact(predictor, images.defects, images.valid_defects)
-        return cal, normal_maps, normal, defect_maps, defect
-
-    cal32, nm32, n32, dm32, d32 = run(fp32)
-    _, nm8, n8, dm8, d8 = run(int8)
+    ref = fp32 if isinstance(fp32, GateScores) else gate_scores(fp32, images)
+    if ref.calibration is None or (len(ref.calibration), len(ref.normal), len(ref.defect)) != (
+        len(images.calibration),
+        len(images.normals),
+        len(images.defects),
+    ):
+        raise ValueError("the fp32 reference scores are not those of these gate images (calibration included)")
+    own = gate_scores(int8, images, calibration=False)
+    cal32, nm32, n32, dm32, d32 = ref.calibration, ref.normal_maps, ref.normal, ref.defect_maps, ref.defect
+    nm8, n8, dm8, d8 = own.normal_maps, own.normal, own.defect_maps, own.defect
     t32 = float(np.quantile(cal32.numpy().astype(np.float64), images.quantile))
     t8 = float(int8.image_threshold)  # type: ignore[attr-defined]
     fp32_fp, int8_fp = int((n32 > t32).sum()), int((n8 > t8).sum())

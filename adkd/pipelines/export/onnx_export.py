@@ -21,14 +21,13 @@ import torch
 from torch import nn
 
 from adkd.errors import AdkdError, ConfigError
-from adkd.pipelines.evaluate.thresholds import normalize_scores
+from adkd.pipelines.evaluate.thresholds import _MIN_RANGE, normalize_scores
 
 OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("anomaly_map", "image_score", "normalized_score")
 MAP_TOLERANCE = 1e-4  # max |ORT - torch| of the maps, as a fraction of the torch map's range
 SCORE_TOLERANCE = 1e-5  # max |ORT - torch| of the scores, relative to max(1, |score|)
-_MIN_RANGE = 1e-12
 
 
 class ExportError(AdkdError):
@@ -321,8 +320,6 @@ def write_thresholds(path: str | Path, thresholds: Any) -> dict[str, float]:
     """
     import onnx
     from onnx import numpy_helper
-
-    from adkd.pipelines.evaluate.thresholds import _MIN_RANGE
 
     path = Path(path)
     fitted = _thresholds_dict(thresholds)

@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from adkd.pipelines.export.int8_gate import DEFAULT_BOUNDS, GateBounds, Int8Gate, gate_images, int8_gate
+from adkd.pipelines.export.int8_gate import Int8Gate
 from adkd.pipelines.export.onnx_export import INPUT_NAME, ExportError, read_metadata, set_metadata
+from adkd.pipelines.export.quantize import _NOT_COPIED, _raw_metadata, calibration_batches, gated_int8, network_nodes
 
 OV_INT8_SUFFIX = ".ov.int8.onnx"  # adkd.pipelines.predict.runtimes.SUFFIXES["openvino-int8"]
 SCHEME = "nncf-openvino"  # recorded as int8_scheme: NNCF's default (performance) preset for OpenVINO's CPU plugin
-# Post-processing modules of the models, by their ONNX name scope: kept in float (as for ONNX Runtime's int8).
-_FLOAT_SCOPES = ("/model/anomaly_map",)
 
 
 class OpenVinoQuantizationRefused(ExportError):
@@ -47,13 +44,8 @@ def ov_int8_path_for(fp32_path: str | Path) -> Path:
 
 def float_nodes(model: Any) -> list[str]:
     """Names of the nodes outside the network (preprocessing, anomaly map, scores): NNCF leaves them float."""
-    return [
-        node.name
-        for node in model.graph.node
-        if not node.name.startswith("/model/")
-        or node.name.startswith(_FLOAT_SCOPES)
-        or "/anomaly_map/" in node.name  # a per-position model's maps sit under /model/models.N/
-    ]
+    network = set(network_nodes(model))
+    return [node.name for node in model.graph.node if node.name not in network]
 
 
 def _quiet_nncf() -> None:
@@ -70,8 +62,6 @@ def nncf_quantize(source: Path, calibration: np.ndarray, out: Path) -> Path:
     import nncf
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from adkd.pipelines.export.quantize import _NOT_COPIED, _raw_metadata, calibration_batches
 
     _quiet_nncf()
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".nncf-") as tmp:
@@ -93,61 +83,29 @@ def nncf_quantize(source: Path, calibration: np.ndarray, out: Path) -> Path:
         )
     del quantized.metadata_props[:]  # the fp32 file's metadata, chosen below, not what the tools carried along
     onnx.save(quantized, str(out))
-    props = {k: v for k, v in _raw_metadata(source).items() if k not in (*_NOT_COPIED, "runtime_choice")}
+    props = {k: v for k, v in _raw_metadata(source).items() if k not in _NOT_COPIED}
     set_metadata(out, {**props, "precision": "int8", "int8_scheme": SCHEME, "runtime": "openvino"})
     return out
 
 
 def quantize_openvino(
-    fp32_path: str | Path,
-    validation_images: np.ndarray,
-    out_path: str | Path | None = None,
-    *,
-    valid: torch.Tensor | None = None,
-    seed: int = 0,
-    threshold_quantile: float = 0.99,
-    bounds: GateBounds = DEFAULT_BOUNDS,
-    enforce_gate: bool = True,
-    source: str = "validation images",
-    threads: int | None = None,
+    fp32_path: str | Path, validation_images: np.ndarray, out_path: str | Path | None = None, **gate: Any
 ) -> tuple[Path, Int8Gate]:
     """Write ``model.ov.int8.onnx`` beside ``fp32_path`` (or at ``out_path``) if OpenVINO's int8 passes the gate.
 
-    The arguments are ``quantize.quantize_onnx``'s: the run's validation normals (uint8 [N,S,S,3]), split by
-    ``seed`` into the calibration part (activation ranges, the int8 thresholds fitted on OpenVINO's scores)
-    and the held-out part the gate measures on. Raises ``OpenVinoQuantizationRefused`` (one line) when the
-    gate fails, unless ``enforce_gate`` is False (benchmarks; the gate is returned either way).
+    The arguments are ``quantize.quantize_onnx``'s (``gate``: ``quantize.gated_int8``'s keywords): the run's
+    validation normals (uint8 [N,S,S,3]), split by ``seed`` into the calibration part (activation ranges, the
+    int8 thresholds fitted on OpenVINO's scores) and the held-out part the gate measures on. Raises
+    ``OpenVinoQuantizationRefused`` (one line) when the gate fails, unless ``enforce_gate`` is False
+    (benchmarks; the gate is returned either way).
     """
-    from adkd.pipelines.export.quantize import fit_artifact_thresholds, validation_view
-    from adkd.pipelines.predict import open_predictor
-
     fp32_path = Path(fp32_path)
-    out = Path(out_path) if out_path else ov_int8_path_for(fp32_path)
-    meta = read_metadata(fp32_path)
-    images, map_size = validation_view(meta, validation_images)  # tiled: whole images, stitched maps
-    gate_set = gate_images(
-        torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-        seed,
-        threshold_quantile,
-        valid=valid,
-        map_size=map_size,
-        source=source,
+    return gated_int8(
+        fp32_path,
+        validation_images,
+        Path(out_path) if out_path else ov_int8_path_for(fp32_path),
+        lambda calibration, staged: nncf_quantize(fp32_path, calibration, staged),
+        OpenVinoQuantizationRefused,
+        "OpenVINO int8 model",
+        **gate,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".ov-int8-") as tmp:
-        staged = nncf_quantize(fp32_path, gate_set.calibration, Path(tmp) / out.name)
-        # "auto" runs the file on what it was made for (its metadata says openvino): thresholds from OpenVINO's scores.
-        fit_artifact_thresholds(staged, gate_set.calibration, threshold_quantile, gate_set.valid_calibration,
-                                "auto", threads)  # fmt: skip
-        fp32 = open_predictor(fp32_path, runtime="onnxruntime", threads=threads)
-        int8 = open_predictor(staged, runtime="auto", threads=threads)
-        gate = int8_gate(fp32, int8, gate_set, bounds)
-        problems = gate.problems()
-        if enforce_gate and problems:
-            raise OpenVinoQuantizationRefused(
-                f"OpenVINO int8 model of {fp32_path.name} refused on {gate.n_normals} held-out {source}: "
-                f"{'; '.join(problems)}; keep the fp32 model"
-            )
-        set_metadata(staged, {"int8_gate": json.dumps(gate.to_dict(), sort_keys=True, default=float)})
-        staged.replace(out)
-    return out, gate

@@ -11,13 +11,14 @@ calibrated on the first part, and the int8 graph's own thresholds are fitted the
 fp32's are on its outputs): quantization shifts the scores while keeping their order. The gate
 (``int8_gate.int8_gate``) then measures on the held-out part, which neither step saw, and on a
 synthetic-defect copy of each held-out image. A refused model leaves no file behind; the refusal is one line.
+``gated_int8`` does those steps around any graph writer: ``quantize_onnx`` and OpenVINO's ``quantize_openvino``.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,16 @@ import numpy as np
 import torch
 
 from adkd.errors import ConfigError
-from adkd.pipelines.export.int8_gate import DEFAULT_BOUNDS, GateBounds, Int8Gate, gate_images, int8_gate
+from adkd.pipelines.export.int8_gate import (
+    DEFAULT_BOUNDS,
+    GateBounds,
+    GateImages,
+    GateScores,
+    Int8Gate,
+    gate_images,
+    gate_scores,
+    int8_gate,
+)
 from adkd.pipelines.export.onnx_export import INPUT_NAME, OUTPUT_NAMES, ExportError, read_metadata, set_metadata
 from adkd.pipelines.export.schemes import DEFAULT_INT8_SCHEME, INT8_SCHEMES, INT8_SUFFIX, check_scheme
 
@@ -206,61 +216,112 @@ def calibration_batches(meta: dict[str, Any], images: np.ndarray, batch_size: in
     return spec.tiles(images), spec.tiles_per_call(batch_size)
 
 
-def quantize_onnx(
+def _gate_set(
+    fp32_path: Path, validation_images: np.ndarray, valid: torch.Tensor | None, seed: int, quantile: float, source: str
+) -> GateImages:
+    """The gate images of ``fp32_path``'s model from the run's validation normals (``int8_gate.gate_images``)."""
+    images, map_size = validation_view(read_metadata(fp32_path), validation_images)  # tiled: whole images
+    nchw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    return gate_images(nchw, seed, quantile, valid=valid, map_size=map_size, source=source)
+
+
+def gate_reference(
     fp32_path: str | Path,
     validation_images: np.ndarray,
-    out_path: str | Path | None = None,
     *,
     valid: torch.Tensor | None = None,
     seed: int = 0,
     threshold_quantile: float = 0.99,
-    scheme: str = DEFAULT_INT8_SCHEME,
-    graph: str | Path | None = None,
+    source: str = "validation images",
+    threads: int | None = None,
+) -> GateScores:
+    """The fp32 file's scores (ONNX Runtime) of the gate images ``gated_int8`` makes from the same arguments: pass
+    them as its ``reference`` to gate several int8 models of one file on a single fp32 scoring."""
+    from adkd.pipelines.predict import open_predictor
+
+    gate_set = _gate_set(Path(fp32_path), validation_images, valid, seed, threshold_quantile, source)
+    return gate_scores(open_predictor(fp32_path, runtime="onnxruntime", threads=threads), gate_set)
+
+
+def gated_int8(
+    fp32_path: str | Path,
+    validation_images: np.ndarray,
+    out: Path,
+    write_graph: Callable[[np.ndarray, Path], Path],
+    refused: type[ExportError],
+    label: str,
+    hint: str = "",
+    *,
+    valid: torch.Tensor | None = None,
+    seed: int = 0,
+    threshold_quantile: float = 0.99,
     bounds: GateBounds = DEFAULT_BOUNDS,
     enforce_gate: bool = True,
     source: str = "validation images",
     threads: int | None = None,
+    reference: GateScores | None = None,
 ) -> tuple[Path, Int8Gate]:
-    """Write the int8 model beside ``fp32_path`` (or at ``out_path``) if it passes the gate; (path, gate).
+    """Write an int8 model of ``fp32_path`` at ``out`` if it passes the gate; (path, gate).
 
-    ``validation_images``: the run's held-out normals, uint8 [N,S,S,3] at the model's input size (at least
-    ``int8_gate.MIN_VALIDATION_IMAGES``), ``valid`` their image area (bool [N,1,S,S]; letterbox). ``seed``
-    splits them into calibration and held-out parts. ``graph``: the graph to quantize when it is not
-    ``fp32_path`` itself (the gate still compares with ``fp32_path``; tests quantize a degraded copy).
-    Raises QuantizationRefused (one line) when the gate fails, unless ``enforce_gate`` is False (benchmarks
-    timing the graph; the numbers are returned). ``scheme``: one of ``INT8_SCHEMES``.
+    ``write_graph(calibration images, path)`` writes the quantized graph (ONNX Runtime's or NNCF's) to a staged
+    path. The validation normals are split by ``seed``: the int8 file's thresholds are fitted on its own scores
+    of the calibration part, run by what it was made for, and ``int8_gate`` compares it with the fp32 file on
+    ONNX Runtime (``reference``: the fp32 file's ``gate_reference`` when the caller has it) on the held-out part.
+    A failed gate raises ``refused`` (one line: ``label``, the problems, ``hint``) unless ``enforce_gate`` is
+    False; a refused model leaves no file behind.
     """
     from adkd.pipelines.predict import open_predictor
 
-    check_scheme(scheme)
-    fp32_path = Path(fp32_path)
-    out = Path(out_path) if out_path else int8_path_for(fp32_path)
-    meta = read_metadata(fp32_path)
-    images, eval_size = validation_view(meta, validation_images)  # tiled: whole images, stitched maps
-    gate_set = gate_images(
-        torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-        seed,
-        threshold_quantile,
-        valid=valid,
-        map_size=eval_size,
-        source=source,
-    )
+    fp32_path, out = Path(fp32_path), Path(out)
+    gate_set = _gate_set(fp32_path, validation_images, valid, seed, threshold_quantile, source)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".int8-") as tmp:
-        staged = quantize_graph(Path(graph or fp32_path), gate_set.calibration, Path(tmp) / "int8.onnx", scheme)
+        staged = write_graph(gate_set.calibration, Path(tmp) / out.name)
         # Each file on its own runtime: "auto" runs an int8 file as what it was made for.
         fit_artifact_thresholds(staged, gate_set.calibration, threshold_quantile, gate_set.valid_calibration,
                                 "auto", threads)  # fmt: skip
-        fp32 = open_predictor(fp32_path, runtime="onnxruntime", threads=threads)
-        int8 = open_predictor(staged, runtime="auto", threads=threads)
-        gate = int8_gate(fp32, int8, gate_set, bounds)
+        fp32 = reference or open_predictor(fp32_path, runtime="onnxruntime", threads=threads)
+        gate = int8_gate(fp32, open_predictor(staged, runtime="auto", threads=threads), gate_set, bounds)
         problems = gate.problems()
         if enforce_gate and problems:
-            hint = "" if scheme == "qdq-s8s8" else ", or try --int8-scheme qdq-s8s8 (int8 activations)"
-            raise QuantizationRefused(
-                f"int8 model of {fp32_path.name} refused on {gate.n_normals} held-out {source}: "
+            raise refused(
+                f"{label} of {fp32_path.name} refused on {gate.n_normals} held-out {source}: "
                 f"{'; '.join(problems)}; keep the fp32 model{hint}"
             )
         set_metadata(staged, {"int8_gate": json.dumps(gate.to_dict(), sort_keys=True, default=float)})
         staged.replace(out)
     return out, gate
+
+
+def quantize_onnx(
+    fp32_path: str | Path,
+    validation_images: np.ndarray,
+    out_path: str | Path | None = None,
+    *,
+    scheme: str = DEFAULT_INT8_SCHEME,
+    graph: str | Path | None = None,
+    **gate: Any,
+) -> tuple[Path, Int8Gate]:
+    """Write ONNX Runtime's int8 model beside ``fp32_path`` (or at ``out_path``) if it passes the gate; (path, gate).
+
+    ``validation_images``: the run's held-out normals, uint8 [N,S,S,3] at the model's input size (at least
+    ``int8_gate.MIN_VALIDATION_IMAGES``); ``gate``: ``gated_int8``'s keywords (``valid``: their image area, bool
+    [N,1,S,S], letterbox; ``seed`` splits them into calibration and held-out parts; ``bounds``, ``enforce_gate``:
+    False for benchmarks timing the graph, the numbers are returned; ``threshold_quantile``, ``source``,
+    ``threads``, ``reference``). ``graph``: the graph to quantize when it is not ``fp32_path`` itself (the gate
+    still compares with ``fp32_path``; tests quantize a degraded copy). ``scheme``: one of ``INT8_SCHEMES``.
+    Raises QuantizationRefused (one line) when the gate fails.
+    """
+    check_scheme(scheme)
+    source = Path(graph or fp32_path)
+    hint = "" if scheme == "qdq-s8s8" else ", or try --int8-scheme qdq-s8s8 (int8 activations)"
+    return gated_int8(
+        fp32_path,
+        validation_images,
+        Path(out_path) if out_path else int8_path_for(fp32_path),
+        lambda calibration, staged: quantize_graph(source, calibration, staged, scheme),
+        QuantizationRefused,
+        "int8 model",
+        hint,
+        **gate,
+    )

@@ -1,15 +1,18 @@
 """``runtime=auto``: time each variant of an exported model on this machine and record the fastest.
 
-The variants are the model's files run by each CPU runtime (``adkd.pipelines.predict.runtimes.VARIANTS``):
-ONNX Runtime fp32 and int8, OpenVINO f32, bf16 (where the CPU has it) and int8. A variant takes part only
-when it passed its gate: an int8 file exists only when its gate passed (its ``int8_gate`` metadata says so),
-and OpenVINO bf16 is never chosen by auto: it runs the fp32 file with the fp32 thresholds and has no metrics of
-its own, so it is used only when asked for by name.
+The variants are the model's files run by each CPU runtime (``adkd.pipelines.predict.runtimes.VARIANTS``).
+``auto`` may run only a variant whose thresholds and test metrics were measured on that very file, run by that
+very runtime, so that the numbers a version is registered and judged by are those of what runs: ONNX Runtime
+fp32 (the reference every number of the run comes from) and an int8 file that passed its gate (its
+``int8_gate`` metadata says so) and carries its own test metrics (its ``metrics`` metadata). OpenVINO f32 and
+bf16 run the fp32 file with thresholds fitted on ONNX Runtime's scores and have no metrics of their own, so
+they take no part (the record says why) and run only when asked for by name.
 
-Each candidate is timed at batch 1 (the station's case) and batch 8, median of ``repeats`` calls after
-warm-up, the candidates alternating over ``rounds`` rounds so a burst of load on a shared machine does not
-favour one; the fastest at batch 1 is recorded in the fp32 file's metadata as ``runtime_choice`` with every
-timing, the CPU, the thread count and each candidate's gate, and ``open_predictor(..., "auto")`` runs it.
+Each candidate is timed at batch 1 (the station's case) and batch 8 on the run's own images (noise at the
+model's input size without them), median of ``repeats`` calls after warm-up, the candidates alternating over
+``rounds`` rounds so a burst of load on a shared machine does not favour one; the fastest at batch 1 is
+recorded in the fp32 file's metadata as ``runtime_choice`` with every timing, the CPU, the thread count and
+why each other variant took no part, and ``open_predictor(..., "auto")`` runs it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from adkd.pipelines.export.int8_gate import GateImages
 from adkd.pipelines.export.onnx_export import read_metadata, set_metadata
 
 BATCHES = (1, 8)
@@ -52,11 +54,8 @@ def _ms_per_image(fn: Callable[[], Any], batch: int, repeats: int) -> float:
     return 1000.0 * statistics.median(times) / batch
 
 
-def candidates(
-    fp32_path: Path, gate: GateImages | None, threads: int | None
-) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
-    """(variant → file of the variants that may run, variant → why each other one may not / its gate)."""
-    from adkd.pipelines.predict.openvino_predictor import cpu_has_bf16
+def candidates(fp32_path: Path) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
+    """(variant → file of the variants ``auto`` may run, variant → why each other one may not / its gate)."""
     from adkd.pipelines.predict.runtimes import VARIANTS, variant_path
 
     files: dict[str, Path] = {}
@@ -66,34 +65,44 @@ def candidates(
         if not path.is_file():
             notes[variant] = {"skipped": f"no {path.name}"}
             continue
-        if variant.endswith("-int8"):
-            verdict = read_metadata(path).get("int8_gate") or {}
-            notes[variant] = {"gate_ok": bool(verdict.get("ok"))}
-            if not verdict.get("ok"):
-                continue
-        if variant == "openvino-bf16":
-            if not cpu_has_bf16():
-                notes[variant] = {"skipped": "this CPU has no bf16"}
-                continue
-            # bf16 runs the fp32 file with thresholds fitted on fp32 scores and has no metrics of its own, so the
-            # registered numbers would not be those of what runs (13 % score differences seen): ask for it by name.
-            notes[variant] = {"skipped": "bf16 reuses the fp32 thresholds and has no metrics of its own"}
+        if variant in ("openvino", "openvino-bf16"):
+            # The fp32 file with thresholds fitted on ONNX Runtime's scores and no metrics of its own (bf16 moved
+            # scores by 13 %): the registered numbers would not be those of what runs. Asked for by name only.
+            notes[variant] = {"skipped": "runs the fp32 file on ONNX Runtime's thresholds; no metrics of its own"}
             continue
+        if variant.endswith("-int8"):
+            meta = read_metadata(path)
+            gate_ok, own_metrics = bool((meta.get("int8_gate") or {}).get("ok")), bool(meta.get("metrics"))
+            notes[variant] = {"gate_ok": gate_ok, "own_metrics": own_metrics}
+            if not (gate_ok and own_metrics):
+                continue
         files[variant] = path
     return files, notes
 
 
+def timing_images(predictor: Any) -> np.ndarray:
+    """Noise images at the size the model takes whole images (a tiled model at its own resolution: one tile)."""
+    from adkd.pipelines.tiling.spec import TilingSpec
+
+    spec = TilingSpec.from_meta(predictor.meta)
+    side = predictor.image_size or predictor.tile_size
+    height, width = (spec.fixed_size if spec is not None else None) or (side, side)
+    return np.random.default_rng(0).integers(0, 256, (max(BATCHES), height, width, 3), dtype=np.uint8)
+
+
 def time_variants(
-    files: dict[str, Path], threads: int | None, repeats: int = 10, rounds: int = 3
+    files: dict[str, Path], threads: int | None, repeats: int = 10, rounds: int = 3, images: np.ndarray | None = None
 ) -> dict[str, dict[str, float]]:
-    """variant → {"b1_ms": ..., "b8_ms": ...}: ms per image, median over rounds that alternate the variants."""
+    """variant → {"b1_ms": ..., "b8_ms": ...}: ms per image, median over rounds that alternate the variants.
+
+    ``images``: uint8 NHWC whole images as the model takes them (the run's own, at its input size; repeated to
+    fill a batch); ``timing_images`` without them.
+    """
     from adkd.pipelines.predict.runtimes import open_predictor
 
     predictors = {v: open_predictor(p, v, threads=threads) for v, p in files.items()}
-    first = next(iter(predictors.values()))
-    size = first.image_size or first.tile_size  # a tiled model at its own resolution: timed on one-tile images
-    rng = np.random.default_rng(0)
-    batches = {b: rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8) for b in BATCHES}
+    pool = timing_images(next(iter(predictors.values()))) if images is None else np.asarray(images)
+    batches = {b: np.ascontiguousarray(pool[np.arange(b) % len(pool)]) for b in BATCHES}
     for predictor in predictors.values():  # warm-up: compilation, first-shape allocation
         for images in batches.values():
             predictor.run(images)
@@ -109,15 +118,16 @@ def time_variants(
 
 def choose_runtime(
     fp32_path: str | Path,
-    gate: GateImages | None = None,
     threads: int | None = None,
     repeats: int = 10,
     rounds: int = 3,
+    images: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Time the model's gated variants here, record the fastest at batch 1 in ``fp32_path``; the record."""
+    """Time the variants ``auto`` may run here (on ``images``, see ``time_variants``), record the fastest at batch 1
+    in ``fp32_path``; the record."""
     fp32_path = Path(fp32_path)
-    files, notes = candidates(fp32_path, gate, threads)
-    timings = time_variants(files, threads, repeats, rounds)
+    files, notes = candidates(fp32_path)
+    timings = time_variants(files, threads, repeats, rounds, images)
     fastest = min(timings, key=lambda v: timings[v]["b1_ms"])
     record = {
         "variant": fastest,
@@ -127,7 +137,7 @@ def choose_runtime(
         "threads": threads or os.cpu_count(),
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "timed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "openvino_precision_hint": {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"},
+        "openvino_precision_hint": {"openvino-int8": "f32"},
     }
     set_metadata(fp32_path, {"runtime_choice": json.dumps(record, sort_keys=True)})
     return record

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ class Int8Outcome:
     tags: dict[str, str] = field(default_factory=dict)
     gate: Any = None
     test_metrics: dict[str, float] = field(default_factory=dict)  # the int8 file's own, without prefix
+    reference: Any = None  # the fp32 file's gate scores (int8_gate.GateScores): another int8 model reuses them
 
 
 def artifact_view(data: Any, config: TrainConfig) -> Any:
@@ -148,37 +149,61 @@ def score_test(path: Path, full: Any, config: TrainConfig, runtime: str = FP32_R
     return maps, scores, valid, test_metrics(maps, scores, full, valid), ms
 
 
-def int8_for_run(onnx_path: Path, full: Any, config: TrainConfig, *, test: bool = True, **options: Any) -> Int8Outcome:
-    """Quantize the run's fp32 file, calibrated and gated on its validation images (split in two).
+def gated_variant(
+    quantize: Callable[..., tuple[Path, Any]],
+    refused: type[Exception],
+    prefix: str,
+    onnx_path: Path,
+    full: Any,
+    config: TrainConfig,
+    *,
+    test: bool = True,
+    reference: Any = None,
+    **options: Any,
+) -> Int8Outcome:
+    """An int8 model of the run's fp32 file by ``quantize`` (``quantize_onnx``, ``quantize_openvino``), calibrated
+    and gated on the run's validation images (split in two); ``refused``: its refusal.
 
-    Metrics: ``int8/...`` (the gate) and, with ``test``, ``test_int8/...`` (the int8 file's own test metrics
-    at its own thresholds, also written into its metadata). ``options`` go to ``quantize_onnx``.
+    Metrics: ``<prefix>/...`` (the gate) and, with ``test``, ``test_<prefix>/...`` (the int8 file's own test
+    metrics at its own thresholds, also written into its metadata); tags ``<prefix>`` and ``<prefix>_refused``.
+    ``reference``: the fp32 file's gate scores from another int8 model's outcome (else scored here and kept in
+    this one). ``options`` go to ``quantize``.
     """
     from adkd.pipelines.export.onnx_export import set_metadata
-    from adkd.pipelines.export.quantize import QuantizationRefused, quantize_onnx
+    from adkd.pipelines.export.quantize import gate_reference
 
-    options.setdefault("scheme", config.int8_scheme)
+    images = nhwc(full.val)
+    common = {
+        "valid": validity(full.val_paths, config, None),
+        "seed": config.seed,
+        "threshold_quantile": config.threshold_quantile,
+        "source": f"validation images of {config.data}/{config.category}",
+        "threads": config.num_threads,
+    }
+    reference = reference or gate_reference(onnx_path, images, **common)
     try:
-        path, gate = quantize_onnx(
-            onnx_path,
-            nhwc(full.val),
-            valid=validity(full.val_paths, config, None),
-            seed=config.seed,
-            threshold_quantile=config.threshold_quantile,
-            source=f"validation images of {config.data}/{config.category}",
-            threads=config.num_threads,
-            **options,
-        )
-    except QuantizationRefused as exc:
-        return Int8Outcome(tags={"int8": "refused", "int8_refused": str(exc)})
-    outcome = Int8Outcome(path=path, metrics=gate.metrics(), tags={"int8": "logged"}, gate=gate)
+        path, gate = quantize(onnx_path, images, reference=reference, **common, **options)
+    except refused as exc:
+        return Int8Outcome(tags={prefix: "refused", f"{prefix}_refused": str(exc)}, reference=reference)
+    outcome = Int8Outcome(path, gate.metrics(prefix), {prefix: "logged"}, gate, reference=reference)
     if test and len(full.test):
         *_, own, ms = score_test(path, full, config, runtime="auto")  # an int8 file runs as what it was made for
         outcome.test_metrics = own
-        outcome.metrics.update({f"test_int8/{k}": v for k, v in own.items()})
-        outcome.metrics["test_int8/ms_per_image"] = ms
+        outcome.metrics.update({f"test_{prefix}/{k}": v for k, v in own.items()})
+        outcome.metrics[f"test_{prefix}/ms_per_image"] = ms
         set_metadata(path, {"metrics": json.dumps({f"test/{k}": v for k, v in own.items()}, sort_keys=True)})
     return outcome
+
+
+def int8_for_run(onnx_path: Path, full: Any, config: TrainConfig, *, test: bool = True, **options: Any) -> Int8Outcome:
+    """ONNX Runtime's int8 of the run's fp32 file (``gated_variant``, metrics ``int8/...`` and ``test_int8/...``).
+
+    ``options`` go to ``quantize_onnx`` (``scheme``: the run's ``int8_scheme`` by default).
+    """
+    from adkd.pipelines.export.quantize import QuantizationRefused, quantize_onnx
+
+    options.setdefault("scheme", config.int8_scheme)
+    return gated_variant(quantize_onnx, QuantizationRefused, "int8", onnx_path, full, config, test=test, **options)
 
 
 def run_data(config: TrainConfig) -> Any | None:

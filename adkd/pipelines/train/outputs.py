@@ -129,14 +129,15 @@ def finish_run(
             t_maps, t_scores = predict(scorer, data.test, rt, config.eval_batch_size, test_valid)
             metrics.update({f"test_torch/{k}": v for k, v in test_metrics(t_maps, t_scores, data, test_valid).items()})
             metrics["time/metrics_s"] = time.perf_counter() - t0
+        reference = None  # the fp32 file's gate scores: OpenVINO's int8 is gated on them too
         if config.export_int8 and "onnxruntime" in config.int8_runtimes:
             int8 = int8_for_run(onnx_path, full, config, test=config.evaluate_test)
-            out.int8_path, out.tags = int8.path, int8.tags
+            out.int8_path, out.tags, reference = int8.path, int8.tags, int8.reference
             metrics.update(int8.metrics)
             if int8.path is not None:
                 out.files.append((int8.path, "onnx_int8"))
         if config.export_onnx:  # OpenVINO's int8 and the runtime auto runs (train.runtime_variants)
-            metrics.update(deployment_variants(onnx_path, full, config, out, notes))
+            metrics.update(deployment_variants(onnx_path, full, config, out, notes, reference))
         set_metadata(onnx_path, {"metrics": json.dumps(_shipped_metrics(metrics), sort_keys=True),
                                  "thresholds_fitted_on": json.dumps(info, sort_keys=True)})  # fmt: skip
         if config.export_onnx:
@@ -147,14 +148,16 @@ def finish_run(
 
 
 def deployment_variants(
-    onnx_path: Path, full: Any, config: TrainConfig, out: RunOutputs, notes: list[str]
+    onnx_path: Path, full: Any, config: TrainConfig, out: RunOutputs, notes: list[str], reference: Any = None
 ) -> dict[str, float]:
-    """OpenVINO's gated int8 (``int8_runtimes``) and the timed choice of ``runtime=auto`` (``time_runtimes``)."""
+    """OpenVINO's gated int8 (``int8_runtimes``) and the timed choice of ``runtime=auto`` (``time_runtimes``).
+
+    ``reference``: the fp32 file's gate scores when ONNX Runtime's int8 was gated on them already."""
     from adkd.pipelines.train.runtime_variants import choose_runtime_for_run, describe_choice, openvino_int8_for_run
 
     metrics: dict[str, float] = {}
     if config.export_int8 and "openvino" in config.int8_runtimes:
-        ov = openvino_int8_for_run(onnx_path, full, config, test=config.evaluate_test)
+        ov = openvino_int8_for_run(onnx_path, full, config, test=config.evaluate_test, reference=reference)
         out.tags.update(ov.tags)
         metrics.update(ov.metrics)
         if ov.path is not None:

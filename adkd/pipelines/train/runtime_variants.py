@@ -1,69 +1,44 @@
 """A run's CPU deployment variants: OpenVINO's int8 beside ONNX Runtime's, and the runtime ``auto`` will pick.
 
-``openvino_int8_for_run`` mirrors ``outputs.int8_for_run`` with NNCF (``adkd.pipelines.export.openvino_int8``):
+``openvino_int8_for_run`` is ``artifact_steps.int8_for_run`` with NNCF (``adkd.pipelines.export.openvino_int8``):
 the same validation split, the same gate, its own thresholds; metrics ``int8_openvino/...`` (the gate) and
-``test_int8_openvino/...`` (its own test metrics). ``choose_runtime_for_run`` times every variant that passed
-its gate on this machine and records the fastest in ``model.onnx`` (``adkd.pipelines.export.runtime_choice``);
-bf16 is gated on the same held-out images as the int8 models.
+``test_int8_openvino/...`` (its own test metrics). ``choose_runtime_for_run`` times, on this machine and the
+run's images, every variant whose thresholds and test metrics were measured on its own file (ONNX Runtime fp32,
+int8 files that passed their gate) and records the fastest in ``model.onnx``
+(``adkd.pipelines.export.runtime_choice``); OpenVINO f32 and bf16 run only when asked for by name.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from adkd.pipelines.inference.artifact import nhwc
-from adkd.pipelines.train.artifact_steps import Int8Outcome, score_test, validity
+from adkd.pipelines.train.artifact_steps import Int8Outcome, fit_split, gated_variant
 from adkd.pipelines.train.config import TrainConfig
 
 PREFIX = "int8_openvino"
 
 
-def openvino_int8_for_run(onnx_path: Path, full: Any, config: TrainConfig, *, test: bool = True) -> Int8Outcome:
-    """NNCF int8 of the run's fp32 file for OpenVINO, calibrated and gated on its validation images."""
-    from adkd.pipelines.export.onnx_export import set_metadata
+def openvino_int8_for_run(
+    onnx_path: Path, full: Any, config: TrainConfig, *, test: bool = True, reference: Any = None
+) -> Int8Outcome:
+    """NNCF int8 of the run's fp32 file for OpenVINO, calibrated and gated on its validation images
+    (``artifact_steps.gated_variant``; ``reference``: the fp32 gate scores of ONNX Runtime's int8 outcome)."""
     from adkd.pipelines.export.openvino_int8 import OpenVinoQuantizationRefused, quantize_openvino
 
-    try:
-        path, gate = quantize_openvino(
-            onnx_path,
-            nhwc(full.val),
-            valid=validity(full.val_paths, config, None),
-            seed=config.seed,
-            threshold_quantile=config.threshold_quantile,
-            source=f"validation images of {config.data}/{config.category}",
-            threads=config.num_threads,
-        )
-    except OpenVinoQuantizationRefused as exc:
-        return Int8Outcome(tags={PREFIX: "refused", f"{PREFIX}_refused": str(exc)})
-    metrics = {k.replace("int8/", f"{PREFIX}/", 1): v for k, v in gate.metrics().items()}
-    outcome = Int8Outcome(path=path, metrics=metrics, tags={PREFIX: "logged"}, gate=gate)
-    if test and len(full.test):
-        *_, own, ms = score_test(path, full, config, runtime="auto")  # runs on OpenVINO, as it was made for
-        outcome.test_metrics = own
-        outcome.metrics.update({f"test_{PREFIX}/{k}": v for k, v in own.items()})
-        outcome.metrics[f"test_{PREFIX}/ms_per_image"] = ms
-        set_metadata(path, {"metrics": json.dumps({f"test/{k}": v for k, v in own.items()}, sort_keys=True)})
-    return outcome
+    return gated_variant(
+        quantize_openvino, OpenVinoQuantizationRefused, PREFIX, onnx_path, full, config, test=test, reference=reference
+    )
 
 
 def choose_runtime_for_run(onnx_path: Path, full: Any, config: TrainConfig) -> tuple[dict[str, Any], dict[str, float]]:
-    """Time the run's gated variants here and record the fastest in ``onnx_path``; (record, metrics)."""
-    from adkd.pipelines.export.int8_gate import MIN_VALIDATION_IMAGES, gate_images
-    from adkd.pipelines.export.runtime_choice import choose_runtime
+    """Time the variants ``auto`` may run here, on the run's held-out normals (whole images at the run's size),
+    and record the fastest in ``onnx_path``; (record, metrics)."""
+    from adkd.pipelines.export.runtime_choice import BATCHES, choose_runtime
 
-    gate = None
-    if len(full.val) >= MIN_VALIDATION_IMAGES:  # bf16 is a candidate only when it can be gated
-        gate = gate_images(
-            full.val,
-            config.seed,
-            config.threshold_quantile,
-            valid=validity(full.val_paths, config, None),
-            map_size=None if config.tiling.enabled else config.eval_size,  # tiled: stitched whole-image maps
-            source=f"validation images of {config.data}/{config.category}",
-        )
-    record = choose_runtime(onnx_path, gate, threads=config.num_threads)
+    sample = fit_split(full, config)[0][: max(BATCHES)]
+    record = choose_runtime(onnx_path, threads=config.num_threads, images=nhwc(sample) if len(sample) else None)
     metrics = {
         f"runtime/{variant}_{key}": value
         for variant, timings in record["timings_ms_per_image"].items()

@@ -296,9 +296,7 @@ def _promote_best(report: BenchmarkReport, session: Any, alias: str, grid: str, 
     from adkd.platform.registry.rescoring import RescoreContext
     from adkd.platform.registry.versions import promote
 
-    rescore = RescoreContext(
-        settings.resolved_tracking_uri, settings.cache_dir, settings.s3_endpoint_url, runtime=settings.runtime
-    )
+    rescore = RescoreContext(settings.resolved_tracking_uri, settings.cache_dir, settings.s3_endpoint_url)
     for category, label in report.best().items():
         if label is None:
             continue

@@ -4,8 +4,9 @@ Every version records the data it was evaluated on (``data_fingerprint``, ``data
 versions: their run's tags). Versions evaluated on the same data compare on their stored metrics. Otherwise
 (or when the user names ``--data``) each version's registered ONNX file is scored again on one data root,
 the candidate's evaluation data unless told otherwise, through ``adkd.pipelines.evaluate.artifact_metrics``
-(the predictor ``adkd predict`` uses), and those numbers decide. When that cannot be done (the data is gone,
-changed, or unknown) the comparison is refused in one line; the caller decides whether ``--force`` skips it.
+(the predictor ``adkd predict`` uses, on ONNX Runtime as the stored numbers were), and those numbers decide.
+When that cannot be done (the data is gone, changed, or unknown) the comparison is refused in one line; the
+caller decides whether ``--force`` skips it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ class RescoreContext:
     cache_dir: Path
     s3_endpoint_url: str | None = None
     data: str | None = None  # --data: score on this root whatever the versions were evaluated on
-    runtime: str = "auto"
 
 
 @dataclass
@@ -179,6 +179,8 @@ def _score(name: str, version: str, root: Path, category: str, context: RescoreC
     except AdkdError as exc:
         raise ComparisonUnavailable(f"{name}: cannot fetch version {version}'s model to re-score it: {exc}") from None
     try:
-        return metrics_on_data(onnx_path, root, category, context.runtime).metrics
+        # ONNX Runtime on the fp32 file: the runtime every stored test/ number was measured on, so re-scored and
+        # stored numbers compare alike whatever variant `auto` serves.
+        return metrics_on_data(onnx_path, root, category, "onnxruntime").metrics
     except AdkdError as exc:
         raise ComparisonUnavailable(f"{name}: re-scoring version {version} on {root} failed: {exc}") from None

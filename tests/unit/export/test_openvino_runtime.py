@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,16 @@ from adkd.models.preprocess import normalize
 from adkd.models.zoo import build_model
 from adkd.pipelines.export import export_onnx, read_metadata
 from adkd.pipelines.export.int8_gate import GateBounds
-from adkd.pipelines.export.onnx_export import _noise_images
+from adkd.pipelines.export.onnx_export import _noise_images, set_metadata, write_thresholds
 from adkd.pipelines.export.openvino_int8 import OpenVinoQuantizationRefused, ov_int8_path_for, quantize_openvino
-from adkd.pipelines.export.runtime_choice import choose_runtime
+from adkd.pipelines.export.quantize import quantize_graph
+from adkd.pipelines.export.runtime_choice import choose_runtime, time_variants, timing_images
+from adkd.pipelines.export.tiled import export_tiled
 from adkd.pipelines.predict import open_predictor
-from adkd.pipelines.predict.openvino_predictor import OpenVinoPredictor, cpu_has_bf16, file_digest
+from adkd.pipelines.predict.openvino_predictor import OpenVinoPredictor, cpu_has_bf16, graph_digest
 from adkd.pipelines.predict.runtimes import check_runtime, variant_path
+from adkd.pipelines.tiling.model import PerPositionModel
+from adkd.pipelines.tiling.spec import TilingSpec
 
 SIZE = 64
 THRESHOLDS = {"image": 0.3, "pixel": 0.25, "score_min": 0.05, "score_max": 0.6}
@@ -77,11 +82,18 @@ def test_bf16_is_asked_for_and_differs_from_f32(models: dict, tmp_path: Path) ->
 
 
 def test_converted_model_is_cached_by_content(models: dict, tmp_path: Path) -> None:
-    path, _ = models["stfpm"]
+    path = tmp_path / "model.onnx"
+    path.write_bytes(models["stfpm"][0].read_bytes())
     first = OpenVinoPredictor(path, cache_dir=tmp_path)
     again = OpenVinoPredictor(path, cache_dir=tmp_path)
     assert (first.source, again.source) == ("converted", "cache")
-    entry = tmp_path / "openvino" / file_digest(path)
+    entry = tmp_path / "openvino" / graph_digest(path)
+    # Metadata written into the file later (metrics, the runtime choice) keeps its entry; new thresholds do not.
+    set_metadata(path, {"metrics": json.dumps({"test/image_auroc": 0.5})})
+    assert graph_digest(path) == entry.name and OpenVinoPredictor(path, cache_dir=tmp_path).source == "cache"
+    write_thresholds(path, {**THRESHOLDS, "image": 0.35})
+    assert graph_digest(path) != entry.name and OpenVinoPredictor(path, cache_dir=tmp_path).source == "converted"
+    assert len(list((tmp_path / "openvino").iterdir())) == 2
     assert (entry / "model.xml").is_file()
     # Weights stay fp32 in the cache (OpenVINO's save_model would halve them by default).
     weights = sum(np.prod(i.dims) for i in onnx.load(str(path)).graph.initializer if i.data_type == 1)
@@ -139,12 +151,33 @@ def test_auto_runs_the_variant_timed_fastest(models: dict, tmp_path: Path) -> No
     source, _ = models["rd"]
     fp32 = tmp_path / "model.onnx"
     fp32.write_bytes(source.read_bytes())
+    # A gated int8 file with its own test metrics takes part; one without metrics of its own (OpenVINO's here) does
+    # not, nor does the fp32 file on OpenVINO: their numbers were never measured on what would run.
+    ort_int8 = quantize_graph(fp32, _validation()[:4], variant_path(fp32, "onnxruntime-int8"))
+    set_metadata(ort_int8, {"int8_gate": json.dumps({"ok": True})})
+    ov_int8 = variant_path(fp32, "openvino-int8")
+    ov_int8.write_bytes(ort_int8.read_bytes())
+    set_metadata(ort_int8, {"metrics": json.dumps({"test/image_auroc": 0.9})})
     record = choose_runtime(fp32, threads=1, repeats=2, rounds=1)
     timings = record["timings_ms_per_image"]
-    assert {"onnxruntime", "openvino"} <= set(timings)  # the fp32 file on both runtimes; no int8 file here
-    assert record["candidates"]["onnxruntime-int8"] == {"skipped": "no model.int8.onnx"}
+    assert set(timings) == {"onnxruntime", "onnxruntime-int8"}
+    assert record["candidates"]["onnxruntime-int8"] == {"gate_ok": True, "own_metrics": True}
+    assert record["candidates"]["openvino-int8"] == {"gate_ok": True, "own_metrics": False}
+    for name in ("openvino", "openvino-bf16"):
+        assert "no metrics of its own" in record["candidates"][name]["skipped"]
     assert record["variant"] == min(timings, key=lambda v: timings[v]["b1_ms"])
     assert all(t["b1_ms"] > 0 and t["b8_ms"] > 0 for t in timings.values())
     assert read_metadata(fp32)["runtime_choice"]["variant"] == record["variant"]
     auto = open_predictor(fp32, cache_dir=tmp_path)
     assert auto.runtime == record["variant"] and auto.runtime_reason.startswith("auto: fastest at export on ")
+    assert open_predictor(fp32, "openvino", cache_dir=tmp_path).runtime == "openvino"  # still there by name
+
+
+def test_per_position_model_is_timed_on_whole_images(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    models = PerPositionModel([build_model("stfpm", backbone="resnet18", weights="none") for _ in range(2)]).eval()
+    spec = TilingSpec(tile=SIZE, stride=48, mode="per_position", positions=2, height=SIZE, width=110)
+    path = export_tiled(models, tmp_path / "model.onnx", spec, THRESHOLDS)
+    assert timing_images(open_predictor(path)).shape[1:] == (SIZE, 110, 3)  # not one tile: 2 positions
+    timings = time_variants({"onnxruntime": path}, threads=1, repeats=1, rounds=1)
+    assert timings["onnxruntime"]["b1_ms"] > 0 and timings["onnxruntime"]["b8_ms"] > 0

@@ -17,10 +17,18 @@ import torch
 from adkd.errors import ConfigError
 from adkd.models.zoo import build_model
 from adkd.pipelines.export import OUTPUT_NAMES, export_onnx, read_metadata, write_thresholds
-from adkd.pipelines.export.int8_gate import GateBounds, Int8Gate, split_validation
+from adkd.pipelines.export.int8_gate import (
+    GateBounds,
+    Int8Gate,
+    gate_images,
+    gate_scores,
+    int8_gate,
+    split_validation,
+)
 from adkd.pipelines.export.onnx_export import _noise_images
 from adkd.pipelines.export.quantize import (
     QuantizationRefused,
+    gate_reference,
     int8_path_for,
     quantize_graph,
     quantize_onnx,
@@ -108,6 +116,16 @@ def test_refusal_is_one_line_and_leaves_no_file(fp32: Path, tmp_path: Path) -> N
     assert "\n" not in message and "refused on 6 held-out validation images: " in message
     assert "image scores correlate" in message and "(needs >= 1.01)" in message
     assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_gate_on_shared_fp32_scores_is_the_gate_on_the_fp32_model(fp32: Path, tmp_path: Path) -> None:
+    images = _validation()
+    gate_set = gate_images(torch.from_numpy(images).permute(0, 3, 1, 2), seed=3, quantile=0.9, map_size=SIZE)
+    int8 = OnnxPredictor(quantize_graph(fp32, gate_set.calibration, tmp_path / "m.int8.onnx"))
+    reference = gate_reference(fp32, images, seed=3, threshold_quantile=0.9)  # what OpenVINO's int8 then reuses
+    assert int8_gate(reference, int8, gate_set).to_dict() == int8_gate(OnnxPredictor(fp32), int8, gate_set).to_dict()
+    with pytest.raises(ValueError, match="not those of these gate images"):  # no calibration scores: no threshold
+        int8_gate(gate_scores(OnnxPredictor(fp32), gate_set, calibration=False), int8, gate_set)
 
 
 def test_validation_images_are_checked(fp32: Path) -> None:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ RESULTS_DIR = REPO / "benchmarks" / "results"
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
@@ -71,39 +72,25 @@ def _png_b64(img: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def start_server(model_uri: str, env: dict[str, str], port: int, workers: int, log: Path) -> subprocess.Popen:
-    """`mlflow models serve` on 127.0.0.1:port, waited for until /ping answers (at most 5 minutes)."""
-    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-           "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+def start_and_wait(
+    cmd: list[str], health_url: str, env: dict[str, str], log: Path, cwd: Path | None = None
+) -> subprocess.Popen:
+    """``cmd`` in its own session (output to ``log``), waited for until ``health_url`` answers 200 (at most 5 min)."""
+    name = " ".join([Path(cmd[0]).name, *cmd[1:3]])  # "mlflow models serve", "adkd station disc/1"
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise SystemExit(f"{name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+            if requests.get(health_url, timeout=2).status_code == 200:
                 return proc
         except requests.RequestException:
             pass
-        time.sleep(1)
+        time.sleep(0.5)
     stop_tree(proc.pid, reap=proc)
-    raise SystemExit(f"mlflow models serve did not answer within 300 s; see {log}")
-
-
-def _client(url: str, payloads: list[bytes], n: int, offset: int) -> list[tuple[float, int, str]]:
-    """One client: ``n`` requests one after another; (seconds, HTTP status or 0, error text) each."""
-    out = []
-    with requests.Session() as session:
-        for i in range(n):
-            body = payloads[(offset + i) % len(payloads)]
-            t0 = time.perf_counter()
-            try:
-                resp = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=120)
-                status, error = resp.status_code, "" if resp.status_code == 200 else resp.text[:200]
-            except requests.RequestException as exc:
-                status, error = 0, str(exc)[:200]
-            out.append((time.perf_counter() - t0, status, error))
-    return out
+    raise SystemExit(f"{name} did not answer within 300 s; see {log}")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -111,32 +98,52 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
-def run_load(url: str, payloads: list[bytes], clients: int, per_client: int, warmup: int) -> dict[str, Any]:
-    """Warm up, then ``clients`` concurrent clients x ``per_client`` requests; latency, throughput, errors."""
-    _client(url, payloads, warmup, 0)
+def latency_stats(values: list[float]) -> dict[str, float]:
+    """p50 / p90 / p99 / mean / max of ``values``, rounded to 0.1 (all NaN when there are none)."""
+    values = values or [float("nan")]
+    stats = {f"p{q}": _percentile(values, q) for q in (50, 90, 99)}
+    return {k: round(v, 1) for k, v in {**stats, "mean": statistics.fmean(values), "max": max(values)}.items()}
+
+
+# One request: (HTTP status, error text or "", a figure the answer carries or NaN).
+Send = Callable[[requests.Session, int], tuple[int, str, float]]
+
+
+def run_load(send: Send, clients: int, per_client: int, warmup: int) -> tuple[dict[str, Any], list[float]]:
+    """Warm up, then ``clients`` concurrent clients x ``per_client`` requests, each client's one after another
+    (request i of a client: ``send(session, i)``); (latency, throughput and errors; the figures of the OK answers).
+    """
+
+    def client(n: int, offset: int) -> list[tuple[float, int, str, float]]:
+        out = []
+        with requests.Session() as session:
+            for i in range(n):
+                t0 = time.perf_counter()
+                try:
+                    status, error, figure = send(session, offset + i)
+                except requests.RequestException as exc:
+                    status, error, figure = 0, str(exc)[:200], float("nan")
+                out.append((time.perf_counter() - t0, status, error, figure))
+        return out
+
+    client(warmup, 0)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(lambda c: _client(url, payloads, per_client, c * 7), range(clients)))
+        results = list(pool.map(lambda c: client(per_client, c * 7), range(clients)))
     wall = time.perf_counter() - t0
     flat = [r for rs in results for r in rs]
-    ok = [s for s, status, _ in flat if status == 200]
-    errors = [(status, err) for _, status, err in flat if status != 200]
-    ms = [1000 * s for s in ok] or [float("nan")]
-    return {
+    ok = [r for r in flat if r[1] == 200]
+    errors = [(status, err) for _, status, err, _ in flat if status != 200]
+    summary = {
         "requests": len(flat),
         "ok": len(ok),
         "errors": len(errors),
         "error_samples": errors[:5],
         "wall_s": round(wall, 2),
         "throughput_rps": round(len(ok) / wall, 2),
-        "latency_ms": {
-            "p50": round(_percentile(ms, 50), 1),
-            "p90": round(_percentile(ms, 90), 1),
-            "p99": round(_percentile(ms, 99), 1),
-            "mean": round(statistics.fmean(ms), 1),
-            "max": round(max(ms), 1),
-        },
+        "latency_ms": latency_stats([1000 * r[0] for r in ok]),
     }
+    return summary, [r[3] for r in ok]
 
 
 def bad_requests(url: str, good: str) -> list[dict[str, Any]]:
@@ -226,13 +233,20 @@ def main() -> None:
     params = {"params": {"return_maps": False}} if args.no_maps else {}
     payloads = [json.dumps({"dataframe_records": [{"image": e}], **params}).encode() for e in encoded]
 
-    port = _free_port()
-    log = work / "serve.log"
-    server = start_server(model_uri, env, port, args.workers, log)
+    port = free_port()
+    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port), "-w", str(args.workers)]  # fmt: skip
+    server = start_and_wait(cmd, f"http://127.0.0.1:{port}/ping", env, work / "serve.log")
     url = f"http://127.0.0.1:{port}/invocations"
+
+    def send(session: requests.Session, i: int) -> tuple[int, str, float]:
+        headers = {"Content-Type": "application/json"}
+        resp = session.post(url, data=payloads[i % len(payloads)], headers=headers, timeout=120)
+        return resp.status_code, "" if resp.status_code == 200 else resp.text[:200], float("nan")
+
     try:
         size = "x".join(str(v) for v in Image.open(files[0]).size)
-        load = run_load(url, payloads, args.clients, args.requests, args.warmup)
+        load, _ = run_load(send, args.clients, args.requests, args.warmup)
         bad = bad_requests(url, encoded[0])
     finally:
         stop_tree(server.pid, reap=server)

@@ -20,12 +20,8 @@ import json
 import os
 import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,76 +32,23 @@ RESULTS_DIR = REPO / "benchmarks" / "results"
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).parent))
 
-from serve_load import _free_port, _percentile, train_tiny_model  # noqa: E402  (the sibling script)
+from serve_load import Send, free_port, latency_stats, run_load, start_and_wait, train_tiny_model  # noqa: E402
+
+from adkd.platform.services.process_tree import stop_tree  # noqa: E402
 
 
-def start_station(env: dict[str, str], cwd: Path, port: int, log: Path) -> subprocess.Popen:
-    """`adkd station disc/1` on 127.0.0.1:port, waited for until /health answers (at most 5 minutes)."""
-    cmd = [str(BIN / "adkd"), "station", "disc/1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"adkd station exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise SystemExit(f"adkd station did not answer within 300 s; see {log}")
+def upload(url: str, images: list[tuple[str, bytes]]) -> Send:
+    """Upload i: one image to POST /api/inspect as the page's form sends it; (status, error, station ms)."""
 
+    def send(session: requests.Session, i: int) -> tuple[int, str, float]:
+        name, data = images[i % len(images)]
+        resp = session.post(url, data={"category": "disc"}, files=[("files", (name, data))], timeout=120)
+        body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+        if resp.status_code == 200 and len(body.get("results", [])) == 1 and not body.get("errors"):
+            return 200, "", body["results"][0]["latency_ms"]
+        return (-1 if resp.status_code == 200 else resp.status_code), resp.text[:200], float("nan")
 
-def _client(url: str, images: list[tuple[str, bytes]], n: int, offset: int) -> list[tuple[float, int, float, str]]:
-    """One client: ``n`` uploads one after another; (seconds, HTTP status or 0, station ms, error) each."""
-    out = []
-    with requests.Session() as session:
-        for i in range(n):
-            name, data = images[(offset + i) % len(images)]
-            t0 = time.perf_counter()
-            try:
-                resp = session.post(url, data={"category": "disc"}, files=[("files", (name, data))], timeout=120)
-                body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
-                ok = resp.status_code == 200 and len(body.get("results", [])) == 1 and not body.get("errors")
-                station_ms = body["results"][0]["latency_ms"] if ok else float("nan")
-                status, error = (200, "") if ok else (resp.status_code or -1, resp.text[:200])
-            except requests.RequestException as exc:
-                status, station_ms, error = 0, float("nan"), str(exc)[:200]
-            out.append((time.perf_counter() - t0, status, station_ms, error))
-    return out
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    values = values or [float("nan")]
-    return {
-        "p50": round(_percentile(values, 50), 1),
-        "p90": round(_percentile(values, 90), 1),
-        "p99": round(_percentile(values, 99), 1),
-        "mean": round(statistics.fmean(values), 1),
-        "max": round(max(values), 1),
-    }
-
-
-def run_load(url: str, images: list[tuple[str, bytes]], clients: int, per_client: int, warmup: int) -> dict:
-    _client(url, images, warmup, 0)
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(lambda c: _client(url, images, per_client, c * 7), range(clients)))
-    wall = time.perf_counter() - t0
-    flat = [r for rs in results for r in rs]
-    ok = [r for r in flat if r[1] == 200]
-    errors = [(status, err) for _, status, _, err in flat if status != 200]
-    return {
-        "uploads": len(flat),
-        "ok": len(ok),
-        "errors": len(errors),
-        "error_samples": errors[:5],
-        "wall_s": round(wall, 2),
-        "throughput_per_s": round(len(ok) / wall, 2),
-        "round_trip_ms": _stats([1000 * r[0] for r in ok]),
-        "station_ms": _stats([r[2] for r in ok]),
-    }
+    return send
 
 
 def logged_rows(db: Path) -> int:
@@ -117,7 +60,7 @@ def logged_rows(db: Path) -> int:
 
 def markdown(result: dict[str, Any]) -> str:
     meta, load = result["meta"], result["load"]
-    rt, st = load["round_trip_ms"], load["station_ms"]
+    rt, st = load["latency_ms"], load["station_ms"]
     return "\n".join(
         [
             f"`{meta['command']}`",
@@ -125,16 +68,16 @@ def markdown(result: dict[str, Any]) -> str:
             f"`adkd station disc/1` (one uvicorn process, SQLite verdict log, flagged parts and "
             f"{100 * meta['keep_passed']:.0f} % of passed ones kept in a folder), {meta['image_size']} px PNG "
             f"images, {meta['clients']} clients x {meta['per_client']} uploads to POST /api/inspect, one image "
-            f"per upload; {meta['machine']}, load average {meta['loadavg']} at start, {meta['loadavg_end']} at the end "
-            "(other work shared the machine). Round trip: the client's "
-            "time for one upload; station: decode + score, as the verdict log records it.",
+            f"per upload; {meta['machine']}, load average {meta['loadavg']} at the start of the load, "
+            f"{meta['loadavg_end']} at its end (1/5/15-minute averages). Round trip: the client's time for one "
+            "upload; station: decode + score, as the verdict log records it.",
             "",
             "| uploads | errors | rows logged | round trip p50 ms | p90 ms | p99 ms | max ms | station p50 ms "
             "| station p99 ms | uploads/s | wall s |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
-            f"| {load['uploads']} | {load['errors']} | {result['rows_logged']} of {result['rows_expected']} "
+            f"| {load['requests']} | {load['errors']} | {result['rows_logged']} of {result['rows_expected']} "
             f"| {rt['p50']} | {rt['p90']} | {rt['p99']} | {rt['max']} | {st['p50']} | {st['p99']} "
-            f"| {load['throughput_per_s']} | {load['wall_s']} |",
+            f"| {load['throughput_rps']} | {load['wall_s']} |",
         ]
     )
 
@@ -163,18 +106,20 @@ def main() -> None:
     files = sorted(test_dir.rglob("*.png"))[:32]
     images = [(p.name, p.read_bytes()) for p in files]
 
-    port = _free_port()
-    log = work / "station.log"
-    station = start_station(env, work, port, log)
+    port = free_port()
+    cmd = [str(BIN / "adkd"), "station", "disc/1", "--port", str(port)]
+    station = start_and_wait(cmd, f"http://127.0.0.1:{port}/health", env, work / "station.log", cwd=work)
     try:
         from PIL import Image
 
         size = "x".join(str(v) for v in Image.open(files[0]).size)
-        load_before = os.getloadavg()
-        load = run_load(f"http://127.0.0.1:{port}/api/inspect", images, args.clients, args.uploads, args.warmup)
+        load_start = os.getloadavg()
+        send = upload(f"http://127.0.0.1:{port}/api/inspect", images)
+        load, station_ms = run_load(send, args.clients, args.uploads, args.warmup)
+        load["station_ms"] = latency_stats(station_ms)
+        load_end = os.getloadavg()
     finally:
-        station.terminate()
-        station.wait(timeout=60)
+        stop_tree(station.pid, reap=station)
     rows = logged_rows(work / "runs" / "station.db")
     if not args.keep_work:
         shutil.rmtree(work, ignore_errors=True)
@@ -185,8 +130,8 @@ def main() -> None:
         "per_client": args.uploads,
         "keep_passed": args.keep_passed,
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
-        "loadavg": " / ".join(f"{v:.1f}" for v in load_before),
-        "loadavg_end": " / ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "loadavg": " / ".join(f"{v:.1f}" for v in load_start),
+        "loadavg_end": " / ".join(f"{v:.1f}" for v in load_end),
     }
     expected = args.warmup + load["ok"]
     result = {"meta": meta, "load": load, "rows_logged": rows, "rows_expected": expected}

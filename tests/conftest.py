@@ -63,10 +63,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=rank)  # stable: the order inside each group is unchanged
 
 
-@pytest.fixture(autouse=True)
-def _isolated_service_env() -> Iterator[None]:
-    saved = {k: v for k, v in os.environ.items() if k.startswith(_PREFIXES)}
-    yield
+def _restore_service_env(saved: dict[str, str]) -> None:
     for key in [k for k in os.environ if k.startswith(_PREFIXES)]:
         if key not in saved:
             del os.environ[key]
@@ -78,6 +75,23 @@ def _isolated_service_env() -> Iterator[None]:
     # The process-wide URIs set by mlflow.set_tracking_uri / set_registry_uri.
     mlflow.tracking._tracking_service.utils._tracking_uri = None
     mlflow.tracking._model_registry.utils._registry_uri = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_service_env() -> Iterator[None]:
+    """A module's fixtures (a tracked training, a promoted model) may set MLFLOW_* for its tests; the next module
+    in this worker starts without them (a leaked MLFLOW_REGISTRY_URI sent a later `mlflow models serve` to
+    another module's registry: "Registered Model adkd-disc not found")."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(_PREFIXES)}
+    yield
+    _restore_service_env(saved)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_service_env() -> Iterator[None]:
+    saved = {k: v for k, v in os.environ.items() if k.startswith(_PREFIXES)}
+    yield
+    _restore_service_env(saved)
 
 
 @pytest.fixture(scope="module", autouse=True)

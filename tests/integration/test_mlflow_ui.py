@@ -44,13 +44,13 @@ def _training_experiment(runs_dir: Path) -> str:
     return experiment
 
 
-def _page_text(driver: Any, wanted: str, timeout: float = 120.0) -> str:
-    """The page's text once it shows ``wanted`` (or whatever it shows when the time is up)."""
+def _page_text(driver: Any, *wanted: str, timeout: float = 120.0) -> str:
+    """The page's text once it shows every ``wanted`` string (or whatever it shows when the time is up)."""
     deadline = time.monotonic() + timeout
     text = ""
     while time.monotonic() < deadline:
         text = driver.find_element("tag name", "body").text
-        if wanted in text:
+        if all(w in text for w in wanted):
             return text
         time.sleep(0.5)
     return text
@@ -107,7 +107,8 @@ def test_ui_prints_its_own_lines_and_its_link_opens_the_training_runs(
 def _open_the_link(browser: Any, url: str, link: str, experiment: str) -> None:
     """A fresh browser (empty profile: MLflow's default is the GenAI view) opens the printed link."""
     browser.get(link)
-    text = _page_text(browser, "1 matching run")
+    # The count shows before the table's rows are drawn: wait for the row and its Dataset cell too.
+    text = _page_text(browser, "1 matching run", "stfpm-disc", "synth (0123abcd0123)")
     assert "stfpm-disc" in text and "1 matching run" in text, text[:2000]
     assert "synth (0123abcd0123)" in text, text[:2000]  # the Dataset column: name (adkd's fingerprint)
     assert "Token Usage" not in text and "Detect Issues" not in text, text[:2000]  # not the GenAI overview

@@ -187,6 +187,7 @@ def _mark_duplicates(df: pd.DataFrame) -> None:
 def _mark_odd(df: pd.DataFrame) -> None:
     """Each image's category's most common mode group and size, and whether the image differs from them.
 
+    An RGB file with three equal channels groups as L (so it passes among L images) and passes among RGB ones too.
     Ties go to the mode that sorts first and to the smallest size (``sizes.most_common``, as the category
     table's ``most_common_size``), so the verdict does not depend on file order.
     """
@@ -201,6 +202,10 @@ def _mark_odd(df: pd.DataFrame) -> None:
         ):
             df.loc[group.index, common] = top
             df.loc[group.index, odd] = group[column] != top
+        # An RGB file with equal channels is an L image's pixels and a colour image's file: odd in neither kind of
+        # category (CIFAR-10's automobile class holds 15 grey photos among 1,300 colour ones).
+        if top_mode == "RGB":
+            df.loc[group.index[group.gray_rgb.to_numpy(dtype=bool)], "odd_mode"] = False
 
 
 def file_facts(root: Path, categories: list[str], image_level: bool = False) -> pd.DataFrame:

@@ -69,6 +69,23 @@ def test_gray_rgb_among_grayscale_passes_by_default(tmp_path: Path) -> None:
     assert len(dataset.load_category(root, "pcb", image_size=SIZE).train) == 16  # 20 minus the held-out 4
 
 
+def test_grey_rgb_photos_among_colour_ones_pass_and_l_files_among_them_do_not(tmp_path: Path) -> None:
+    """CIFAR-10's case: a colour category holding a few grey photographs, stored as RGB like the rest."""
+    rng = np.random.default_rng(2)
+    root = tmp_path / "data"
+    for i in range(12):
+        grey = _grey(rng)
+        image = np.repeat(grey[..., None], 3, axis=2) if i < 2 else rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8)
+        _png(root / "car" / "train" / "good" / f"{i:03d}.png", image)
+    _png(root / "car" / "test" / "good" / "000.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    _png(root / "car" / "test" / "anomaly" / "000.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    report = validate_data(root, image_level=True, data_docs=False)
+    assert report.success, report.failure_message()
+    _png(root / "car" / "train" / "good" / "100.png", _grey(rng))  # an L file: another capture, refused
+    with pytest.raises(DataError, match=r"\(rule one-mode\): 1 of 15 files fail"):
+        require_valid(root, image_level=True, data_docs=False)
+
+
 def test_mixed_modes_refusal_counts_shows_ten_names_its_flag_then_skip(tmp_path: Path) -> None:
     root = _category(tmp_path / "data", n_train=30, rgb="colour", n_rgb=12)
     with pytest.raises(DataError) as info:

@@ -13,9 +13,8 @@ switch that accepts the case (``ACCEPT``), when there is one; skipping the whole
 
 Mixed modes: an RGB file whose three channels are equal counts as ``L``. The reader turns every image into
 RGB by repeating an ``L`` image's channel, so such a file gives the model exactly the pixels its ``L``
-twin would (tests/unit/data/test_gate_messages.py), and among colour RGB images it is a grey photograph in
-the same format (CIFAR-10 has some), so it passes either way; a category with colour RGB images among grayscale
-ones (or L files among colour ones) is refused, and ``--allow-mixed-modes`` accepts that.
+twin would (tests/unit/data/test_gate_messages.py); among colour RGB images it is a grey photo (CIFAR-10 has
+some). Colour RGB among grayscale images, or L files among colour ones, are refused (``--allow-mixed-modes``).
 """
 
 from __future__ import annotations

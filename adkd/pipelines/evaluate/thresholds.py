@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from adkd.errors import ConfigError, DataError
-from adkd.pipelines.predict.predictor import MIN_RANGE as _MIN_RANGE  # predictors normalise numpy scores alike
+from adkd.pipelines.predict.predictor import MIN_RANGE  # predictors normalise numpy scores alike
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def normalize_scores(
     if score_min is None or score_max is None:
         raise ConfigError("normalize_scores: pass score_min and score_max, or a Thresholds object")
     if isinstance(score_min, torch.Tensor) or isinstance(score_max, torch.Tensor):
-        scale = torch.clamp(torch.as_tensor(score_max) - torch.as_tensor(score_min), min=_MIN_RANGE)
+        scale = torch.clamp(torch.as_tensor(score_max) - torch.as_tensor(score_min), min=MIN_RANGE)
     else:
-        scale = max(float(score_max) - float(score_min), _MIN_RANGE)
+        scale = max(float(score_max) - float(score_min), MIN_RANGE)
     return torch.clamp((x - threshold) / scale + 0.5, 0.0, 1.0)

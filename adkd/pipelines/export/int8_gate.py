@@ -141,9 +141,9 @@ class Int8Gate:
 
 @dataclass
 class GateScores:
-    """One model's outputs on the gate images (``calibration``: the calibration part's scores, None when not
-    scored)."""
+    """One model's outputs on ``images`` (``calibration``: the calibration part's scores, None when not scored)."""
 
+    images: GateImages
     normal_maps: torch.Tensor
     normal: torch.Tensor
     defect_maps: torch.Tensor
@@ -157,7 +157,7 @@ def gate_scores(predictor: ScoresImages, images: GateImages, calibration: bool =
     cal = score_artifact(predictor, images.calibration, images.valid_calibration)[1] if calibration else None
     normal_maps, normal = score_artifact(predictor, images.normals, images.valid_normals)
     defect_maps, defect = score_artifact(predictor, images.defects, images.valid_defects)
-    return GateScores(normal_maps, normal, defect_maps, defect, cal)
+    return GateScores(images, normal_maps, normal, defect_maps, defect, cal)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -186,11 +186,7 @@ def int8_gate(
     from adkd.pipelines.evaluate.metrics import image_auroc, pixel_auroc
 
     ref = fp32 if isinstance(fp32, GateScores) else gate_scores(fp32, images)
-    if ref.calibration is None or (len(ref.calibration), len(ref.normal), len(ref.defect)) != (
-        len(images.calibration),
-        len(images.normals),
-        len(images.defects),
-    ):
+    if ref.calibration is None or ref.images is not images:
         raise ValueError("the fp32 reference scores are not those of these gate images (calibration included)")
     own = gate_scores(int8, images, calibration=False)
     cal32, nm32, n32, dm32, d32 = ref.calibration, ref.normal_maps, ref.normal, ref.defect_maps, ref.defect

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from adkd.errors import AdkdError, ConfigError
-from adkd.pipelines.evaluate.thresholds import _MIN_RANGE, normalize_scores
+from adkd.pipelines.evaluate.thresholds import MIN_RANGE, normalize_scores
 
 OPSET = 17
 INPUT_NAME = "image"
@@ -169,7 +169,7 @@ def verify_onnx(
             lo, hi = min(lo, float(ref_map.min())), max(hi, float(ref_map.max()))
             score_scale = max(score_scale, float(np.abs(ref_score).max()))
     map_range = max(hi - lo, 0.0)
-    map_tolerance = MAP_TOLERANCE * max(map_range, _MIN_RANGE)
+    map_tolerance = MAP_TOLERANCE * max(map_range, MIN_RANGE)
     return ParityReport(
         n_images=len(images),
         max_map_diff=map_diff,
@@ -333,7 +333,7 @@ def write_thresholds(path: str | Path, thresholds: Any) -> dict[str, float]:
     )
     if sub is None or div is None or "threshold" not in inits:
         raise ExportError(f"{path}: cannot find the score normalisation (threshold, range) to refit; re-export it")
-    span = max(fitted["score_max"] - fitted["score_min"], _MIN_RANGE)
+    span = max(fitted["score_max"] - fitted["score_min"], MIN_RANGE)
     dtype = numpy_helper.to_array(inits["threshold"]).dtype
     if div.input[1] not in inits:  # the exporter left the range's clamp in the graph: a constant takes its place
         model.graph.initializer.append(numpy_helper.from_array(np.asarray(span, dtype=dtype), "score_range"))

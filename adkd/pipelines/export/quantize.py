@@ -273,7 +273,12 @@ def gated_int8(
     from adkd.pipelines.predict import open_predictor
 
     fp32_path, out = Path(fp32_path), Path(out)
-    gate_set = _gate_set(fp32_path, validation_images, valid, seed, threshold_quantile, source)
+    # The reference was scored on the gate images these arguments make: reuse them rather than build them again.
+    gate_set = (
+        reference.images
+        if reference is not None
+        else _gate_set(fp32_path, validation_images, valid, seed, threshold_quantile, source)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".int8-") as tmp:
         staged = write_graph(gate_set.calibration, Path(tmp) / out.name)

@@ -123,7 +123,13 @@ def test_gate_on_shared_fp32_scores_is_the_gate_on_the_fp32_model(fp32: Path, tm
     gate_set = gate_images(torch.from_numpy(images).permute(0, 3, 1, 2), seed=3, quantile=0.9, map_size=SIZE)
     int8 = OnnxPredictor(quantize_graph(fp32, gate_set.calibration, tmp_path / "m.int8.onnx"))
     reference = gate_reference(fp32, images, seed=3, threshold_quantile=0.9)  # what OpenVINO's int8 then reuses
-    assert int8_gate(reference, int8, gate_set).to_dict() == int8_gate(OnnxPredictor(fp32), int8, gate_set).to_dict()
+    # The reference carries the gate images it was scored on: those the same arguments make (gated_int8 reuses them).
+    for part in ("calibration", "normals", "defects"):
+        assert np.array_equal(np.asarray(getattr(reference.images, part)), np.asarray(getattr(gate_set, part)))
+    shared = int8_gate(reference, int8, reference.images).to_dict()
+    assert shared == int8_gate(OnnxPredictor(fp32), int8, gate_set).to_dict()
+    with pytest.raises(ValueError, match="not those of these gate images"):  # scored on another set of images
+        int8_gate(reference, int8, gate_set)
     with pytest.raises(ValueError, match="not those of these gate images"):  # no calibration scores: no threshold
         int8_gate(gate_scores(OnnxPredictor(fp32), gate_set, calibration=False), int8, gate_set)
 

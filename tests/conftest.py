@@ -16,26 +16,44 @@ import pytest
 _PREFIXES = ("MLFLOW_", "ADKD_", "RAY_ADDRESS", "AWS_")
 _ABSENT = pytest.StashKey[list[str]]()
 
-# Modules that start Ray Train clusters (a dozen processes per category). Under `--dist loadgroup` they share
-# one xdist worker and run one after another: side by side on a 2-core box they starved each other's workers
-# into Ray's start-up timeouts. Every other module is its own group, i.e. `--dist loadfile` (test_tune's
-# lighter Ray Tune runs beside them, or this group alone would set the suite's length).
-RAY_MODULES = frozenset(
-    {
-        "test_cluster.py",
-        "test_cluster_ddp.py",
-        "test_cluster_submit.py",
-        "test_benchmark.py",
-        "test_gpu_check.py",  # its moonshot dry run trains two categories through `adkd train --categories`
-        "test_gpu_paths.py",
-        "test_multinode.py",
-        "test_tiling_positions.py",
-    }
+# Modules that start Ray Train clusters (a dozen processes per category), costliest first (setup + calls
+# measured in `make test`). Each module is its own xdist group (`--dist loadgroup` = loadfile here) and they
+# are handed out first, right after the README test, so the two workers share them: all in one group they ran
+# one after another on one worker, which then ran 9 minutes alone after the other had finished (21.6 min in
+# all). Two at a time is the load the README test's Ray commands beside a Ray module always put on the box.
+RAY_MODULES = (
+    "test_cluster.py",
+    "test_benchmark.py",
+    "test_multinode.py",
+    "test_gpu_check.py",  # its moonshot dry run trains two categories through `adkd train --categories`
+    "test_tiling_positions.py",
+    "test_cluster_submit.py",
+    "test_cluster_ddp.py",
+    "test_gpu_paths.py",
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, each worker (and every process it starts: adkd commands, Ray workers) gets its share of the
+    cores as OpenMP threads, unless OMP_NUM_THREADS is set already.
+
+    torch's default is one thread per core in every process; with two workers on two cores that is four
+    spinning OpenMP threads on two cores. Measured here: two `adkd train` runs side by side took 32.8 s with
+    the default and 12.6 s with OMP_NUM_THREADS=1.
+    """
+    workers = getattr(config, "workerinput", {}).get("workercount")
+    if not workers or "OMP_NUM_THREADS" in os.environ:
+        return
+    threads = max(1, (os.cpu_count() or 1) // int(workers))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import sys
+
+    if "torch" in sys.modules:  # read at torch's import; set it directly when it is already in
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def _group(item: pytest.Item) -> str:
-    return "ray" if item.path.name in RAY_MODULES else item.path.relative_to(item.config.rootpath).as_posix()
+    return item.path.relative_to(item.config.rootpath).as_posix()
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
@@ -43,10 +61,10 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     item.add_marker(pytest.mark.xdist_group(_group(item)))
 
 
-# The longest single test starts first, then the Ray group, then the other groups, most tests first: with the
-# rest spread around them, the slowest worker does not pick up a 10-minute test near the end. xdist hands out
-# groups in collection order only with --no-loadscope-reorder (`make test`); by default it sorts them by
-# their number of tests, which started the README test (2 tests) among the last.
+# The longest single test starts first, then the Ray modules, costliest first, then the other groups, most
+# tests first: with the rest spread around them, the slowest worker does not pick up a long module near the
+# end. xdist hands out groups in collection order only with --no-loadscope-reorder (`make test`); by default it
+# sorts them by their number of tests, which started the README test (2 tests) among the last.
 LONGEST_FIRST = ("tests/integration/test_readme.py",)
 
 
@@ -58,7 +76,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     def rank(item: pytest.Item) -> tuple[int, int]:
         if item.path.relative_to(config.rootpath).as_posix() in LONGEST_FIRST:
             return 0, 0
-        return (1 if item.path.name in RAY_MODULES else 2), -sizes[_group(item)]
+        if item.path.name in RAY_MODULES:
+            return 1, RAY_MODULES.index(item.path.name)
+        return 2, -sizes[_group(item)]
 
     items.sort(key=rank)  # stable: the order inside each group is unchanged
 

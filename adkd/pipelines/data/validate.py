@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import pandas as pd
 
 from adkd.errors import DataError
 from adkd.pipelines.data.facts import category_facts, file_facts
+from adkd.pipelines.data.gx_checks import Rule, run_checks
 from adkd.pipelines.data.mvtec import check_root, resolve_categories
 
 IMAGE_MODES = ("L", "RGB")
@@ -47,18 +47,6 @@ ACCEPT = {
     ),
 }
 SKIP_TRAINING = "--skip-validation (setting skip_validation=true) trains without the gate"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One expectation: which table, its GX class and kwargs, and how to describe an offender."""
-
-    rule_id: str
-    description: str
-    table: str  # files | categories
-    expectation: str
-    kwargs: dict[str, Any]
-    detail: str = ""  # shown next to each offending file; formatted with the file's row
 
 
 @dataclass
@@ -103,6 +91,7 @@ class ValidationReport:
     category_table: pd.DataFrame
     out_dir: Path | None = None
     artifacts: dict[str, str] = field(default_factory=dict)
+    gx_remembered: bool = False  # GX's results for these very facts and rules, read back (gx_checks)
 
     @property
     def failed(self) -> list[RuleOutcome]:
@@ -118,6 +107,7 @@ class ValidationReport:
             "failed": [o.rule_id for o in self.failed],
             "category_facts": self.category_table.to_dict(orient="records"),
             "artifacts": self.artifacts,
+            "gx_results": "remembered" if self.gx_remembered else "run",
         }
 
     def failure_message(self, skip: str | None = None) -> str:
@@ -301,62 +291,6 @@ def _rules(min_train: int, one_size: bool, allow_mixed_modes: bool) -> list[Rule
     return rules
 
 
-def _quiet_gx() -> None:
-    for name in ("great_expectations", "great_expectations.core", "great_expectations.data_context"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def _run_gx(tables: dict[str, pd.DataFrame], rules: list[Rule], docs_dir: Path | None) -> dict[str, Any]:
-    """Run one suite per table through a GX checkpoint; return the validation results by table."""
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    _quiet_gx()
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_pandas("adkd-facts")
-    definitions = []
-    for table in tables:
-        batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe(f"{table}-all")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"adkd-{table}"))
-        for rule in rules:
-            if rule.table != table:
-                continue
-            kwargs = dict(rule.kwargs)
-            if "row_condition" in kwargs:
-                kwargs["condition_parser"] = "pandas"
-            meta = {"rule_id": rule.rule_id, "description": rule.description}
-            suite.add_expectation(getattr(gxe, rule.expectation)(**kwargs, meta=meta))
-        definitions.append(
-            context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch, suite=suite))
-        )
-    actions = []
-    if docs_dir is not None:
-        site = {
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        }
-        context.add_data_docs_site(site_name="adkd", site_config=site)
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data-docs", site_names=["adkd"]))
-    index_columns = {"files": ["path"], "categories": ["category"]}
-    results = {}
-    for definition in definitions:
-        table = definition.name
-        checkpoint = context.checkpoints.add(
-            gx.Checkpoint(
-                name=f"adkd-{table}",
-                validation_definitions=[definition],
-                actions=actions,
-                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_columns[table]},
-            )
-        )
-        run = checkpoint.run(batch_parameters={"dataframe": tables[table]})
-        results[table] = next(iter(run.run_results.values()))
-    return results
-
-
 def _folder_summary(rows: pd.DataFrame) -> str:
     """Where a rule's offending files are: the 5 folders holding most of them."""
     if rows.empty:
@@ -373,9 +307,9 @@ def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.D
     for table, result in results.items():
         key = "path" if table == "files" else "category"
         indexed = tables[table].set_index(key, drop=False)
-        for res in result.results:
-            rule = by_id[res.expectation_config.meta["rule_id"]]
-            info = res.result or {}
+        for res in result["results"]:
+            rule = by_id[res["expectation_config"]["meta"]["rule_id"]]
+            info = res.get("result") or {}
             offenders, names = [], []
             for entry in info.get("unexpected_index_list") or []:
                 name = str(entry[key]) if isinstance(entry, dict) else str(entry)
@@ -384,12 +318,12 @@ def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.D
                 if rule.detail and name in indexed.index:
                     detail = rule.detail.format_map(indexed.loc[name].to_dict())
                 offenders.append(f"{name} ({detail})" if detail else name)
-            if not res.success and not offenders and rule.expectation == "ExpectTableRowCountToBeBetween":
+            if not res["success"] and not offenders and rule.expectation == "ExpectTableRowCountToBeBetween":
                 offenders.append("no image, mask or other file under the category folders")
             summary = ""
             if table == "files" and names and len(names) > SHOWN_OFFENDERS:
                 summary = _folder_summary(indexed.loc[[n for n in names if n in indexed.index]])
-            unexpected = int(info.get("unexpected_count") or (0 if res.success else 1))
+            unexpected = int(info.get("unexpected_count") or (0 if res["success"] else 1))
             checked = int(info.get("element_count") or info.get("observed_value") or 0)
             outcomes.append(
                 RuleOutcome(
@@ -397,7 +331,7 @@ def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.D
                     rule.description,
                     table,
                     rule.expectation,
-                    bool(res.success),
+                    bool(res["success"]),
                     checked,
                     unexpected,
                     offenders,
@@ -434,7 +368,7 @@ def _html_report(report: ValidationReport) -> str:
 def _write_outputs(report: ValidationReport, results: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     gx_json = out_dir / "gx_validation_result.json"
-    gx_json.write_text(json.dumps({t: r.to_json_dict() for t, r in results.items()}, indent=1, default=str))
+    gx_json.write_text(json.dumps(results, indent=1, default=str))
     report.files.to_csv(out_dir / "file_facts.csv", index=False)
     report.category_table.to_csv(out_dir / "category_facts.csv", index=False)
     (out_dir / "report.html").write_text(_html_report(report))
@@ -474,7 +408,7 @@ def validate_data(
     rules = _rules(min_train, one_size, allow_mixed_modes)
     # Absolute: GX's Data Docs store refuses a relative folder (the CLI's default --out is relative).
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
-    results = _run_gx(tables, rules, out / "data_docs" if out is not None and data_docs else None)
+    results, remembered = run_checks(tables, rules, out / "data_docs" if out is not None and data_docs else None)
     outcomes = _outcomes(results, rules, tables)
     report = ValidationReport(
         root=root_path,
@@ -484,6 +418,7 @@ def validate_data(
         files=files,
         category_table=cats,
         out_dir=out,
+        gx_remembered=remembered,
     )
     if out is not None:
         _write_outputs(report, results, out)

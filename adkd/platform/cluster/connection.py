@@ -66,6 +66,11 @@ def connect(
                 # Ray turns token authentication on for a new local cluster (kept) and warns that it did.
                 logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
                 drop_ray_driver_noise()
+            # One machine, nothing to drain or scrape: Ray Train's preemption watcher (an actor per category, polling
+            # every 5 s) and its Prometheus metrics callbacks only cost processes and CPU here. Read by the
+            # processes the embedded Ray starts, so set before it starts; a user's own setting is kept.
+            os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+            os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
             # "local", not None: None joins whatever `ray start` last left in /tmp/ray (another user's or
             # test's cluster, perhaps already gone); the embedded mode must start its own.
             ray.init(

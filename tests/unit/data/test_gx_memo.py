@@ -1,0 +1,69 @@
+"""The data gate remembers GX's results for the very facts and rules it checked: the same category again gives
+the same outcomes without running GX; a changed file, or ADKD_GATE_MEMO=off, runs GX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adkd.pipelines.data import gx_checks
+from adkd.pipelines.data.validate import validate_data
+
+
+@pytest.fixture
+def memo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ADKD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(gx_checks.MEMO_ENV, raising=False)
+    return tmp_path / "cache" / "data-gate"
+
+
+def _outcomes(report) -> list[dict]:
+    return [vars(o) for o in report.outcomes]
+
+
+def _no_gx(*_args, **_kwargs):
+    raise AssertionError("GX ran although these facts and rules were checked before")
+
+
+def test_the_same_facts_are_not_checked_twice(synth_copy: Path, memo: Path, monkeypatch) -> None:
+    first = validate_data(synth_copy, ["weave"], data_docs=False)
+    assert first.success and not first.gx_remembered
+    assert len(list(memo.glob("*.json"))) == 1
+    monkeypatch.setattr(gx_checks, "_run_gx", _no_gx)
+    again = validate_data(synth_copy, ["weave"], data_docs=False)
+    assert again.gx_remembered and again.to_dict()["gx_results"] == "remembered"
+    assert _outcomes(again) == _outcomes(first) and again.success
+
+
+def test_a_changed_file_is_checked_again_and_refused(synth_copy: Path, memo: Path) -> None:
+    assert validate_data(synth_copy, ["weave"], data_docs=False).success
+    next(iter(sorted((synth_copy / "weave" / "ground_truth").rglob("*.png")))).unlink()
+    broken = validate_data(synth_copy, ["weave"], data_docs=False)
+    assert not broken.gx_remembered and not broken.success
+    assert [o.rule_id for o in broken.failed] == ["defect-has-mask"]
+    assert len(list(memo.glob("*.json"))) == 2
+    # The refusal is remembered as a refusal.
+    again = validate_data(synth_copy, ["weave"], data_docs=False)
+    assert again.gx_remembered and _outcomes(again) == _outcomes(broken)
+
+
+def test_other_rules_are_other_checks(synth_copy: Path, memo: Path) -> None:
+    validate_data(synth_copy, ["weave"], data_docs=False)
+    other = validate_data(synth_copy, ["weave"], data_docs=False, one_size=True)
+    assert not other.gx_remembered
+
+
+def test_memo_off_always_runs_gx(synth_copy: Path, memo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(gx_checks.MEMO_ENV, "off")
+    validate_data(synth_copy, ["weave"], data_docs=False)
+    assert not validate_data(synth_copy, ["weave"], data_docs=False).gx_remembered
+    assert not memo.exists()
+
+
+def test_an_unreadable_memo_file_is_checked_again(synth_copy: Path, memo: Path) -> None:
+    validate_data(synth_copy, ["weave"], data_docs=False)
+    (path,) = memo.glob("*.json")
+    path.write_text("{not json")
+    report = validate_data(synth_copy, ["weave"], data_docs=False)
+    assert not report.gx_remembered and report.success

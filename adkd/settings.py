@@ -54,6 +54,7 @@ SECTION_ENV_VARS = {
 }
 OFFLINE_ENV = "ADKD_OFFLINE"
 DECODE_WORKERS_ENV = "ADKD_DECODE_WORKERS"
+GATE_MEMO_ENV = "ADKD_GATE_MEMO"
 
 
 class StationSettings(BaseModel):
@@ -208,6 +209,15 @@ def decode_workers_override() -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"{DECODE_WORKERS_ENV}={value!r} is invalid: use a positive integer, e.g. 4")
     return int(value)
+
+
+def gate_memo_dir() -> Path | None:
+    """Where the data gate remembers GX's results: ``ADKD_CACHE_DIR``/data-gate (read in every process, Ray
+    workers too); None under ``ADKD_GATE_MEMO=off``."""
+    if os.environ.get(GATE_MEMO_ENV, "").strip().lower() in ("0", "off", "false", "no"):
+        return None
+    root = os.environ.get("ADKD_CACHE_DIR", "").strip()
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "adkd") / "data-gate"
 
 
 def ray_auth_mode_chosen() -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-MEMO_ENV = "ADKD_GATE_MEMO"
+from adkd.settings import gate_memo_dir
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,6 @@ class Rule:
 
 
 INDEX_COLUMNS = {"files": ["path"], "categories": ["category"]}
-
-
-def memo_dir() -> Path | None:
-    """Where remembered results live (``ADKD_CACHE_DIR``/data-gate), or None when ``ADKD_GATE_MEMO=off``."""
-    if os.environ.get(MEMO_ENV, "").strip().lower() in ("0", "off", "false", "no"):
-        return None
-    root = os.environ.get("ADKD_CACHE_DIR")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "adkd") / "data-gate"
 
 
 def _digest(tables: dict[str, pd.DataFrame], rules: list[Rule]) -> str:
@@ -66,7 +58,7 @@ def run_checks(
 
     With ``docs_dir`` GX always runs, since it renders Data Docs there.
     """
-    memo = memo_dir()
+    memo = gate_memo_dir()
     path = memo / f"{_digest(tables, rules)}.json" if memo is not None else None
     if path is not None and docs_dir is None and path.is_file():
         try:

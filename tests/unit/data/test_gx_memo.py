@@ -9,12 +9,13 @@ import pytest
 
 from adkd.pipelines.data import gx_checks
 from adkd.pipelines.data.validate import validate_data
+from adkd.settings import GATE_MEMO_ENV
 
 
 @pytest.fixture
 def memo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ADKD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv(gx_checks.MEMO_ENV, raising=False)
+    monkeypatch.delenv(GATE_MEMO_ENV, raising=False)
     return tmp_path / "cache" / "data-gate"
 
 
@@ -55,7 +56,7 @@ def test_other_rules_are_other_checks(synth_copy: Path, memo: Path) -> None:
 
 
 def test_memo_off_always_runs_gx(synth_copy: Path, memo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(gx_checks.MEMO_ENV, "off")
+    monkeypatch.setenv(GATE_MEMO_ENV, "off")
     validate_data(synth_copy, ["weave"], data_docs=False)
     assert not validate_data(synth_copy, ["weave"], data_docs=False).gx_remembered
     assert not memo.exists()

@@ -3,9 +3,10 @@
 GX evaluates expectations over the fact tables that ``facts`` builds from the files, a pure function of
 those tables and the rules. Its results are kept under ``<cache>/data-gate/`` by a digest of both (and the
 GX and adkd versions), so a category whose files have not changed (every content hash, size, mode and mask
-is in the tables) gets the same results back without importing GX again, which alone costs about 3 s of
-every training start (a Ray worker per category, a tuning trial, a benchmark row). The facts are always
-computed afresh; a changed file changes the digest. ``ADKD_GATE_MEMO=off`` turns the memory off.
+is in the tables; paths count relative to the data root) gets the same results back without importing GX
+again, which alone costs about 3 s of every training start (a Ray worker per category, a tuning trial, a
+benchmark row). The facts are always computed afresh; a changed file changes the digest.
+``ADKD_GATE_MEMO=off`` turns the memory off.
 """
 
 from __future__ import annotations
@@ -39,6 +40,24 @@ class Rule:
 INDEX_COLUMNS = {"files": ["path"], "categories": ["category"]}
 
 
+ROOT_TOKEN = "{adkd-data-root}/"  # stands for the data root in a remembered result
+PATH_COLUMNS = ("path", "mask_path")
+
+
+def _relative(tables: dict[str, pd.DataFrame], prefix: str) -> dict[str, pd.DataFrame]:
+    """The tables with the data root cut from their path columns: the same files elsewhere are the same facts."""
+    out = {}
+    for name, table in tables.items():
+        table = table.copy()
+        for column in PATH_COLUMNS:
+            if column in table:
+                table[column] = table[column].map(
+                    lambda v: v[len(prefix) :] if isinstance(v, str) and v.startswith(prefix) else v
+                )
+        out[name] = table
+    return out
+
+
 def _digest(tables: dict[str, pd.DataFrame], rules: list[Rule]) -> str:
     from importlib.metadata import version
 
@@ -52,22 +71,28 @@ def _digest(tables: dict[str, pd.DataFrame], rules: list[Rule]) -> str:
 
 
 def run_checks(
-    tables: dict[str, pd.DataFrame], rules: list[Rule], docs_dir: Path | None = None
+    tables: dict[str, pd.DataFrame], rules: list[Rule], docs_dir: Path | None = None, root: Path | None = None
 ) -> tuple[dict[str, dict[str, Any]], bool]:
     """GX's validation results by table (as GX's JSON dicts), and whether they were remembered ones.
 
-    With ``docs_dir`` GX always runs, since it renders Data Docs there.
+    ``root``: the data root the tables' paths start with; the memory holds them relative to it, so a copy of
+    the same files under another root (a Ray node's synced cache, a moved folder) is remembered too, and a
+    remembered result names the files under this root. With ``docs_dir`` GX always runs (it renders Data Docs).
     """
     memo = gate_memo_dir()
-    path = memo / f"{_digest(tables, rules)}.json" if memo is not None else None
+    prefix = f"{root}/" if root is not None else ""
+    escaped = json.dumps(prefix)[1:-1]  # the prefix as it is written inside a JSON string
+    path = memo / f"{_digest(_relative(tables, prefix) if prefix else tables, rules)}.json" if memo else None
     if path is not None and docs_dir is None and path.is_file():
         try:
-            return json.loads(path.read_text()), True
+            text = path.read_text()
+            return json.loads(text.replace(ROOT_TOKEN, escaped) if prefix else text), True
         except (OSError, ValueError):
             pass  # unreadable (a disk problem, a foreign file): run GX and write it again
     results = _run_gx(tables, rules, docs_dir)
     if path is not None:
-        _write_atomic(path, json.dumps(results, default=str))
+        text = json.dumps(results, default=str)
+        _write_atomic(path, text.replace(escaped, ROOT_TOKEN) if prefix else text)
     return results, False
 
 

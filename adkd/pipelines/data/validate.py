@@ -408,7 +408,8 @@ def validate_data(
     rules = _rules(min_train, one_size, allow_mixed_modes)
     # Absolute: GX's Data Docs store refuses a relative folder (the CLI's default --out is relative).
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
-    results, remembered = run_checks(tables, rules, out / "data_docs" if out is not None and data_docs else None)
+    docs = out / "data_docs" if out is not None and data_docs else None
+    results, remembered = run_checks(tables, rules, docs, root=root_path)
     outcomes = _outcomes(results, rules, tables)
     report = ValidationReport(
         root=root_path,

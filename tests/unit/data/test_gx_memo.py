@@ -3,6 +3,7 @@ the same outcomes without running GX; a changed file, or ADKD_GATE_MEMO=off, run
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,19 @@ def test_an_unreadable_memo_file_is_checked_again(synth_copy: Path, memo: Path) 
     path.write_text("{not json")
     report = validate_data(synth_copy, ["weave"], data_docs=False)
     assert not report.gx_remembered and report.success
+
+
+def test_the_same_files_under_another_root_are_remembered_and_named_there(
+    synth_copy: Path, memo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    next(iter(sorted((synth_copy / "weave" / "ground_truth").rglob("*.png")))).unlink()
+    first = validate_data(synth_copy, ["weave"], data_docs=False)
+    moved = tmp_path / "elsewhere" / "data"
+    shutil.copytree(synth_copy, moved)
+    monkeypatch.setattr(gx_checks, "_run_gx", _no_gx)
+    again = validate_data(moved, ["weave"], data_docs=False)
+    assert again.gx_remembered and [o.rule_id for o in again.failed] == ["defect-has-mask"]
+    (offender,) = again.failed[0].offenders
+    before = first.failed[0].offenders[0]
+    assert offender.startswith(str(moved)) and str(synth_copy) not in offender
+    assert offender.replace(str(moved), "ROOT") == before.replace(str(synth_copy), "ROOT")

@@ -55,6 +55,7 @@ SECTION_ENV_VARS = {
 OFFLINE_ENV = "ADKD_OFFLINE"
 DECODE_WORKERS_ENV = "ADKD_DECODE_WORKERS"
 GATE_MEMO_ENV = "ADKD_GATE_MEMO"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "adkd"
 
 
 class StationSettings(BaseModel):
@@ -109,7 +110,7 @@ class Settings(BaseModel):
     artifact_location: str | None = Field(default=None, description="Artifact root for new experiments.")
     ray_address: str | None = Field(default=None, description="Ray cluster address; None = local Ray.")
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto).")
-    cache_dir: Path = Field(default=Path.home() / ".cache" / "adkd", description="Synced data sets.")
+    cache_dir: Path = Field(default=DEFAULT_CACHE_DIR, description="Synced data sets.")
     experiment: str | None = Field(default=None, description="MLflow experiment name; None = data set name.")
     tracking: bool = Field(default=True, description="Write MLflow runs (ADKD_TRACKING=off: none at all).")
     register_models: bool = Field(default=True, description="Register a model version per finished category.")
@@ -217,7 +218,7 @@ def gate_memo_dir() -> Path | None:
     if os.environ.get(GATE_MEMO_ENV, "").strip().lower() in ("0", "off", "false", "no"):
         return None
     root = os.environ.get("ADKD_CACHE_DIR", "").strip()
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "adkd") / "data-gate"
+    return (Path(root).expanduser() if root else DEFAULT_CACHE_DIR) / "data-gate"
 
 
 def ray_auth_mode_chosen() -> bool:

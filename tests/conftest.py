@@ -8,6 +8,7 @@ server that has already stopped.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,8 +47,6 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     threads = max(1, (os.cpu_count() or 1) // int(workers))
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    import sys
-
     if "torch" in sys.modules:  # read at torch's import; set it directly when it is already in
         sys.modules["torch"].set_num_threads(threads)
 
@@ -121,8 +120,6 @@ def _no_ray_left_running() -> Iterator[None]:
     A module that starts Ray owns it: a leak fails that module (at its last test's teardown) and is shut
     down here, so the next module starts clean whatever the order (the Ray modules ``assert`` this, never skip).
     """
-    import sys
-
     yield
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():

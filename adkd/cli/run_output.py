@@ -86,7 +86,9 @@ def print_many(console: Console, many: Any, model: str, data: str) -> None:
 
     outcome = many.outcome
     reference = read_reference(data)  # e.g. the paper's mean for `adkd data download cifar10`
-    title, more = f"{model} on {len(outcome.rows)} categories", "the results files below hold every column"
+    n = len(outcome.rows)
+    title = f"{model} on {n} {'category' if n == 1 else 'categories'}"
+    more = "the results files below hold every column"
     print_table(console, title, *results_cells(outcome.rows, reference), more=more)
     if reference and outcome.markdown_path is not None:
         Path(outcome.markdown_path).write_text(results_markdown(outcome.rows, reference))

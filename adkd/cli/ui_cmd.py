@@ -77,7 +77,7 @@ def ui(
     from adkd.platform.services.mlflow_ui import APP_NAME
     from adkd.platform.tracking.client import is_remote
     from adkd.platform.tracking.redaction import redact_uri
-    from adkd.settings import load_settings
+    from adkd.settings import load_settings, mlflow_server_env
 
     settings = load_settings(config_file)
     uri = settings.resolved_tracking_uri
@@ -116,7 +116,7 @@ def ui(
     announcer = threading.Thread(target=_announce_when_ready, args=(url, lines, ready), daemon=True)
     announcer.start()
     try:
-        code, stopped_by = run_until_stopped(cmd, stdout=write_fd, stderr=write_fd)
+        code, stopped_by = run_until_stopped(cmd, stdout=write_fd, stderr=write_fd, env=mlflow_server_env())
     except OSError as exc:
         raise ServiceError(
             f"cannot start `mlflow ui` ({exc.strerror}); is mlflow installed in this environment?"

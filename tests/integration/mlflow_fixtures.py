@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from adkd.settings import mlflow_server_env
+
 STARTUP_TIMEOUT_S = 300.0  # the shared CI box can be slow; a healthy server answers in ~15 s
 
 
@@ -55,7 +57,7 @@ class MlflowServer:
             "--artifacts-destination",
             str(self.root / "artifacts"),
         ]
-        env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+        env = mlflow_server_env({**os.environ, "MLFLOW_TRACKING_URI": ""})  # as `adkd server start` runs it
         log = self.log_path.open("ab")
         # A new session so stop() can end the server and its worker processes together.
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, stop_ray_nodes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -41,20 +40,6 @@ def _aws_env(endpoint: str, tmp: Path) -> dict[str, str]:
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": endpoint,
     }
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """End one `ray start --block` and its children (its own process group), never other Rays."""
-    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            return
 
 
 def _alive_nodes(gcs: str, env: dict[str, str]) -> int:
@@ -111,8 +96,7 @@ def two_nodes(s3_server: str) -> Iterator[dict[str, Any]]:
             time.sleep(2)
         yield {"gcs": gcs, "nodes": nodes, "env": base, "tmp": tmp}
     finally:
-        for proc in reversed(procs):
-            _stop(proc)
+        stop_ray_nodes(procs)
 
 
 @pytest.fixture(scope="module")

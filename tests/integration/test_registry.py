@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -142,11 +141,13 @@ def test_promote_all_best(mlflow_server: str) -> None:
 
 RACER = textwrap.dedent(
     """
-    import sys, time
+    import sys
     from adkd.platform.registry.versions import client_for, promote, PromotionRefused
-    uri, version, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    uri, version = sys.argv[1], sys.argv[2]
     client = client_for(uri)
-    time.sleep(max(0.0, start - time.time()))
+    client.get_registered_model("adkd-delta")  # connected and every import done
+    print("ready", flush=True)
+    sys.stdin.readline()  # both racers go at once
     try:
         print(promote(client, "delta", version, "production", reason="race").action)
     except PromotionRefused:
@@ -161,14 +162,21 @@ def test_two_processes_racing_end_consistent(mlflow_server: str) -> None:
     promote(client, "delta", v1, "production")
     v2 = add_version(client, "delta", 0.95, 0.5)
     v3 = add_version(client, "delta", 0.97, 0.5)
-    start = time.time() + 30  # both processes have imported everything by then
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", RACER, mlflow_server, v, str(start)], env=env, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", RACER, mlflow_server, v],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for v in (v2, v3)
     ]
+    assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     outcomes = [p.communicate(timeout=600)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs), outcomes
     # Whatever the order, v3 (the better one) ends in production, and nothing was lost.

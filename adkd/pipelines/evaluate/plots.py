@@ -190,24 +190,29 @@ def _overlay_figure(
     limits: tuple[float, float],
     title: str,
 ) -> Figure:
-    fig = Figure(figsize=(12, 3.4), layout="constrained")
+    # A fixed grid, not layout="constrained": the panels never change, and the constrained solver took half of
+    # the six overlays' time (0.8 of 1.7 s per training, py-spy) for the same picture.
+    fig = Figure(figsize=(12, 3.4))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.82, wspace=0.12)
     axes = fig.subplots(1, 4)
     axes[0].imshow(image)
-    axes[0].set_title("image")
+    axes[0].set_title("image", y=1.0)
     axes[1].imshow(image)
     heat = axes[1].imshow(amap, cmap="jet", alpha=0.5, vmin=limits[0], vmax=limits[1])
     fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.02, format="%.3g")
-    axes[1].set_title("anomaly map")
+    axes[1].set_title("anomaly map", y=1.0)
     axes[2].imshow(mask, cmap="gray", vmin=0, vmax=1)
-    axes[2].set_title("ground truth")
+    axes[2].set_title("ground truth", y=1.0)
     predicted = amap >= pixel_threshold
     axes[3].imshow(image)
     axes[3].imshow(np.ma.masked_where(~predicted, predicted), cmap="autumn", alpha=0.5, vmin=0, vmax=1)
     if mask.any():
         axes[3].contour(mask, levels=[0.5], colors="lime", linewidths=1)
-    axes[3].set_title(f"prediction (map >= {pixel_threshold:.3g})")
+    axes[3].set_title(f"prediction (map >= {pixel_threshold:.3g})", y=1.0)
     for ax in axes:
         ax.set_axis_off()
+    # Titles at a given height (y=1.0): matplotlib's automatic title placement measures every axis' ticks on
+    # each draw, which the axes switched off here do not have.
     fig.suptitle(title, fontsize=9)
     return fig
 

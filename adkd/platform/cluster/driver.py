@@ -13,6 +13,7 @@ only the driver's listeners create runs and register versions, so there is one o
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -165,7 +166,7 @@ def run_all_categories(
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
     options = options or RayRunOptions()
     if not configs:
@@ -198,7 +199,7 @@ def run_all_categories(
 
     def fit(category: str) -> None:
         state = states[category]
-        trainer = TorchTrainer(
+        trainer = _trainer_class(options.address)(
             category_worker,
             train_loop_config={
                 "hub": hub,
@@ -290,6 +291,37 @@ def run_all_categories(
         wall_s=wall_s,
         attempts={c: max(s.attempts, 1) for c, s in states.items()},
     )
+
+
+def _trainer_class(address: str | None) -> type:
+    """Ray Train's TorchTrainer; on the embedded Ray, one without the two helper actors such a run never uses.
+
+    Ray Train starts a DatasetManager actor for every run (also one without Ray Datasets: adkd reads its data
+    itself) and a detached PlacementGroupCleaner that frees the run's resources should its controller die
+    while the cluster lives on. The embedded Ray lives and dies with this process, and there are no datasets,
+    so both are processes that only cost: about 3.5 CPU-s per category (sampled per process during
+    `adkd train --all-categories`, 39.7 against 32.7 CPU-s for two categories). A cluster keeps both.
+    """
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer if address else _embedded_trainer()
+
+
+@functools.cache
+def _embedded_trainer() -> type:
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    unused = (DatasetsCallback, PlacementGroupCleanerCallback)
+
+    class EmbeddedTorchTrainer(TorchTrainer):
+        """TorchTrainer without the callbacks that start a DatasetManager and a PlacementGroupCleaner."""
+
+        def _create_default_callbacks(self) -> list[Any]:
+            return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, unused)]
+
+    return EmbeddedTorchTrainer
 
 
 def _finish(category: str, state: _CategoryState, run_dir: Path, started: float) -> TrainResult:

@@ -21,6 +21,7 @@ from pathlib import Path
 from adkd.errors import ConfigError, ServiceError
 from adkd.platform.services.process_tree import alive, stop_on_signals, stop_tree
 from adkd.platform.tracking.redaction import redact_uri
+from adkd.settings import mlflow_server_env
 
 STATE_FILE = "server.json"
 LOG_FILE = "server.log"
@@ -122,7 +123,12 @@ def start_server(
     log_path = state_dir / LOG_FILE
     with log_path.open("ab") as log:  # the server inherits this environment (MLflow's own variables included)
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=mlflow_server_env(),
         )
     state = ServerState(
         pid=proc.pid,

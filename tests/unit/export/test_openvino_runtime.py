@@ -147,6 +147,49 @@ def test_nncf_int8_is_gated_and_runs_in_openvino(models: dict, tmp_path: Path) -
     assert open_predictor(fp32, "openvino-int8").runtime == "openvino-int8"
 
 
+def _zero_network_weights(path: Path) -> None:
+    """A wrong int8 model: every quantized weight of the network dequantized to zero."""
+    model = onnx.load(str(path))
+    int8 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    weights = {i.name for i in model.graph.initializer if i.data_type in int8}
+    scales = {n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights}
+    for init in model.graph.initializer:
+        if init.name in scales:
+            init.CopyFrom(onnx.numpy_helper.from_array(np.zeros_like(onnx.numpy_helper.to_array(init)), init.name))
+    assert scales
+    onnx.save(model, str(path))
+
+
+def test_a_refused_performance_preset_falls_back_to_the_mixed_one(
+    models: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adkd.pipelines.export import openvino_int8
+
+    source, _ = models["stfpm"]
+    fp32 = tmp_path / "model.onnx"
+    fp32.write_bytes(source.read_bytes())
+    real, broken = openvino_int8.nncf_quantize, {"performance"}
+
+    def quantize(source: Path, calibration: np.ndarray, out: Path, preset: str = "performance") -> Path:
+        path = real(source, calibration, out, preset)
+        if preset in broken:
+            _zero_network_weights(path)
+        return path
+
+    monkeypatch.setattr(openvino_int8, "nncf_quantize", quantize)
+    loose = GateBounds(max_auroc_drop=1.0, max_fpr_rise=1.0)  # noise images: agreement bounds only
+    out, gate = quantize_openvino(fp32, _validation(), bounds=loose)
+    assert gate.ok and read_metadata(out)["int8_scheme"] == "nncf-openvino-mixed"
+    assert open_predictor(out).runtime == "openvino-int8"
+
+    out.unlink()
+    broken.add("mixed")
+    with pytest.raises(OpenVinoQuantizationRefused) as refused:
+        quantize_openvino(fp32, _validation(), bounds=loose)
+    assert "(performance preset)" in str(refused.value) and "(mixed preset)" in str(refused.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # nothing half-written
+
+
 def test_auto_runs_the_variant_timed_fastest(models: dict, tmp_path: Path) -> None:
     source, _ = models["rd"]
     fp32 = tmp_path / "model.onnx"

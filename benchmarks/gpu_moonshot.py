@@ -296,8 +296,7 @@ def main() -> None:
     args.data = (args.data or args.out / "data").resolve()
     args.data.mkdir(parents=True, exist_ok=True)
     if args.dry_run:
-        # One category on the dry run: it proves the command and its parsing; packing several on a GPU needs one.
-        args.backbone, args.size, args.batch, args.steps, args.epochs, args.categories = "resnet18", 64, 2, 1, 2, 1
+        args.backbone, args.size, args.batch, args.steps, args.epochs, args.categories = "resnet18", 64, 2, 1, 2, 2
         args.n_train = 16
     else:
         args.backbone, args.size, args.batch, args.steps, args.epochs = "wide_resnet50_2", 256, 64, 20, 10

@@ -30,7 +30,7 @@ lock:
 	rm -rf .lock-venv
 
 # --dist loadgroup with one group per module (tests/conftest.py): a module's expensive fixtures (servers,
-# trainings) run once, not once per worker; the Ray modules share one group and run one after another.
+# trainings) run once, not once per worker; tests/conftest.py hands the costliest groups out first.
 # Three workers on two cores: the suite waits on servers, Ray and subprocesses, and a third worker fills those
 # waits (measured: both cores busy 92 % of the run with two workers, 98 % with three).
 test: install

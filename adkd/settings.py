@@ -223,8 +223,9 @@ def gate_memo_dir() -> Path | None:
 
 
 # MLflow 3's server also starts a job runner and seven huey consumer processes for its own GenAI jobs (LLM-judge
-# scorers, prompt optimisation, trace roll-ups), which adkd never submits. Measured on 2 cores: 31 CPU-s and
-# 12.5 s until /health with them, 14 CPU-s and 8.8 s without. A user who wants them sets the variable to true.
+# scorers, prompt optimisation, trace roll-ups), which adkd never submits. On 2 cores a start took 29.1 CPU-s and
+# 11.3 s to /health with them, 13.1 CPU-s and 8.0 s without (benchmarks/mlflow_server_start.py, RESULTS.md). A user
+# who wants them sets the variable to true.
 MLFLOW_JOB_EXECUTION_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 

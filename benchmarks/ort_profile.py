@@ -1,12 +1,14 @@
 """Where ONNX Runtime spends its time in adkd's and anomalib's exported graphs: kernel time by operator type.
 
-    .venv/bin/python benchmarks/ort_profile.py [--batch 8] [--threads 2]
+    .venv/bin/python benchmarks/ort_profile.py [--batch 8] [--threads 2] [--nodes N]
 
 Exports adkd's rd (ResNet18, random weights) and stfpm (ImageNet MobileNetV2 from ../shared) graphs and, when
 benchmarks/.venv-anomalib exists (`vs_anomalib.py --setup-anomalib`), anomalib's models of the same runs through
 its own `Engine.export` (random timm weights). Each graph runs in adkd's ONNX Runtime with its profiler on,
-12 runs (2 of them warm-ups, all profiled) on random 256 px images; prints kernel ms/image and the largest
-operator types' shares. Profiling adds overhead: read the shares, and take the speed from vs_anomalib.py.
+12 runs (2 of them warm-ups, all profiled) on random 256 px images; prints kernel ms/image, the largest
+operator types' shares, and the split between the networks and the anomaly map after them (by node name:
+``MAP_PARTS``); ``--nodes N`` lists the N costliest nodes. Profiling adds overhead: read the shares, and take
+the speed from vs_anomalib.py.
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ def anomalib_graphs(out: Path) -> dict[str, Path]:
     return {f"anomalib {name}": Path(path) for _, name, path in lines}
 
 
-def profile(path: Path, batch: int, threads: int, tmp: Path, repeats: int = 10) -> dict[str, float]:
-    """ms/image of kernel time by operator type."""
+def profile(path: Path, batch: int, threads: int, tmp: Path, repeats: int = 10) -> dict[tuple[str, str], float]:
+    """ms/image of kernel time by (operator type, node name)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -92,27 +94,43 @@ def profile(path: Path, batch: int, threads: int, tmp: Path, repeats: int = 10) 
     for _ in range(2 + repeats):  # the 2 warm-ups are in the profile too: shares barely move
         session.run(None, {inp.name: x})
     events = json.loads(Path(session.end_profiling()).read_text())
-    by_op: dict[str, float] = collections.defaultdict(float)
+    by_node: dict[tuple[str, str], float] = collections.defaultdict(float)
     for e in [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]:
-        by_op[e["args"]["op_name"]] += e["dur"]
+        by_node[e["args"]["op_name"], e["name"].removesuffix("_kernel_time")] += e["dur"]
     scale = 1e-3 / ((2 + repeats) * batch)  # µs over all runs -> ms per image
-    return {op: us * scale for op, us in by_op.items()}
+    return {key: us * scale for key, us in by_node.items()}
+
+
+# Node names (the exporters' module paths) of the anomaly map after the networks: distances, resizing, the blur.
+MAP_PARTS = ("anomaly_map", "blur", "gaussian", "map_generator")
+
+
+def is_map(node: str) -> bool:
+    return any(part in node.lower() for part in MAP_PARTS)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--nodes", type=int, default=0, help="Also list each graph's N costliest nodes.")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         graphs = {**adkd_graphs(tmp_dir), **anomalib_graphs(tmp_dir)}
         for name in sorted(graphs, key=lambda n: n.split()[::-1]):
-            ops = profile(graphs[name], args.batch, args.threads, tmp_dir)
+            nodes = profile(graphs[name], args.batch, args.threads, tmp_dir)
+            ops: dict[str, float] = collections.defaultdict(float)
+            for (op, _), ms in nodes.items():
+                ops[op] += ms
             total = sum(ops.values())
             top = sorted(ops.items(), key=lambda kv: -kv[1])[:4]
             shown = ", ".join(f"{op} {100 * ms / total:.1f} %" for op, ms in top)
             print(f"{name:15s} kernels {total:6.2f} ms/image (batch {args.batch}): {shown}", flush=True)
+            anomaly_map = sum(ms for (_, node), ms in nodes.items() if is_map(node))
+            print(f"{'':15s} networks {total - anomaly_map:6.2f} ms/image, anomaly map {anomaly_map:.2f}", flush=True)
+            for (op, node), ms in sorted(nodes.items(), key=lambda kv: -kv[1])[: args.nodes]:
+                print(f"{'':15s}   {ms:6.2f} ms  {op:14s} {node}", flush=True)
 
 
 if __name__ == "__main__":

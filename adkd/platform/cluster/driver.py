@@ -1,4 +1,4 @@
-"""Every category at once on Ray: one Ray Train ``TorchTrainer`` per category, run concurrently.
+"""Every category at once on Ray: one Ray Train trainer per category (``make_trainer``), run concurrently.
 
 The driver (this process) starts one trainer per category (``adkd.platform.cluster.worker.category_worker``),
 drains the workers' events from the hub and passes them to its listeners (MLflow tracking, a live
@@ -166,7 +166,6 @@ def run_all_categories(
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig
 
     options = options or RayRunOptions()
     if not configs:
@@ -199,7 +198,9 @@ def run_all_categories(
 
     def fit(category: str) -> None:
         state = states[category]
-        trainer = _trainer_class(options.address)(
+        trainer = make_trainer(
+            options.address,
+            resources.workers,
             category_worker,
             train_loop_config={
                 "hub": hub,
@@ -216,9 +217,6 @@ def run_all_categories(
                 # A tiled run also asks for the memory its full-resolution images take.
                 resources_per_worker={**resources.per_worker(), **memory_request(state.config)},
             ),
-            # One worker exchanges no gradients: gloo works on any node, also one whose GPU is only declared
-            # (NCCL, Ray's choice with GPUs, refuses a node without CUDA). Several workers keep NCCL on GPUs.
-            torch_config=TorchConfig(backend="gloo") if resources.workers == 1 else None,
             run_config=RunConfig(
                 name=f"{run_id}-{category}",
                 storage_path=storage_root,
@@ -293,8 +291,28 @@ def run_all_categories(
     )
 
 
-def _trainer_class(address: str | None) -> type:
-    """Ray Train's TorchTrainer; on the embedded Ray, one without the two helper actors such a run never uses.
+def make_trainer(address: str | None, workers: int, train_fn: Any, **kwargs: Any) -> Any:
+    """The Ray Train trainer of one category's run: torch's process group only where several workers need one.
+
+    One worker exchanges no gradients, so it gets Ray Train's plain backend: no gloo group to set up and, above
+    all, no ``import torch`` in the run's TrainController (Ray's torch backend module imports it at the top),
+    which took that actor from 1.6 to 3.4 CPU-s and a few hundred MB per category (sampled per process during
+    `adkd train --all-categories`, one category). Several workers get the TorchTrainer (NCCL on GPUs, gloo on
+    CPUs). On the embedded Ray both leave out the helper actors such a run never uses (``_embedded``).
+    """
+    from ray.train import BackendConfig
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    if workers == 1:
+        cls = DataParallelTrainer if address else _embedded(DataParallelTrainer)
+        return cls(train_fn, backend_config=BackendConfig(), **kwargs)
+    return (TorchTrainer if address else _embedded(TorchTrainer))(train_fn, **kwargs)
+
+
+@functools.cache
+def _embedded(trainer: type) -> type:
+    """``trainer`` without the DatasetsCallback and the PlacementGroupCleanerCallback.
 
     Ray Train starts a DatasetManager actor for every run (also one without Ray Datasets: adkd reads its data
     itself) and a detached PlacementGroupCleaner that frees the run's resources should its controller die
@@ -302,26 +320,15 @@ def _trainer_class(address: str | None) -> type:
     so both are processes that only cost: about 3.5 CPU-s per category (sampled per process during
     `adkd train --all-categories`, 39.7 against 32.7 CPU-s for two categories). A cluster keeps both.
     """
-    from ray.train.torch import TorchTrainer
-
-    return TorchTrainer if address else _embedded_trainer()
-
-
-@functools.cache
-def _embedded_trainer() -> type:
-    from ray.train.torch import TorchTrainer
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
     unused = (DatasetsCallback, PlacementGroupCleanerCallback)
 
-    class EmbeddedTorchTrainer(TorchTrainer):
-        """TorchTrainer without the callbacks that start a DatasetManager and a PlacementGroupCleaner."""
+    def _create_default_callbacks(self: Any) -> list[Any]:
+        return [cb for cb in trainer._create_default_callbacks(self) if not isinstance(cb, unused)]
 
-        def _create_default_callbacks(self) -> list[Any]:
-            return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, unused)]
-
-    return EmbeddedTorchTrainer
+    return type(f"Embedded{trainer.__name__}", (trainer,), {"_create_default_callbacks": _create_default_callbacks})
 
 
 def _finish(category: str, state: _CategoryState, run_dir: Path, started: float) -> TrainResult:

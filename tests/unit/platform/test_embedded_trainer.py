@@ -1,27 +1,65 @@
-"""The embedded Ray's trainer leaves out the helper actors a one-machine run without Ray Datasets never uses;
-a cluster's trainer keeps every one of Ray Train's callbacks."""
+"""The trainer of one category's Ray run: torch's process group only for several workers (a one-worker run's
+controller never imports torch), and on the embedded Ray none of the helper actors a one-machine run without
+Ray Datasets never uses; a cluster's trainer keeps every one of Ray Train's callbacks."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
-from adkd.platform.cluster.driver import _trainer_class
+import pytest
+
+from adkd.platform.cluster.driver import make_trainer
 
 
-def _callbacks(address: str | None, tmp_path: Path) -> set[str]:
+def _trainer(address: str | None, workers: int, tmp_path: Path) -> Any:
     from ray.train import RunConfig, ScalingConfig
 
-    trainer = _trainer_class(address)(
+    return make_trainer(
+        address,
+        workers,
         lambda config: None,
         train_loop_config={},
-        scaling_config=ScalingConfig(num_workers=1),
+        scaling_config=ScalingConfig(num_workers=workers),
         run_config=RunConfig(storage_path=str(tmp_path)),
     )
-    return {type(callback).__name__ for callback in trainer._create_default_callbacks()}
 
 
-def test_embedded_trainer_starts_no_dataset_manager_and_no_placement_group_cleaner(tmp_path: Path) -> None:
-    embedded, cluster = _callbacks(None, tmp_path), _callbacks("127.0.0.1:6379", tmp_path)
+def _callbacks(address: str | None, workers: int, tmp_path: Path) -> set[str]:
+    return {type(callback).__name__ for callback in _trainer(address, workers, tmp_path)._create_default_callbacks()}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_embedded_trainer_starts_no_dataset_manager_and_no_placement_group_cleaner(
+    workers: int, tmp_path: Path
+) -> None:
+    embedded, cluster = _callbacks(None, workers, tmp_path), _callbacks("127.0.0.1:6379", workers, tmp_path)
     assert cluster - embedded == {"DatasetsCallback", "PlacementGroupCleanerCallback"}
-    # What the run needs stays: the torch process group, the devices, the user's callbacks.
+    # What the run needs stays: the backend, the devices, the user's callbacks.
     assert {"BackendSetupCallback", "AcceleratorSetupCallback", "UserCallbackHandler"} <= embedded
+
+
+def test_only_several_workers_get_torchs_process_group(tmp_path: Path) -> None:
+    from ray.train import BackendConfig
+    from ray.train.torch import TorchConfig
+
+    for address in (None, "127.0.0.1:6379"):
+        assert type(_trainer(address, 1, tmp_path).backend_config) is BackendConfig
+        assert isinstance(_trainer(address, 2, tmp_path).backend_config, TorchConfig)
+
+
+def test_a_one_worker_runs_controller_state_loads_without_torch(tmp_path: Path) -> None:
+    """What the TrainController unpickles (the run's context) must not pull torch in: that import was half of
+    the controller's CPU per category. The same check on a two-worker run shows the test can fail."""
+    import cloudpickle
+
+    code = "import pickle, sys; pickle.loads(sys.stdin.buffer.read()); print('torch' in sys.modules)"
+    loaded = {}
+    for workers in (1, 2):
+        blob = cloudpickle.dumps(_trainer(None, workers, tmp_path).train_run_context)
+        proc = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+        loaded[workers] = proc.stdout.decode().strip()
+    assert loaded == {1: "False", 2: "True"}

@@ -1,7 +1,8 @@
 """Data-parallel training of one category: one process per rank, the process group set up by the caller.
 
 Ray Train's ``TorchTrainer`` (or ``torchrun``) initialises ``torch.distributed`` (gloo on CPU, NCCL on
-GPU) before the engine runs (a one-worker Ray run has no process group: ``DistContext.detect`` is then single). With more than one rank the engine then
+GPU) before the engine runs (a one-worker Ray run has no process group: ``DistContext.detect`` is then
+single). With more than one rank the engine then
 
 - trains every rank on a disjoint, equally sized shard of each epoch's images (``DistContext.shard``),
   ``batch_size`` images per rank and step, so the global batch is ``world_size * batch_size``;

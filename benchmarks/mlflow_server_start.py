@@ -21,6 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from adkd.platform.services.process_tree import proc_stats
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 HZ = os.sysconf("SC_CLK_TCK")
@@ -28,19 +30,8 @@ HZ = os.sysconf("SC_CLK_TCK")
 
 def _session(sid: int) -> tuple[float, int]:
     """CPU seconds and process count of the processes in session ``sid``."""
-    cpu, count = 0.0, 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[3]) == sid:
-            cpu += (int(fields[11]) + int(fields[12])) / HZ
-            count += 1
-    return cpu, count
+    members = [fields for _, fields in proc_stats() if int(fields[3]) == sid]
+    return sum(int(f[11]) + int(f[12]) for f in members) / HZ, len(members)
 
 
 def start_once(env: dict[str, str], port: int) -> dict[str, float]:

@@ -295,8 +295,8 @@ def make_trainer(address: str | None, workers: int, train_fn: Any, **kwargs: Any
     """The Ray Train trainer of one category's run: torch's process group only where several workers need one.
 
     One worker exchanges no gradients, so it gets Ray Train's plain backend: no gloo group to set up and, above
-    all, no ``import torch`` in the run's TrainController (Ray's torch backend module imports it at the top),
-    which took that actor from 1.6 to 3.4 CPU-s and a few hundred MB per category (sampled per process during
+    all, no ``import torch`` in the run's TrainController (Ray's torch backend module imports it at the top);
+    that import took the actor from 1.6 to 3.4 CPU-s per category (sampled per process during
     `adkd train --all-categories`, one category). Several workers get the TorchTrainer (NCCL on GPUs, gloo on
     CPUs). On the embedded Ray both leave out the helper actors such a run never uses (``_embedded``).
     """

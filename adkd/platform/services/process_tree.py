@@ -50,21 +50,31 @@ def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[StopReque
             signal.signal(sig, old)
 
 
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of ``/proc/<pid>/stat`` after the command name) of every process this user can see.
+
+    Fields are ``stat``'s from the state on: ``[1]`` the parent pid, ``[3]`` the session id, ``[11]``/``[12]``
+    user/system CPU in clock ticks. Nothing on a system without /proc.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name in parentheses may hold spaces; the fields after its closing one do not.
+        yield int(entry.name), stat.rsplit(")", 1)[1].split()
+
+
 def _parents() -> dict[int, int]:
     """pid → parent pid of every process this user can see."""
+    if Path("/proc").is_dir():
+        return {pid: int(fields[1]) for pid, fields in proc_stats()}
     out: dict[int, int] = {}
-    proc = Path("/proc")
-    if proc.is_dir():
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # The command name in parentheses may hold spaces; the fields after its closing one do not.
-            out[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-        return out
     listing = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, check=False).stdout
     for line in listing.splitlines():
         pid, ppid = line.split()

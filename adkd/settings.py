@@ -213,6 +213,16 @@ def decode_workers_override() -> int | None:
     return int(value)
 
 
+def openmp_threads() -> int | None:
+    """``OMP_NUM_THREADS`` as a positive integer (Ray sets it to each worker's CPUs), else None.
+
+    torch reads it itself; adkd reads it to hold ONNX Runtime and OpenVINO, which do not, to the same budget.
+    Anything else (unset, empty, not a positive integer) is left to the runtimes' defaults, as torch does.
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def gate_memo_dir() -> Path | None:
     """Where the data gate remembers GX's results: ``ADKD_CACHE_DIR``/data-gate (read in every process, Ray
     workers too); None under ``ADKD_GATE_MEMO=off``."""

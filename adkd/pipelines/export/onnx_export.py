@@ -126,9 +126,9 @@ def _torch_export(graph: ExportGraph, dummy: torch.Tensor, path: Path, opset: in
 def _ort_session(path: Path) -> Any:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    from adkd.pipelines.predict.onnx_predictor import session_options
+
+    return ort.InferenceSession(str(path), sess_options=session_options(), providers=["CPUExecutionProvider"])
 
 
 def _noise_images(n: int, size: int, seed: int = 0) -> torch.Tensor:

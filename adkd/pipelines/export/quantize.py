@@ -104,9 +104,9 @@ def run_graph(path: Path, images: np.ndarray, batch_size: int = 8) -> tuple[np.n
     ONNX Runtime, for looking inside a graph; scoring for metrics goes through the predictor)."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    from adkd.pipelines.predict.onnx_predictor import session_options
+
+    session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     outs: list[list[np.ndarray]] = [[], [], []]
     for i in range(0, len(images), batch_size):
         for acc, value in zip(outs, session.run(list(OUTPUT_NAMES), {INPUT_NAME: images[i : i + batch_size]})):

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from adkd.errors import ConfigError
-from adkd.pipelines.predict.predictor import OUTPUTS, Loaded, Prediction, Predictor, decode_metadata
+from adkd.pipelines.predict.predictor import OUTPUTS, Loaded, Prediction, Predictor, decode_metadata, thread_budget
 
-__all__ = ["OUTPUTS", "Loaded", "OnnxPredictor", "Prediction", "available_providers"]
+__all__ = ["OUTPUTS", "Loaded", "OnnxPredictor", "Prediction", "available_providers", "session_options"]
 
 
 def _metadata(session: Any) -> dict[str, Any]:
@@ -25,6 +25,17 @@ def available_providers() -> list[str]:
     return [p for p in wanted if p in have]
 
 
+def session_options(threads: int | None = None) -> Any:
+    """ONNX Runtime options for every session adkd opens: its own log quiet, at most ``thread_budget`` threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads := thread_budget(threads):
+        opts.intra_op_num_threads = threads
+    return opts
+
+
 class OnnxPredictor(Predictor):
     """Loads an adkd ONNX file once into ONNX Runtime and predicts batches of images."""
 
@@ -36,12 +47,8 @@ class OnnxPredictor(Predictor):
         path = Path(onnx_path)
         if not path.is_file():
             raise ConfigError(f"model file {path} does not exist; export one with `adkd export`")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=available_providers())
+            self.session = ort.InferenceSession(str(path), session_options(threads), providers=available_providers())
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ConfigError(f"{path} is not a loadable ONNX model: {exc}") from None
         names = [o.name for o in self.session.get_outputs()]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from adkd.errors import ConfigError
-from adkd.pipelines.predict.predictor import OUTPUTS, Predictor, onnx_metadata
+from adkd.pipelines.predict.predictor import OUTPUTS, Predictor, onnx_metadata, thread_budget
 
 PRECISIONS = ("f32", "bf16")
 CACHE_SUBDIR = "openvino"
@@ -130,8 +130,8 @@ class OpenVinoPredictor(Predictor):
             raise ConfigError(f"{path} is not an adkd model (outputs {names}, expected {', '.join(OUTPUTS)})")
         self.precision = precision
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if threads := thread_budget(threads):
+            config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = _core().compile_model(model, "CPU", config)
         self._outputs = [self.compiled.output(name) for name in OUTPUTS]
         self._local = threading.local()  # an infer request is not thread-safe: one per serving thread

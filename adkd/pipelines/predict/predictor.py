@@ -18,6 +18,7 @@ from PIL import Image
 
 from adkd.errors import ConfigError, DataError
 from adkd.pipelines.data.geometry import Placement, fit, placement, unfit
+from adkd.settings import openmp_threads
 
 OUTPUTS = ("anomaly_map", "image_score", "normalized_score")  # as written by adkd.pipelines.export
 MIN_RANGE = 1e-12  # the smallest score range normalisation divides by (constant validation maps)
@@ -53,6 +54,18 @@ class Prediction:
             "verdict": "anomalous" if self.anomalous else "normal",
             "notes": "; ".join(self.notes),
         }
+
+
+def thread_budget(threads: int | None = None) -> int | None:
+    """The CPU threads a runtime may use: ``threads`` when given, else the process's OpenMP budget.
+
+    torch reads ``OMP_NUM_THREADS``; ONNX Runtime and OpenVINO do not and start a thread per core. Ray sets the
+    variable to each worker's CPUs, so without this a category packed on one CPU trained with one thread and
+    then scored its artifact with every core. None (nothing set): the runtime's own default.
+    """
+    if threads:
+        return int(threads)
+    return openmp_threads()
 
 
 def onnx_metadata(path: Path) -> dict[str, Any]:

@@ -15,10 +15,11 @@ def _onnx_example(onnx_path: Path) -> tuple[dict[str, Any], Any]:
     from mlflow.models import infer_signature
 
     from adkd.pipelines.export import INPUT_NAME, read_metadata
+    from adkd.pipelines.predict.onnx_predictor import session_options
 
     size = int(read_metadata(onnx_path)["image_size"])
     example = {INPUT_NAME: np.full((1, size, size, 3), 128, dtype=np.uint8)}
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_path), session_options(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     outputs = dict(zip(names, session.run(None, example)))
     return example, infer_signature(example, outputs)

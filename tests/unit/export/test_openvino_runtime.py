@@ -114,6 +114,25 @@ def test_runtime_names_are_checked(models: dict, tmp_path: Path) -> None:
     assert (auto.runtime, auto.runtime_reason) == ("onnxruntime", "auto: no runtime was timed at export")
 
 
+def test_both_runtimes_keep_to_the_processs_thread_budget(
+    models: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray gives each worker OMP_NUM_THREADS = its CPUs; ONNX Runtime and OpenVINO must not take every core."""
+    path, _ = models["stfpm"]
+
+    def threads(runtime: str, **kwargs: int) -> tuple[int, int]:
+        predictor = open_predictor(path, runtime, cache_dir=tmp_path, **kwargs)
+        if runtime == "onnxruntime":
+            return predictor.session.get_session_options().intra_op_num_threads, 0
+        return 0, int(predictor.compiled.get_property("INFERENCE_NUM_THREADS"))
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads("onnxruntime") == (1, 0) and threads("openvino") == (0, 1)
+    assert threads("onnxruntime", threads=2) == (2, 0)  # an explicit count wins
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert threads("onnxruntime") == (0, 0)  # nothing set: ONNX Runtime's own default (0 = a thread per core)
+
+
 def test_nncf_int8_is_gated_and_runs_in_openvino(models: dict, tmp_path: Path) -> None:
     source, _ = models["stfpm"]
     fp32 = tmp_path / "model.onnx"

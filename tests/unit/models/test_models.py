@@ -245,6 +245,27 @@ def test_rd_loss_modes_differ_as_documented() -> None:
     assert cosine_loss([t], [s2], "flatten").item() == pytest.approx(1 - (1 - 3) / (2**0.5 * 10**0.5))
 
 
+def test_flattened_cosine_reads_channels_last_maps_without_copying_them() -> None:
+    """Value and gradients as for C·H·W maps; a channels-last student is read in memory order (no clone)."""
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, c, s, s) for c, s in ((64, 16), (128, 8))]
+    student = [torch.randn(2, c, s, s) for c, s in ((64, 16), (128, 8))]
+    plain = [x.clone().requires_grad_() for x in student]
+    dense = [x.contiguous(memory_format=torch.channels_last).requires_grad_() for x in student]
+    last = [t.contiguous(memory_format=torch.channels_last) for t in teacher]
+    want = cosine_loss(teacher, plain, "flatten")
+    with profile() as prof:
+        got = cosine_loss(last, dense, "flatten")
+    assert "aten::clone" not in {e.key for e in prof.key_averages()}
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    want.backward()
+    got.backward()
+    for a, b in zip(dense, plain):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-8)
+
+
 def test_stfpm_ae_loss_is_alpha_recon_plus_similarity() -> None:
     model = build_model("stfpm-ae", "resnet18", weights="none", image_size=64, alpha=0.01)
     model.train()

@@ -8,7 +8,7 @@ import torch
 from adkd.models.zoo import build_model
 from adkd.pipelines.train.presets import resolve_config
 from adkd.pipelines.train.runtime import Runtime
-from adkd.pipelines.train.steps import build_optimizer, held_out_loss, loss_mode
+from adkd.pipelines.train.steps import DenseAdam, build_optimizer, held_out_loss, loss_mode
 
 
 def test_stfpm_ae_paper_optimizer_has_a_slower_autoencoder() -> None:
@@ -32,6 +32,41 @@ def test_rd_paper_optimizer_is_adam_with_rd4ad_betas() -> None:
     assert opt.param_groups[0]["betas"] == (0.5, 0.999) and opt.param_groups[0]["lr"] == 0.005
     teacher = {id(p) for p in model.teacher.parameters()}
     assert not teacher & {id(p) for g in opt.param_groups for p in g["params"]}
+
+
+def test_dense_adam_updates_channels_last_weights_as_fused_adam_does_without_copying_them() -> None:
+    from torch.profiler import profile
+
+    def net() -> torch.nn.Module:
+        torch.manual_seed(0)
+        layers = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3), torch.nn.Conv2d(16, 4, 1), torch.nn.Flatten())
+        return layers.to(memory_format=torch.channels_last)
+
+    x = torch.randn(2, 8, 10, 10).contiguous(memory_format=torch.channels_last)
+    models = {"adam": net(), "dense": net()}
+    opts = {
+        "adam": torch.optim.Adam(models["adam"].parameters(), lr=0.01, betas=(0.5, 0.999), fused=True),
+        "dense": DenseAdam(models["dense"].parameters(), lr=0.01, betas=(0.5, 0.999), fused=True),
+    }
+    for step in range(3):
+        for name, model in models.items():
+            opts[name].zero_grad()
+            model(x).square().mean().backward()
+            if name == "dense" and step == 2:
+                with profile() as prof:
+                    opts[name].step()
+            else:
+                opts[name].step()
+    assert models["dense"][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert "aten::clone" not in {e.key for e in prof.key_averages()}  # fused Adam alone clones each such weight
+    for a, b in zip(models["dense"].parameters(), models["adam"].parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+    state = {k: v for k, v in opts["dense"].state_dict()["state"][0].items()}
+    want = opts["adam"].state_dict()["state"][0]
+    assert state["exp_avg"].shape == want["exp_avg"].shape == (16, 8, 3, 3)
+    torch.testing.assert_close(state["exp_avg_sq"], want["exp_avg_sq"], rtol=0, atol=1e-9)
+    rd = build_optimizer(build_model("rd", backbone="resnet18", weights="none"), resolve_config("rd", "paper", "c", "/d"))
+    assert type(rd) is DenseAdam and rd.param_groups[0]["fused"]
 
 
 def test_held_out_loss_leaves_batchnorm_and_rng_alone() -> None:

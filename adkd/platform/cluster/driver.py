@@ -13,7 +13,6 @@ only the driver's listeners create runs and register versions, so there is one o
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import math
@@ -298,37 +297,19 @@ def make_trainer(address: str | None, workers: int, train_fn: Any, **kwargs: Any
     all, no ``import torch`` in the run's TrainController (Ray's torch backend module imports it at the top);
     that import took the actor from 1.6 to 3.4 CPU-s per category (sampled per process during
     `adkd train --all-categories`, one category). Several workers get the TorchTrainer (NCCL on GPUs, gloo on
-    CPUs). On the embedded Ray both leave out the helper actors such a run never uses (``_embedded``).
+    CPUs). On the embedded Ray both leave out the helper actors such a run never uses
+    (``adkd.platform.cluster.embedded``).
     """
     from ray.train import BackendConfig
     from ray.train.torch import TorchTrainer
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
+    from adkd.platform.cluster.embedded import embedded_trainer
+
     if workers == 1:
-        cls = DataParallelTrainer if address else _embedded(DataParallelTrainer)
+        cls = DataParallelTrainer if address else embedded_trainer(DataParallelTrainer)
         return cls(train_fn, backend_config=BackendConfig(), **kwargs)
-    return (TorchTrainer if address else _embedded(TorchTrainer))(train_fn, **kwargs)
-
-
-@functools.cache
-def _embedded(trainer: type) -> type:
-    """``trainer`` without the DatasetsCallback and the PlacementGroupCleanerCallback.
-
-    Ray Train starts a DatasetManager actor for every run (also one without Ray Datasets: adkd reads its data
-    itself) and a detached PlacementGroupCleaner that frees the run's resources should its controller die
-    while the cluster lives on. The embedded Ray lives and dies with this process, and there are no datasets,
-    so both are processes that only cost: about 3.5 CPU-s per category (sampled per process during
-    `adkd train --all-categories`, 39.7 against 32.7 CPU-s for two categories). A cluster keeps both.
-    """
-    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
-    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
-
-    unused = (DatasetsCallback, PlacementGroupCleanerCallback)
-
-    def _create_default_callbacks(self: Any) -> list[Any]:
-        return [cb for cb in trainer._create_default_callbacks(self) if not isinstance(cb, unused)]
-
-    return type(f"Embedded{trainer.__name__}", (trainer,), {"_create_default_callbacks": _create_default_callbacks})
+    return (TorchTrainer if address else embedded_trainer(TorchTrainer))(train_fn, **kwargs)
 
 
 def _finish(category: str, state: _CategoryState, run_dir: Path, started: float) -> TrainResult:

@@ -58,8 +58,46 @@ def test_a_one_worker_runs_controller_state_loads_without_torch(tmp_path: Path) 
     code = "import pickle, sys; pickle.loads(sys.stdin.buffer.read()); print('torch' in sys.modules)"
     loaded = {}
     for workers in (1, 2):
-        blob = cloudpickle.dumps(_trainer(None, workers, tmp_path).train_run_context)
+        trainer = _trainer(None, workers, tmp_path)
+        # What the embedded controller is given besides: its scaling policy (LocalScalingPolicy, from this package).
+        policy = _controller_kwargs(trainer)["scaling_policy"]
+        blob = cloudpickle.dumps((trainer.train_run_context, policy))
         proc = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, timeout=120)
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
         loaded[workers] = proc.stdout.decode().strip()
     assert loaded == {1: "False", 2: "True"}
+
+
+def _controller_kwargs(trainer: Any) -> dict[str, Any]:
+    """What ``trainer`` hands Ray Train's controller, as ``fit`` builds it (the parent class's launch is not run)."""
+    from ray.train.v2._internal.execution.scaling_policy import create_scaling_policy
+
+    seen: dict[str, Any] = {}
+    parent = next(
+        c
+        for c in type(trainer).__mro__
+        if "_initialize_and_run_controller" in vars(c) and not c.__name__.startswith("Embedded")
+    )
+    original = parent._initialize_and_run_controller
+    try:
+        parent._initialize_and_run_controller = lambda self, **kwargs: seen.update(kwargs)
+        trainer._initialize_and_run_controller(scaling_policy=create_scaling_policy(trainer.scaling_config))
+    finally:
+        parent._initialize_and_run_controller = original
+    return seen
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_embedded_controller_asks_no_autoscaler_for_resources(workers: int, tmp_path: Path) -> None:
+    from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy, ResizeDecision
+
+    from adkd.platform.cluster.embedded import LocalScalingPolicy
+
+    cluster = _controller_kwargs(_trainer("127.0.0.1:6379", workers, tmp_path))["scaling_policy"]
+    embedded = _controller_kwargs(_trainer(None, workers, tmp_path))["scaling_policy"]
+    assert type(cluster) is FixedScalingPolicy and type(embedded) is LocalScalingPolicy
+    # Ray Train's own policy makes a coordinator client here and sends its first request (which would start Ray).
+    embedded.after_controller_start(type("Context", (), {"run_id": "r"})())
+    assert embedded._coordinator_client is None
+    decision = embedded.make_decision_for_non_running_worker_group()
+    assert isinstance(decision, ResizeDecision) and decision.num_workers == workers

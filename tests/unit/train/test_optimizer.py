@@ -61,11 +61,12 @@ def test_dense_adam_updates_channels_last_weights_as_fused_adam_does_without_cop
     assert "aten::clone" not in {e.key for e in prof.key_averages()}  # fused Adam alone clones each such weight
     for a, b in zip(models["dense"].parameters(), models["adam"].parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
-    state = {k: v for k, v in opts["dense"].state_dict()["state"][0].items()}
+    state = opts["dense"].state_dict()["state"][0]
     want = opts["adam"].state_dict()["state"][0]
     assert state["exp_avg"].shape == want["exp_avg"].shape == (16, 8, 3, 3)
     torch.testing.assert_close(state["exp_avg_sq"], want["exp_avg_sq"], rtol=0, atol=1e-9)
-    rd = build_optimizer(build_model("rd", backbone="resnet18", weights="none"), resolve_config("rd", "paper", "c", "/d"))
+    rd_model = build_model("rd", backbone="resnet18", weights="none")
+    rd = build_optimizer(rd_model, resolve_config("rd", "paper", "c", "/d"))
     assert type(rd) is DenseAdam and rd.param_groups[0]["fused"]
 
 

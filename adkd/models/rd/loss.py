@@ -7,13 +7,9 @@ from collections.abc import Sequence
 import torch
 
 from adkd.models.components.anomaly_map import cosine_distance
+from adkd.models.components.layout import NHWC, channels_last_only
 
 LOSS_MODES = ("flatten", "pixel")
-MEMORY_ORDER = (0, 2, 3, 1)  # N, H, W, C: how a channels-last map lies in memory
-
-
-def _channels_last_only(t: torch.Tensor) -> bool:
-    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
 def cosine_loss(
@@ -32,7 +28,7 @@ def cosine_loss(
         if mode == "flatten":
             # One cosine per image over all C·H·W values, whatever order both are read in: channels-last maps
             # are read in memory order (a view) instead of being copied into C·H·W order, forward and backward.
-            order = MEMORY_ORDER if _channels_last_only(s) else (0, 1, 2, 3)
+            order = NHWC if channels_last_only(s) else (0, 1, 2, 3)
             t, s = t.permute(order).flatten(1), s.permute(order).flatten(1)
         total = total + cosine_distance(t, s, dim=1).mean()
     return total

@@ -1,0 +1,96 @@
+"""What one `make test` costs on this machine: wall clock, the machine's busy CPU seconds, and the outcome.
+
+    .venv/bin/python benchmarks/suite_time.py [--repeats 1] [--tag cpu2] [-- COMMAND ...]
+
+The suite is CPU-bound on a small machine (both cores busy nearly all the time), so its wall clock is about the
+busy CPU seconds over the cores, and the same code runs slower when the machine itself is slower: each run
+records both, read from the ``cpu`` line of /proc/stat before and after (user, nice, system, irq, softirq and
+steal count as busy), with the load averages before. Run it with nothing else on the machine. The command
+(default ``make test``) runs from the repository root; pytest's summary line gives the outcome. Writes
+benchmarks/results/suite_time-<tag>.json and a RESULTS.md section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+HZ = os.sysconf("SC_CLK_TCK")
+BUSY = (0, 1, 2, 5, 6, 7)  # user, nice, system, irq, softirq, steal (guest time is inside user already)
+SUMMARY = re.compile(r"^=*\s*(\d+ (?:passed|failed).*?) in ([\d.]+)s", re.M)
+
+
+def cpu_times() -> list[int]:
+    """The machine's ``cpu`` line of /proc/stat, in clock ticks."""
+    with open("/proc/stat") as fh:
+        return [int(v) for v in fh.readline().split()[1:]]
+
+
+def run_once(command: list[str]) -> dict[str, Any]:
+    load = os.getloadavg()
+    before, started = cpu_times(), time.monotonic()
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    wall, after = time.monotonic() - started, cpu_times()
+    delta = [b - a for a, b in zip(before, after)]
+    summaries = SUMMARY.findall(proc.stdout + proc.stderr)
+    outcome, pytest_s = summaries[-1] if summaries else ("no pytest summary", "nan")
+    return {
+        "rc": proc.returncode,
+        "wall_s": wall,
+        "pytest_s": float(pytest_s),
+        "outcome": outcome,
+        "busy_cpu_s": sum(delta[i] for i in BUSY) / HZ,
+        "all_cpu_s": sum(delta[:8]) / HZ,
+        "load_before": [round(x, 2) for x in load],
+    }
+
+
+def main() -> None:
+    from accuracy import write_section
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--tag", default="cpu2")
+    p.add_argument("command", nargs="*", default=["make", "test"], help="what to time (default: make test)")
+    args = p.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    runs = []
+    for _ in range(args.repeats):
+        runs.append(run_once(args.command))
+        print(json.dumps(runs[-1]), flush=True)
+    meta = {"command": " ".join(args.command), "commit": commit.stdout.strip(), "cpus": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+    out = REPO / "benchmarks" / "results" / f"suite_time-{args.tag}.json"
+    out.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
+    lines = [
+        f"### `{meta['command']}` on this machine",
+        "",
+        f"{meta['cpus']} CPUs, commit {meta['commit']}, {meta['date']}, one run at a time with nothing else running "
+        f"(`benchmarks/suite_time.py --repeats {args.repeats} --tag {args.tag}`):",
+        "",
+        "| run | wall | pytest | outcome | busy CPU-s | busy / all CPU | load before (1/5/15 min) |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {i} | {r['wall_s'] / 60:.0f} min {r['wall_s'] % 60:.0f} s | {r['pytest_s']:.0f} s | {r['outcome']} | "
+            f"{r['busy_cpu_s']:.0f} | {r['busy_cpu_s'] / max(r['all_cpu_s'], 1e-9):.0%} | "
+            f"{' / '.join(f'{x:.1f}' for x in r['load_before'])} |"
+            for i, r in enumerate(runs, start=1)
+        ),
+    ]
+    write_section(f"suite_time-{args.tag}", "\n".join(lines))
+    print("\n".join(lines))
+    if any(r["rc"] for r in runs):
+        raise SystemExit(f"{meta['command']} failed in {sum(1 for r in runs if r['rc'])} of {len(runs)} runs")
+
+
+if __name__ == "__main__":
+    main()

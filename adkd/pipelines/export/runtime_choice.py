@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from adkd.pipelines.export.onnx_export import read_metadata, set_metadata
+from adkd.pipelines.predict.predictor import thread_budget
 
 BATCHES = (1, 8)
 
@@ -134,7 +135,7 @@ def choose_runtime(
         "timings_ms_per_image": timings,
         "candidates": notes,
         "cpu": cpu_name(),
-        "threads": threads or os.cpu_count(),
+        "threads": thread_budget(threads) or os.cpu_count(),  # what the predictors above ran on
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "timed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "openvino_precision_hint": {"openvino-int8": "f32"},

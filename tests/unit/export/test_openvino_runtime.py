@@ -129,6 +129,10 @@ def test_both_runtimes_keep_to_the_processs_thread_budget(
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert threads("onnxruntime") == (1, 0) and threads("openvino") == (0, 1)
     assert threads("onnxruntime", threads=2) == (2, 0)  # an explicit count wins
+    # What `auto` records for its timings is what they ran on.
+    timed = tmp_path / "model.onnx"
+    timed.write_bytes(path.read_bytes())
+    assert choose_runtime(timed, repeats=1, rounds=1)["threads"] == 1
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert threads("onnxruntime") == (0, 0)  # nothing set: ONNX Runtime's own default (0 = a thread per core)
 

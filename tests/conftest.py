@@ -83,10 +83,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # xdist gives each worker one group, then a second to every worker with at most two tests still to run:
     # the README test's worker (2 tests) takes the group after the first round at once and runs it only when the
     # README test ends, 12 minutes in. Measured: test_multinode (84 s) waited there and started at 715 s. So
-    # the group in that place is the one with the fewest tests outside the Ray modules.
+    # the group in that place is a light one (a unit module) with at least two tests: xdist asks again each time
+    # a test ends, and when the README's quick test ended first, a one-test group there left "two to run" and the
+    # worker took a third group at once (measured: test_multinode again, 826-945 s; with -n 4 test_gpu_check,
+    # which then ran last, 1006-1075 s).
     workers = int(getattr(config, "workerinput", {}).get("workercount", 0))
     if 0 < workers < len(order) and order[0] in LONGEST_FIRST:
-        light = min((g for g in order if rank(g)[0] == 2), key=lambda g: sizes[g], default=None)
+        units = [g for g in order if rank(g)[0] == 2 and g.startswith("tests/unit/") and sizes[g] >= 2]
+        light = min(units, key=lambda g: sizes[g], default=None)
         if light is not None:
             order.remove(light)
             order.insert(workers, light)

@@ -297,19 +297,19 @@ def make_trainer(address: str | None, workers: int, train_fn: Any, **kwargs: Any
     all, no ``import torch`` in the run's TrainController (Ray's torch backend module imports it at the top);
     that import took the actor from 1.6 to 3.4 CPU-s per category (sampled per process during
     `adkd train --all-categories`, one category). Several workers get the TorchTrainer (NCCL on GPUs, gloo on
-    CPUs). On the embedded Ray both leave out the helper actors such a run never uses
-    (``adkd.platform.cluster.embedded``).
+    CPUs). Both leave out the helper actors such a run never uses (``adkd.platform.cluster.embedded``): on the
+    embedded Ray all of them, on a cluster the Ray Datasets one.
     """
     from ray.train import BackendConfig
     from ray.train.torch import TorchTrainer
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    from adkd.platform.cluster.embedded import embedded_trainer
+    from adkd.platform.cluster.embedded import cluster_trainer, embedded_trainer
 
+    trimmed = cluster_trainer if address else embedded_trainer
     if workers == 1:
-        cls = DataParallelTrainer if address else embedded_trainer(DataParallelTrainer)
-        return cls(train_fn, backend_config=BackendConfig(), **kwargs)
-    return (TorchTrainer if address else embedded_trainer(TorchTrainer))(train_fn, **kwargs)
+        return trimmed(DataParallelTrainer)(train_fn, backend_config=BackendConfig(), **kwargs)
+    return trimmed(TorchTrainer)(train_fn, **kwargs)
 
 
 def _finish(category: str, state: _CategoryState, run_dir: Path, started: float) -> TrainResult:

@@ -1,8 +1,9 @@
-"""Ray Train on the embedded Ray: a run without the helpers that only a shared or autoscaling cluster uses.
+"""Ray Train without the helper actors adkd's runs never use: fewer processes per category.
 
 ``embedded_trainer(cls)`` is ``cls`` (Ray Train's DataParallelTrainer or TorchTrainer) for a Ray that lives and
-dies with this process on this machine, with no Ray Datasets and no autoscaler. Each run's TrainController
-unpickles its scaling policy from here, so this module imports nothing but Ray.
+dies with this process on this machine, with no Ray Datasets and no autoscaler; ``cluster_trainer(cls)`` is
+``cls`` for a shared cluster, without the Ray Datasets helper only. Each run's TrainController unpickles its
+scaling policy from here, so this module imports nothing but Ray.
 """
 
 from __future__ import annotations
@@ -62,3 +63,20 @@ def embedded_trainer(trainer: type) -> type:
         "_initialize_and_run_controller": _initialize_and_run_controller,
     }
     return type(f"Embedded{trainer.__name__}", (trainer,), members)
+
+
+@functools.cache
+def cluster_trainer(trainer: type) -> type:
+    """``trainer`` without the DatasetsCallback, for a shared cluster.
+
+    adkd reads its data itself and never hands Ray Train a dataset, so the DatasetManager actor the callback
+    starts for every run only costs a process per category (2 CPU-s each, sampled per process on a 2-node
+    `ray start` cluster). The PlacementGroupCleaner, the preemption watcher and the autoscaler requests stay:
+    on a cluster that outlives the driver, or grows, they do their work.
+    """
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+    def _create_default_callbacks(self: Any) -> list[Any]:
+        return [cb for cb in trainer._create_default_callbacks(self) if not isinstance(cb, DatasetsCallback)]
+
+    return type(f"Cluster{trainer.__name__}", (trainer,), {"_create_default_callbacks": _create_default_callbacks})

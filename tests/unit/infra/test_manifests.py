@@ -123,7 +123,7 @@ def test_the_parser_check_can_fail() -> None:
         "adkd registry promote --all --best --to production",
         "adkd server start --backend-store-uri postgresql://mlflow@db/mlflow --artifacts-destination s3://adkd-artifacts",
         "adkd predict demo-data/disc/test --model models:/adkd-disc@production --out predictions",
-        "adkd tune --category disc --data demo-data --model mrkd --num-samples 4 --epochs 3",
+        "adkd tune --category disc --data demo-data --model mrkd --num-samples 2 --epochs 2",
     ],
 )
 def test_readme_commands_parse(line: str) -> None:

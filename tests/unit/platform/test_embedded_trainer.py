@@ -1,6 +1,6 @@
 """The trainer of one category's Ray run: torch's process group only for several workers (a one-worker run's
 controller never imports torch), and on the embedded Ray none of the helper actors a one-machine run without
-Ray Datasets never uses; a cluster's trainer keeps every one of Ray Train's callbacks."""
+Ray Datasets never uses; a cluster's trainer keeps every one of Ray Train's callbacks but the Ray Datasets one."""
 
 from __future__ import annotations
 
@@ -36,9 +36,21 @@ def test_embedded_trainer_starts_no_dataset_manager_and_no_placement_group_clean
     workers: int, tmp_path: Path
 ) -> None:
     embedded, cluster = _callbacks(None, workers, tmp_path), _callbacks("127.0.0.1:6379", workers, tmp_path)
-    assert cluster - embedded == {"DatasetsCallback", "PlacementGroupCleanerCallback"}
+    assert cluster - embedded == {"PlacementGroupCleanerCallback"}
     # What the run needs stays: the backend, the devices, the user's callbacks.
     assert {"BackendSetupCallback", "AcceleratorSetupCallback", "UserCallbackHandler"} <= embedded
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_trainer_starts_a_dataset_manager_and_a_clusters_keeps_the_rest(workers: int, tmp_path: Path) -> None:
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    base = TorchTrainer if workers > 1 else DataParallelTrainer
+    stock = {type(callback).__name__ for callback in base._create_default_callbacks(_trainer("a:1", workers, tmp_path))}
+    assert "DatasetsCallback" in stock  # Ray Train starts one for every run, datasets or not
+    assert stock - _callbacks("127.0.0.1:6379", workers, tmp_path) == {"DatasetsCallback"}
+    assert "DatasetsCallback" not in _callbacks(None, workers, tmp_path)
 
 
 def test_only_several_workers_get_torchs_process_group(tmp_path: Path) -> None:

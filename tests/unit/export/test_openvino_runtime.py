@@ -182,8 +182,13 @@ def test_nncf_int8_is_gated_and_runs_in_openvino(models: dict, tmp_path: Path) -
     assert out == ov_int8_path_for(fp32) == variant_path(fp32, "openvino-int8") and gate.ok
     assert gate.score_correlation >= 0.95 and gate.map_correlation >= 0.95
     meta = read_metadata(out)
-    assert (meta["precision"], meta["runtime"], meta["int8_scheme"]) == ("int8", "openvino", "nncf-openvino")
+    assert (meta["precision"], meta["runtime"]) == ("int8", "openvino")
+    # Both presets passed here; the kept one is the closer of the two on the held-out images.
+    candidates = meta["int8_candidates"]
+    assert set(candidates) == {"nncf-openvino", "nncf-openvino-mixed"}
+    assert candidates[meta["int8_scheme"]] == max(candidates.values()) == round(gate.score_correlation, 6)
     assert meta["int8_gate"]["ok"] is True and "parity" not in meta
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.ov.int8.onnx"]
     graph = onnx.load(str(out)).graph
     dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     convs = [n for n in graph.node if n.op_type == "Conv" and n.name.startswith("/model/")]
@@ -213,6 +218,49 @@ def _zero_network_weights(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def _degrade_network_weights(path: Path, spread: float) -> None:
+    """A less faithful int8 model: each quantized weight's scale off by a seeded factor in 1 +- ``spread``."""
+    model = onnx.load(str(path))
+    int8 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    weights = {i.name for i in model.graph.initializer if i.data_type in int8}
+    scales = {n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights}
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        if init.name in scales:
+            value = onnx.numpy_helper.to_array(init)
+            off = value * (1 + rng.uniform(-spread, spread, value.shape)).astype(value.dtype)
+            init.CopyFrom(onnx.numpy_helper.from_array(off, init.name))
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("degraded, kept", [("performance", "nncf-openvino-mixed"), ("mixed", "nncf-openvino")])
+def test_of_two_passing_presets_the_closer_to_fp32_is_kept(
+    models: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, degraded: str, kept: str
+) -> None:
+    from adkd.pipelines.export import openvino_int8
+
+    source, _ = models["stfpm"]
+    fp32 = tmp_path / "model.onnx"
+    fp32.write_bytes(source.read_bytes())
+    real = openvino_int8.nncf_quantize
+
+    def quantize(source: Path, calibration: np.ndarray, out: Path, preset: str = "performance") -> Path:
+        path = real(source, calibration, out, preset)
+        if preset == degraded:
+            _degrade_network_weights(path, 0.05)
+        return path
+
+    monkeypatch.setattr(openvino_int8, "nncf_quantize", quantize)
+    # Bounds both pass: here the choice between two passing files is under test, not the gate.
+    loose = GateBounds(min_score_correlation=0.5, min_map_correlation=0.5, max_auroc_drop=1.0, max_fpr_rise=1.0)
+    out, gate = quantize_openvino(fp32, _validation(), bounds=loose)
+    meta = read_metadata(out)
+    candidates = meta["int8_candidates"]
+    assert meta["int8_scheme"] == kept and all(isinstance(v, float) for v in candidates.values()), candidates
+    assert candidates[kept] == round(gate.score_correlation, 6) > candidates[openvino_int8.SCHEMES[degraded]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.ov.int8.onnx"]
+
+
 def test_a_refused_performance_preset_falls_back_to_the_mixed_one(
     models: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,7 +280,9 @@ def test_a_refused_performance_preset_falls_back_to_the_mixed_one(
     monkeypatch.setattr(openvino_int8, "nncf_quantize", quantize)
     loose = GateBounds(max_auroc_drop=1.0, max_fpr_rise=1.0)  # noise images: agreement bounds only
     out, gate = quantize_openvino(fp32, _validation(), bounds=loose)
-    assert gate.ok and read_metadata(out)["int8_scheme"] == "nncf-openvino-mixed"
+    meta = read_metadata(out)
+    assert gate.ok and meta["int8_scheme"] == "nncf-openvino-mixed"
+    assert meta["int8_candidates"]["nncf-openvino"] == "refused"
     assert open_predictor(out).runtime == "openvino-int8"
 
     out.unlink()

@@ -80,7 +80,8 @@ def main() -> None:
         "| run | wall | pytest | outcome | busy CPU-s | busy / all CPU | load before (1/5/15 min) |",
         "|---|---|---|---|---|---|---|",
         *(
-            f"| {i} | {r['wall_s'] / 60:.0f} min {r['wall_s'] % 60:.0f} s | {r['pytest_s']:.0f} s | {r['outcome']} | "
+            f"| {i} | {int(r['wall_s'] // 60)} min {int(r['wall_s'] % 60)} s | {r['pytest_s']:.0f} s | "
+            f"{r['outcome']} | "
             f"{r['busy_cpu_s']:.0f} | {r['busy_cpu_s'] / max(r['all_cpu_s'], 1e-9):.0%} | "
             f"{' / '.join(f'{x:.1f}' for x in r['load_before'])} |"
             for i, r in enumerate(runs, start=1)

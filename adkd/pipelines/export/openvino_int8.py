@@ -18,9 +18,9 @@ held-out image scores agree most with the fp32 model's (the gate's score correla
 kept, and the metadata's ``int8_candidates`` records each preset's correlation or refusal. Passing the gate's
 bounds was not enough on rd (ResNet18, bottle 256 px, 3 epochs, `benchmarks/int8_runtimes.py`'s model): the
 performance preset passed (score r 0.9983) yet lost 1.03 points of test image AUROC, the mixed one (r 0.9989)
-0.47; on an earlier rd model the gate refused the performance preset outright. Both run at 0.25-0.30x ONNX
-Runtime fp32 at batch 1 there, so the closer one costs little speed; quantizing twice costs the export one
-more NNCF pass and gate (about 4 s at 256 px).
+0.47; on an earlier rd model the gate refused the performance preset outright. The closer one can be the
+slower one (rd at batch 1: mixed 0.36x ONNX Runtime fp32, performance 0.26x), still well under fp32; the export
+pays one more NNCF pass and gate, on one fp32 scoring of the gate images shared by both.
 """
 
 from __future__ import annotations
@@ -37,7 +37,14 @@ import numpy as np
 
 from adkd.pipelines.export.int8_gate import Int8Gate
 from adkd.pipelines.export.onnx_export import INPUT_NAME, ExportError, read_metadata, set_metadata
-from adkd.pipelines.export.quantize import _NOT_COPIED, _raw_metadata, calibration_batches, gated_int8, network_nodes
+from adkd.pipelines.export.quantize import (
+    _NOT_COPIED,
+    _raw_metadata,
+    calibration_batches,
+    gate_reference,
+    gated_int8,
+    network_nodes,
+)
 
 OV_INT8_SUFFIX = ".ov.int8.onnx"  # adkd.pipelines.predict.runtimes.SUFFIXES["openvino-int8"]
 # Recorded as int8_scheme: NNCF's presets for OpenVINO's CPU plugin, in the order they are tried.
@@ -116,6 +123,9 @@ def quantize_openvino(
     """
     fp32_path = Path(fp32_path)
     out = Path(out_path) if out_path else ov_int8_path_for(fp32_path)
+    if gate.get("reference") is None:  # both presets are gated against one scoring of the fp32 file
+        shared = ("valid", "seed", "threshold_quantile", "source", "threads")
+        gate["reference"] = gate_reference(fp32_path, validation_images, **{k: gate[k] for k in shared if k in gate})
     refusals: list[str] = []
     passed: dict[str, tuple[Path, Int8Gate]] = {}
     try:

@@ -47,22 +47,18 @@ def embedded_trainer(trainer: type) -> type:
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-    unused = (DatasetsCallback, PlacementGroupCleanerCallback)
-
-    def _create_default_callbacks(self: Any) -> list[Any]:
-        return [cb for cb in trainer._create_default_callbacks(self) if not isinstance(cb, unused)]
-
     def _initialize_and_run_controller(self: Any, **controller_kwargs: Any) -> Any:
         policy = controller_kwargs.get("scaling_policy")
         if type(policy) is FixedScalingPolicy:  # an elastic policy (not used by adkd) is left as it is
             controller_kwargs["scaling_policy"] = LocalScalingPolicy(policy.scaling_config)
         return trainer._initialize_and_run_controller(self, **controller_kwargs)
 
-    members = {
-        "_create_default_callbacks": _create_default_callbacks,
-        "_initialize_and_run_controller": _initialize_and_run_controller,
-    }
-    return type(f"Embedded{trainer.__name__}", (trainer,), members)
+    return _without_callbacks(
+        trainer,
+        "Embedded",
+        (DatasetsCallback, PlacementGroupCleanerCallback),
+        _initialize_and_run_controller=_initialize_and_run_controller,
+    )
 
 
 @functools.cache
@@ -76,7 +72,15 @@ def cluster_trainer(trainer: type) -> type:
     """
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 
-    def _create_default_callbacks(self: Any) -> list[Any]:
-        return [cb for cb in trainer._create_default_callbacks(self) if not isinstance(cb, DatasetsCallback)]
+    return _without_callbacks(trainer, "Cluster", (DatasetsCallback,))
 
-    return type(f"Cluster{trainer.__name__}", (trainer,), {"_create_default_callbacks": _create_default_callbacks})
+
+def _without_callbacks(trainer: type, prefix: str, unused: tuple[type, ...], **members: Any) -> type:
+    """A subclass ``<prefix><trainer>`` whose default callbacks leave out instances of ``unused``."""
+
+    def _create_default_callbacks(self: Any) -> list[Any]:
+        return [cb for cb in trainer._create_default_callbacks(self) if not isinstance(cb, unused)]
+
+    return type(
+        f"{prefix}{trainer.__name__}", (trainer,), {"_create_default_callbacks": _create_default_callbacks, **members}
+    )

@@ -11,7 +11,7 @@
 # On a bare GPU image, benchmarks/gpu_bundle.sh packs the missing packages (Ray, pydantic) and says how to use them.
 # Budget on one GPU, each part under its own timeout: tests <= 5 min, table <= 3 min, moonshot <= 7 min. One
 # device command is at most 10 minutes: run `--parts table,moonshot` (the tests passed on an H200 already).
-# --dry-run: on CPU at tiny sizes (the gpu tests skip, the table runs resnet18 at 64 px), for CI. A dry run never
+# --dry-run: on CPU at tiny sizes (the gpu tests skip, the table runs resnet18 at 32 px), for CI. A dry run never
 # writes into benchmarks/results/ (where the real GPU figures live): without --out it writes to a new temporary
 # folder (named at the start and the end), and an --out inside benchmarks/results/ is refused.
 set -euo pipefail

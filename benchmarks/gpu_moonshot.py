@@ -19,7 +19,7 @@ Parts (each under the time it is given; a failed part is recorded and the next o
   skipped with a note on one GPU.
 
 ``--data``: an MVTec-layout root (the real bottle, carried into a git-ignored folder, see gpu_bundle.sh);
-categories it lacks are made with ``adkd data synth`` at 256 px beside it. ``--dry-run``: CPU, resnet18, 64 px,
+categories it lacks are made with ``adkd data synth`` at 256 px beside it. ``--dry-run``: CPU, resnet18, 32 px,
 batch 2, one epoch, no compile: checks the script end to end. Writes DIR/gpu_moonshot.json and .md.
 """
 
@@ -300,7 +300,7 @@ def main() -> None:
     args.data = (args.data or args.out / "data").resolve()
     args.data.mkdir(parents=True, exist_ok=True)
     if args.dry_run:
-        args.backbone, args.size, args.batch, args.steps, args.epochs, args.categories = "resnet18", 64, 2, 1, 2, 2
+        args.backbone, args.size, args.batch, args.steps, args.epochs, args.categories = "resnet18", 32, 2, 1, 2, 2
         args.n_train = 16
     else:
         args.backbone, args.size, args.batch, args.steps, args.epochs = "wide_resnet50_2", 256, 64, 20, 10

@@ -5,7 +5,7 @@
 Rows: rd and mrkd with wide_resnet50_2 at 256 px, stfpm with resnet18 at 256 px (random weights: the
 speed does not depend on them), batch 64, the engine's own training step (``train_step``) with and
 without teacher features passed in (what the teacher cache saves), and its ``predict``. ``--dry-run``:
-CPU, 64 px, resnet18, batch 2, one step: checks the script end to end without a GPU.
+CPU, 32 px, resnet18, batch 2, one step: checks the script end to end without a GPU.
 Writes DIR/gpu_throughput.json and DIR/gpu_throughput.md (a RESULTS.md section).
 """
 
@@ -111,7 +111,7 @@ def main() -> None:
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("gpu_throughput: no CUDA GPU visible; use --dry-run on a CPU machine")
     device = torch.device("cpu" if args.dry_run else "cuda")
-    specs, size, batch = (DRY, 64, 2) if args.dry_run else (FULL, 256, 64)
+    specs, size, batch = (DRY, 32, 2) if args.dry_run else (FULL, 256, 64)
     steps = args.steps or (1 if args.dry_run else 10)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -31,9 +31,8 @@ from torch import nn
 from torchvision import models as tvm
 
 from adkd.errors import ConfigError, WeightsError
+from adkd.models.checks import BACKBONES
 from adkd.settings import downloads_allowed
-
-BACKBONES: tuple[str, ...] = ("resnet18", "resnet50", "wide_resnet50_2", "mobilenet_v2")
 
 _BUILDERS: dict[str, tuple[Callable[..., nn.Module], object]] = {
     "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),

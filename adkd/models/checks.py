@@ -10,6 +10,9 @@ from typing import Any
 
 from adkd.errors import ConfigError
 
+# The backbones adkd.models.backbones builds, by name: here, apart from torchvision, for the zoo and the checks.
+BACKBONES: tuple[str, ...] = ("resnet18", "resnet50", "wide_resnet50_2", "mobilenet_v2")
+
 # Strides of the three teacher levels; every backbone in adkd.models.backbones has these.
 LEVEL_STRIDES = (4, 8, 16)
 

@@ -2,7 +2,8 @@
 
 Each model's options and their defaults are the keyword arguments of its builder
 (``adkd.models.rd.rd``, ``mrkd.mrkd``, ``stfpm.stfpm``, ``stfpm_ae.stfpm_ae``), in that one place;
-``ModelSpec.defaults`` reads them from the builder's signature.
+``ModelSpec.defaults`` reads them from the builder's signature. Nothing here imports torch until a model is
+built: a driver that only checks settings stays light.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from adkd.errors import ConfigError
-from adkd.models.backbones import BACKBONES
-from adkd.models.base import AnomalyModel
+from adkd.models.checks import BACKBONES
 from adkd.models.mrkd import mrkd
 from adkd.models.rd import rd
 from adkd.models.stfpm import stfpm
 from adkd.models.stfpm_ae import stfpm_ae
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from adkd.models.base import AnomalyModel
 
 _NOT_OPTIONS = ("backbone", "weights")
 

@@ -137,8 +137,6 @@ def train_one(
     request: RunRequest, settings: Settings | None = None, callbacks: Sequence[TrainCallback] = ()
 ) -> TrainResult:
     """Train ``request.category`` in this process, tracked unless ``request.tracking`` or the settings say no."""
-    from adkd.pipelines.train.engine import train_category
-
     request.check()
     assert request.category is not None
     settings = settings or run_settings(request.config_file)
@@ -163,6 +161,10 @@ def train_one(
         fresh = "resume asked but per-position runs do not resume: the positions trained from scratch"
         note = fresh if request.resume else None
     else:
+        # Imported once the settings and the data root are known good: a bad one is refused in a second, not
+        # after the training stack's import (torch, scikit-learn: 5-6 CPU-s).
+        from adkd.pipelines.train.engine import train_category
+
         resume_from, note = resume_path(local) if request.resume else (None, None)
         result = train_category(local, attached, resume_from=resume_from)
     if note:

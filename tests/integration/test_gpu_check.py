@@ -56,7 +56,7 @@ def test_gpu_check_dry_run_runs_every_gpu_test_and_writes_json_and_markdown(tmp_
     assert {(r["model"], r["bf16"]) for r in rows} == {(m, b) for m in ("rd", "mrkd", "stfpm") for b in (False, True)}
     assert all(r["train_images_per_s"] > 0 and r["infer_images_per_s"] > 0 for r in rows)
     markdown = (tmp_path / "gpu_check.md").read_text()
-    assert "| stfpm | resnet18 | 64 | on |" in markdown
+    assert "| stfpm | resnet18 | 32 | on |" in markdown
     assert f"gpu tests: 0 passed, 0 failed, {len(skipped)} skipped." in markdown
     # The moonshot's parts ran end to end: a training step, a cached-teacher run, two categories at once through
     # `adkd train --categories` (Ray), and the 2-GPU DDP part skipped for want of GPUs.

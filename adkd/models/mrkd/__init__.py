@@ -1,5 +1,9 @@
-"""Masked reverse distillation (``mrkd``): ``mrkd()`` builds it with the seed paper's settings."""
+"""Masked reverse distillation (``mrkd``): ``mrkd()`` builds it with the seed paper's settings.
 
-from adkd.models.mrkd.torch_model import LOSSES, MAP_SOURCES, MaskedReverseDistillation, mrkd
+The model (``MaskedReverseDistillation``, its ``LOSSES`` and ``MAP_SOURCES``) is in ``torch_model``; the package
+itself imports only the builder, so reading the defaults needs no torch.
+"""
 
-__all__ = ["LOSSES", "MAP_SOURCES", "MaskedReverseDistillation", "mrkd"]
+from adkd.models.mrkd.builder import mrkd
+
+__all__ = ["mrkd"]

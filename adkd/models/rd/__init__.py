@@ -1,6 +1,9 @@
-"""Reverse distillation (``rd``): ``rd()`` builds it with RD4AD's settings."""
+"""Reverse distillation (``rd``): ``rd()`` builds it with RD4AD's settings.
 
-from adkd.models.rd.loss import cosine_loss
-from adkd.models.rd.torch_model import Additions, ReverseDistillation, rd
+The model (``ReverseDistillation``, ``Additions``) is in ``torch_model``, its cosine loss in ``loss``; the
+package itself imports only the builder, so reading the defaults needs no torch.
+"""
 
-__all__ = ["Additions", "ReverseDistillation", "cosine_loss", "rd"]
+from adkd.models.rd.builder import rd
+
+__all__ = ["rd"]

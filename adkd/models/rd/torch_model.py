@@ -155,21 +155,6 @@ class ReverseDistillation(AnomalyModel):
         return {"student": params}
 
 
-def rd(
-    backbone: str = "wide_resnet50_2",
-    weights: str | os.PathLike = "imagenet",
-    *,
-    levels: Sequence[int] = (1, 2, 3),
-    loss_mode: str = "flatten",
-    bottleneck_width: int | None = None,
-    sigma: float = 4.0,
-) -> ReverseDistillation:
-    """Reverse distillation as RD4AD's code has it; the options are ``ReverseDistillation``'s."""
-    return ReverseDistillation(
-        backbone, weights, levels=levels, loss_mode=loss_mode, bottleneck_width=bottleneck_width, sigma=sigma
-    )
-
-
 def _check_levels(levels: Sequence[int]) -> tuple[int, ...]:
     try:
         chosen = tuple(sorted({int(i) for i in levels}))

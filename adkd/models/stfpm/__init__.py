@@ -1,6 +1,9 @@
-"""Student-teacher feature pyramid matching (``stfpm``): ``stfpm()`` builds it."""
+"""Student-teacher feature pyramid matching (``stfpm``): ``stfpm()`` builds it.
 
-from adkd.models.stfpm.loss import pyramid_loss
-from adkd.models.stfpm.torch_model import STFPM, stfpm
+The model (``STFPM``) is in ``torch_model``, its pyramid loss in ``loss``; the package itself imports only the
+builder, so reading the defaults needs no torch.
+"""
 
-__all__ = ["STFPM", "pyramid_loss", "stfpm"]
+from adkd.models.stfpm.builder import stfpm
+
+__all__ = ["stfpm"]

@@ -63,10 +63,3 @@ class STFPM(AnomalyModel):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"student": list(self.student.parameters())}
-
-
-def stfpm(
-    backbone: str = "resnet18", weights: str | os.PathLike = "imagenet", *, sigma: float = 4.0, loss_scale: float = 0.5
-) -> STFPM:
-    """STFPM with a σ = 4 map blur and the ½ loss (the ``paper`` preset sets the official 0 and 1)."""
-    return STFPM(backbone, weights, sigma=sigma, loss_scale=loss_scale)

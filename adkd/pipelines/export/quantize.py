@@ -149,16 +149,42 @@ def _raw_metadata(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has int8 dot-product instructions (avx512_vnni, avx_vnni or AMX int8).
+
+    Without them ONNX Runtime's x86 int8 kernels add pairs of u8 x s8 products in 16 bits, which saturates on
+    8-bit weights; its documentation prescribes ``reduce_range`` (7-bit weights) on such CPUs.
+    """
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(line.split(":", 1)[1].split()))
+    return bool(torch.cpu._is_vnni_supported())  # another OS: torch's check (avx512_vnni only)
+
+
 def quantize_graph(
-    source: Path, calibration: np.ndarray, out: Path, scheme: str = DEFAULT_INT8_SCHEME, batch_size: int = 8
+    source: Path,
+    calibration: np.ndarray,
+    out: Path,
+    scheme: str = DEFAULT_INT8_SCHEME,
+    batch_size: int = 8,
+    reduce_range: bool | None = None,
 ) -> Path:
     """Write ``source``'s network quantized in ``scheme`` to ``out``, activation ranges from ``calibration``
-    (uint8 NHWC). Metadata of ``source`` carries over except its parity, metrics and thresholds. No gate."""
+    (uint8 NHWC). Metadata of ``source`` carries over except its parity, metrics and thresholds. No gate.
+
+    ``reduce_range``: 7-bit weights; None = where this CPU lacks VNNI (``cpu_has_vnni``). Measured on an AMD EPYC
+    with avx2 alone (stfpm MobileNetV2, 64 px, untrained): image scores up to 6.3 % off fp32 with 8-bit weights,
+    2.1 % with 7-bit. The gate, which runs on this CPU too, judges the file either way; the metadata records it.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_format, activation_type, weight_type = INT8_SCHEMES[check_scheme(scheme)]
+    if reduce_range is None:
+        reduce_range = not cpu_has_vnni()
     calibration, batch_size = calibration_batches(read_metadata(source), calibration, batch_size)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quantize-") as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -176,13 +202,14 @@ def quantize_graph(
             weight_type=QuantType[weight_type],
             nodes_to_quantize=nodes,
             calibrate_method=CalibrationMethod.MinMax,
+            reduce_range=reduce_range,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
     proto = onnx.load(str(out))  # the quantizer keeps the source's metadata: drop what is fp32's alone
     for prop in [p for p in proto.metadata_props if p.key in _NOT_COPIED]:
         proto.metadata_props.remove(prop)
     onnx.save(proto, str(out))
-    set_metadata(out, {"precision": "int8", "int8_scheme": scheme})
+    set_metadata(out, {"precision": "int8", "int8_scheme": scheme, "int8_weight_bits": "7" if reduce_range else "8"})
     return out
 
 

@@ -1,4 +1,4 @@
-"""Tiled training: the tiles an epoch trains on, the whole-image eval model, the tiled artifact, Ray memory.
+"""Tiled training: the tiles an epoch trains on, the whole-image eval model, the tiled artifact.
 
 With ``tiling.tile_size`` set the engine loads images at ``tiling.image_size`` (None: their own size), trains
 on tiles cut on demand (``adkd.pipelines.data.tiles.TileSet``) and scores whole images through
@@ -143,26 +143,3 @@ def export_tiled_model(
         images=images.permute(0, 2, 3, 1).contiguous().numpy() if len(images) else None,
         source=f"{what} images of {config.data}/{config.category}",
     )
-
-
-def data_bytes(config: TrainConfig) -> int:
-    """What a tiled run's decoded images take in memory (read from the files' headers): the training images
-    twice (the decoded category and its split), the test images and their masks; 0 when untiled or not local."""
-    if not config.tiling.enabled or "://" in config.data:
-        return 0
-    from PIL import Image
-
-    from adkd.pipelines.data.mvtec import list_items
-
-    root = Path(config.data).expanduser()
-    if not (root / config.category).is_dir():
-        return 0
-    total = 0
-    for item in list_items(root, config.category, config.data_gate.image_level):
-        if config.tiling.image_size is not None:
-            pixels = config.tiling.image_size**2
-        else:
-            with Image.open(item.image_path) as img:
-                pixels = img.width * img.height
-        total += pixels * (3 * 2 if item.split == "train" else 3 + 1)
-    return total

@@ -296,12 +296,11 @@ def make_trainer(address: str | None, workers: int, train_fn: Any, **kwargs: Any
     One worker exchanges no gradients, so it gets Ray Train's plain backend: no gloo group to set up and, above
     all, no ``import torch`` in the run's TrainController (Ray's torch backend module imports it at the top);
     that import took the actor from 1.6 to 3.4 CPU-s per category (sampled per process during
-    `adkd train --all-categories`, one category). Several workers get the TorchTrainer (NCCL on GPUs, gloo on
-    CPUs). Both leave out the helper actors such a run never uses (``adkd.platform.cluster.embedded``): on the
-    embedded Ray all of them, on a cluster the Ray Datasets one.
+    `adkd train --all-categories`, one category); nor does the driver import torch for it. Several workers get
+    the TorchTrainer (NCCL on GPUs, gloo on CPUs). Both leave out the helper actors such a run never uses
+    (``adkd.platform.cluster.embedded``): on the embedded Ray all of them, on a cluster the Ray Datasets one.
     """
     from ray.train import BackendConfig
-    from ray.train.torch import TorchTrainer
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from adkd.platform.cluster.embedded import cluster_trainer, embedded_trainer
@@ -309,6 +308,9 @@ def make_trainer(address: str | None, workers: int, train_fn: Any, **kwargs: Any
     trimmed = cluster_trainer if address else embedded_trainer
     if workers == 1:
         return trimmed(DataParallelTrainer)(train_fn, backend_config=BackendConfig(), **kwargs)
+    # Imported here, not above: ray.train.torch imports torch, which a driver of one-worker runs never needs.
+    from ray.train.torch import TorchTrainer
+
     return trimmed(TorchTrainer)(train_fn, **kwargs)
 
 

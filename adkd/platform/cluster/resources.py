@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from adkd.errors import ConfigError
@@ -95,10 +96,31 @@ def check_distributed(resources: CategoryResources, engine: str | None) -> None:
 def memory_request(config: TrainConfig) -> dict[str, float]:
     """A tiled run's Ray ``memory`` request: its decoded full-resolution images, so Ray does not put more tiled
     runs on a node than their images fit in; {} for an untiled run (its images are small and squashed)."""
-    from adkd.pipelines.train.tiled import data_bytes
-
-    needed = data_bytes(config)
+    needed = _tiled_data_bytes(config)
     return {"memory": float(needed)} if needed else {}
+
+
+def _tiled_data_bytes(config: TrainConfig) -> int:
+    """What a tiled run's decoded images take in memory (read from the files' headers): the training images
+    twice (the decoded category and its split), the test images and their masks; 0 when untiled or not local."""
+    if not config.tiling.enabled or "://" in config.data:
+        return 0
+    from PIL import Image
+
+    from adkd.pipelines.data.mvtec import list_items
+
+    root = Path(config.data).expanduser()
+    if not (root / config.category).is_dir():
+        return 0
+    total = 0
+    for item in list_items(root, config.category, config.data_gate.image_level):
+        if config.tiling.image_size is not None:
+            pixels = config.tiling.image_size**2
+        else:
+            with Image.open(item.image_path) as img:
+                pixels = img.width * img.height
+        total += pixels * (3 * 2 if item.split == "train" else 3 + 1)
+    return total
 
 
 def check_memory(configs: list[TrainConfig], cluster: dict[str, float]) -> None:

@@ -28,6 +28,7 @@ from adkd.pipelines.export.int8_gate import (
 from adkd.pipelines.export.onnx_export import _noise_images
 from adkd.pipelines.export.quantize import (
     QuantizationRefused,
+    cpu_has_vnni,
     gate_reference,
     int8_path_for,
     quantize_graph,
@@ -51,6 +52,21 @@ def fp32(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _validation(n: int = 12) -> np.ndarray:
     return _noise_images(n, SIZE, seed=1).numpy()
+
+
+def _int8_weight_peak(path: Path) -> int:
+    weights = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.data_type == 3]
+    return int(max(np.abs(w.astype(np.int32)).max() for w in weights if w.size > 1))
+
+
+def test_weights_take_7_bits_where_the_cpu_lacks_vnni(fp32: Path, tmp_path: Path) -> None:
+    # Without VNNI, ONNX Runtime's int8 kernels add u8 x s8 products in 16 bits: 8-bit weights saturate there.
+    auto = quantize_graph(fp32, _validation(6), tmp_path / "auto.int8.onnx")
+    assert read_metadata(auto)["int8_weight_bits"] == (8 if cpu_has_vnni() else 7)
+    full = quantize_graph(fp32, _validation(6), tmp_path / "full.int8.onnx", reduce_range=False)
+    reduced = quantize_graph(fp32, _validation(6), tmp_path / "reduced.int8.onnx", reduce_range=True)
+    assert _int8_weight_peak(full) == 127 and _int8_weight_peak(reduced) <= 64
+    assert read_metadata(full)["int8_weight_bits"] == 8 and read_metadata(reduced)["int8_weight_bits"] == 7
 
 
 def test_int8_quantizes_only_the_network(fp32: Path, tmp_path: Path) -> None:

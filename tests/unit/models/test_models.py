@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,6 +79,36 @@ def test_the_builders_defaults_are_the_zoos_and_build_the_paper_models() -> None
     direct, zoo = mrkd("mobilenet_v2", "none"), build_model("mrkd", "mobilenet_v2", "none")
     assert direct.state_dict().keys() == zoo.state_dict().keys() and zoo.loss_kind == direct.loss_kind == "paper"
     assert rd("mobilenet_v2", "none").model_name == "rd" and stfpm("mobilenet_v2", "none").model_name == "stfpm"
+
+
+# Run in a fresh interpreter: what a Ray driver does before any worker starts, for every model and preset.
+_LIGHT_DRIVER = """
+import sys
+from adkd.errors import ConfigError
+from adkd.models import MODEL_ZOO
+from adkd.pipelines.train.presets import PRESETS, resolve_config
+from adkd.platform.cluster import driver, resources
+for preset, models in PRESETS.items():
+    for model in models:
+        config = resolve_config(model, preset, category="c", data=sys.argv[1])
+        assert resources.memory_request(config) == {}
+try:
+    resolve_config("mrkd", "paper", category="c", data=sys.argv[1], overrides=["model_options.mask_rate=1.5"])
+except ConfigError as exc:
+    print(exc)
+heavy = sorted(m for m in ("torch", "torchvision", "sklearn", "matplotlib") if m in sys.modules)
+print("heavy:", heavy, "presets:", len(PRESETS))
+"""
+
+
+def test_a_driver_resolves_and_checks_every_runs_settings_without_importing_torch(tmp_path: Path) -> None:
+    # 4-5 CPU-s per driver process (`adkd train --categories`, tune, benchmark, demo) that it never needed.
+    proc = subprocess.run(
+        [sys.executable, "-c", _LIGHT_DRIVER, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "model_options.mask_rate=1.5: the mask rate λ must be in [0, 1)" in proc.stdout
+    assert "heavy: [] presets:" in proc.stdout, proc.stdout
 
 
 def test_autoencoder_hooks_belong_to_stfpm_ae_alone() -> None:

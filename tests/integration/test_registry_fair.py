@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+import adkd
 from adkd.pipelines.data.fingerprint import data_fingerprint
 from adkd.pipelines.data.mvtec import list_items
+from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.evaluate.artifact_metrics import metrics_on_data
 from adkd.pipelines.evaluate.metrics import image_auroc
 from adkd.pipelines.predict import open_predictor
@@ -71,14 +73,16 @@ def fair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                ADKD_CACHE_DIR=str(work / "cache"), COLUMNS="200", MLFLOW_EXPERIMENT_NAME="from-env")  # fmt: skip
     env.pop("ADKD_EXPERIMENT", None)
     synth, easy = work / "synth", work / "synth-easy"
-    _adkd(env, work, "data", "synth", str(synth), "--categories", CATEGORY, "--train", "12", "--test", "24")
+    synthesize(synth, [CATEGORY], n_train=12, n_test=24)  # `adkd data synth` with these counts
     # Production: trained and tested on the original (logged to MLFLOW_EXPERIMENT_NAME's experiment).
     _adkd(env, work, "train", *TRAIN, "--data", str(synth), "--set", "epochs=3", "--out", str(work / "prod"))
     _adkd(env, work, "registry", "promote", CATEGORY, "--version", "1", "--to", "production")
     prod_onnx = work / "prod" / "stfpm" / CATEGORY / "model.onnx"
-    # The candidate's weights do not depend on the test split: read its scores from an untracked twin.
-    _adkd(env, work, "train", *TRAIN, "--data", str(synth), "--set", "epochs=1", "--no-tracking",
-          "--out", str(work / "twin"))  # fmt: skip
+    # The candidate's weights do not depend on the test split: read its scores from an untracked twin, trained in
+    # this process (the settings of TRAIN; no command of its own to prove).
+    twin = adkd.train(CATEGORY, synth, "stfpm", "cpu-smoke", ["num_threads=1", "epochs=1"], out=work / "twin",
+                      tracking=False)  # fmt: skip
+    assert twin.status == "FINISHED", twin.error
     prod, labels, paths = _test_scores(prod_onnx, synth)
     cand, _, _ = _test_scores(work / "twin" / "stfpm" / CATEGORY / "model.onnx", synth)
     prod_auroc = metrics_on_data(prod_onnx, synth, CATEGORY).metrics["image_auroc"]

@@ -11,7 +11,8 @@ from adkd.errors import ConfigError
 INT8_SCHEMES: dict[str, tuple[str, str, str]] = {
     "qdq-s8s8": ("QDQ", "QInt8", "QInt8"),  # ONNX Runtime's first suggestion; the slowest here
     # The default: 0.76-0.80x fp32 at batch 1 on the real bottle against 1.21-1.31x for qdq-s8s8, same AUROC.
-    # On CPUs without VNNI, u8 x s8 products can saturate; the gate then refuses and qdq-s8s8 is the one to try.
+    # On CPUs without VNNI, u8 x s8 products saturate with 8-bit weights: there the weights take 7 bits
+    # (quantize.quantize_graph's reduce_range), which the gate passes (an AMD EPYC with avx2 alone).
     "qdq-u8s8": ("QDQ", "QUInt8", "QInt8"),
     "qop-u8s8": ("QOperator", "QUInt8", "QInt8"),
 }

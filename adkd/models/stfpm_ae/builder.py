@@ -1,7 +1,4 @@
-"""``stfpm_ae()``, the public builder: its keyword arguments are the model's options and their defaults (the one
-place they live). A module of its own, apart from the torch code, so the zoo reads the defaults without importing
-torch (a Ray driver checks a run's settings before any worker starts).
-"""
+"""``stfpm_ae()``, the public builder, apart from the torch code (why: ``adkd/models/README.md``)."""
 
 from __future__ import annotations
 

@@ -62,12 +62,17 @@ def resources_for(plan: Any, cluster: dict[str, float] | None = None, address: s
 
 
 def _local_gpus() -> bool:
+    """Whether an embedded Ray on this machine will offer GPUs: Ray's own count (CUDA_VISIBLE_DEVICES, else
+    NVML), the one its scheduler uses, without importing torch in the driver (3 CPU-s)."""
     try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        manager = get_accelerator_manager_for_resource("GPU")
+        return manager is not None and manager.get_current_node_num_accelerators() > 0
+    except (ImportError, AttributeError):  # a Ray that moved its accelerator managers: ask torch
         import torch
 
         return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
 
 
 def check_distributed(resources: CategoryResources, engine: str | None) -> None:

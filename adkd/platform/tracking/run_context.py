@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import getpass
+import importlib.util
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -24,16 +26,30 @@ def git_commit() -> str:
 
 def environment_tags() -> dict[str, str]:
     """Tags of every run of a command: git commit, adkd and torch versions, user."""
-    import torch
-
     from adkd.version import __version__
 
     return {
         "git_commit": git_commit(),
         "adkd_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": torch_version(),
         "user": getpass.getuser(),
     }
+
+
+def torch_version() -> str:
+    """``torch.__version__`` (with its build suffix, e.g. ``+cu130``) without importing torch: a Ray driver never
+    needs torch (3 CPU-s); its ``version.py`` is a plain module of constants."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return str(torch.__version__)
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return "not installed"
+    location = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    module_spec = importlib.util.spec_from_file_location("_adkd_torch_version", location)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return str(module.__version__)
 
 
 def device_tag(config: dict[str, Any]) -> str:

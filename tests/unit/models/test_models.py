@@ -92,6 +92,9 @@ for preset, models in PRESETS.items():
     for model in models:
         config = resolve_config(model, preset, category="c", data=sys.argv[1])
         assert resources.memory_request(config) == {}
+from adkd.platform.runs import RayPlan
+from adkd.platform.tracking.run_context import environment_tags
+print("gpus:", resources.resources_for(RayPlan()).gpus, "torch tag:", environment_tags()["torch_version"])
 try:
     resolve_config("mrkd", "paper", category="c", data=sys.argv[1], overrides=["model_options.mask_rate=1.5"])
 except ConfigError as exc:
@@ -109,6 +112,9 @@ def test_a_driver_resolves_and_checks_every_runs_settings_without_importing_torc
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "model_options.mask_rate=1.5: the mask rate λ must be in [0, 1)" in proc.stdout
     assert "heavy: [] presets:" in proc.stdout, proc.stdout
+    # What the run asks of Ray and the tags of its MLflow runs, still without torch: the GPU count Ray's own, the
+    # version torch's, build suffix included.
+    assert f"gpus: {float(torch.cuda.is_available())} torch tag: {torch.__version__}" in proc.stdout, proc.stdout
 
 
 def test_autoencoder_hooks_belong_to_stfpm_ae_alone() -> None:

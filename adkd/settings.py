@@ -228,8 +228,13 @@ def gate_memo_dir() -> Path | None:
     workers too); None under ``ADKD_GATE_MEMO=off``."""
     if os.environ.get(GATE_MEMO_ENV, "").strip().lower() in ("0", "off", "false", "no"):
         return None
+    return cache_root() / "data-gate"
+
+
+def cache_root() -> Path:
+    """``ADKD_CACHE_DIR``, else ~/.cache/adkd, read afresh (Ray workers and subprocesses get it by environment)."""
     root = os.environ.get("ADKD_CACHE_DIR", "").strip()
-    return (Path(root).expanduser() if root else DEFAULT_CACHE_DIR) / "data-gate"
+    return Path(root).expanduser() if root else DEFAULT_CACHE_DIR
 
 
 # MLflow 3's server also starts a job runner and seven huey consumer processes for its own GenAI jobs (LLM-judge

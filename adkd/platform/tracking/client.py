@@ -24,6 +24,8 @@ import requests
 
 from adkd.errors import ServiceError
 from adkd.platform.tracking.redaction import redact_uri
+from adkd.platform.tracking.sqlite_schema import seed_new_store
+from adkd.settings import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ def client_for(tracking_uri: str) -> Any:
 
     configure_http_env()
     check_reachable(tracking_uri)
+    seed_new_store(tracking_uri, cache_root())
     return MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
 

@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--log-dir", type=Path, default=Path(tempfile.gettempdir()), help="where each run's output goes")
     p.add_argument("command", nargs="*", default=["make", "test"], help="what to time (default: make test)")
     args = p.parse_args()
+    args.log_dir.mkdir(parents=True, exist_ok=True)  # before the run: a 20-minute suite's output must not be lost
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     runs = []
     for i in range(args.repeats):

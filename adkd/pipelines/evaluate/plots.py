@@ -1,7 +1,7 @@
 """Evaluation figures as PNG files: ROC curves, the PRO curve, and per-image overlays.
 
-Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot state, no display),
-so they are safe in worker processes and headless servers.
+The curves are drawn with matplotlib's object API on an Agg canvas (no pyplot state, no display), so they are
+safe in worker processes and headless servers; the overlays are composed with Pillow (six per training).
 """
 
 from __future__ import annotations
@@ -177,44 +177,88 @@ def plot_overlays(
                 f"{kind} {rank}: {label}  ({'defective' if y[i] else 'good'}, score {s[i]:.4g}, "
                 f"threshold {image_threshold:.4g})"
             )
-            fig = _overlay_figure(rgb[i], m[i], g[i], pixel_threshold, (vmin, vmax), title)
-            paths.append(_save(fig, Path(out_dir) / f"overlay_{kind}_{rank:02d}_{i:04d}.png"))
+            strip = overlay_strip(rgb[i], m[i], g[i], pixel_threshold, (vmin, vmax), title)
+            path = Path(out_dir) / f"overlay_{kind}_{rank:02d}_{i:04d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            strip.save(path)
+            paths.append(path)
     return paths
 
 
-def _overlay_figure(
+# The overlay strip: four panels of PANEL px (the long side), captions above them, the title above all, and the
+# anomaly map's colour scale beside its panel. Composed with Pillow: matplotlib drew the same strip in 0.13 CPU-s
+# (six per training), Pillow in a tenth of that.
+PANEL = 256
+_PAD, _CAPTION, _TITLE, _BAR, _BAR_TEXT = 8, 16, 20, 10, 44
+_PREDICTED = np.array([255, 255, 0], dtype=np.float32)  # matplotlib's "autumn" at 1: predicted defect pixels
+_TRUTH_EDGE = (0, 255, 0)  # the ground-truth outline
+
+
+def _jet(values: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
+    """``values`` through matplotlib's jet colour map between ``limits``, as float RGB in [0, 255]."""
+    from matplotlib import colormaps
+
+    low, high = limits
+    scaled = np.clip((values - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(values)
+    return colormaps["jet"](scaled)[..., :3].astype(np.float32) * 255.0
+
+
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def overlay_strip(
     image: np.ndarray,
     amap: np.ndarray,
     mask: np.ndarray,
     pixel_threshold: float,
     limits: tuple[float, float],
     title: str,
-) -> Figure:
-    # A fixed grid, not layout="constrained": the panels never change, and the constrained solver took half of
-    # the six overlays' time (0.8 of 1.7 s per training, py-spy) for the same picture.
-    fig = Figure(figsize=(12, 3.4))
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.82, wspace=0.12)
-    axes = fig.subplots(1, 4)
-    axes[0].imshow(image)
-    axes[0].set_title("image", y=1.0)
-    axes[1].imshow(image)
-    heat = axes[1].imshow(amap, cmap="jet", alpha=0.5, vmin=limits[0], vmax=limits[1])
-    fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.02, format="%.3g")
-    axes[1].set_title("anomaly map", y=1.0)
-    axes[2].imshow(mask, cmap="gray", vmin=0, vmax=1)
-    axes[2].set_title("ground truth", y=1.0)
-    predicted = amap >= pixel_threshold
-    axes[3].imshow(image)
-    axes[3].imshow(np.ma.masked_where(~predicted, predicted), cmap="autumn", alpha=0.5, vmin=0, vmax=1)
-    if mask.any():
-        axes[3].contour(mask, levels=[0.5], colors="lime", linewidths=1)
-    axes[3].set_title(f"prediction (map >= {pixel_threshold:.3g})", y=1.0)
-    for ax in axes:
-        ax.set_axis_off()
-    # Titles at a given height (y=1.0): matplotlib's automatic title placement measures every axis' ticks on
-    # each draw, which the axes switched off here do not have.
-    fig.suptitle(title, fontsize=9)
-    return fig
+) -> Any:
+    """Image | map over the image (jet, with its scale) | ground truth | predicted pixels (map >= the pixel
+    threshold, yellow) with the ground truth outlined (green), as one PIL image."""
+    from PIL import Image, ImageDraw
+    from scipy import ndimage
+
+    h, w = amap.shape
+    scale = PANEL / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+    def resized(a: np.ndarray, nearest: bool = False) -> np.ndarray:
+        mode = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+        return np.asarray(Image.fromarray(a).resize(size, mode))
+
+    base = resized((image * 255.0 + 0.5).astype(np.uint8)).astype(np.float32)
+    heat = _jet(resized(amap.astype(np.float32)), limits)
+    truth = resized(mask.astype(np.uint8) * 255, nearest=True) > 127
+    predicted = resized((amap >= pixel_threshold).astype(np.uint8) * 255, nearest=True) > 127
+    marked = base.copy()
+    marked[predicted] = 0.5 * base[predicted] + 0.5 * _PREDICTED
+    edge = truth & ~ndimage.binary_erosion(truth, iterations=2)
+    marked[edge] = _TRUTH_EDGE
+    panels = [base, 0.5 * base + 0.5 * heat, np.repeat(truth[..., None] * 255.0, 3, axis=-1), marked]
+    captions = ["image", "anomaly map", "ground truth", f"prediction (map >= {pixel_threshold:.3g})"]
+
+    top = _PAD + _TITLE + _CAPTION
+    xs, x = [], _PAD
+    for k in range(len(panels)):
+        xs.append(x)
+        x += size[0] + _PAD + (_BAR + _BAR_TEXT if k == 1 else 0)
+    canvas = Image.new("RGB", (x, top + size[1] + _PAD), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((_PAD, _PAD), title, fill="black", font=_font(12))
+    for left, panel, caption in zip(xs, panels, captions, strict=True):
+        canvas.paste(Image.fromarray(np.clip(panel + 0.5, 0, 255).astype(np.uint8)), (left, top))
+        draw.text((left, top - _CAPTION + 1), caption, fill="black", font=_font(11))
+    # The colour scale of the map panel: high at the top, its limits written beside it.
+    bar_left = xs[1] + size[0] + 4
+    ramp = np.linspace(limits[1], limits[0], size[1], dtype=np.float32)[:, None].repeat(_BAR, axis=1)
+    canvas.paste(Image.fromarray(np.clip(_jet(ramp, limits) + 0.5, 0, 255).astype(np.uint8)), (bar_left, top))
+    for value, y in ((limits[1], top), (limits[0], top + size[1] - 12)):
+        draw.text((bar_left + _BAR + 3, y), f"{value:.3g}", fill="black", font=_font(10))
+    return canvas
 
 
 def write_evaluation_plots(

@@ -9,7 +9,9 @@ from PIL import Image
 
 from adkd.errors import DataError
 from adkd.pipelines.evaluate.plots import (
+    PANEL,
     _thin,
+    overlay_strip,
     plot_overlays,
     plot_pro_curve,
     plot_roc_curves,
@@ -59,7 +61,7 @@ def test_write_evaluation_plots_writes_all_figures(tmp_path) -> None:
     for p in paths:
         assert p.parent == tmp_path and p.stat().st_size > 5_000
     assert read_png(paths[0]).shape == (500, 550, 3)
-    assert read_png(paths[2]).shape == (340, 1200, 3)
+    assert read_png(paths[2]).shape == (308, 1118, 3)  # four 256 px panels, captions, title, the map's scale
     # worst and best overlays show different images, not one figure written twice
     assert not np.array_equal(read_png(paths[2]), read_png(paths[-1]))
 
@@ -95,3 +97,27 @@ def test_thin_keeps_endpoints_and_vertical_jumps() -> None:
     assert tx.size < 400
     assert (tx[0], ty[0], tx[-1], ty[-1]) == (0.0, 0.0, 1.0, 0.9)
     assert ty[tx == 0].max() == pytest.approx(0.9)  # the top of the vertical jump at x = 0 is kept
+
+
+def test_the_overlay_strip_shows_the_image_the_map_the_truth_and_the_prediction() -> None:
+    _, maps, masks, _, _ = make_case()  # image 3 is defective: mask rows 8-15, columns 10-19 of 32
+    ramp = np.linspace(0.0, 1.0, 32)
+    image = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], np.full((32, 32), 0.5)), axis=-1)
+    strip = np.asarray(overlay_strip(image, maps[3, 0], masks[3, 0] > 0, 0.5, (0.0, 0.9), "worst 1"))
+    top, step = 8 + 20 + 16, PANEL // 32
+    panels = [strip[top : top + PANEL, x : x + PANEL].astype(int) for x in (8, 272, 590, 854)]
+    inside = np.zeros((PANEL, PANEL), dtype=bool)
+    inside[8 * step : 16 * step, 10 * step : 20 * step] = True
+    # The image itself, scaled up 8x (a smooth one: bilinear scaling keeps its values).
+    assert np.abs(panels[0][4::8, 4::8] - image * 255).max() <= 12
+    # The map over the image: hot (red over blue) on the defect, cold elsewhere.
+    heat = panels[1][..., 0] - panels[1][..., 2]
+    assert heat[inside].mean() > heat[~inside].mean() + 60
+    # The ground truth: white exactly on the defect.
+    assert (panels[2][inside] == 255).all() and (panels[2][~inside] == 0).all()
+    # The prediction: the defect's pixels (map >= 0.5) yellowed, the truth outlined in green.
+    marked = panels[3]
+    assert (marked[~inside] == panels[0][~inside]).all()  # no false alarm: map < 0.5 off the defect
+    green = (marked[..., 0] == 0) & (marked[..., 1] == 255) & (marked[..., 2] == 0)
+    assert green[inside].sum() > 0 and not green[~inside].any()
+    assert (marked[inside & ~green][..., 2] < panels[0][inside & ~green][..., 2] + 1).all()  # yellow: blue halved

@@ -87,7 +87,10 @@ def two_nodes(s3_server: str) -> Iterator[dict[str, Any]]:
                 time.sleep(5)
         gcs = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 180
-        while _alive_nodes(gcs, base) < 2:
+        # `ray start` prints this once its node has joined; only then ask the cluster (each ask is a Python
+        # process that imports Ray and connects: 2-3 CPU-s, once every 2 s while node b was still starting).
+        started = [lambda name=name: "Ray runtime started" in nodes[name]["log"].read_text() for name in nodes]
+        while not all(check() for check in started) or _alive_nodes(gcs, base) < 2:
             for proc, name in zip(procs, nodes, strict=True):
                 if proc.poll() is not None:
                     raise RuntimeError(f"ray start ({name}) exited: {nodes[name]['log'].read_text()[-2000:]}")

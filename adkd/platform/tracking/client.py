@@ -24,7 +24,7 @@ import requests
 
 from adkd.errors import ServiceError
 from adkd.platform.tracking.redaction import redact_uri
-from adkd.platform.tracking.sqlite_schema import seed_new_store
+from adkd.platform.tracking.sqlite_schema import seed_new_store, sqlite_file
 from adkd.settings import cache_root
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
             )
         return
     if parsed.scheme == "sqlite":
-        db_path = Path(uri.split("sqlite:///", 1)[-1]) if uri.startswith("sqlite:///") else None
+        db_path = sqlite_file(uri)
         if db_path is not None:
             try:
                 db_path.parent.mkdir(parents=True, exist_ok=True)

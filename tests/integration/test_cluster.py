@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.ray_actors import actor_classes
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 GOOD = ("weave", "dots")
@@ -80,9 +82,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             RayRunOptions(resources=CategoryResources(cpus=0.5), num_cpus=2, runs_dir=runs_dir, max_failures=2),
             [TrackingListener(session), KillAfterFirstCheckpoint()],
         )
+        actors = actor_classes()
     finally:
         ray.shutdown()
-    return {"outcome": outcome, "events": events, "killed": killed, "tracking_uri": tracking_uri}
+    return {"outcome": outcome, "events": events, "killed": killed, "tracking_uri": tracking_uri, "actors": actors}
 
 
 def _client(run: dict[str, Any]) -> Any:
@@ -127,6 +130,9 @@ def test_one_child_run_and_one_registered_version_per_category(run: dict[str, An
         result = next(r for r in run["outcome"].results if r.category == category)  # its metrics, as logged
         assert child.data.metrics["test/image_auroc"] == pytest.approx(result.metrics["test/image_auroc"], abs=1e-12)
         assert child.data.tags["mlflow.parentRunId"]
+        # Resolved by the worker, which had no GPU (CategoryResources(cpus=0.5)) whatever the driver's machine has.
+        assert child.data.tags["device"] == "cpu" and "resolved_device" not in child.data.params
+        assert child.data.params["device"] == "auto"
         versions = client.search_model_versions(f"name='adkd-{category}'")
         assert [str(v.version) for v in versions] == ["1"]
         assert versions[0].run_id == child.info.run_id
@@ -154,6 +160,12 @@ def test_killed_worker_resumes_from_checkpoint_without_duplicates(run: dict[str,
     assert sorted(m.step for m in history) == list(range(1, EPOCHS[KILLED] + 1))
     assert child.info.status == "FINISHED"
     assert len(_client(run).search_model_versions(f"name='adkd-{KILLED}'")) == 1
+
+
+def test_one_worker_runs_are_plain_tasks_without_ray_trains_actors(run: dict[str, Any]) -> None:
+    # Ray Train would have started a TrainController and a SynchronizationActor per category (test_cluster_ddp
+    # sees them for its data-parallel run); the event hub is the only actor a one-worker run needs.
+    assert run["actors"] == {"EventHub": 1}, run["actors"]
 
 
 def test_invalid_category_fails_validation_and_is_reported(run: dict[str, Any]) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.ray_actors import actor_classes
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 CATEGORY = "weave"
@@ -61,9 +63,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             ),
             [TrackingListener(session), Record()],
         )
+        actors = actor_classes()
     finally:
         ray.shutdown()
-    return {"outcome": outcome, "events": events, "tracking_uri": tracking_uri}
+    return {"outcome": outcome, "events": events, "tracking_uri": tracking_uri, "actors": actors}
 
 
 def test_two_workers_train_one_category_into_one_result(run: dict[str, Any]) -> None:
@@ -77,6 +80,12 @@ def test_two_workers_train_one_category_into_one_result(run: dict[str, Any]) -> 
     # One final checkpoint in Ray's run storage: rank 0 staged the outputs, rank 1 reported none.
     assert len(list((outcome.run_dir / "ray").rglob("model.pt"))) == 1
     assert len(list((outcome.run_dir / CATEGORY).rglob("model.pt"))) == 1
+
+
+def test_a_data_parallel_run_is_a_ray_train_worker_group(run: dict[str, Any]) -> None:
+    # The counterpart of test_cluster's one-worker check: the same listing sees Ray Train's actors here.
+    actors = run["actors"]
+    assert actors.get("TrainController") == 1 and actors.get("RayTrainWorker") == 2, actors
 
 
 def test_both_ranks_ran_in_one_group_and_rank_zero_spoke_for_it(run: dict[str, Any]) -> None:

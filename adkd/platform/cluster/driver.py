@@ -1,12 +1,13 @@
-"""Every category at once on Ray: one Ray Train trainer per category (``make_trainer``), run concurrently.
+"""Every category at once on Ray: one Ray task per one-worker category, one Ray Train trainer per data-parallel one.
 
-The driver (this process) starts one trainer per category (``adkd.platform.cluster.worker.category_worker``),
-drains the workers' events from the hub and passes them to its listeners (MLflow tracking, a live
-table: ``adkd.platform.cluster.listeners.RunListener``), then fetches each category's outputs from run
-storage and writes the results files.
+The driver (this process) starts every category's run (``adkd.platform.cluster.one_worker.run_task``, or
+``make_trainer`` over ``adkd.platform.cluster.worker.category_worker`` for several workers), drains the workers'
+events from the hub and passes them to its listeners (MLflow tracking, a live table:
+``adkd.platform.cluster.listeners.RunListener``), then fetches each category's outputs from run storage and
+writes the results files.
 
-Fault tolerance: every epoch's ``last.pt`` is reported as a Ray checkpoint; ``FailureConfig``
-restarts a category's worker group after a crash and the new worker resumes from the latest one.
+Fault tolerance: every epoch's ``last.pt`` goes to the run's storage; Ray retries a crashed one-worker task
+(``FailureConfig`` restarts a data-parallel worker group) and the new worker resumes from the latest checkpoint.
 The driver drops events of epochs it has already seen, so a restart never duplicates metrics, and
 only the driver's listeners create runs and register versions, so there is one of each per category.
 """
@@ -30,6 +31,7 @@ from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
 from adkd.platform.cluster.connection import connect, storage_filesystem, storage_uri
 from adkd.platform.cluster.listeners import RunListener
+from adkd.platform.cluster.one_worker import RunStorage, TaskOutcome, run_task
 from adkd.platform.cluster.resources import (
     CategoryResources,
     check_distributed,
@@ -164,7 +166,6 @@ def run_all_categories(
     default the categories.
     """
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
     options = options or RayRunOptions()
     if not configs:
@@ -197,35 +198,26 @@ def run_all_categories(
 
     def fit(category: str) -> None:
         state = states[category]
-        trainer = make_trainer(
-            options.address,
-            resources.workers,
-            category_worker,
-            train_loop_config={
-                "hub": hub,
-                "category": category,
-                "run_id": run_id,
-                "train_config": state.config.model_dump(mode="json"),
-                "engine": options.engine,
-                "s3_endpoint_url": options.s3_endpoint_url,
-                "cache_dir": options.cache_dir,
-            },
-            scaling_config=ScalingConfig(
-                num_workers=resources.workers,
-                use_gpu=resources.gpus > 0,
-                # A tiled run also asks for the memory its full-resolution images take.
-                resources_per_worker={**resources.per_worker(), **memory_request(state.config)},
-            ),
-            run_config=RunConfig(
-                name=f"{run_id}-{category}",
-                storage_path=storage_root,
-                storage_filesystem=storage_fs,
-                failure_config=FailureConfig(max_failures=options.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=2),
-            ),
-        )
+        loop_config = {
+            "hub": hub,
+            "category": category,
+            "run_id": run_id,
+            "train_config": state.config.model_dump(mode="json"),
+            "engine": options.engine,
+            "s3_endpoint_url": options.s3_endpoint_url,
+            "cache_dir": options.cache_dir,
+        }
+        # A tiled run also asks for the memory its full-resolution images take.
+        per_worker = {**resources.per_worker(), **memory_request(state.config)}
+        name = f"{run_id}-{category}"
         try:
-            state.fit_result = trainer.fit()
+            if resources.workers == 1:
+                storage = RunStorage(storage_root, name, storage_fs)
+                state.fit_result = run_task(loop_config, storage, per_worker, options.max_failures)
+            else:
+                state.fit_result = _fit_group(
+                    options, resources.workers, loop_config, per_worker, name, storage_root, storage_fs
+                )
         except BaseException as exc:  # the category failed after its retries; the others go on
             state.fit_error = exc
         finally:
@@ -290,27 +282,51 @@ def run_all_categories(
     )
 
 
-def make_trainer(address: str | None, workers: int, train_fn: Any, **kwargs: Any) -> Any:
-    """The Ray Train trainer of one category's run: torch's process group only where several workers need one.
+def _fit_group(
+    options: RayRunOptions,
+    workers: int,
+    loop_config: dict[str, Any],
+    per_worker: dict[str, float],
+    name: str,
+    storage_root: str,
+    storage_fs: Any,
+) -> Any:
+    """A data-parallel category: a Ray Train worker group, checkpoints and restarts by Ray Train."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-    One worker exchanges no gradients, so it gets Ray Train's plain backend: no gloo group to set up and, above
-    all, no ``import torch`` in the run's TrainController (Ray's torch backend module imports it at the top);
-    that import took the actor from 1.6 to 3.4 CPU-s per category (sampled per process during
-    `adkd train --all-categories`, one category); nor does the driver import torch for it. Several workers get
-    the TorchTrainer (NCCL on GPUs, gloo on CPUs). Both leave out the helper actors such a run never uses
-    (``adkd.platform.cluster.embedded``): on the embedded Ray all of them, on a cluster the Ray Datasets one.
+    trainer = make_trainer(
+        options.address,
+        workers,
+        category_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=per_worker.get("GPU", 0) > 0, resources_per_worker=per_worker
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_root,
+            storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=options.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    return trainer.fit()
+
+
+def make_trainer(address: str | None, workers: int, train_fn: Any, **kwargs: Any) -> Any:
+    """The Ray Train trainer of a data-parallel run: the ``TorchTrainer`` (NCCL on GPUs, gloo on CPUs).
+
+    Without the helper actors such a run never uses (``adkd.platform.cluster.embedded``): on the embedded Ray all
+    of them, on a cluster the Ray Datasets one. One-worker runs never get here (``one_worker.run_task``).
     """
-    from ray.train import BackendConfig
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+    if workers < 2:
+        raise ValueError(f"a Ray Train worker group is for data-parallel runs (2 or more workers), got {workers}")
+    # Imported here: ray.train.torch imports torch, which a driver of one-worker runs never needs.
+    from ray.train.torch import TorchTrainer
 
     from adkd.platform.cluster.embedded import cluster_trainer, embedded_trainer
 
     trimmed = cluster_trainer if address else embedded_trainer
-    if workers == 1:
-        return trimmed(DataParallelTrainer)(train_fn, backend_config=BackendConfig(), **kwargs)
-    # Imported here, not above: ray.train.torch imports torch, which a driver of one-worker runs never needs.
-    from ray.train.torch import TorchTrainer
-
     return trimmed(TorchTrainer)(train_fn, **kwargs)
 
 
@@ -357,14 +373,19 @@ def _resolve_local_paths(config: TrainConfig) -> TrainConfig:
 
 
 def _fetch_outputs(fit_result: Any, dest: Path) -> dict[str, Any] | None:
-    """Copy the final checkpoint (the run's outputs) from run storage to ``dest``; return result.json."""
+    """Copy the final outputs (a task's ``final/``, Ray Train's final checkpoint) from run storage to ``dest``;
+    return result.json."""
     import json
 
-    checkpoint = getattr(fit_result, "checkpoint", None)
-    if checkpoint is None:
-        return None
-    shutil.rmtree(dest, ignore_errors=True)
-    checkpoint.to_directory(str(dest))
+    if isinstance(fit_result, TaskOutcome):
+        if not fit_result.storage.fetch_final(dest):
+            return None
+    else:
+        checkpoint = getattr(fit_result, "checkpoint", None)
+        if checkpoint is None:
+            return None
+        shutil.rmtree(dest, ignore_errors=True)
+        checkpoint.to_directory(str(dest))
     result_file = dest / RESULT_FILE
     if not result_file.is_file():
         return None

@@ -1,9 +1,10 @@
-"""The Ray side of a multi-category run: the event hub actor and the worker loop of one category.
+"""The worker side of a multi-category run: the event hub actor and the training loop of one category.
 
-Workers train with the single-category engine, push live events (start, epoch metrics, checkpoints)
-to a small ``EventHub`` actor, report every epoch's ``last.pt`` as a Ray Train checkpoint (a restarted
-worker resumes from the latest one) and hand their final outputs to Ray Train's run storage (a local
-path or ``s3://``), so nothing assumes the driver's disk.
+Workers train with the single-category engine and push live events (start, epoch metrics, checkpoints) to a small
+``EventHub`` actor. Each epoch's ``last.pt`` goes to the run's storage (a local path or ``s3://``) and a restarted
+worker resumes from the latest one; the final outputs go there too, so nothing assumes the driver's disk. Where a
+run's checkpoints live depends on how it runs (``RunSession``): a one-worker run is a plain Ray task that keeps them
+itself (``adkd.platform.cluster.one_worker``), a data-parallel run a Ray Train worker group (``TrainSession``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from adkd.errors import AdkdError
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
@@ -58,13 +59,79 @@ def make_hub() -> Any:
     return EventHub.remote()
 
 
-class _RayReporter(NullCallback):
-    """Engine callback inside a Ray worker: events to the hub, each epoch's checkpoint to Ray Train."""
+class RunSession(Protocol):
+    """Where one worker's checkpoints and final outputs go, and the worker's place in its group."""
 
-    def __init__(self, hub: Any, category: str, rank: int, attempt: int) -> None:
+    rank: int
+    world_size: int
+
+    def restore(self, dest: Path) -> bool:
+        """Copy the latest checkpoint's ``last.pt`` to ``dest``; False when the run has none yet."""
+        ...
+
+    def report_epoch(self, epoch: int, metrics: dict[str, float], last: Path | None) -> bool | None:
+        """An epoch's metrics and (rank 0) its ``last.pt``: whether the checkpoint is committed (None without one)."""
+        ...
+
+    def report_final(self, stage: Path | None, epochs: int) -> None:
+        """The run's outputs (rank 0's ``stage`` folder) to the run's storage, where the driver fetches them."""
+        ...
+
+
+class TrainSession:
+    """Ray Train's: the rank in the worker group, checkpoints through ``ray.train.report`` (a barrier per epoch)."""
+
+    def __init__(self) -> None:
+        import ray.train
+
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+
+    def restore(self, dest: Path) -> bool:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return False
+        with checkpoint.as_directory() as ckpt_dir:
+            source = Path(ckpt_dir) / LAST_CHECKPOINT
+            if not source.is_file():
+                return False
+            # Ray may hand a temporary folder: keep a copy of its own.
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest)
+        return True
+
+    def report_epoch(self, epoch: int, metrics: dict[str, float], last: Path | None) -> bool | None:
+        import ray.train
+
+        with tempfile.TemporaryDirectory(prefix="adkd-ckpt-") as tmp:
+            checkpoint = None
+            if last is not None and self.rank == 0:
+                _link_or_copy(last, Path(tmp) / LAST_CHECKPOINT)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            # Every rank reports once per epoch: ray.train.report is a barrier across the worker group.
+            ray.train.report(
+                {"epoch": epoch, **metrics}, checkpoint=checkpoint, checkpoint_dir_name=f"epoch-{epoch:05d}"
+            )
+        return _wait_committed() if checkpoint is not None else None
+
+    def report_final(self, stage: Path | None, epochs: int) -> None:
+        import ray.train
+
+        final = ray.train.Checkpoint.from_directory(str(stage)) if stage is not None else None
+        ray.train.report({"final": 1, "epoch": epochs}, checkpoint=final, checkpoint_dir_name="final")
+
+
+class _RayReporter(NullCallback):
+    """Engine callback inside a Ray worker: events to the hub, each epoch's checkpoint to the session."""
+
+    def __init__(self, hub: Any, category: str, session: RunSession, attempt: int) -> None:
         self.hub = hub
         self.category = category
-        self.rank = rank
+        self.session = session
+        self.rank = session.rank
         self.attempt = attempt
         self.pending: tuple[Path, int] | None = None
         self.artifacts: list[tuple[str, str]] = []
@@ -82,7 +149,10 @@ class _RayReporter(NullCallback):
             self.hub.push.remote({**event, **payload})
 
     def on_start(self, config: dict[str, Any]) -> None:
-        self._push("start", config=config)
+        from adkd.platform.tracking.run_context import RESOLVED_DEVICE, device_tag
+
+        # The device as this worker sees it: the driver's own (perhaps a CPU head node's) would be the wrong one.
+        self._push("start", config={**config, RESOLVED_DEVICE: device_tag(config)})
 
     def on_checkpoint(self, path: Path, epoch: int) -> None:
         # The engine writes last.pt, calls on_checkpoint, then on_epoch_end with that epoch's metrics:
@@ -91,20 +161,13 @@ class _RayReporter(NullCallback):
             self.pending = (Path(path), epoch)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        import ray.train
-
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         self._push("epoch", epoch=epoch, metrics=clean)
         pending, self.pending = self.pending, None
-        with tempfile.TemporaryDirectory(prefix="adkd-ckpt-") as tmp:
-            checkpoint = None
-            if pending is not None and pending[1] == epoch and self.rank == 0:
-                _link_or_copy(pending[0], Path(tmp) / LAST_CHECKPOINT)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            # Every rank reports once per epoch: ray.train.report is a barrier across the worker group.
-            ray.train.report({"epoch": epoch, **clean}, checkpoint=checkpoint, checkpoint_dir_name=f"epoch-{epoch:05d}")
-        if checkpoint is not None:
-            self._push("checkpoint", epoch=epoch, committed=_wait_committed())
+        last = pending[0] if pending is not None and pending[1] == epoch else None
+        committed = self.session.report_epoch(epoch, clean, last)
+        if committed is not None:
+            self._push("checkpoint", epoch=epoch, committed=committed)
 
     def on_artifact(self, path: Path, kind: str) -> None:
         self.artifacts.append((str(path), kind))
@@ -162,37 +225,33 @@ def _stage_outputs(run_dir: Path, stage: Path) -> None:
 
 
 def category_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """Ray Train worker loop: train one category, resuming from Ray's latest checkpoint if there is one."""
+    """Ray Train worker loop (one rank of a data-parallel run): ``train_one`` with Ray Train's checkpoints."""
+    return train_one(loop_config, TrainSession())
+
+
+def train_one(loop_config: dict[str, Any], session: RunSession) -> dict[str, Any]:
+    """Train one category on this worker, resuming from the session's latest checkpoint if there is one."""
     import json
 
     import ray
-    import ray.train
 
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
+    rank = session.rank
     hub = loop_config["hub"]
     category = loop_config["category"]
     attempt = ray.get(hub.start.remote(category, rank))
     scratch = Path(tempfile.gettempdir()) / "adkd-ray" / loop_config["run_id"] / category / f"rank{rank}"
-    if attempt > 1 or ray.train.get_checkpoint() is None:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # A new attempt starts from a clean folder: another attempt's files are not this one's outputs.
+    shutil.rmtree(scratch, ignore_errors=True)
     values = {**loop_config["train_config"], "out_dir": str(scratch)}
     config = TrainConfig.model_validate(values)
     run_dir = scratch / config.run_dir_name()
 
-    resume_from: Path | None = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt_dir:
-            source = Path(ckpt_dir) / LAST_CHECKPOINT
-            if source.is_file():
-                # Ray may hand a temporary folder: keep the restored state beside (not in) the run folder.
-                resume_from = scratch / f"restored-{LAST_CHECKPOINT}"
-                scratch.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, resume_from)
+    # Kept beside (not in) the run folder, whose files are the outputs.
+    restored = scratch / f"restored-{LAST_CHECKPOINT}"
+    resume_from = restored if session.restore(restored) else None
     resume = resume_from is not None
-    reporter = _RayReporter(hub, category, rank, attempt)
-    reporter._push("worker", every_rank=True, resume=resume, world_size=context.get_world_size())
+    reporter = _RayReporter(hub, category, session, attempt)
+    reporter._push("worker", every_rank=True, resume=resume, world_size=session.world_size)
     try:
         from adkd.pipelines.train.distributed import DistContext
 
@@ -215,12 +274,11 @@ def category_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         for p, kind in reporter.artifacts
     ]
     with tempfile.TemporaryDirectory(prefix="adkd-out-") as tmp:
-        stage = Path(tmp)
-        if rank == 0:
+        stage = Path(tmp) if rank == 0 else None
+        if stage is not None:
             _stage_outputs(run_dir, stage)
             (stage / RESULT_FILE).write_text(json.dumps(payload, default=str))
-        final = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
-        ray.train.report({"final": 1, "epoch": result.epochs_run}, checkpoint=final, checkpoint_dir_name="final")
+        session.report_final(stage, result.epochs_run)
     reporter._push("done", status=result.status)
     shutil.rmtree(scratch, ignore_errors=True)
     return payload

@@ -17,7 +17,7 @@ from typing import Any
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.platform.tracking.child_context import ChildRunContext, RunHandle, run_id_of
 from adkd.platform.tracking.redaction import is_secret, redact, redact_uri
-from adkd.platform.tracking.run_context import device_tag
+from adkd.platform.tracking.run_context import RESOLVED_DEVICE, device_tag
 from adkd.platform.tracking.values import MAX_TAG_VALUE, finite_metrics, flatten
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class CategoryTracker(NullCallback):
         if self._started:
             return
         self._started = True
-        self.config = dict(config)
+        self.config = {k: v for k, v in config.items() if k != RESOLVED_DEVICE}  # a tag, not a setting
         context, handle, client = self.context, self.handle, self.context.client
         model = str(config.get("model", ""))
         data = context.data_root or redact_uri(str(config.get("data") or ""))

@@ -52,8 +52,18 @@ def torch_version() -> str:
     return str(module.__version__)
 
 
+# The start event of a Ray run carries the device its worker resolved under this key: the driver that tracks the
+# run may sit on another node (a CPU head) and need not import torch to ask.
+RESOLVED_DEVICE = "resolved_device"
+
+
 def device_tag(config: dict[str, Any]) -> str:
-    """The device a run trains on, as its tag shows it (``cuda (<GPU name>)`` or ``cpu`` for ``auto``)."""
+    """The device a run trains on, as its tag shows it (``cuda (<GPU name>)`` or ``cpu`` for ``auto``).
+
+    A config that carries ``RESOLVED_DEVICE`` (set where the run trained) is taken at its word.
+    """
+    if config.get(RESOLVED_DEVICE):
+        return str(config[RESOLVED_DEVICE])
     name = str(config.get("device", "auto"))
     if name != "auto":
         return name

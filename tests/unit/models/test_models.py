@@ -93,8 +93,9 @@ for preset, models in PRESETS.items():
         config = resolve_config(model, preset, category="c", data=sys.argv[1])
         assert resources.memory_request(config) == {}
 from adkd.platform.runs import RayPlan
-from adkd.platform.tracking.run_context import environment_tags
+from adkd.platform.tracking.run_context import RESOLVED_DEVICE, device_tag, environment_tags
 print("gpus:", resources.resources_for(RayPlan()).gpus, "torch tag:", environment_tags()["torch_version"])
+print("device tag:", device_tag({"device": "auto", RESOLVED_DEVICE: "cuda (as the worker saw it)"}))
 try:
     resolve_config("mrkd", "paper", category="c", data=sys.argv[1], overrides=["model_options.mask_rate=1.5"])
 except ConfigError as exc:
@@ -115,6 +116,8 @@ def test_a_driver_resolves_and_checks_every_runs_settings_without_importing_torc
     # What the run asks of Ray and the tags of its MLflow runs, still without torch: the GPU count Ray's own, the
     # version torch's, build suffix included.
     assert f"gpus: {float(torch.cuda.is_available())} torch tag: {torch.__version__}" in proc.stdout, proc.stdout
+    # The device tag of a Ray run is the one its worker resolved (sent with its start event), not the driver's.
+    assert "device tag: cuda (as the worker saw it)" in proc.stdout, proc.stdout
 
 
 def test_autoencoder_hooks_belong_to_stfpm_ae_alone() -> None:

@@ -1,11 +1,9 @@
-"""The trainer of one category's Ray run: torch's process group only for several workers (a one-worker run's
-controller never imports torch), and on the embedded Ray none of the helper actors a one-machine run without
-Ray Datasets never uses; a cluster's trainer keeps every one of Ray Train's callbacks but the Ray Datasets one."""
+"""The trainer of a data-parallel Ray run: on the embedded Ray none of the helper actors a one-machine run without
+Ray Datasets never uses; a cluster's trainer keeps every one of Ray Train's callbacks but the Ray Datasets one.
+(One-worker runs are plain Ray tasks: tests/unit/platform/test_one_worker.py, tests/integration/test_cluster.py.)"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,53 +29,30 @@ def _callbacks(address: str | None, workers: int, tmp_path: Path) -> set[str]:
     return {type(callback).__name__ for callback in _trainer(address, workers, tmp_path)._create_default_callbacks()}
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_embedded_trainer_starts_no_dataset_manager_and_no_placement_group_cleaner(
-    workers: int, tmp_path: Path
-) -> None:
-    embedded, cluster = _callbacks(None, workers, tmp_path), _callbacks("127.0.0.1:6379", workers, tmp_path)
+def test_embedded_trainer_starts_no_dataset_manager_and_no_placement_group_cleaner(tmp_path: Path) -> None:
+    embedded, cluster = _callbacks(None, 2, tmp_path), _callbacks("127.0.0.1:6379", 2, tmp_path)
     assert cluster - embedded == {"PlacementGroupCleanerCallback"}
     # What the run needs stays: the backend, the devices, the user's callbacks.
     assert {"BackendSetupCallback", "AcceleratorSetupCallback", "UserCallbackHandler"} <= embedded
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_no_trainer_starts_a_dataset_manager_and_a_clusters_keeps_the_rest(workers: int, tmp_path: Path) -> None:
+def test_no_trainer_starts_a_dataset_manager_and_a_clusters_keeps_the_rest(tmp_path: Path) -> None:
     from ray.train.torch import TorchTrainer
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    base = TorchTrainer if workers > 1 else DataParallelTrainer
-    stock = {type(callback).__name__ for callback in base._create_default_callbacks(_trainer("a:1", workers, tmp_path))}
+    stock = {
+        type(callback).__name__ for callback in TorchTrainer._create_default_callbacks(_trainer("a:1", 2, tmp_path))
+    }
     assert "DatasetsCallback" in stock  # Ray Train starts one for every run, datasets or not
-    assert stock - _callbacks("127.0.0.1:6379", workers, tmp_path) == {"DatasetsCallback"}
-    assert "DatasetsCallback" not in _callbacks(None, workers, tmp_path)
+    assert stock - _callbacks("127.0.0.1:6379", 2, tmp_path) == {"DatasetsCallback"}
+    assert "DatasetsCallback" not in _callbacks(None, 2, tmp_path)
 
 
-def test_only_several_workers_get_torchs_process_group(tmp_path: Path) -> None:
-    from ray.train import BackendConfig
+def test_a_one_worker_run_gets_no_worker_group(tmp_path: Path) -> None:
     from ray.train.torch import TorchConfig
 
-    for address in (None, "127.0.0.1:6379"):
-        assert type(_trainer(address, 1, tmp_path).backend_config) is BackendConfig
-        assert isinstance(_trainer(address, 2, tmp_path).backend_config, TorchConfig)
-
-
-def test_a_one_worker_runs_controller_state_loads_without_torch(tmp_path: Path) -> None:
-    """What the TrainController unpickles (the run's context) must not pull torch in: that import was half of
-    the controller's CPU per category. The same check on a two-worker run shows the test can fail."""
-    import cloudpickle
-
-    code = "import pickle, sys; pickle.loads(sys.stdin.buffer.read()); print('torch' in sys.modules)"
-    loaded = {}
-    for workers in (1, 2):
-        trainer = _trainer(None, workers, tmp_path)
-        # What the embedded controller is given besides: its scaling policy (LocalScalingPolicy, from this package).
-        policy = _controller_kwargs(trainer)["scaling_policy"]
-        blob = cloudpickle.dumps((trainer.train_run_context, policy))
-        proc = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-        loaded[workers] = proc.stdout.decode().strip()
-    assert loaded == {1: "False", 2: "True"}
+    with pytest.raises(ValueError, match="data-parallel runs"):
+        _trainer(None, 1, tmp_path)
+    assert isinstance(_trainer(None, 2, tmp_path).backend_config, TorchConfig)
 
 
 def _controller_kwargs(trainer: Any) -> dict[str, Any]:
@@ -99,7 +74,7 @@ def _controller_kwargs(trainer: Any) -> dict[str, Any]:
     return seen
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [2, 4])
 def test_the_embedded_controller_asks_no_autoscaler_for_resources(workers: int, tmp_path: Path) -> None:
     from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy, ResizeDecision
 

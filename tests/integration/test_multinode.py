@@ -180,17 +180,21 @@ def test_child_runs_record_the_data_root_as_given_and_a_fingerprint(trained: dic
 
 
 def test_untracked_run_writes_onnx_per_category_under_out(two_nodes: dict[str, Any], trained: dict[str, Any]) -> None:
-    """`--categories … --no-tracking --out DIR`: every output under DIR, each worker's own model.onnx, no store."""
+    """`--categories … --no-tracking --out DIR --storage s3://…`: every output under DIR, each worker's own
+    model.onnx, no store; the run's checkpoints and outputs went through S3 (no disk both nodes share)."""
+    import boto3
+
     tmp = two_nodes["tmp"]
     cwd = tmp / "untracked"
     cwd.mkdir()
     out = tmp / "untracked-out"
     env = {**two_nodes["env"], "COLUMNS": "200"}
+    bucket = trained["uri"].split("/")[2]
     proc = subprocess.run(
         [str(BIN / "adkd"), "train", "--categories", "weave", "--data", trained["uri"],
-         "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=1", "--set", "image_size=64",
+         "--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=2", "--set", "image_size=64",
          "--cpus-per-worker", "1", "--max-failures", "0", "--no-tracking",
-         "--address", two_nodes["gcs"], "--out", str(out)],
+         "--address", two_nodes["gcs"], "--out", str(out), "--storage", f"s3://{bucket}/runs"],
         capture_output=True, text=True, env=env, timeout=800, cwd=cwd,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -198,5 +202,10 @@ def test_untracked_run_writes_onnx_per_category_under_out(two_nodes: dict[str, A
     rows = json.loads((run / "results.json").read_text())["categories"]
     assert [r["category"] for r in rows] == ["weave"]
     assert (run / "weave" / "model.onnx").is_file()
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="runs/")["Contents"]]
+    stored = {k.split("/", 2)[2] for k in keys if k.count("/") >= 2}  # runs/<run>-weave/<file>
+    assert {"latest.json", "epoch-00001/last.pt", "epoch-00002/last.pt", "final/model.onnx"} <= stored, stored
     assert not list(cwd.rglob("*")), "nothing is written outside --out"
     assert not list(out.rglob("mlflow.db"))

@@ -202,10 +202,10 @@ def test_untracked_run_writes_onnx_per_category_under_out(two_nodes: dict[str, A
     rows = json.loads((run / "results.json").read_text())["categories"]
     assert [r["category"] for r in rows] == ["weave"]
     assert (run / "weave" / "model.onnx").is_file()
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="runs/")["Contents"]]
-    stored = {k.split("/", 2)[2] for k in keys if k.count("/") >= 2}  # runs/<run>-weave/<file>
+    session = boto3.Session(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    s3 = session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+    objects = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="runs/")["Contents"]]
+    stored = {k.split("/", 2)[2] for k in objects if k.count("/") >= 2}  # runs/<run>-weave/<file>
     assert {"latest.json", "epoch-00001/last.pt", "epoch-00002/last.pt", "final/model.onnx"} <= stored, stored
     assert not list(cwd.rglob("*")), "nothing is written outside --out"
     assert not list(out.rglob("mlflow.db"))

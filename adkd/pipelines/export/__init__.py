@@ -11,15 +11,15 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "INPUT_NAME": "onnx_export",
-    "OPSET": "onnx_export",
-    "OUTPUT_NAMES": "onnx_export",
+    "INPUT_NAME": "graph_metadata",
+    "OPSET": "graph_metadata",
+    "OUTPUT_NAMES": "graph_metadata",
     "ExportError": "onnx_export",
     "ExportGraph": "onnx_export",
     "ParityReport": "onnx_export",
     "export_onnx": "onnx_export",
-    "read_metadata": "onnx_export",
-    "set_metadata": "onnx_export",
+    "read_metadata": "graph_metadata",
+    "set_metadata": "graph_metadata",
     "verify_onnx": "onnx_export",
     "write_thresholds": "onnx_export",
 }

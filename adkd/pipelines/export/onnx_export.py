@@ -22,10 +22,15 @@ from torch import nn
 
 from adkd.errors import AdkdError, ConfigError
 from adkd.pipelines.evaluate.thresholds import MIN_RANGE, normalize_scores
+from adkd.pipelines.export.graph_metadata import (  # noqa: F401 (the names importers of this module use)
+    INPUT_NAME,
+    OPSET,
+    OUTPUT_NAMES,
+    meta_props,
+    read_metadata,
+    set_metadata,
+)
 
-OPSET = 17
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("anomaly_map", "image_score", "normalized_score")
 MAP_TOLERANCE = 1e-4  # max |ORT - torch| of the maps, as a fraction of the torch map's range
 SCORE_TOLERANCE = 1e-5  # max |ORT - torch| of the scores, relative to max(1, |score|)
 
@@ -184,32 +189,6 @@ def verify_onnx(
     )
 
 
-def _meta_props(meta: dict[str, Any]) -> dict[str, str]:
-    out = {}
-    for key, value in meta.items():
-        if value is None:
-            continue
-        out[str(key)] = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return out
-
-
-def set_metadata(path: Path, props: dict[str, str]) -> None:
-    """Write ``props`` into the file's metadata_props (replacing keys it has), checked by onnx."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    existing = {p.key: p for p in proto.metadata_props}
-    for key, value in props.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-    proto.producer_name = "adkd"
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
-
-
 def export_onnx(
     model: nn.Module,
     out_path: str | Path,
@@ -252,7 +231,7 @@ def export_onnx(
             _torch_export(graph, dummy.contiguous(), tmp, opset)
         except Exception as exc:
             raise ExportError(f"torch.onnx.export failed for {out_path.name}: {type(exc).__name__}: {exc}") from exc
-        props = _meta_props(
+        props = meta_props(
             {
                 "adkd_version": __version__,
                 "torch_version": torch.__version__,
@@ -277,25 +256,6 @@ def export_onnx(
     finally:
         tmp.unlink(missing_ok=True)
     return out_path
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata_props of an exported file, JSON values decoded."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    out: dict[str, Any] = {}
-    for prop in proto.metadata_props:
-        try:
-            out[prop.key] = json.loads(prop.value)
-        except ValueError:
-            out[prop.key] = prop.value
-    return out
-
-
-def meta_props(meta: dict[str, Any]) -> dict[str, str]:
-    """Metadata values as the strings ONNX stores (JSON for anything but a string)."""
-    return _meta_props(meta)
 
 
 def _drop_dead_nodes(graph: Any) -> None:

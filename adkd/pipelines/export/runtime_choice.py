@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from adkd.pipelines.export.onnx_export import read_metadata, set_metadata
+from adkd.pipelines.export.graph_metadata import read_metadata, set_metadata
 from adkd.pipelines.predict.predictor import thread_budget
 
 BATCHES = (1, 8)

@@ -94,6 +94,7 @@ for preset, models in PRESETS.items():
         assert resources.memory_request(config) == {}
 from adkd.platform.runs import RayPlan
 from adkd.platform.tracking.run_context import RESOLVED_DEVICE, device_tag, environment_tags
+from adkd.pipelines.export import INPUT_NAME, read_metadata  # what registering a worker's model.onnx reads
 print("gpus:", resources.resources_for(RayPlan()).gpus, "torch tag:", environment_tags()["torch_version"])
 print("device tag:", device_tag({"device": "auto", RESOLVED_DEVICE: "cuda (as the worker saw it)"}))
 try:

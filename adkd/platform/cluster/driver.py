@@ -379,6 +379,12 @@ def _fetch_outputs(fit_result: Any, dest: Path) -> dict[str, Any] | None:
 
     if isinstance(fit_result, TaskOutcome):
         if not fit_result.storage.fetch_final(dest):
+            if (fit_result.return_value or {}).get("status") == "FINISHED":
+                raise FileNotFoundError(
+                    f"the run finished on its node but its outputs are not in the run storage "
+                    f"({fit_result.storage.location()}); on a cluster give --storage a path every node sees, "
+                    "or s3://bucket/prefix"
+                )
             return None
     else:
         checkpoint = getattr(fit_result, "checkpoint", None)

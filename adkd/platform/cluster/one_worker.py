@@ -47,6 +47,11 @@ class RunStorage:
         filesystem, path = fs.FileSystem.from_uri(self.root)
         return filesystem, posixpath.join(path, self.name)
 
+    def location(self) -> str:
+        """The run's folder as a user would name it (``s3://`` kept)."""
+        prefix = "s3://" if self.filesystem is not None and type(self.filesystem).__name__ == "S3FileSystem" else ""
+        return prefix + posixpath.join(self.root, self.name)
+
     def latest(self) -> dict[str, Any] | None:
         filesystem, base = self._fs()
         from pyarrow import fs

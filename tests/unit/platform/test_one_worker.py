@@ -72,3 +72,16 @@ def test_the_task_asks_for_the_runs_resources_and_retries_as_often_as_allowed(
     options = task_options(per_worker, max_failures=2)
     assert options["max_retries"] == 2 and options["retry_exceptions"] is True
     assert expected.items() <= options.items()
+
+
+def test_outputs_missing_from_the_run_storage_fail_the_run_naming_the_storage(tmp_path: Path) -> None:
+    # A cluster whose nodes do not see the driver's disk: the task finished, its final/ is on another machine.
+    from adkd.platform.cluster.driver import _fetch_outputs
+    from adkd.platform.cluster.one_worker import TaskOutcome
+
+    storage = RunStorage(str(tmp_path / "ray"), "run-d")
+    finished = TaskOutcome({"status": "FINISHED", "category": "c"}, storage)
+    with pytest.raises(FileNotFoundError, match=r"not in the run storage \(.*ray/run-d\); on a cluster give --storage"):
+        _fetch_outputs(finished, tmp_path / "out")
+    # A run that failed on bad data left no outputs by design: its own result says why.
+    assert _fetch_outputs(TaskOutcome({"status": "FAILED", "error": "bad"}, storage), tmp_path / "out") is None

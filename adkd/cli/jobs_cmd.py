@@ -114,7 +114,7 @@ def job_stop(
         120.0, "--wait", min=0, help="Seconds to wait for the job to end (0: only request the stop)."
     ),
 ) -> None:
-    """Stop a running job (Ray ends its driver, then its Ray Train workers); exit 1 if it does not end in time."""
+    """Stop a running job (Ray ends its driver, then its workers); exit 1 if it does not end in time."""
     from adkd.platform.cluster import jobs
 
     where = _address(address)

@@ -99,7 +99,7 @@ def shutdown() -> None:
 
 
 def storage_uri(storage_path: str | None, run_dir: Path) -> str:
-    """Where Ray Train keeps checkpoints and final outputs: ``<run_dir>/ray`` unless a path or URI is given."""
+    """Where runs keep checkpoints and final outputs: ``<run_dir>/ray`` unless a path or URI is given."""
     if storage_path is None:
         return str((run_dir / "ray").resolve())
     if "://" in storage_path:
@@ -108,7 +108,7 @@ def storage_uri(storage_path: str | None, run_dir: Path) -> str:
 
 
 def storage_filesystem(storage: str, endpoint_url: str | None, region: str = "us-east-1") -> tuple[str, Any]:
-    """Ray Train storage: s3:// with a custom endpoint needs an explicit pyarrow S3 filesystem."""
+    """Run storage: s3:// with a custom endpoint needs an explicit pyarrow S3 filesystem."""
     if not storage.startswith("s3://") or not endpoint_url:
         return storage, None
     from pyarrow import fs

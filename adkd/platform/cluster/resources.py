@@ -39,7 +39,7 @@ class CategoryResources:
             )
 
     def per_worker(self) -> dict[str, float]:
-        """Ray Train's ``resources_per_worker``."""
+        """What each worker asks Ray for (a one-worker run's task options, Ray Train's ``resources_per_worker``)."""
         out = {"CPU": float(self.cpus)}
         if self.gpus:
             out["GPU"] = float(self.gpus)

@@ -14,6 +14,7 @@ checkpoints are kept, as before (``CheckpointConfig(num_to_keep=2)``). Data-para
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import shutil
@@ -187,5 +188,13 @@ def run_task(
     import ray
 
     options = task_options(per_worker, max_failures)
-    task = ray.remote(category_task).options(**options, name=f"adkd-{loop_config['category']}")
+    task = _remote_task().options(**options, name=f"adkd-{loop_config['category']}")
     return TaskOutcome(ray.get(task.remote(loop_config, storage)), storage)
+
+
+@functools.cache
+def _remote_task() -> Any:
+    """``category_task`` as a Ray remote function, made once per process (the run's threads share it)."""
+    import ray
+
+    return ray.remote(category_task)

@@ -18,6 +18,8 @@ import functools
 import json
 import posixpath
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,7 +156,25 @@ class TaskSession:
 
 def category_task(loop_config: dict[str, Any], storage: RunStorage) -> dict[str, Any]:
     """The Ray task of a one-worker run: ``train_one`` with its checkpoints in ``storage``."""
-    return train_one(loop_config, TaskSession(storage))
+    with kept_torch_threads():
+        return train_one(loop_config, TaskSession(storage))
+
+
+@contextmanager
+def kept_torch_threads() -> Iterator[None]:
+    """torch's thread count as it was before the block, after it.
+
+    Ray gives a CPU task's worker process to the next task: a run that set its threads (``num_threads``) must not
+    leave them to the next run, whose unset ``num_threads`` means the worker's own default (Ray's
+    ``OMP_NUM_THREADS``, the CPUs the task asked for).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def task_options(per_worker: dict[str, float], max_failures: int) -> dict[str, Any]:

@@ -85,3 +85,18 @@ def test_outputs_missing_from_the_run_storage_fail_the_run_naming_the_storage(tm
         _fetch_outputs(finished, tmp_path / "out")
     # A run that failed on bad data left no outputs by design: its own result says why.
     assert _fetch_outputs(TaskOutcome({"status": "FAILED", "error": "bad"}, storage), tmp_path / "out") is None
+
+
+def test_a_run_that_sets_torchs_threads_leaves_the_next_run_in_the_worker_its_default() -> None:
+    import torch
+
+    from adkd.platform.cluster.one_worker import kept_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        with kept_torch_threads():
+            torch.set_num_threads(before + 1)  # what the engine does for num_threads=N
+            assert torch.get_num_threads() == before + 1
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)

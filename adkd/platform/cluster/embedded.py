@@ -1,9 +1,10 @@
-"""Ray Train without the helper actors adkd's runs never use: fewer processes per category.
+"""Ray Train without the helper actors adkd's data-parallel runs never use: fewer processes per run.
 
-``embedded_trainer(cls)`` is ``cls`` (Ray Train's DataParallelTrainer or TorchTrainer) for a Ray that lives and
-dies with this process on this machine, with no Ray Datasets and no autoscaler; ``cluster_trainer(cls)`` is
-``cls`` for a shared cluster, without the Ray Datasets helper only. Each run's TrainController unpickles its
-scaling policy from here, so this module imports nothing but Ray.
+(One-worker runs do not use Ray Train at all: ``adkd.platform.cluster.one_worker``.) ``embedded_trainer(cls)`` is
+``cls`` (Ray Train's TorchTrainer) for a Ray that lives and dies with this process on this machine, with no Ray
+Datasets and no autoscaler; ``cluster_trainer(cls)`` is ``cls`` for a shared cluster, without the Ray Datasets
+helper only. Each run's TrainController unpickles its scaling policy from here, so this module imports nothing but
+Ray.
 """
 
 from __future__ import annotations

@@ -40,7 +40,9 @@ class RunStorage:
     name: str
     filesystem: Any = None
 
-    def _fs(self) -> tuple[Any, str]:
+    @functools.cached_property
+    def _resolved(self) -> tuple[Any, str]:
+        """The file system and the run's folder in it, resolved once (``from_uri`` may ask S3 for the region)."""
         from pyarrow import fs
 
         if self.filesystem is not None:
@@ -50,15 +52,19 @@ class RunStorage:
         filesystem, path = fs.FileSystem.from_uri(self.root)
         return filesystem, posixpath.join(path, self.name)
 
+    def _fs(self) -> tuple[Any, str]:
+        return self._resolved
+
     def location(self) -> str:
         """The run's folder as a user would name it (``s3://`` kept)."""
-        prefix = "s3://" if self.filesystem is not None and type(self.filesystem).__name__ == "S3FileSystem" else ""
-        return prefix + posixpath.join(self.root, self.name)
+        if self.filesystem is None or self.filesystem.type_name == "local":
+            return posixpath.join(self.root, self.name)
+        return f"{self.filesystem.type_name}://{posixpath.join(self.root, self.name)}"
 
     def latest(self) -> dict[str, Any] | None:
-        filesystem, base = self._fs()
         from pyarrow import fs
 
+        filesystem, base = self._fs()
         path = posixpath.join(base, LATEST)
         if filesystem.get_file_info(path).type != fs.FileType.File:
             return None

@@ -131,20 +131,19 @@ class _RayReporter(NullCallback):
         self.hub = hub
         self.category = category
         self.session = session
-        self.rank = session.rank
         self.attempt = attempt
         self.pending: tuple[Path, int] | None = None
         self.artifacts: list[tuple[str, str]] = []
 
     def _push(self, kind: str, *, every_rank: bool = False, **payload: Any) -> None:
         """Send an event to the driver; rank 0 speaks for the group unless ``every_rank``."""
-        if self.rank == 0 or every_rank:
+        if self.session.rank == 0 or every_rank:
             event = {
                 "kind": kind,
                 "category": self.category,
                 "attempt": self.attempt,
                 "pid": os.getpid(),
-                "rank": self.rank,
+                "rank": self.session.rank,
             }
             self.hub.push.remote({**event, **payload})
 

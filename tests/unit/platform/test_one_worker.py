@@ -100,3 +100,11 @@ def test_a_run_that_sets_torchs_threads_leaves_the_next_run_in_the_worker_its_de
         assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_storage_names_its_folder_as_the_user_gave_it(tmp_path: Path) -> None:
+    from pyarrow import fs
+
+    assert RunStorage(str(tmp_path), "r").location() == f"{tmp_path}/r"
+    s3 = fs.S3FileSystem(endpoint_override="127.0.0.1:9", scheme="http", region="us-east-1")
+    assert RunStorage("bucket/prefix", "r", s3).location() == "s3://bucket/prefix/r"

@@ -18,11 +18,10 @@ def _categories(data: str, category: str | None, all_categories: bool) -> list[s
 
     if bool(category) == all_categories:
         raise ConfigError("pass exactly one of --category NAME and --all-categories")
-    if category:
-        return [category]
-    from adkd.pipelines.data.mvtec import discover_categories
+    from adkd.pipelines.data.mvtec import resolve_categories
 
-    return discover_categories(Path(data))
+    # Checked here, before Ray starts: a missing category would otherwise fail inside every trial.
+    return resolve_categories(Path(data), [category] if category else None)
 
 
 def _lr_range(text: str | None) -> tuple[float, float] | None:

@@ -8,6 +8,7 @@ the head this test started (its process group), never other Ray instances on the
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,6 +73,7 @@ def ray_head() -> Iterator[dict[str, str]]:
     finally:
         # `ray stop` would stop every Ray on this machine; end only this head and what it started.
         stop_ray_nodes([proc])
+        shutil.rmtree(tmp, ignore_errors=True)  # outside pytest's tmp_path (short paths)
 
 
 def _adkd(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

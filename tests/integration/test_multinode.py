@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,7 @@ def two_nodes(s3_server: str) -> Iterator[dict[str, Any]]:
         yield {"gcs": gcs, "nodes": nodes, "env": base, "tmp": tmp}
     finally:
         stop_ray_nodes(procs)
+        shutil.rmtree(tmp, ignore_errors=True)  # outside pytest's tmp_path (short paths): ~110 MB a run
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,12 @@ def test_a_missing_category_is_one_line_before_ray_starts(tmp_path: Path) -> Non
     env = {**os.environ, "PYTHONPATH": str(REPO), "ADKD_TRACKING": "off", "RAY_TMPDIR": str(tmp_path / "ray")}
     args = ["tune", "--category", "disc", "--data", "data", "--model", "mrkd", "--num-samples", "2", "--epochs", "1"]
     proc = subprocess.run(
-        [sys.executable, "-m", "adkd.cli.main", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "adkd.cli.main", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

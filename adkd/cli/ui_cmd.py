@@ -102,7 +102,9 @@ def ui(
         "--port",
         str(port),
         "--workers",
-        "2",  # one person's browser: two processes serve it, four (MLflow's default) only cost start-up time
+        # One person's browser: one process (its threads serve the page's parallel requests). Each more worker is
+        # a process that imports MLflow at start (3.3 CPU-s here) and serves nobody else.
+        "1",
         "--app-name",
         APP_NAME,
         "--uvicorn-opts",

@@ -51,8 +51,20 @@ def pytest_configure(config: pytest.Config) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
+# Modules that share the session-scoped ``promoted`` model and its ``served`` server (tests/integration/conftest.py):
+# one group, so one worker trains, registers and serves it once. As three groups each worker built its own (three
+# trainings and two servers, measured: ~36 s of setup in each module). No "]" in a group name: xdist then reads the
+# "@group" suffix as part of a parametrized test's id and schedules each test on its own.
+SHARED_FIXTURE_GROUPS = {
+    "tests/integration/test_predict.py": "tests/integration/promoted-model",
+    "tests/integration/test_registry_display.py": "tests/integration/promoted-model",
+    "tests/integration/test_serving.py": "tests/integration/promoted-model",
+}
+
+
 def _group(item: pytest.Item) -> str:
-    return item.path.relative_to(item.config.rootpath).as_posix()
+    module = item.path.relative_to(item.config.rootpath).as_posix()
+    return SHARED_FIXTURE_GROUPS.get(module, module)
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:

@@ -31,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
 
 
 def free_port() -> int:
@@ -238,3 +239,35 @@ def promoted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run(["registry", "promote", "disc", "--version", "1", "--to", "production"])
     metrics = json.loads((work / "runs" / "train" / "rd" / "disc" / "metrics.json").read_text())
     return {"work": work, "env": env, "data": data, "metrics": metrics}
+
+
+@pytest.fixture(scope="session")
+def served(promoted: dict) -> Iterator[str]:
+    """adkd-disc@production behind `mlflow models serve` on 127.0.0.1; yields the invocations URL.
+
+    One server for the modules of the ``promoted`` group (tests/conftest.py), which run on one worker.
+    """
+    port = free_port()
+    log_path = promoted["work"] / "serve-requests.log"
+    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/adkd-disc@production", "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, env=promoted["env"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow models serve did not answer /ping within 300 s"
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(1)
+        yield f"http://127.0.0.1:{port}/invocations"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

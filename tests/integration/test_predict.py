@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import csv
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,8 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
-
-from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -118,38 +113,17 @@ def test_python_api_load_and_predict(promoted: dict, monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.skipif(not BOTTLE.is_dir(), reason="needs ../shared/data/mvtec_ad_256/bottle")
-def test_mlflow_models_serve_answers_a_real_bottle_image(promoted: dict) -> None:
-    env = dict(promoted["env"])
-    port = free_port()
-    log = (promoted["work"] / "serve.log").open("wb")
-    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/adkd-disc@production", "--env-manager", "local",
-           "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (promoted["work"] / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                time.sleep(1)
-        image = sorted((BOTTLE / "test" / "broken_large").glob("*.png"))[0]
-        buf = io.BytesIO()
-        Image.open(image).save(buf, format="PNG")
-        payload = {"dataframe_records": [{"image": base64.b64encode(buf.getvalue()).decode()}]}
-        req = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            answer = json.loads(resp.read())
-        row = answer["predictions"][0]
-        assert np.isfinite(row["image_score"]) and row["normalized_score"] > 0.5
-        assert row["anomalous"] is True  # a broken bottle, far from the synthetic discs the model learned
-        # The model sees 64 px; the map comes back at the input image's own size.
-        assert np.asarray(row["anomaly_map"]).shape[-2:] == Image.open(image).size[::-1]
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+def test_mlflow_models_serve_answers_a_real_bottle_image(served: str) -> None:
+    image = sorted((BOTTLE / "test" / "broken_large").glob("*.png"))[0]
+    buf = io.BytesIO()
+    Image.open(image).save(buf, format="PNG")
+    payload = {"dataframe_records": [{"image": base64.b64encode(buf.getvalue()).decode()}]}
+    headers = {"Content-Type": "application/json"}
+    req = urllib.request.Request(served, data=json.dumps(payload).encode(), headers=headers)
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        answer = json.loads(resp.read())
+    row = answer["predictions"][0]
+    assert np.isfinite(row["image_score"]) and row["normalized_score"] > 0.5
+    assert row["anomalous"] is True  # a broken bottle, far from the synthetic discs the model learned
+    # The model sees 64 px; the map comes back at the input image's own size.
+    assert np.asarray(row["anomaly_map"]).shape[-2:] == Image.open(image).size[::-1]

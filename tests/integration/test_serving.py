@@ -6,20 +6,14 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
-
-from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -29,35 +23,6 @@ def _png_b64(img: Image.Image) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
-
-
-@pytest.fixture(scope="module")
-def served(promoted: dict) -> Iterator[str]:
-    """adkd-disc@production behind `mlflow models serve` on 127.0.0.1; yields the invocations URL."""
-    port = free_port()
-    log_path = promoted["work"] / "serve-requests.log"
-    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/adkd-disc@production", "--env-manager", "local",
-           "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, env=promoted["env"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow models serve did not answer /ping within 300 s"
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(1)
-        yield f"http://127.0.0.1:{port}/invocations"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 def _test_images(promoted: dict) -> list[Path]:

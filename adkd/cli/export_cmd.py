@@ -35,18 +35,23 @@ def export(
 ) -> None:
     """Export to ONNX (uint8 RGB NHWC in; anomaly_map, image_score, normalized_score out), checked with onnxruntime."""
     from adkd.errors import ConfigError
-    from adkd.pipelines.export import read_metadata
-    from adkd.pipelines.train.artifacts import export_checkpoint
 
-    if int8_scheme is not None:  # before any file is written
+    # The flags and the checkpoint's path first: before any file is written, and before the training stack's
+    # imports (torch, ONNX Runtime: 4-5 CPU-s), so a mistyped command answers at once.
+    if int8_scheme is not None:
         if not int8:
             raise ConfigError("--int8-scheme chooses the int8 model's layout: add --int8")
-        from adkd.pipelines.export.quantize import check_scheme
+        from adkd.pipelines.export.schemes import check_scheme
 
         check_scheme(int8_scheme)
     bad = [r for r in int8_runtime if r not in ("onnxruntime", "openvino")]
     if bad:
         raise ConfigError(f"--int8-runtime {bad[0]!r} is not onnxruntime or openvino")
+    if not checkpoint.is_file():
+        raise ConfigError(f"--checkpoint {checkpoint} does not exist; pass a model.pt written by `adkd train`")
+
+    from adkd.pipelines.export.graph_metadata import read_metadata
+    from adkd.pipelines.train.artifacts import export_checkpoint
 
     path = export_checkpoint(checkpoint, out)
     meta = read_metadata(path)

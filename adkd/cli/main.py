@@ -74,13 +74,21 @@ def run() -> None:
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+    except Exception as exc:  # usage errors (unknown option, missing value) arrive here in non-standalone mode
+        if _is_usage_error(exc):
+            exc.show()  # click's usage line and message, as standalone mode prints them
             sys.exit(exc.exit_code)
         raise
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """A click error with its own message. Recent typer releases carry their own copy of click (``typer._click``,
+    seen in 0.29), whose exceptions are not click's classes; older releases raise click's own."""
+    import click
+
+    return isinstance(exc, click.exceptions.ClickException) or (
+        isinstance(exc, typer.TyperException) and hasattr(exc, "show") and hasattr(exc, "exit_code")
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""The CLI's own usage errors and early checks: click's message and exit 2, no traceback, no heavy import first."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+# Runs the entry point as the `adkd` script does, then says whether torch was imported on the way to the error.
+PROBE = (
+    "import sys\n"
+    "from adkd.cli.main import run\n"
+    "sys.argv = ['adkd', *sys.argv[1:]]\n"
+    "try:\n"
+    "    run()\n"
+    "except SystemExit as exc:\n"
+    "    print('exit', exc.code, 'torch' in sys.modules, file=sys.stderr)\n"
+)
+
+
+def _adkd(tmp_path: Path, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ADKD_TRACKING": "off", "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]  # the probe caught the command's SystemExit
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--bogus"], "No such option: --bogus"),
+        (["data", "import", "folder", "x", "-c", "p", "--good", "g"], "Missing option '--defect'"),
+    ],
+)
+def test_a_usage_error_is_clicks_message_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    out = _adkd(tmp_path, *args)
+    assert "exit 2 False" in out, out
+    assert message in out and f"Usage: adkd {' '.join(args[:3] if args[0] == 'data' else args[:1])}" in out, out
+    assert "Traceback" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--int8", "--int8-scheme", "qdq-u4"], "int8 scheme 'qdq-u4' is not one of"),
+        (["--int8", "--int8-runtime", "tensorrt"], "--int8-runtime 'tensorrt' is not onnxruntime or openvino"),
+        ([], "model.pt does not exist"),
+    ],
+)
+def test_export_checks_its_flags_and_checkpoint_before_importing_torch(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    out = _adkd(tmp_path, "export", "--checkpoint", str(tmp_path / "model.pt"), *flags)
+    assert "exit 2 False" in out and message in out, out
+    assert list(tmp_path.iterdir()) == []

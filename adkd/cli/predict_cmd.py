@@ -30,17 +30,19 @@ def predict(
     ),
 ) -> None:
     """Score images: verdicts, heatmap overlays, masks, predictions.csv and summary.json."""
-    from adkd.api import load
-    from adkd.errors import AdkdError
-    from adkd.pipelines.predict import collect_inputs
-    from adkd.pipelines.predict.outputs import unique_stem, write_image_outputs, write_summary
+    from adkd.pipelines.predict.inputs import collect_inputs
     from adkd.settings import load_settings
 
     runtime = runtime or load_settings().runtime
+    files = collect_inputs(inputs)  # a wrong path is known before the model is resolved (MLflow, ONNX Runtime)
+
+    from adkd.api import load
+    from adkd.errors import AdkdError
+    from adkd.pipelines.predict.outputs import unique_stem, write_image_outputs, write_summary
+
     detector = load(model, threshold=threshold, tracking_uri=tracking_uri, int8=int8, runtime=runtime)
     predictor = detector.predictor
     err_console.print(f"runtime: {detector.runtime} ({detector.runtime_reason})", highlight=False)
-    files = collect_inputs(inputs)
     rows: list[dict] = []
     failures: list[dict[str, str]] = []
     used: set[str] = set()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-# Runs the entry point as the `adkd` script does, then says whether torch was imported on the way to the error.
+# Runs the entry point as the `adkd` script does, then says which heavy packages were imported on the way to the
+# error ("-" for none).
 PROBE = (
     "import sys\n"
     "from adkd.cli.main import run\n"
@@ -18,7 +19,8 @@ PROBE = (
     "try:\n"
     "    run()\n"
     "except SystemExit as exc:\n"
-    "    print('exit', exc.code, 'torch' in sys.modules, file=sys.stderr)\n"
+    "    heavy = [m for m in ('torch', 'mlflow') if m in sys.modules]\n"
+    "    print('exit', exc.code, ','.join(heavy) or '-', file=sys.stderr)\n"
 )
 
 
@@ -40,7 +42,7 @@ def _adkd(tmp_path: Path, *args: str) -> str:
 )
 def test_a_usage_error_is_clicks_message_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     out = _adkd(tmp_path, *args)
-    assert "exit 2 False" in out, out
+    assert "exit 2 -" in out, out
     assert message in out and f"Usage: adkd {' '.join(args[:3] if args[0] == 'data' else args[:1])}" in out, out
     assert "Traceback" not in out, out
 
@@ -57,5 +59,10 @@ def test_export_checks_its_flags_and_checkpoint_before_importing_torch(
     tmp_path: Path, flags: list[str], message: str
 ) -> None:
     out = _adkd(tmp_path, "export", "--checkpoint", str(tmp_path / "model.pt"), *flags)
-    assert "exit 2 False" in out and message in out, out
+    assert "exit 2 -" in out and message in out, out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_checks_its_inputs_before_resolving_the_model(tmp_path: Path) -> None:
+    out = _adkd(tmp_path, "predict", str(tmp_path / "nope"), "--model", "models:/adkd-disc@production")
+    assert "exit 2 -" in out and f"input {tmp_path / 'nope'} does not exist" in out, out

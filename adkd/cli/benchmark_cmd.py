@@ -5,12 +5,16 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from adkd.cli import resource_flags, tracking_flags
+
+if TYPE_CHECKING:
+    from adkd.platform.benchmark.report import BenchmarkReport
 
 console = Console()
 
@@ -143,12 +147,11 @@ def benchmark(
         )
     report = outcome.report
     console.print(_summary_table(report))
+    for line in unfinished_lines(report):
+        console.print(line, highlight=False)
     for row in report.rows:
         for category in report.categories:
             cell = report.cells[row.label][category]
-            if cell.status != "FINISHED":
-                line = f"[yellow]{row.label} / {category} {cell.status.lower()}:[/] {cell.reason}"
-                console.print(line, highlight=False)
             if cell.registered_version:
                 promoted = f", {cell.promoted}" if cell.promoted else ""
                 name = cell.registered_name or f"adkd-{category}"
@@ -158,11 +161,21 @@ def benchmark(
     console.print(f"report: {outcome.paths['md']}, {outcome.paths['json'].name}, {outcome.paths['html'].name}")
     if outcome.tracking_message:
         console.print(outcome.tracking_message)
-    ran = any(cell.status != "NOT RUN" for cells in report.cells.values() for cell in cells.values())
-    if not ran:
-        console.print("[red]no run of the grid could start[/] (see the reasons above)")
-    if outcome.failed or not ran:
+    if outcome.failed:
         raise typer.Exit(1)
+
+
+def unfinished_lines(report: BenchmarkReport, shown: int = 10) -> list[str]:
+    """A line per run that failed or did not run, at most ``shown`` of them; the report files list every one."""
+    lines = [
+        f"[yellow]{row.label} / {category} {cell.status.lower()}:[/] {cell.reason}"
+        for row in report.rows
+        for category in report.categories
+        if (cell := report.cells[row.label][category]).status != "FINISHED"
+    ]
+    if len(lines) > shown:
+        return [*lines[:shown], f"... {len(lines) - shown} more did not finish: the report lists every run"]
+    return lines
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,6 +131,14 @@ def check_requests(register: str | None, promote: str | None, tracking: bool) ->
         raise ConfigError("--register needs MLflow tracking: drop --no-tracking")
 
 
+def nothing_to_run(grid: str, reasons: list[str], shown: int = 3) -> str:
+    """One line for a grid none of whose runs can start: its distinct reasons, most frequent first, with counts."""
+    counts = Counter(reasons)
+    parts = [f"{reason} ({n} of {len(reasons)} runs)" for reason, n in counts.most_common(shown)]
+    more = f"; and {len(counts) - shown} more reasons" if len(counts) > shown else ""
+    return f"no run of grid '{grid}' can start: {'; '.join(parts)}{more}"
+
+
 def run_benchmark(
     grid_spec: str,
     overrides: Overrides,
@@ -168,6 +177,8 @@ def run_benchmark(
     )
     data = overrides.data or grid.data or ""
     runnable = [j for j in jobs if j.runnable]
+    if not runnable:  # known before any run, report or MLflow run is made: one line, exit 2
+        raise ConfigError(nothing_to_run(grid.name, [j.reason or "" for j in jobs]))
     by_key = {j.key: j for j in jobs}
 
     session: Any = None
@@ -198,19 +209,16 @@ def run_benchmark(
     run_dir = (Path(settings.runs_dir) / f"all-{run_id}").resolve()
     results: dict[str, TrainResult] = {}
     try:
-        if runnable:
-            outcome = train_configs(
-                [j.config for j in runnable],  # type: ignore[misc]
-                settings,
-                plan,
-                [*listeners, *([sink] if sink is not None else [])],
-                keys=[j.key for j in runnable],
-                run_id=run_id,
-            )
-            results = dict(zip((j.key for j in runnable), outcome.results, strict=True))
-            run_dir = outcome.run_dir
-        elif sink is not None:
-            sink.start({})
+        outcome = train_configs(
+            [j.config for j in runnable],  # type: ignore[misc]
+            settings,
+            plan,
+            [*listeners, *([sink] if sink is not None else [])],
+            keys=[j.key for j in runnable],
+            run_id=run_id,
+        )
+        results = dict(zip((j.key for j in runnable), outcome.results, strict=True))
+        run_dir = outcome.run_dir
     except BaseException as exc:  # the parent run must not stay RUNNING (e.g. Ray could not start)
         if session is not None and session.writer is not None:
             lines = [line for line in str(exc).splitlines() if line.strip()]

@@ -290,3 +290,38 @@ def test_report_files_show_rows_paper_values_and_reasons(tmp_path: Path) -> None
     assert "paper: 99.0" in html and "paper: 98.0" in html
     external = re.findall(r"(?:src|href)\s*=", html) + re.findall(r"https?://(?!www\.w3\.org/2000/svg)", html)
     assert external == []
+
+
+def test_a_grid_none_of_whose_runs_can_start_is_one_line_before_any_work(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ADKD_RUNS_DIR": str(tmp_path / "runs")}
+    missing = tmp_path / "nope"
+    proc = subprocess.run(
+        [sys.executable, "-m", "adkd.cli.main", "benchmark", "seed-mrkd-table1-3", "--data", str(missing)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"error: no run of grid 'seed-mrkd-table1-3' can start: no data: data root {missing} does not exist "
+        "(30 of 30 runs)"
+    ], proc.stderr
+    assert not (tmp_path / "runs").exists()  # no report, no MLflow store: refused before any work
+
+
+def test_unfinished_runs_are_shown_ten_at_most() -> None:
+    from adkd.cli.benchmark_cmd import unfinished_lines
+
+    report = _report()
+    assert unfinished_lines(report) == [
+        "[yellow]A / z not run:[/] no data: category 'z' not found under /d",
+        "[yellow]B / y failed:[/] boom",
+        "[yellow]B / z not run:[/] no data: category 'z' not found under /d",
+    ]
+    assert unfinished_lines(report, shown=2)[1:] == [
+        "[yellow]B / y failed:[/] boom",
+        "... 1 more did not finish: the report lists every run",
+    ]

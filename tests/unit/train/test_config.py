@@ -83,6 +83,8 @@ def test_bad_values_are_named() -> None:
         apply_override({}, "epochs")
     with pytest.raises(ConfigError, match="unknown preset 'fast'"):
         resolve_config("rd", "fast", "cat", "/data")
+    with pytest.raises(ConfigError, match=r"^unknown model 'rd4ad'; choose one of mrkd, rd, stfpm, stfpm-ae$"):
+        resolve_config("rd4ad", "paper", "cat", "/data")
     with pytest.raises(ConfigError, match="crop_size"):
         resolve_config("rd", "cpu-smoke", "cat", "/data", ["crop_size=100"])
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from adkd.models.zoo import build_model
+from adkd.pipelines.export.onnx_export import export_onnx
 
 SWITCHES = list(itertools.product((False, True), repeat=3))  # use_fmm, use_simam, use_scconv
 LEVELS = [(1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)]
@@ -21,9 +22,6 @@ CASES += [("resnet18", (True,) * 3, (1, 2, 3))]
 def test_ablation_combination_exports_and_matches_onnxruntime(
     tmp_path: Path, backbone: str, switches: tuple[bool, bool, bool], levels: tuple[int, ...]
 ) -> None:
-    pytest.importorskip("onnxruntime")
-    from adkd.pipelines.export.onnx_export import export_onnx
-
     use_fmm, use_simam, use_scconv = switches
     model = build_model(
         "mrkd", backbone, weights="none", use_fmm=use_fmm, use_simam=use_simam, use_scconv=use_scconv, levels=levels

@@ -28,7 +28,9 @@ from adkd.pipelines.export.graph_metadata import (  # noqa: F401 (the names impo
     OUTPUT_NAMES,
     meta_props,
     read_metadata,
+    save_replacing,
     set_metadata,
+    update_props,
 )
 
 MAP_TOLERANCE = 1e-4  # max |ORT - torch| of the maps, as a fraction of the torch map's range
@@ -206,6 +208,8 @@ def export_onnx(
     ``verify_images``: uint8 [N, image_size, image_size, 3] real images; without them the check
     uses deterministic synthetic images. A failed check raises ExportError and removes the file.
     """
+    import onnx
+
     from adkd.version import __version__
 
     if opset < 17:
@@ -243,7 +247,7 @@ def export_onnx(
                 **(meta or {}),
             }
         )
-        set_metadata(tmp, props)
+        onnx.checker.check_model(str(tmp), full_check=True)  # once, on what torch wrote
         report = verify_onnx(tmp, graph, verify_images, source=verify_source)
         if not report.ok:
             raise ExportError(
@@ -251,7 +255,8 @@ def export_onnx(
                 f"(allowed {report.map_tolerance:.3g}), max score diff {report.max_score_diff:.3g} "
                 f"(allowed {report.score_tolerance:.3g}); the run fails"
             )
-        set_metadata(tmp, {"parity": json.dumps(report.to_dict(), sort_keys=True)})
+        props["parity"] = json.dumps(report.to_dict(), sort_keys=True)
+        set_metadata(tmp, props)  # one rewrite of the file for all of its metadata
         tmp.replace(out_path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -272,11 +277,12 @@ def _drop_dead_nodes(graph: Any) -> None:
         graph.initializer.remove(init)
 
 
-def write_thresholds(path: str | Path, thresholds: Any) -> dict[str, float]:
+def write_thresholds(path: str | Path, thresholds: Any, meta: dict[str, str] | None = None) -> dict[str, float]:
     """Put ``thresholds`` (image, pixel, score_min, score_max) into an adkd graph: its constants and metadata.
 
     The graph's ``normalized_score = clip((image_score - threshold) / range + 0.5)`` reads two constants; they
-    are rewritten in place, so the file scores with thresholds fitted on its own outputs. Returns them.
+    are rewritten in place, so the file scores with thresholds fitted on its own outputs. ``meta``: more
+    metadata written in the same save. Returns the thresholds.
     """
     import onnx
     from onnx import numpy_helper
@@ -302,11 +308,6 @@ def write_thresholds(path: str | Path, thresholds: Any) -> dict[str, float]:
         inits = {i.name: i for i in model.graph.initializer}
     for name, value in (("threshold", fitted["image"]), (div.input[1], span)):
         inits[name].CopyFrom(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-    tmp = path.with_name(f".{path.name}.thresholds.tmp")
-    try:
-        onnx.save(model, str(tmp))
-        set_metadata(tmp, {"thresholds": json.dumps(fitted, sort_keys=True)})
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    update_props(model, {**(meta or {}), "thresholds": json.dumps(fitted, sort_keys=True)})
+    save_replacing(model, path)
     return fitted

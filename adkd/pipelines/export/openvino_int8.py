@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from adkd.pipelines.export.graph_metadata import save_replacing, update_props
 from adkd.pipelines.export.int8_gate import Int8Gate
 from adkd.pipelines.export.onnx_export import INPUT_NAME, ExportError, read_metadata, set_metadata
 from adkd.pipelines.export.quantize import (
@@ -103,9 +104,9 @@ def nncf_quantize(source: Path, calibration: np.ndarray, out: Path, preset: str 
             ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
         )
     del quantized.metadata_props[:]  # the fp32 file's metadata, chosen below, not what the tools carried along
-    onnx.save(quantized, str(out))
     props = {k: v for k, v in _raw_metadata(source).items() if k not in _NOT_COPIED}
-    set_metadata(out, {**props, "precision": "int8", "int8_scheme": SCHEMES[preset], "runtime": "openvino"})
+    update_props(quantized, {**props, "precision": "int8", "int8_scheme": SCHEMES[preset], "runtime": "openvino"})
+    save_replacing(quantized, out)
     return out
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from adkd.errors import ConfigError
+from adkd.pipelines.export.graph_metadata import save_replacing, update_props
 from adkd.pipelines.export.int8_gate import (
     DEFAULT_BOUNDS,
     GateBounds,
@@ -130,15 +131,16 @@ def fit_artifact_thresholds(
     metadata get the fitted values. Returns them and the images' scores.
     """
     from adkd.pipelines.evaluate.thresholds import fit_thresholds
-    from adkd.pipelines.export.onnx_export import set_metadata, write_thresholds
+    from adkd.pipelines.export.onnx_export import write_thresholds
     from adkd.pipelines.inference.artifact import score_artifact
     from adkd.pipelines.predict import open_predictor
 
     maps, scores = score_artifact(open_predictor(path, runtime=runtime, threads=threads), images, valid)
-    fitted = write_thresholds(path, fit_thresholds(scores, maps, quantile, valid=valid))
     # The file's own scores of those normals travel with it: `adkd monitor` compares production scores with them.
     normals = {"quantile": quantile, "scores": [float(s) for s in scores.reshape(-1).tolist()]}
-    set_metadata(path, {"normal_scores": json.dumps(normals)})
+    fitted = write_thresholds(
+        path, fit_thresholds(scores, maps, quantile, valid=valid), {"normal_scores": json.dumps(normals)}
+    )
     return fitted, scores
 
 
@@ -208,8 +210,8 @@ def quantize_graph(
     proto = onnx.load(str(out))  # the quantizer keeps the source's metadata: drop what is fp32's alone
     for prop in [p for p in proto.metadata_props if p.key in _NOT_COPIED]:
         proto.metadata_props.remove(prop)
-    onnx.save(proto, str(out))
-    set_metadata(out, {"precision": "int8", "int8_scheme": scheme, "int8_weight_bits": "7" if reduce_range else "8"})
+    update_props(proto, {"precision": "int8", "int8_scheme": scheme, "int8_weight_bits": "7" if reduce_range else "8"})
+    save_replacing(proto, out)
     return out
 
 

@@ -206,8 +206,6 @@ def run_benchmark(
 
     started = time.monotonic()
     run_id = new_run_id()
-    run_dir = (Path(settings.runs_dir) / f"all-{run_id}").resolve()
-    results: dict[str, TrainResult] = {}
     try:
         outcome = train_configs(
             [j.config for j in runnable],  # type: ignore[misc]
@@ -217,13 +215,13 @@ def run_benchmark(
             keys=[j.key for j in runnable],
             run_id=run_id,
         )
-        results = dict(zip((j.key for j in runnable), outcome.results, strict=True))
-        run_dir = outcome.run_dir
     except BaseException as exc:  # the parent run must not stay RUNNING (e.g. Ray could not start)
         if session is not None and session.writer is not None:
             lines = [line for line in str(exc).splitlines() if line.strip()]
             session.finish(status="FAILED", error=lines[-1] if lines else type(exc).__name__)
         raise
+    results = dict(zip((j.key for j in runnable), outcome.results, strict=True))
+    run_dir = outcome.run_dir
 
     cells: dict[str, dict[str, Cell]] = {r.label: {} for r in rows}
     for job in jobs:

@@ -52,9 +52,6 @@ class RunStorage:
         filesystem, path = fs.FileSystem.from_uri(self.root)
         return filesystem, posixpath.join(path, self.name)
 
-    def _fs(self) -> tuple[Any, str]:
-        return self._resolved
-
     def location(self) -> str:
         """The run's folder as a user would name it (``s3://`` kept)."""
         if self.filesystem is None or self.filesystem.type_name == "local":
@@ -64,7 +61,7 @@ class RunStorage:
     def latest(self) -> dict[str, Any] | None:
         from pyarrow import fs
 
-        filesystem, base = self._fs()
+        filesystem, base = self._resolved
         path = posixpath.join(base, LATEST)
         if filesystem.get_file_info(path).type != fs.FileType.File:
             return None
@@ -78,7 +75,7 @@ class RunStorage:
             return False
         from pyarrow import fs
 
-        filesystem, base = self._fs()
+        filesystem, base = self._resolved
         dest.parent.mkdir(parents=True, exist_ok=True)
         fs.copy_files(
             posixpath.join(base, latest["dir"], LAST_CHECKPOINT),
@@ -92,7 +89,7 @@ class RunStorage:
         """``last`` as epoch ``epoch``'s checkpoint; ``latest.json`` names it once its file is whole."""
         from pyarrow import fs
 
-        filesystem, base = self._fs()
+        filesystem, base = self._resolved
         folder = f"epoch-{epoch:05d}"
         filesystem.create_dir(posixpath.join(base, folder), recursive=True)
         fs.copy_files(
@@ -118,7 +115,7 @@ class RunStorage:
     def save_final(self, stage: Path) -> None:
         from pyarrow import fs
 
-        filesystem, base = self._fs()
+        filesystem, base = self._resolved
         target = posixpath.join(base, FINAL)
         filesystem.create_dir(target, recursive=True)
         fs.copy_files(str(stage), target, source_filesystem=fs.LocalFileSystem(), destination_filesystem=filesystem)
@@ -127,7 +124,7 @@ class RunStorage:
         """The final outputs into ``dest`` (replaced); False when the run left none."""
         from pyarrow import fs
 
-        filesystem, base = self._fs()
+        filesystem, base = self._resolved
         source = posixpath.join(base, FINAL)
         if filesystem.get_file_info(source).type != fs.FileType.Directory:
             return False

@@ -299,7 +299,7 @@ def test_a_refused_performance_preset_falls_back_to_the_mixed_one(
 
 
 def test_auto_runs_the_variant_timed_fastest(models: dict, tmp_path: Path) -> None:
-    source, _ = models["rd"]
+    source, _ = models["stfpm"]
     fp32 = tmp_path / "model.onnx"
     fp32.write_bytes(source.read_bytes())
     # A gated int8 file with its own test metrics takes part; one without metrics of its own (OpenVINO's here) does

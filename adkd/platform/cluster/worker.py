@@ -260,6 +260,7 @@ def train_one(loop_config: dict[str, Any], session: RunSession) -> dict[str, Any
     except AdkdError as exc:
         # Bad data or settings: retrying cannot help, so it is a result, not a crash.
         reporter._push("failed", error=str(exc))
+        shutil.rmtree(scratch, ignore_errors=True)  # nothing of a refused run goes to the driver
         return {"status": "FAILED", "error": str(exc), "category": category, "model": config.model}
 
     payload = result.to_dict()

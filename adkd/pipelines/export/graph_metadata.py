@@ -36,7 +36,6 @@ def update_props(proto: Any, props: dict[str, str]) -> None:
         else:
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-            existing[key] = entry
     proto.producer_name = "adkd"
 
 

@@ -227,9 +227,8 @@ for _preset in (*_PAPER, *_SMOKE, *_BOTTLE):
 def get_preset(name: str, model: str) -> Preset:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(sorted(PRESETS))}")
-    models = sorted({m for entries in PRESETS.values() for m in entries})
-    if model not in models:  # a mistyped model is named as such, not as a gap in the preset
-        raise ConfigError(f"unknown model '{model}'; choose one of {', '.join(models)}")
+    if model not in MODELS:  # a mistyped model is named as such, not as a gap in the preset
+        raise ConfigError(f"unknown model '{model}'; choose one of {', '.join(sorted(MODELS))}")
     if model not in PRESETS[name]:
         raise ConfigError(
             f"preset '{name}' has no entry for model '{model}'; it covers {', '.join(sorted(PRESETS[name]))}"

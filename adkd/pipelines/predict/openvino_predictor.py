@@ -25,6 +25,7 @@ import numpy as np
 
 from adkd.errors import ConfigError
 from adkd.pipelines.predict.predictor import OUTPUTS, Predictor, onnx_metadata, thread_budget
+from adkd.settings import cache_root
 
 PRECISIONS = ("f32", "bf16")
 CACHE_SUBDIR = "openvino"
@@ -51,7 +52,8 @@ def graph_digest(path: Path) -> str:
 
 
 def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "adkd"
+    """adkd's cache (``ADKD_CACHE_DIR``, else ~/.cache/adkd), read afresh like every other cache of adkd's."""
+    return cache_root()
 
 
 def _save_ir(model: Any, folder: Path) -> None:

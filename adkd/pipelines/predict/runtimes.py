@@ -125,7 +125,7 @@ def open_predictor(
     """A predictor for the adkd model at ``path`` on ``runtime`` (``auto``: the variant recorded at export).
 
     ``predictor.runtime`` names the variant that runs; ``predictor.runtime_reason`` says why it was picked.
-    ``cache_dir``: where OpenVINO's converted models are kept (default ``~/.cache/adkd``).
+    ``cache_dir``: where OpenVINO's converted models are kept (default ``ADKD_CACHE_DIR``, else ``~/.cache/adkd``).
     """
     path = Path(path)
     if not path.is_file():

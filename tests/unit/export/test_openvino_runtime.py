@@ -116,6 +116,15 @@ def test_bf16_is_asked_for_and_differs_from_f32(models: dict, tmp_path: Path) ->
     assert np.corrcoef(half.ravel(), f32.ravel())[0, 1] > 0.9
 
 
+def test_the_default_cache_is_adkds_own(models: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``cache_dir`` the IR goes where every other cache of adkd's goes (ADKD_CACHE_DIR), not into the home
+    folder (seen: the suite's OpenVINO loads wrote ~/.cache/adkd/openvino while ADKD_CACHE_DIR was set)."""
+    monkeypatch.setenv("ADKD_CACHE_DIR", str(tmp_path / "cache"))
+    path = models["stfpm"][0]
+    assert OpenVinoPredictor(path).source in ("converted", "cache")
+    assert (tmp_path / "cache" / "openvino" / graph_digest(path) / "model.xml").is_file()
+
+
 def test_converted_model_is_cached_by_content(models: dict, tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
     path.write_bytes(models["stfpm"][0].read_bytes())

@@ -224,11 +224,21 @@ def openmp_threads() -> int | None:
 
 
 def gate_memo_dir() -> Path | None:
-    """Where the data gate remembers GX's results: ``ADKD_CACHE_DIR``/data-gate (read in every process, Ray
-    workers too); None under ``ADKD_GATE_MEMO=off``."""
-    if os.environ.get(GATE_MEMO_ENV, "").strip().lower() in ("0", "off", "false", "no"):
+    """Where the data gate remembers GX's results (read in every process, Ray workers too).
+
+    ``ADKD_GATE_MEMO``: unset or ``on`` = ``ADKD_CACHE_DIR``/data-gate; ``off`` = no memory; an absolute folder =
+    that folder, which several caches can share (nodes with caches of their own on one shared disk).
+    """
+    value = os.environ.get(GATE_MEMO_ENV, "").strip()
+    if value.lower() in ("0", "off", "false", "no"):
         return None
-    return cache_root() / "data-gate"
+    if value.lower() in ("", "1", "on", "true", "yes"):
+        return cache_root() / "data-gate"
+    folder = Path(value).expanduser()
+    if not folder.is_absolute():
+        # Each process (a Ray worker, a subprocess) would read a relative folder against its own working directory.
+        raise ConfigError(f"{GATE_MEMO_ENV}={value!r}: give on, off or an absolute folder (e.g. $PWD/{value})")
+    return folder
 
 
 def cache_root() -> Path:

@@ -8,7 +8,9 @@ server that has already stopped.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,33 @@ RAY_MODULES = (
 )
 
 
+_SUITE_CACHE = pytest.StashKey[Path]()
+
+
+def _suite_cache(config: pytest.Config) -> None:
+    """One adkd cache for the whole run, shared by its workers and every process they start, removed at its end.
+
+    Without it the tests that set no ``ADKD_CACHE_DIR`` wrote into ~/.cache/adkd (GX's remembered results,
+    MLflow's schema template, OpenVINO's compiled models), so a second run on one machine was faster than a
+    first one (what CI always runs) and the user's own cache filled with test data. ``ADKD_GATE_MEMO``
+    points the modules that keep a cache of their own at the run's memory too: GX's results depend only on the
+    files' facts and the rules (the memory's key), so a data set synthesised alike in two modules is checked
+    by GX once. The README test clears every ADKD_ variable and so runs as a first-time user's machine would.
+    """
+    if hasattr(config, "workerinput") or "ADKD_CACHE_DIR" in os.environ:
+        return  # workers inherit the controller's; a cache the caller chose is kept
+    cache = Path(tempfile.mkdtemp(prefix="adkd-suite-cache-"))
+    config.stash[_SUITE_CACHE] = cache
+    os.environ["ADKD_CACHE_DIR"] = str(cache)
+    os.environ.setdefault("ADKD_GATE_MEMO", str(cache / "data-gate"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cache = config.stash.get(_SUITE_CACHE, None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under xdist, each worker (and every process it starts: adkd commands, Ray workers) gets its share of the
     cores as OpenMP threads, unless OMP_NUM_THREADS is set already.
@@ -42,6 +71,7 @@ def pytest_configure(config: pytest.Config) -> None:
     spinning OpenMP threads on two cores. Measured here: two `adkd train` runs side by side took 32.8 s with
     the default and 12.6 s with OMP_NUM_THREADS=1.
     """
+    _suite_cache(config)
     workers = getattr(config, "workerinput", {}).get("workercount")
     if not workers or "OMP_NUM_THREADS" in os.environ:
         return
@@ -161,22 +191,35 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUTS = ("adkd-runs", "mlruns", "mlflow.db", "demo-data", "adkd-predictions", "predictions", "my-data")
 
 
+USER_CACHE = Path.home() / ".cache" / "adkd"
+_USER_CACHE_STATE = pytest.StashKey[dict[str, int]]()
+
+
+def _folder_state(root: Path) -> dict[str, int]:
+    """The modification times of adkd's user cache and of the folders in it (an entry added or removed shows)."""
+    folders = [root, *(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
+    return {str(p): p.stat().st_mtime_ns for p in folders}
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_ABSENT] = [name for name in DEFAULT_OUTPUTS if not (REPO / name).exists()]
+    session.config.stash[_USER_CACHE_STATE] = _folder_state(USER_CACHE)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(session.config, "workerinput"):
         return  # under xdist the controller checks, once
     created = [name for name in session.config.stash.get(_ABSENT, []) if (REPO / name).exists()]
-    if created:
+    problems = [f"the suite wrote into the repository: {', '.join(created)}"] if created else []
+    before, after = session.config.stash.get(_USER_CACHE_STATE, {}), _folder_state(USER_CACHE)
+    changed = sorted(path for path in after.keys() | before.keys() if after.get(path) != before.get(path))
+    if changed:
+        problems.append(f"the suite wrote into the user's cache: {', '.join(changed[:10])}")
+    if problems:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.write_sep(
-                "=",
-                f"the suite wrote into the repository: {', '.join(created)} (tests write under tmp paths only)",
-                red=True,
-            )
+            for problem in problems:
+                reporter.write_sep("=", f"{problem} (tests write under tmp paths only)", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

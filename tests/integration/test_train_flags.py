@@ -31,8 +31,13 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+KEPT = ("ADKD_CACHE_DIR", "ADKD_GATE_MEMO")
+
+
 def _adkd(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ADKD_", "MLFLOW_", "RAY_ADDRESS"))}
+    # The flags under test come from the command line alone; the caches stay the suite's (not the user's home).
+    env.update({k: os.environ[k] for k in KEPT if k in os.environ})
     env["COLUMNS"] = "200"
     return subprocess.run([str(BIN / "adkd"), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=800)
 

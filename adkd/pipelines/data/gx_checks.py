@@ -6,7 +6,7 @@ GX and adkd versions), so a category whose files have not changed (every content
 is in the tables; paths count relative to the data root) gets the same results back without importing GX
 again, which alone costs about 3 s of every training start (a Ray worker per category, a tuning trial, a
 benchmark row). The facts are always computed afresh; a changed file changes the digest.
-``ADKD_GATE_MEMO=off`` turns the memory off.
+``ADKD_GATE_MEMO=off`` turns the memory off; ``ADKD_GATE_MEMO=/a/folder`` keeps it there instead.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from adkd.errors import ConfigError
 from adkd.pipelines.data import gx_checks
 from adkd.pipelines.data.validate import validate_data
-from adkd.settings import GATE_MEMO_ENV
+from adkd.settings import GATE_MEMO_ENV, gate_memo_dir
 
 
 @pytest.fixture
@@ -85,3 +86,31 @@ def test_the_same_files_under_another_root_are_remembered_and_named_there(
     before = first.failed[0].offenders[0]
     assert offender.startswith(str(moved)) and str(synth_copy) not in offender
     assert offender.replace(str(moved), "ROOT") == before.replace(str(synth_copy), "ROOT")
+
+
+def test_a_memo_folder_is_shared_by_caches_of_their_own(
+    synth_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "shared-memo"
+    monkeypatch.setenv(GATE_MEMO_ENV, str(shared))
+    monkeypatch.setenv("ADKD_CACHE_DIR", str(tmp_path / "node-a"))
+    first = validate_data(synth_copy, ["weave"], data_docs=False)
+    assert not first.gx_remembered and len(list(shared.glob("*.json"))) == 1
+    monkeypatch.setenv("ADKD_CACHE_DIR", str(tmp_path / "node-b"))
+    monkeypatch.setattr(gx_checks, "_run_gx", _no_gx)
+    again = validate_data(synth_copy, ["weave"], data_docs=False)
+    assert again.gx_remembered and _outcomes(again) == _outcomes(first)
+    assert not (tmp_path / "node-a" / "data-gate").exists() and not (tmp_path / "node-b" / "data-gate").exists()
+
+
+@pytest.mark.parametrize("value", ["on", "", "yes"])
+def test_on_keeps_the_memory_in_the_cache(value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADKD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(GATE_MEMO_ENV, value)
+    assert gate_memo_dir() == tmp_path / "cache" / "data-gate"
+
+
+def test_a_relative_memo_folder_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(GATE_MEMO_ENV, "memo")
+    with pytest.raises(ConfigError, match=f"{GATE_MEMO_ENV}='memo'.*absolute folder"):
+        gate_memo_dir()

@@ -232,7 +232,7 @@ def gate_memo_dir() -> Path | None:
     value = os.environ.get(GATE_MEMO_ENV, "").strip()
     if value.lower() in ("0", "off", "false", "no"):
         return None
-    if value.lower() in ("", "1", "on", "true", "yes"):
+    if not value or _flag(value):
         return cache_root() / "data-gate"
     folder = Path(value).expanduser()
     if not folder.is_absolute():

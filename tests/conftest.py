@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from adkd.settings import DEFAULT_CACHE_DIR
+
 _PREFIXES = ("MLFLOW_", "ADKD_", "RAY_ADDRESS", "AWS_")
 _ABSENT = pytest.StashKey[list[str]]()
 
@@ -191,7 +193,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUTS = ("adkd-runs", "mlruns", "mlflow.db", "demo-data", "adkd-predictions", "predictions", "my-data")
 
 
-USER_CACHE = Path.home() / ".cache" / "adkd"
+USER_CACHE = DEFAULT_CACHE_DIR  # adkd's cache when ADKD_CACHE_DIR is unset
 _USER_CACHE_STATE = pytest.StashKey[dict[str, int]]()
 
 

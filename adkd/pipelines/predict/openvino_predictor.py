@@ -51,11 +51,6 @@ def graph_digest(path: Path) -> str:
     return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 
-def default_cache_dir() -> Path:
-    """adkd's cache (``ADKD_CACHE_DIR``, else ~/.cache/adkd), read afresh like every other cache of adkd's."""
-    return cache_root()
-
-
 def _save_ir(model: Any, folder: Path) -> None:
     """Write ``model.xml``/``model.bin`` into ``folder`` all at once (a staged folder renamed into place)."""
     import openvino as ov
@@ -84,7 +79,7 @@ def read_model(path: Path, cache_dir: Path | None = None, cache: bool = True) ->
             return core.read_model(str(path)), "converted"
         except RuntimeError as exc:
             raise ConfigError(f"OpenVINO cannot read {path}: {str(exc).splitlines()[0]}") from None
-    folder = (cache_dir or default_cache_dir()) / CACHE_SUBDIR / graph_digest(path)
+    folder = (cache_dir or cache_root()) / CACHE_SUBDIR / graph_digest(path)
     cached = folder / "model.xml"
     if cached.is_file() and (folder / "model.bin").is_file():
         try:

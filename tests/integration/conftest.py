@@ -33,6 +33,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.cli_process import run_adkd
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -228,9 +230,7 @@ def promoted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data = work / "synth"
 
     def run(args: list[str]) -> None:
-        proc = subprocess.run(
-            [str(BIN / "adkd"), *args], env=env, cwd=work, capture_output=True, text=True, timeout=900
-        )
+        proc = run_adkd(args, env=env, cwd=work, timeout=900)
         assert proc.returncode == 0, f"adkd {' '.join(args)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
     run(["data", "synth", str(data), "--categories", "disc", "--train", "24", "--test", "16"])

@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ from adkd.pipelines.train.callbacks import TrainResult
 from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
+from tests.cli_process import run_adkd
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -105,11 +104,8 @@ def test_every_place_shows_the_exported_models_numbers(
 
     # adkd predict from the command line: the same verdicts.
     env = {**os.environ, "PYTHONPATH": str(REPO), "ADKD_TRACKING": "off"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "adkd.cli.main", "predict", *[r["path"] for r in rows], "--model", str(run.onnx_path),
-         "--runtime", "onnxruntime", "--out", str(tmp_path / "pred")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_adkd(["predict", *[r["path"] for r in rows], "--model", str(run.onnx_path), "--runtime", "onnxruntime",
+                     "--out", str(tmp_path / "pred")], env=env, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     with (tmp_path / "pred" / "predictions.csv").open() as fh:
         verdicts = {Path(r["image"]).resolve(): r["verdict"] for r in csv.DictReader(fh)}

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.cli_process import run_adkd
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -58,12 +58,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
     env.pop("RAY_ADDRESS", None)
     env.pop("ADKD_EXPERIMENT", None)
-    cmd = [
-        *(sys.executable, "-m", "adkd.cli.main", "benchmark", "grid.toml", "--data", "data"),
+    args = [
+        *("benchmark", "grid.toml", "--data", "data"),
         *("--num-cpus", "2", "--cpus-per-worker", "0.5", "--out", "report", "--register", "best"),
         *("--promote", "staging", "--experiment-name", "bench-test", "--run-name", "bench-grid"),
     ]
-    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=840)
+    proc = run_adkd(args, cwd=tmp, env=env, timeout=840)
     if proc.returncode != 0:
         pytest.fail(f"adkd benchmark exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     report = json.loads((tmp / "report" / "benchmark.json").read_text())

@@ -10,8 +10,6 @@ import hashlib
 import io
 import os
 import pickle
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from PIL import Image
 from adkd.errors import DataError, ServiceError
 from adkd.pipelines.data.cifar10 import CIFAR10_MD5, CIFAR10_URL, CLASSES, download_cifar10
 from adkd.pipelines.data.protocol import read_reference
+from tests.cli_process import run_adkd
 from tests.integration.conftest import FileServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -151,10 +150,8 @@ def test_a_pickle_that_runs_code_is_refused(file_server: FileServer, tmp_path: P
 
 def test_cli_offline_is_one_line_exit_2(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "adkd.cli.main", "data", "download", "cifar10", str(tmp_path / "c"), "--url-base", url],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
-    )  # fmt: skip
+    proc = run_adkd(["data", "download", "cifar10", str(tmp_path / "c"), "--url-base", url], cwd=REPO,
+                    env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot download") and "ADKD_CIFAR10_URL" in lines[0]

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli_process import run_adkd
+
 REPO = Path(__file__).resolve().parents[2]
 BOTTLE_ROOT = REPO / ".." / "shared" / "data" / "mvtec_ad_256"
-ADKD = Path(sys.executable).parent / "adkd"
 needs_bottle = pytest.mark.skipif(
     not (BOTTLE_ROOT / "bottle" / "train" / "good").is_dir(), reason="shared MVTec AD bottle data not present"
 )
@@ -20,9 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def adkd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    if not ADKD.is_file():
-        pytest.skip(f"the adkd command is not installed beside {sys.executable}")
-    return subprocess.run([str(ADKD), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return run_adkd(args, cwd=cwd, timeout=600)
 
 
 def test_synth_then_validate_passes(tmp_path: Path) -> None:

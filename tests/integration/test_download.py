@@ -6,7 +6,6 @@ import hashlib
 import io
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from adkd.pipelines.data.download import (
     resolve_archives,
     safe_extract,
 )
+from tests.cli_process import run_adkd
 from tests.integration.conftest import FileServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -90,11 +90,8 @@ def test_url_base_from_flag_and_env(file_server: FileServer, tmp_path: Path, mon
     sums = tmp_path / "sums.txt"
     sums.write_text(f"{digest}  bottle.tar.xz\n")
     env = {**os.environ, "ADKD_MVTEC_URL": file_server.url}
-    done = subprocess.run(
-        [sys.executable, "-m", "adkd.cli.main", "data", "download", "mvtec", str(tmp_path / "m"),
-         "--categories", "bottle", "--checksums", str(sums)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    args = ["data", "download", "mvtec", str(tmp_path / "m"), "--categories", "bottle", "--checksums", str(sums)]
+    done = run_adkd(args, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "m" / "bottle" / "train" / "good").is_dir()
     assert [e["status"] for e in file_server.log] == [200]
@@ -280,14 +277,7 @@ def test_read_checksums_parses_sha256sum_format(tmp_path: Path) -> None:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "adkd.cli.main", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
+    return run_adkd(args, cwd=REPO, env={**os.environ, **(env or {})}, timeout=120)
 
 
 def test_cli_downloads_from_env_mirror_with_checksums_file(file_server: FileServer, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from PIL import Image
 
 from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.platform.registry.pyfunc import encode_png
+from tests.cli_process import run_adkd
 from tests.integration.mlflow_fixtures import mlflow_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -32,8 +32,7 @@ BOTTLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mvtec
 
 
 def adkd(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "adkd.cli.main", *args]
-    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return run_adkd(args, env=env, cwd=cwd, timeout=timeout)
 
 
 def _env(tmp: Path, tracking_uri: str) -> dict[str, str]:

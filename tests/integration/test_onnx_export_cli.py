@@ -6,7 +6,6 @@ import csv
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from adkd.pipelines.export import read_metadata
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
+from tests.cli_process import run_adkd
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -28,9 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def adkd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "ADKD_TRACKING": "off"}
-    return subprocess.run(
-        [sys.executable, "-m", "adkd.cli.main", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
-    )
+    return run_adkd(args, env=env, cwd=cwd, timeout=600)
 
 
 def test_export_checkpoint_scores_like_training(tmp_path: Path) -> None:

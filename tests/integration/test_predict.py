@@ -17,6 +17,8 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from tests.cli_process import run_adkd
+
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
@@ -25,7 +27,7 @@ BOTTLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mvtec
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([ADKD, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+    proc = run_adkd(args, env=env, cwd=cwd, timeout=900)
     if ok:
         assert proc.returncode == 0, f"adkd {' '.join(args)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_process import run_adkd
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -94,23 +95,19 @@ def stack(postgres: str, s3_server: str, tmp_path_factory: pytest.TempPathFactor
     s3.create_bucket(Bucket=bucket)
     port = free_port()
     state = work / "server"
-    proc = subprocess.run(
-        [ADKD, "server", "start", "--port", str(port), "--state-dir", str(state), "--backend-store-uri", postgres,
-         "--artifacts-destination", f"s3://{bucket}/mlflow"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_adkd(["server", "start", "--port", str(port), "--state-dir", str(state), "--backend-store-uri", postgres,
+                     "--artifacts-destination", f"s3://{bucket}/mlflow"], env=env, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
     try:
         yield {"env": env, "work": work, "port": port, "bucket": bucket, "s3": s3, "state": state,
                "postgres": postgres}  # fmt: skip
     finally:
-        subprocess.run([ADKD, "server", "stop", "--state-dir", str(state)], env=env, capture_output=True)
+        run_adkd(["server", "stop", "--state-dir", str(state)], env=env)
 
 
 def _adkd(stack: dict, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([ADKD, *args], env=stack["env"], cwd=stack["work"], capture_output=True, text=True,
-                          timeout=1200)  # fmt: skip
+    proc = run_adkd(args, env=stack["env"], cwd=stack["work"], timeout=1200)
     if ok:
         assert proc.returncode == 0, f"adkd {' '.join(args)}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc

@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from adkd.pipelines.train.artifacts import export_checkpoint
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
 from adkd.platform.registry.versions import PromotionRefused, promote
+from tests.cli_process import run_adkd
 from tests.integration.conftest import FileServer
 from tests.integration.test_cifar10_download import ARCHIVE, SUBSET, official_archive
 from tests.varying_sizes import defect_box, write_varying_category
@@ -90,9 +90,7 @@ def test_varying_non_square_sizes_train_with_the_gate_on(kolektor_like: Path, tm
 def _adkd(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "160", "ADKD_USER": "tester"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "adkd.cli.main", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
+    return run_adkd(args, cwd=cwd, env=env, timeout=900)
 
 
 def test_image_level_data_set_goes_through_registry_and_predict(kolektor_like: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from adkd.platform.registry.versions import (
     promote,
     rollback,
 )
+from tests.cli_process import run_adkd
 from tests.integration.mlflow_fixtures import mlflow_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -53,8 +54,7 @@ def holder(client: MlflowClient, category: str, alias: str = "production") -> st
 
 def adkd(uri: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "ADKD_USER": "tester", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "adkd.cli.main", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return run_adkd(args, env=env, timeout=600)
 
 
 def test_promote_gate_force_rollback_and_audit(mlflow_server: str) -> None:

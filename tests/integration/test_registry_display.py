@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from mlflow import MlflowClient
 
 from adkd.platform.registry.versions import ensure_registered_model
 from adkd.platform.tracking.labels import EXPERIMENT_KIND_TAG, mark_training_experiment
+from tests.cli_process import run_adkd
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -66,7 +66,7 @@ def test_registry_list_never_cuts_names_or_versions(promoted: dict, long_named: 
     if columns:
         env["COLUMNS"] = columns
     # Captured output is not a terminal: rich then assumes 80 columns unless COLUMNS says otherwise.
-    proc = subprocess.run([str(BIN / "adkd"), "registry", "list"], env=env, capture_output=True, text=True, timeout=300)
+    proc = run_adkd(["registry", "list"], env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert long_named in out and "adkd-disc" in out
@@ -75,6 +75,5 @@ def test_registry_list_never_cuts_names_or_versions(promoted: dict, long_named: 
     rows = [line for line in out.splitlines() if "adkd-" in line and "│" in line]
     assert len(rows) == 2 and all(line.split("│")[2].strip() == "1" for line in rows)  # the version column, whole
     assert "not shown at 80 columns: " in out and "run id" in out.replace("\n", " ")
-    listed = subprocess.run([str(BIN / "adkd"), "registry", "list", "--json"], env=env, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    listed = run_adkd(["registry", "list", "--json"], env=env, timeout=300)
     assert all(v["run_id"] for v in json.loads(listed.stdout))  # what the table hides, --json has

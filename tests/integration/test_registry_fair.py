@@ -29,6 +29,7 @@ from adkd.pipelines.data.synthetic_dataset import synthesize
 from adkd.pipelines.evaluate.artifact_metrics import metrics_on_data
 from adkd.pipelines.evaluate.metrics import image_auroc
 from adkd.pipelines.predict import open_predictor
+from tests.cli_process import run_adkd
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -37,7 +38,7 @@ TRAIN = ["--category", CATEGORY, "--model", "stfpm", "--preset", "cpu-smoke", "-
 
 
 def _adkd(env: dict[str, str], cwd: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(BIN / "adkd"), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+    proc = run_adkd(args, env=env, cwd=cwd, timeout=900)
     if ok:
         assert proc.returncode == 0, f"adkd {' '.join(args)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc

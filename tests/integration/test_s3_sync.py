@@ -23,6 +23,7 @@ from adkd.platform.storage.s3 import (
     sync_prefix,
     upload_dir,
 )
+from tests.cli_process import run_adkd
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -261,14 +262,7 @@ def test_data_sync_takes_cache_dir_and_endpoint_from_settings(
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "adkd.cli.main", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=os.environ.copy(),
-        timeout=180,
-    )
+    return run_adkd(args, cwd=REPO, env=os.environ.copy(), timeout=180)
 
 
 def test_cli_upload_then_sync_and_wrong_bucket(s3_bucket: str, tmp_path: Path) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.cli_process import run_adkd
 from tests.integration.mlflow_fixtures import free_port
 from tests.integration.test_mlflow_ui import _descendants, _kill_leftovers, _port_free, _running, _start_time
 
@@ -21,8 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _adkd(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update({"PYTHONPATH": str(REPO), "COLUMNS": "200"})
-    cmd = [sys.executable, "-m", "adkd.cli.main", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return run_adkd(args, env=env, timeout=600)
 
 
 def _cmdline(pid: int) -> str:

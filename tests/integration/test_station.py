@@ -29,6 +29,7 @@ import pytest
 import requests
 from PIL import Image
 
+from tests.cli_process import run_adkd
 from tests.integration.browser import browser  # noqa: F401  (the fixture)
 from tests.integration.conftest import free_port
 from tests.integration.test_production_stack import postgres  # noqa: F401  (the fixture)
@@ -68,9 +69,7 @@ def _env(work: Path) -> dict[str, str]:
 
 
 def _adkd(line: dict, *args: str, ok: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [ADKD, *args], cwd=line["work"], env=env or line["env"], capture_output=True, text=True, timeout=900
-    )
+    done = run_adkd(args, cwd=line["work"], env=env or line["env"], timeout=900)
     if ok:
         assert done.returncode == 0, f"adkd {' '.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from adkd.pipelines.export.onnx_export import read_metadata
+from tests.cli_process import run_adkd
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -39,7 +40,7 @@ def _adkd(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     # The flags under test come from the command line alone; the caches stay the suite's (not the user's home).
     env.update({k: os.environ[k] for k in KEPT if k in os.environ})
     env["COLUMNS"] = "200"
-    return subprocess.run([str(BIN / "adkd"), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=800)
+    return run_adkd(args, cwd=cwd, env=env, timeout=800)
 
 
 def _runs(uri: str) -> list:

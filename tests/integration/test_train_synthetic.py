@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from adkd.pipelines.train.artifacts import evaluate_checkpoint
 from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
+from tests.cli_process import run_adkd
 
 MODEL_CATEGORY = {"rd": "weave", "mrkd": "weave", "stfpm": "weave", "stfpm-ae": "weave"}
 THREADS = "num_threads=1"  # the CI machine's 2 cores are shared; one thread per run avoids OMP thrashing
@@ -122,8 +122,7 @@ def test_invalid_data_is_refused_before_training(synth_root: Path, tmp_path: Pat
 
 def _adkd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "adkd.cli.main", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return run_adkd(args, cwd=cwd, env=env, timeout=600)
 
 
 def test_cli_train_then_evaluate(synth_root: Path, tmp_path: Path) -> None:

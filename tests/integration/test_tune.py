@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.cli_process import run_adkd
 
-ADKD = str(Path(sys.executable).with_name("adkd"))
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tune-data") / "synth"
-    subprocess.run([ADKD, "data", "synth", str(root), "--categories", "disc", "--train", "20", "--test", "12"],
-                   check=True, capture_output=True)  # fmt: skip
+    done = run_adkd(["data", "synth", str(root), "--categories", "disc", "--train", "20", "--test", "12"])
+    assert done.returncode == 0, done.stderr
     return root
 
 
@@ -30,11 +28,11 @@ def test_tune_four_trials_tracked_and_only_best_sees_test(synth_root: Path, tmp_
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri, ADKD_RUNS_DIR=str(tmp_path / "runs"), RAY_ADDRESS="", COLUMNS="200")
     env.pop("RAY_ADDRESS")
     # The two-term loss, so both λ and α are searched (mrkd's paper loss has no α).
-    cmd = [ADKD, "tune", "--data", str(synth_root), "--category", "disc", "--model", "mrkd",
+    args = ["tune", "--data", str(synth_root), "--category", "disc", "--model", "mrkd",
            "--num-samples", "4", "--epochs", "1", "--max-concurrent", "2", "--set", "image_size=64",
            "--set", "model_options.loss=two_term",
            "--experiment-name", "tuned", "--run-name", "lambda-search"]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    proc = run_adkd(args, env=env, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "--set model_options.alpha=" in proc.stdout and "--set model_options.mask_rate=" in proc.stdout
     # adkd's lines only: not Ray Tune's pointers into its own results folder.

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from adkd.errors import ConfigError
 from adkd.platform.benchmark.grid import Overrides, build_jobs, deviations, load_grid, shipped_grids
 from adkd.platform.benchmark.report import NOT_RUN, BenchmarkReport, Cell, ReportRow
 from adkd.platform.benchmark.runner import check_requests
+from tests.cli_process import run_adkd
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = (
@@ -76,14 +75,7 @@ def test_a_malformed_grid_exits_2_with_one_line_on_stderr(tmp_path: Path) -> Non
     text = "name: g\ncategories: [a]\nmodels: [rd]\nrows:\n  - label: one\n    sett: [epochs=1]\n"
     path = _write(tmp_path, text, "bad.yaml")  # a YAML grid with a misspelt row key
     env = {**os.environ, "PYTHONPATH": str(REPO), "ADKD_RUNS_DIR": str(tmp_path / "runs")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "adkd.cli.main", "benchmark", str(path), "--data", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    proc = run_adkd(["benchmark", str(path), "--data", str(tmp_path)], env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr
@@ -295,14 +287,7 @@ def test_report_files_show_rows_paper_values_and_reasons(tmp_path: Path) -> None
 def test_a_grid_none_of_whose_runs_can_start_is_one_line_before_any_work(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "ADKD_RUNS_DIR": str(tmp_path / "runs")}
     missing = tmp_path / "nope"
-    proc = subprocess.run(
-        [sys.executable, "-m", "adkd.cli.main", "benchmark", "seed-mrkd-table1-3", "--data", str(missing)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    proc = run_adkd(["benchmark", "seed-mrkd-table1-3", "--data", str(missing)], env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from adkd.errors import ConfigError
 from adkd.pipelines.train.presets import resolve_config
+from tests.cli_process import run_adkd
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -47,14 +46,7 @@ def test_cli_exits_2_with_one_line_before_any_epoch(tmp_path: Path) -> None:
     override = "model_options.sigma=-1"
     env = {**os.environ, "PYTHONPATH": str(REPO), "ADKD_TRACKING": "off"}
     args = ["train", "--model", "mrkd", "--preset", "paper", "--category", "bottle", "--data", str(tmp_path)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "adkd.cli.main", *args, "--set", override],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_adkd([*args, "--set", override], env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and override.split("=")[0] in lines[0], lines

@@ -69,7 +69,9 @@ class _Warm:
     """The warm process and this worker's connection to it (one command at a time)."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="adkd-warm-cli-"))
+        # A Unix socket's path holds at most 107 bytes: a long TMPDIR falls back to /tmp.
+        base = None if len(tempfile.gettempdir()) <= 60 else "/tmp"
+        self.dir = Path(tempfile.mkdtemp(prefix="adkd-warm-cli-", dir=base))
         self.sock_path = self.dir / "sock"
         log = (self.dir / "warm.log").open("wb")
         self.proc = subprocess.Popen(

@@ -8,7 +8,6 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -21,8 +20,6 @@ from tests.cli_process import run_adkd
 
 pytestmark = pytest.mark.integration
 
-BIN = Path(sys.executable).parent
-ADKD = str(BIN / "adkd")
 BOTTLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mvtec_ad_256" / "bottle"
 
 

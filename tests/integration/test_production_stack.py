@@ -24,7 +24,6 @@ from tests.integration.conftest import free_port
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
-ADKD = str(BIN / "adkd")
 KEY_ID = "AKIAADKDFAKE" + uuid.uuid4().hex[:8].upper()
 SECRET = "adkd-fake-secret-" + uuid.uuid4().hex
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from adkd.platform.tracking.labels import EXPERIMENT_KIND_TAG, mark_training_exp
 from tests.cli_process import run_adkd
 
 pytestmark = pytest.mark.integration
-BIN = Path(sys.executable).parent
 LONG = "a-category-with-a-rather-long-name-to-type"
 
 

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ from adkd.pipelines.predict import open_predictor
 from tests.cli_process import run_adkd
 
 pytestmark = pytest.mark.integration
-BIN = Path(sys.executable).parent
 CATEGORY = "disc"
 TRAIN = ["--category", CATEGORY, "--model", "stfpm", "--preset", "cpu-smoke", "--set", "num_threads=1"]
 

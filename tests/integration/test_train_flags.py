@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from tests.cli_process import run_adkd
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-BIN = Path(sys.executable).parent
 TINY = ["--model", "stfpm", "--preset", "cpu-smoke", "--set", "epochs=1", "--set", "image_size=64",
         "--set", "weights=none"]  # fmt: skip
 

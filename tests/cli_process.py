@@ -73,11 +73,11 @@ class _Warm:
         base = None if len(tempfile.gettempdir()) <= 60 else "/tmp"
         self.dir = Path(tempfile.mkdtemp(prefix="adkd-warm-cli-", dir=base))
         self.sock_path = self.dir / "sock"
-        log = (self.dir / "warm.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, str(self.sock_path)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        with (self.dir / "warm.log").open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, __file__, str(self.sock_path)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         self.lock = threading.Lock()
 
     def connect(self, timeout: float) -> socket.socket:
@@ -113,6 +113,7 @@ _warm: _Warm | None = None
 def _the_warm() -> _Warm:
     global _warm
     if _warm is None or _warm.proc.poll() is not None:
+        stop_warm()  # a warm process that died leaves its folder
         _warm = _Warm()
         atexit.register(_warm.stop)
     return _warm

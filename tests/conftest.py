@@ -193,7 +193,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUTS = ("adkd-runs", "mlruns", "mlflow.db", "demo-data", "adkd-predictions", "predictions", "my-data")
 
 
-USER_CACHE = DEFAULT_CACHE_DIR  # adkd's cache when ADKD_CACHE_DIR is unset
 _USER_CACHE_STATE = pytest.StashKey[dict[str, int]]()
 
 
@@ -205,7 +204,7 @@ def _folder_state(root: Path) -> dict[str, int]:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_ABSENT] = [name for name in DEFAULT_OUTPUTS if not (REPO / name).exists()]
-    session.config.stash[_USER_CACHE_STATE] = _folder_state(USER_CACHE)
+    session.config.stash[_USER_CACHE_STATE] = _folder_state(DEFAULT_CACHE_DIR)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -213,7 +212,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return  # under xdist the controller checks, once
     created = [name for name in session.config.stash.get(_ABSENT, []) if (REPO / name).exists()]
     problems = [f"the suite wrote into the repository: {', '.join(created)}"] if created else []
-    before, after = session.config.stash.get(_USER_CACHE_STATE, {}), _folder_state(USER_CACHE)
+    before, after = session.config.stash.get(_USER_CACHE_STATE, {}), _folder_state(DEFAULT_CACHE_DIR)
     changed = sorted(path for path in after.keys() | before.keys() if after.get(path) != before.get(path))
     if changed:
         problems.append(f"the suite wrote into the user's cache: {', '.join(changed[:10])}")

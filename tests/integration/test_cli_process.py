@@ -17,7 +17,7 @@ def _widest(text: str) -> int:
     return max(len(line) for line in text.splitlines())
 
 
-def test_each_command_reads_its_own_environment_at_import() -> None:
+def test_each_command_reads_its_own_environment_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     narrow = run_adkd(["--help"], env={**env, "COLUMNS": "60"})
     wide = run_adkd(["--help"], env={**env, "COLUMNS": "200"})
@@ -26,7 +26,9 @@ def test_each_command_reads_its_own_environment_at_import() -> None:
     # adkd's consoles take their width when adkd is imported: each command imported it under its own COLUMNS,
     # and the last, given none, did not inherit the one before (rich's 80 when the output is not a terminal).
     assert _widest(narrow.stdout) <= 60 < _widest(default.stdout) <= 80 < _widest(wide.stdout)
-    fresh = subprocess.run([ADKD, "--help"], env=env, capture_output=True, text=True, timeout=120)
+    monkeypatch.setenv("ADKD_TEST_COLD_CLI", "1")  # the same command as a plain subprocess
+    fresh = run_adkd(["--help"], env=env)
+    assert fresh.args == [ADKD, "--help"] and fresh.returncode == 0
     assert default.stdout == fresh.stdout and default.stderr == fresh.stderr == ""
 
 

@@ -37,9 +37,9 @@ test: install
 	$(BIN)/python -m pytest -q -n 3 --dist loadgroup --no-loadscope-reorder --timeout 1500 --durations 40 tests
 
 # The fast tier, to run after each edit: no training beyond a single step, no services (those are in
-# tests/integration); two workers, one per core, tests handed out one by one.
+# tests/integration); two workers, one per core; a worker that runs dry takes tests the other has not started.
 test-unit: install
-	$(BIN)/python -m pytest -q -n 2 --dist load tests/unit
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests/unit
 
 lint: install
 	$(BIN)/ruff check adkd tests benchmarks

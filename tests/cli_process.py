@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -134,12 +135,19 @@ def run_adkd(
     env: dict[str, str] | None = None,
     timeout: float = 900,
     input: str | None = None,
+    start_warm: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """``subprocess.run([BIN/adkd, *args], cwd=, env=, capture_output=True, text=True, timeout=, input=)``."""
+    """``subprocess.run([BIN/adkd, *args], cwd=, env=, capture_output=True, text=True, timeout=, input=)``.
+
+    ``start_warm=False`` for a command that stops at its checks: it forks from this worker's warm process if one
+    is running and is a plain subprocess otherwise, since such a command imports little (measured alone: the
+    malformed-grid test of test_benchmark_grid 1.7 s with a subprocess, 10 s when it started the warm process).
+    """
     argv = [ADKD, *map(str, args)]
     env = dict(os.environ if env is None else env)
     cwd = str(Path(cwd).resolve()) if cwd is not None else str(Path.cwd())
-    if os.environ.get("ADKD_TEST_COLD_CLI") == "1":
+    running = _warm is not None and _warm.proc.poll() is None
+    if os.environ.get("ADKD_TEST_COLD_CLI") == "1" or not (start_warm or running):
         return subprocess.run(
             argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
             input=input, stdin=None if input is not None else subprocess.DEVNULL,
@@ -180,6 +188,10 @@ def _serve(sock_path: str) -> list[str] | None:
     if threading.active_count() != 1:  # a Python thread would not survive the fork, and might hold a lock
         names = [t.name for t in threading.enumerate()]
         raise RuntimeError(f"the preloaded libraries started Python threads {names}: forking would not be safe")
+    # What the imports built lives as long as the process: a command's collections (and its pages, shared with
+    # this process until written) need not walk it.
+    gc.collect()
+    gc.freeze()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(sock_path)
     server.listen(8)

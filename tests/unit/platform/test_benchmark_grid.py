@@ -75,7 +75,9 @@ def test_a_malformed_grid_exits_2_with_one_line_on_stderr(tmp_path: Path) -> Non
     text = "name: g\ncategories: [a]\nmodels: [rd]\nrows:\n  - label: one\n    sett: [epochs=1]\n"
     path = _write(tmp_path, text, "bad.yaml")  # a YAML grid with a misspelt row key
     env = {**os.environ, "PYTHONPATH": str(REPO), "ADKD_RUNS_DIR": str(tmp_path / "runs")}
-    proc = run_adkd(["benchmark", str(path), "--data", str(tmp_path)], env=env, cwd=tmp_path, timeout=300)
+    proc = run_adkd(
+        ["benchmark", str(path), "--data", str(tmp_path)], env=env, cwd=tmp_path, timeout=300, start_warm=False
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr
@@ -287,7 +289,13 @@ def test_report_files_show_rows_paper_values_and_reasons(tmp_path: Path) -> None
 def test_a_grid_none_of_whose_runs_can_start_is_one_line_before_any_work(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "ADKD_RUNS_DIR": str(tmp_path / "runs")}
     missing = tmp_path / "nope"
-    proc = run_adkd(["benchmark", "seed-mrkd-table1-3", "--data", str(missing)], env=env, cwd=tmp_path, timeout=300)
+    proc = run_adkd(
+        ["benchmark", "seed-mrkd-table1-3", "--data", str(missing)],
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        start_warm=False,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [

@@ -46,7 +46,7 @@ def test_cli_exits_2_with_one_line_before_any_epoch(tmp_path: Path) -> None:
     override = "model_options.sigma=-1"
     env = {**os.environ, "PYTHONPATH": str(REPO), "ADKD_TRACKING": "off"}
     args = ["train", "--model", "mrkd", "--preset", "paper", "--category", "bottle", "--data", str(tmp_path)]
-    proc = run_adkd([*args, "--set", override], env=env, cwd=tmp_path, timeout=300)
+    proc = run_adkd([*args, "--set", override], env=env, cwd=tmp_path, timeout=300, start_warm=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and override.split("=")[0] in lines[0], lines

@@ -15,7 +15,7 @@ def test_a_missing_category_is_one_line_before_ray_starts(tmp_path: Path) -> Non
     synthesize(tmp_path / "data", ["weave"], size=32, n_train=4, n_test=2)
     env = {**os.environ, "PYTHONPATH": str(REPO), "ADKD_TRACKING": "off", "RAY_TMPDIR": str(tmp_path / "ray")}
     args = ["tune", "--category", "disc", "--data", "data", "--model", "mrkd", "--num-samples", "2", "--epochs", "1"]
-    proc = run_adkd(args, env=env, cwd=tmp_path, timeout=120)
+    proc = run_adkd(args, env=env, cwd=tmp_path, timeout=120, start_warm=False)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [f"error: category disc not found under {tmp_path / 'data'}: available are weave"], proc.stderr

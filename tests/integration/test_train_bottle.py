@@ -25,8 +25,16 @@ pytestmark = [
 ]
 
 
-# rd clears the bars after 3 epochs (98.4 / 97.5 / AUPRO 89.6 measured); mrkd needs the preset's 10
-# (3 epochs: pixel AUROC 87.8, 5 epochs: 87.5, 10 epochs: 98.6).
+# Floors per model, below the worst of 10 runs per model of these exact configurations (`benchmarks/learning_floors.py`,
+# benchmarks/RESULTS.md "Learning-test floors"): seeds 0-2 and seed 0 under the default and AVX2 kernels, each in
+# the default precision of this CPU (bf16) and in fp32 (the default where bf16 is not native). Worst image /
+# pixel AUROC / AUPRO measured: rd (4 epochs) 97.86 / 97.52 / 89.40, mrkd (10 epochs) 99.29 / 98.53 / 93.40.
+FLOORS = {
+    "rd": {"test/image_auroc": 0.95, "test/pixel_auroc": 0.95, "test/aupro": 0.85},
+    "mrkd": {"test/image_auroc": 0.97, "test/pixel_auroc": 0.96, "test/aupro": 0.90},
+}
+
+
 @pytest.mark.parametrize(("model", "epochs"), [("rd", 4), ("mrkd", 10)])
 def test_bottle_with_real_teacher(tmp_path: Path, model: str, epochs: int) -> None:
     config = resolve_config(
@@ -41,6 +49,5 @@ def test_bottle_with_real_teacher(tmp_path: Path, model: str, epochs: int) -> No
     assert result.status == "FINISHED", result.error
     m = result.metrics
     print(f"{model} bottle: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(m.items())))
-    assert m["test/image_auroc"] >= 0.90, m
-    assert m["test/pixel_auroc"] >= 0.90, m
-    assert m["test/aupro"] > 0.5, m
+    for key, floor in FLOORS[model].items():
+        assert m[key] >= floor, (key, m)

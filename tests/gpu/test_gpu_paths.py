@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from adkd.pipelines.data.synthetic_dataset import synthesize
+from tests.gpu.run_record import ran_on_cuda_with_the_defaults
 
 pytestmark = [
     pytest.mark.gpu,
@@ -84,12 +85,6 @@ def _evaluate(model: torch.nn.Module, data: Any, amp: bool, channels_last: bool)
 def _no_tf32() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-
-
-def ran_on_cuda_with_the_defaults(notes: list[str], peak_bytes: int) -> bool:
-    """The run's own record of its runtime says CUDA, bf16 and channels-last, and its tensors were on the GPU
-    (the cpu-smoke rd model's weights alone are 10 MiB in fp32, before any activation or optimizer state)."""
-    return "bf16 autocast, channels-last on cuda (settings amp, channels_last)" in notes and peak_bytes > 10 * 2**20
 
 
 def test_training_ran_on_the_gpu(trained: dict[str, Any]) -> None:

@@ -71,6 +71,7 @@ def _spare_the_exit_collections() -> None:
 
 def run() -> None:
     """Entry point that turns user errors into one line and exit code 2."""
+    atexit.unregister(_spare_the_exit_collections)  # once per process, though run() may be called again in it
     atexit.register(_spare_the_exit_collections)
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of exiting.

@@ -33,24 +33,19 @@ CASES: dict[str, tuple[str, str, str, str, list[str]]] = {
         f"synthetic {m} (ImageNet teacher)": (m, "cpu-smoke", "weave", "synth", [f"weights={WEIGHTS}"])
         for m in ("rd", "mrkd", "stfpm", "stfpm-ae")
     },
-    "bottle rd (4 epochs)": ("rd", "bottle-mobilenet", "bottle", "bottle", ["epochs=4", f"weights={WEIGHTS}"]),
-    "bottle mrkd (10 epochs)": ("mrkd", "bottle-mobilenet", "bottle", "bottle", [f"weights={WEIGHTS}"]),
-    # The default precision is bf16 where the CPU has it natively (this machine) and fp32 elsewhere (CI's may not):
-    # the bottle test's floors must hold under both.
-    "bottle rd (4 epochs) fp32": (
-        "rd",
-        "bottle-mobilenet",
-        "bottle",
-        "bottle",
-        ["epochs=4", f"weights={WEIGHTS}", "amp=false"],
-    ),
-    "bottle mrkd (10 epochs) fp32": (
-        "mrkd",
-        "bottle-mobilenet",
-        "bottle",
-        "bottle",
-        [f"weights={WEIGHTS}", "amp=false"],
-    ),
+    **{
+        f"bottle {model} ({epochs})" + suffix: (
+            model,
+            "bottle-mobilenet",
+            "bottle",
+            "bottle",
+            [*extra, f"weights={WEIGHTS}", *precision],
+        )
+        for model, epochs, extra in (("rd", "4 epochs", ["epochs=4"]), ("mrkd", "10 epochs", []))
+        # The default precision is bf16 where the CPU has it natively and fp32 elsewhere (CI's CPU may lack it):
+        # the bottle test's floors must hold under both.
+        for suffix, precision in (("", []), (" fp32", ["amp=false"]))
+    },
 }
 
 _CHILD = """

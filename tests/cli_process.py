@@ -111,9 +111,13 @@ class _Warm:
 _warm: _Warm | None = None
 
 
+def _running() -> bool:
+    return _warm is not None and _warm.proc.poll() is None
+
+
 def _the_warm() -> _Warm:
     global _warm
-    if _warm is None or _warm.proc.poll() is not None:
+    if not _running():
         stop_warm()  # a warm process that died leaves its folder
         _warm = _Warm()
         atexit.register(_warm.stop)
@@ -136,9 +140,11 @@ def run_adkd(
     timeout: float = 900,
     input: str | None = None,
     start_warm: bool = True,
+    ok: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``subprocess.run([BIN/adkd, *args], cwd=, env=, capture_output=True, text=True, timeout=, input=)``.
 
+    ``ok=True`` asserts exit code 0, the message naming the command and ending its stdout and stderr.
     ``start_warm=False`` for a command that stops at its checks: it forks from this worker's warm process if one
     is running and is a plain subprocess otherwise, since such a command imports little (measured alone: the
     malformed-grid test of test_benchmark_grid 1.7 s with a subprocess, 10 s when it started the warm process).
@@ -146,12 +152,22 @@ def run_adkd(
     argv = [ADKD, *map(str, args)]
     env = dict(os.environ if env is None else env)
     cwd = str(Path(cwd).resolve()) if cwd is not None else str(Path.cwd())
-    running = _warm is not None and _warm.proc.poll() is None
-    if os.environ.get("ADKD_TEST_COLD_CLI") == "1" or not (start_warm or running):
-        return subprocess.run(
+    if os.environ.get("ADKD_TEST_COLD_CLI") == "1" or not (start_warm or _running()):
+        done = subprocess.run(
             argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
             input=input, stdin=None if input is not None else subprocess.DEVNULL,
         )  # fmt: skip
+    else:
+        done = _run_warm(argv, cwd, env, timeout, input)
+    if ok:
+        assert done.returncode == 0, f"adkd {' '.join(argv[1:])}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+def _run_warm(
+    argv: list[str], cwd: str, env: dict[str, str], timeout: float, input: str | None
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` forked from this worker's warm process (started if need be), as ``run_adkd`` describes."""
     warm = _the_warm()
     with warm.lock, tempfile.TemporaryDirectory(prefix="cmd-", dir=warm.dir) as scratch:
         files = {name: str(Path(scratch) / name) for name in ("stdin", "stdout", "stderr")}
@@ -262,7 +278,6 @@ def _run_command(argv: list[str]) -> None:
     process ends without the C libraries' own exit handlers: those of the thread pools the warm process started
     (OpenBLAS, jemalloc, ONNX Runtime) would wait for threads that a forked process does not have.
     """
-    import atexit
     import traceback
 
     sys.argv = argv

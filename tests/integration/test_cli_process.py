@@ -51,6 +51,10 @@ def test_folder_streams_and_exit_code_are_the_commands(tmp_path) -> None:
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert refused.returncode == 2 and refused.stdout == "", refused.stdout
     assert len(lines) == 1 and lines[0].startswith("error:") and "missing" in lines[0], refused.stderr
+    with pytest.raises(
+        AssertionError, match=r"^adkd data validate missing\n\nerror:"
+    ):  # ok=True: the command, its output
+        run_adkd(["data", "validate", "missing"], cwd=tmp_path, ok=True)
 
 
 def test_a_timeout_kills_the_command(tmp_path) -> None:

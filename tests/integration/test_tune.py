@@ -16,8 +16,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tune-data") / "synth"
-    done = run_adkd(["data", "synth", str(root), "--categories", "disc", "--train", "20", "--test", "12"])
-    assert done.returncode == 0, done.stderr
+    run_adkd(["data", "synth", str(root), "--categories", "disc", "--train", "20", "--test", "12"], ok=True)
     return root
 
 

@@ -22,19 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "benchmarks" / "results"
-RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
-
-
-def write_section(name: str, body: str, path: Path = RESULTS_MD) -> None:
-    """Replace the text between ``<!-- name:begin -->`` and ``<!-- name:end -->`` (appended if absent)."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + f"\n\n{block}\n"
-    path.write_text(text)
+from results_md import RESULTS_DIR, RESULTS_MD, write_section  # benchmarks/ is on sys.path when run
 
 
 def main() -> None:

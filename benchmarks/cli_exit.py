@@ -60,7 +60,7 @@ def one(variant: str, args: list[str], cwd: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    from accuracy import write_section
+    from results_md import write_section
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)

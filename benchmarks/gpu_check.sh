@@ -133,7 +133,7 @@ if tests_rc != -1 and (unexpected or counts["tests"] == 0):
              f"({counts['tests']} collected): {unexpected}")
 if mode == "CUDA":
     sys.path.insert(0, "benchmarks")
-    from train_speed import write_section
+    from results_md import write_section
     write_section("gpu_check", md)
 PY
 if [[ $TESTS_RC != -1 && $TESTS_RC != 0 && $TESTS_RC != 5 ]]; then

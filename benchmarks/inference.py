@@ -123,7 +123,7 @@ def main() -> None:
     tag = f"{args.backbone}-{args.size}"
     (RESULTS_DIR / f"inference-{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     text = table(rows, meta)
-    from train_speed import write_section  # the sibling script (benchmarks/ is on sys.path when run)
+    from results_md import write_section  # the sibling script (benchmarks/ is on sys.path when run)
 
     write_section(f"inference-{tag}", text)
     print(text)

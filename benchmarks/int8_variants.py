@@ -116,7 +116,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"int8_variants-{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     text = table(rows, meta)
-    from train_speed import write_section
+    from results_md import write_section
 
     write_section(f"int8_variants-{args.tag}", text)
     print(text)

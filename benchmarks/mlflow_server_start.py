@@ -61,7 +61,7 @@ def start_once(env: dict[str, str], port: int) -> dict[str, float]:
 
 
 def main() -> None:
-    from accuracy import write_section
+    from results_md import write_section
 
     from adkd.settings import MLFLOW_JOB_EXECUTION_ENV, mlflow_server_env
 

@@ -272,7 +272,7 @@ def main() -> None:
     text = markdown(result)
     if args.write_results:
         sys.path.insert(0, str(Path(__file__).parent))
-        from train_speed import write_section  # the sibling script
+        from results_md import write_section  # the sibling script
 
         write_section(f"serve_load-{tag}", "## Serving under load (issue 16)\n\n" + text)
     print(text)

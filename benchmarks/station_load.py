@@ -140,7 +140,7 @@ def main() -> None:
     (args.out / f"station_load-{tag}.json").write_text(json.dumps(result, indent=2))
     text = markdown(result)
     if args.write_results:
-        from train_speed import write_section  # the sibling script
+        from results_md import write_section  # the sibling script
 
         write_section(f"station_load-{tag}", "## The inspection station under load (issue 26)\n\n" + text + "\n")
     print(text)

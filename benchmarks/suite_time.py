@@ -78,7 +78,7 @@ def run_once(command: list[str], log: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    from accuracy import write_section
+    from results_md import write_section
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=1)

@@ -227,7 +227,7 @@ def main() -> None:
     p.add_argument("--tag", default="cpu2")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args()
-    from train_speed import write_section
+    from results_md import write_section
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -378,7 +378,7 @@ def main() -> None:
         setup_anomalib()
         return
     import torch
-    from train_speed import write_section
+    from results_md import write_section
 
     results: dict[str, dict[str, Any]] = {}
     load_before = os.getloadavg()

@@ -71,3 +71,15 @@ def test_a_failed_adkd_train_fails_its_moonshot_part(benchmarks_on_path: None) -
     with pytest.raises(RuntimeError, match="adkd train -c a exited with 2"):
         gpu_moonshot._check(failed)
     gpu_moonshot._check(subprocess.CompletedProcess(failed.args, 0, "", ""))
+
+
+def test_a_results_section_is_replaced_in_place_or_appended(benchmarks_on_path: None, tmp_path: Path) -> None:
+    write_section = importlib.import_module("results_md").write_section
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Benchmark results\n\n<!-- a:begin -->\nold a\n<!-- a:end -->\n\ntext after a\n")
+    write_section("a", "new a\n\n", md)
+    write_section("b", "b's table", md)
+    assert md.read_text() == (
+        "# Benchmark results\n\n<!-- a:begin -->\nnew a\n<!-- a:end -->\n\ntext after a\n\n"
+        "<!-- b:begin -->\nb's table\n<!-- b:end -->\n"
+    )

@@ -95,6 +95,7 @@ def tune(
 ) -> None:
     """Tune the model's own knobs on normal images with synthetic defects; only the best sees the test split."""
     from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS, logged_key
+    from adkd.pipelines.train.config import check_teacher_weights
     from adkd.platform.cluster.connection import connect
     from adkd.platform.cluster.resources import resources_for
     from adkd.platform.registry.publishing import RegistryPublisher
@@ -109,6 +110,8 @@ def tune(
     request = RunRequest(model=model, data=local, preset=preset, overrides=list(set_), config_file=config_file)
     # The knobs depend on the model's settings (the mrkd paper loss has no α): read them from the first category.
     first = resolve_config(request, categories[0], settings)
+    if not settings.ray_address:  # the trials train on this machine: its weights, before Ray or MLflow start
+        check_teacher_weights(first)
     space = parse_space(model, settings.tune.get("space"), _lr_range(tune_lr), model_options=first.model_options)
     # A trial is one run on one worker: the same resource flags (and checks) as train and benchmark.
     plan = resource_flags.ray_plan(

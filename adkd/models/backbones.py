@@ -31,7 +31,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from adkd.errors import ConfigError, WeightsError
-from adkd.models.checks import BACKBONES
+from adkd.models.checks import BACKBONES, check_weights_file
 from adkd.settings import downloads_allowed
 
 _BUILDERS: dict[str, tuple[Callable[..., nn.Module], object]] = {
@@ -133,7 +133,7 @@ def build_backbone(backbone: str, weights: str | os.PathLike = "imagenet", froze
     spec = os.fspath(weights)
     if spec == "none":
         return FeatureExtractor(backbone, frozen=frozen)
-    state = _imagenet_state_dict(backbone) if spec == "imagenet" else _file_state_dict(Path(spec))
+    state = _imagenet_state_dict(backbone) if spec == "imagenet" else _file_state_dict(Path(spec).expanduser())
     extractor = FeatureExtractor(backbone, frozen=frozen, init=False)
     load_weights(extractor, state, source=spec)
     return extractor
@@ -173,9 +173,7 @@ def load_weights(extractor: FeatureExtractor, state: dict[str, torch.Tensor], so
 
 
 def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        msg = f"weights file {path} does not exist: pass an existing state-dict file, 'imagenet' or 'none'"
-        raise WeightsError(msg)
+    check_weights_file(str(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
@@ -204,4 +202,5 @@ def ensure_imagenet_weights(backbone: str) -> None:
     """Have torchvision's ImageNet weights for ``backbone`` in its cache (downloads once); WeightsError if not."""
     if backbone not in _BUILDERS:
         raise WeightsError(f"backbone={backbone!r}: choose one of {', '.join(_BUILDERS)}")
-    _imagenet_state_dict(backbone)
+    if not (hub_checkpoint_dir() / imagenet_weights_file(backbone)).is_file():  # a cached file is read when built
+        _imagenet_state_dict(backbone)

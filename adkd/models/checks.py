@@ -6,9 +6,10 @@ run calls ``check_model_settings`` first, so a bad value ends it before any epoc
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from adkd.errors import ConfigError
+from adkd.errors import ConfigError, WeightsError
 
 # The backbones adkd.models.backbones builds, by name: here, apart from torchvision, for the zoo and the checks.
 BACKBONES: tuple[str, ...] = ("resnet18", "resnet50", "wide_resnet50_2", "mobilenet_v2")
@@ -59,6 +60,23 @@ def check_model_settings(image_size: int, options: dict[str, Any]) -> None:
         lr = _number(options, key)
         if lr is not None and not lr > 0:
             raise ConfigError(f"model_options.{key}={lr}: a learning rate must be > 0")
+
+
+def weights_file_problem(weights: str) -> str | None:
+    """Why ``weights``, a state-dict path (anything but "imagenet" and "none"), is no file here; None when it is."""
+    if weights in ("imagenet", "none"):
+        return None
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return None
+    return f"teacher weights file {path} {'is a folder' if path.is_dir() else 'does not exist'}"
+
+
+def check_weights_file(weights: str) -> None:
+    """WeightsError (one line, with the fix) when ``weights`` names a state-dict file that is not here."""
+    problem = weights_file_problem(weights)
+    if problem:
+        raise WeightsError(f"{problem}: pass an existing state-dict file, 'imagenet' or 'none'")
 
 
 def _number(options: dict[str, Any], key: str) -> float | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from adkd.errors import ConfigError
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult
-from adkd.pipelines.train.config import TrainConfig
+from adkd.pipelines.train.config import TrainConfig, check_teacher_weights
 from adkd.platform.storage.data_roots import check_category, list_categories, local_root
 from adkd.settings import Settings, load_settings
 
@@ -142,6 +142,7 @@ def train_one(
     settings = settings or run_settings(request.config_file)
     config = resolve_config(request, request.category, settings)
     check_category(config.data, config.category)  # before a tracking run is created
+    check_teacher_weights(config)
     attached = list(callbacks)
     if request.tracking and settings.tracking:
         from adkd.platform.registry.publishing import RegistryPublisher
@@ -206,6 +207,9 @@ def train_many(
     settings = settings or run_settings(request.config_file, ray_address=plan.address)
     names = list_categories(request.data, request.categories, settings.s3_endpoint_url)
     configs = [resolve_config(request, name, settings) for name in names]
+    if not (plan.address or settings.ray_address):  # the embedded Ray trains here: one check (and download) for all
+        for config in {(c.backbone, c.weights): c for c in configs}.values():
+            check_teacher_weights(config)
     attached = list(listeners)
     tracking = None
     if request.tracking and settings.tracking:

@@ -267,3 +267,19 @@ def check_model_settings(config: TrainConfig) -> None:
     if spec is None:
         raise ConfigError(f"unknown model '{config.model}'; choose one of {', '.join(MODEL_ZOO)}")
     check(config.eval_size, spec.resolve(config.model_options))
+
+
+def check_teacher_weights(config: TrainConfig) -> None:
+    """The teacher's weights can be had on this machine, or WeightsError in one line.
+
+    A state-dict file must exist; ImageNet's must be in torch.hub's cache or are downloaded into it now (once, so
+    the runs that train here read the cache). Called where training runs on this machine, before the data gate and
+    any tracking run, so a wrong path or an offline machine is refused before work starts.
+    """
+    from adkd.models.checks import check_weights_file
+
+    check_weights_file(config.weights)
+    if config.weights == "imagenet":
+        from adkd.models.backbones import ensure_imagenet_weights
+
+        ensure_imagenet_weights(config.resolved().backbone or "")

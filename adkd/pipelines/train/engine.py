@@ -32,7 +32,7 @@ from adkd.errors import ConfigError
 from adkd.models.stfpm_ae import AutoencoderTraining, autoencoder_training
 from adkd.pipelines.train import checkpoint as ckpt
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult, emit, reported_run
-from adkd.pipelines.train.config import TrainConfig, check_model_settings
+from adkd.pipelines.train.config import TrainConfig, check_model_settings, check_teacher_weights
 from adkd.pipelines.train.distributed import DistContext, fingerprint, rank_seed, synced_state
 from adkd.pipelines.train.feature_cache import plan_cache, plan_val_cache
 from adkd.pipelines.train.loop_state import LoopState, Optimisers, check_resume_path, restore, train_state
@@ -137,6 +137,7 @@ class _Run:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         check_model_settings(cfg)  # before any data, weights or epoch
+        check_teacher_weights(cfg)  # before the data gate
         from adkd.pipelines.data.dataset import load_category, local_root
 
         root = local_root(cfg.data)

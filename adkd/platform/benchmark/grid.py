@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adkd.errors import ConfigError
+from adkd.models.checks import weights_file_problem
 from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS
 from adkd.pipelines.train.config import TrainConfig
 from adkd.settings import downloads_allowed
@@ -279,9 +280,9 @@ def _missing_reason(config: TrainConfig, local: bool = True) -> str | None:
             return f"no data: data root {root} does not exist"
         if not (root / config.category).is_dir():
             return f"no data: category {config.category!r} not found under {root}"
-    local_file = config.weights not in ("imagenet", "none") and "://" not in config.weights
-    if local_file and not Path(config.weights).expanduser().is_file():
-        return f"no weights: teacher weights file {config.weights} does not exist"
+    problem = None if "://" in config.weights else weights_file_problem(config.weights)
+    if problem:
+        return f"no weights: {problem}"
     if local and config.weights == "imagenet" and not downloads_allowed():
         from adkd.models.backbones import hub_checkpoint_dir, imagenet_weights_file
         from adkd.models.zoo import MODEL_ZOO

@@ -226,7 +226,7 @@ def category_facts(root: Path, categories: list[str], files: pd.DataFrame, image
     rows = []
     for category in categories:
         sub = files[(files.category == category) & (files.kind == "image")]
-        ok = sub[sub.decodable]
+        ok = sub[sub.decodable.astype(bool)]  # a bool mask even when empty (an empty object Series picks columns)
         counts = size_counts(zip(ok.width, ok.height))
         modes = sorted(set(ok["mode"]))
         gray = int(ok.gray_rgb.sum())

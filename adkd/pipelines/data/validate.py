@@ -65,7 +65,10 @@ class RuleOutcome:
     def lines(self, shown: int = SHOWN_OFFENDERS) -> list[str]:
         """The count, the summary, at most ``shown`` offenders and the switch that accepts them, one per line."""
         what = "files" if self.table == "files" else "categories"
-        out = [f"{self.description} (rule {self.rule_id}): {self.unexpected} of {self.checked} {what} fail"]
+        counted = f"{self.unexpected} of {self.checked} {what} fail"
+        if self.expectation == "ExpectTableRowCountToBeBetween":  # a rule on the table's size, not on its rows
+            counted = f"{self.checked} {what}"
+        out = [f"{self.description} (rule {self.rule_id}): {counted}"]
         if self.summary:
             out.append(f"    {self.summary}")
         out += [f"    {o}" for o in self.offenders[:shown]]
@@ -325,6 +328,9 @@ def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.D
                 summary = _folder_summary(indexed.loc[[n for n in names if n in indexed.index]])
             unexpected = int(info.get("unexpected_count") or (0 if res["success"] else 1))
             checked = int(info.get("element_count") or info.get("observed_value") or 0)
+            accept = ACCEPT.get(rule.rule_id, "")
+            if rule.rule_id == "train-min-count" and rule.kwargs["min_value"] <= 1:
+                accept = ""  # --min-train is at its floor (1): only images in train/good help
             outcomes.append(
                 RuleOutcome(
                     rule.rule_id,
@@ -336,7 +342,7 @@ def _outcomes(results: dict[str, Any], rules: list[Rule], tables: dict[str, pd.D
                     unexpected,
                     offenders,
                     summary,
-                    ACCEPT.get(rule.rule_id, ""),
+                    accept,
                 )
             )
     order = {rule.rule_id: i for i, rule in enumerate(rules)}

@@ -120,6 +120,23 @@ def test_missing_mask_names_image_level_and_one_size_names_its_flag(tmp_path: Pa
     assert "no switch accepts this" in _truncated(tmp_path).failed[0].line()
 
 
+def test_empty_category_folders_are_refused_by_the_rules_not_a_crash(tmp_path: Path) -> None:
+    """Folders without a file: the count rules fail, each said plainly, and none names a switch it cannot be."""
+    (tmp_path / "data" / "pcb" / "train" / "good").mkdir(parents=True)
+    report = validate_data(tmp_path / "data", min_train=1)
+    by_rule = {o.rule_id: o for o in report.failed}
+    assert set(by_rule) == {"files-present", "train-min-count", "test-has-good", "test-has-defects"}
+    assert by_rule["files-present"].lines()[0] == "the data set holds files (rule files-present): 0 files"
+    assert by_rule["train-min-count"].lines() == [
+        "train/good holds at least 1 image(s) (rule train-min-count): 1 of 1 categories fail",
+        "    pcb (0 images)",
+        "    no switch accepts this: fix these files",  # --min-train is 1 already
+    ]
+    _png(tmp_path / "data" / "pcb" / "train" / "good" / "000.png", _grey(np.random.default_rng(0)))
+    lower = validate_data(tmp_path / "data", min_train=2).failed
+    assert "to accept: a lower --min-train" in next(o for o in lower if o.rule_id == "train-min-count").line()
+
+
 def _truncated(tmp_path: Path):
     root = _category(tmp_path / "broken")
     path = root / "pcb" / "train" / "good" / "000.png"

@@ -24,3 +24,13 @@ class WeightsError(AdkdError):
 
 class ServiceError(AdkdError):
     """A service (MLflow, Ray, S3) cannot be reached or refused a request."""
+
+
+def parse_error_line(exc: Exception) -> str:
+    """A YAML, JSON or TOML parser's complaint in one line, with its place (YAML's own message spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:  # PyYAML: "<problem> at line L, column C"
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adkd.errors import ConfigError
+from adkd.errors import ConfigError, parse_error_line
 from adkd.pipelines.train.config import TrainConfig, check_model_settings, validate_config
 
 MODELS = ("rd", "mrkd", "stfpm", "stfpm-ae")
@@ -289,7 +289,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text) or {}
     except Exception as exc:
-        raise ConfigError(f"config file {path} cannot be parsed: {exc}") from None
+        raise ConfigError(f"config file {path} cannot be parsed: {parse_error_line(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
     return data

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adkd.errors import ConfigError
+from adkd.errors import ConfigError, parse_error_line
 from adkd.models.checks import weights_file_problem
 from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS
 from adkd.pipelines.train.config import TrainConfig
@@ -174,8 +174,7 @@ def _read(path: Path) -> Any:
 
         return yaml.safe_load(text)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"grid {path} cannot be parsed: {first}") from None
+        raise ConfigError(f"grid {path} cannot be parsed: {parse_error_line(exc)}") from None
 
 
 def _where(loc: tuple[Any, ...], data: dict[str, Any]) -> str:

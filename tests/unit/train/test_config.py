@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from adkd.errors import ConfigError
-from adkd.pipelines.train.presets import MODELS, PRESETS, apply_override, parse_value, resolve_config
+from adkd.pipelines.train.presets import MODELS, PRESETS, apply_override, parse_value, read_config_file, resolve_config
 
 
 def test_paper_presets_hold_the_papers_values() -> None:
@@ -117,3 +118,18 @@ def test_config_files_and_precedence(tmp_path) -> None:
     typo.write_text("epoch: 3\n")
     with pytest.raises(ConfigError, match=r"typo.yaml: unknown setting 'epoch'"):
         resolve_config("rd", "cpu-smoke", "cat", "/data", config_file=typo)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("c.yaml", "epochs: [\n", "expected the node content, but found '<stream end>' at line 2, column 1"),
+        ("c.yaml", "epochs: 3\n batch_size: 2\n", "mapping values are not allowed here at line 2, column 12"),
+        ("c.json", '{"epochs": }', "Expecting value: line 1 column 12 (char 11)"),
+    ],
+)
+def test_an_unparsable_config_file_is_one_line_with_its_place(tmp_path: Path, name: str, text: str, said: str) -> None:
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError) as err:
+        read_config_file(tmp_path / name)
+    assert str(err.value) == f"config file {tmp_path / name} cannot be parsed: {said}"

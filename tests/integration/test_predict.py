@@ -70,6 +70,10 @@ def test_predict_bad_inputs_are_reported_and_others_processed(promoted: dict) ->
     assert "notes.png" in proc.stderr and "Traceback" not in proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_images"] == 3 and summary["n_failed"] == 1
+    with (out / "predictions.csv").open() as fh:  # every input, the unreadable one too
+        rows = {Path(r["image"]).name: r for r in csv.DictReader(fh)}
+    assert len(rows) == 4 and (rows["notes.png"]["verdict"], rows["notes.png"]["score"]) == ("failed", "")
+    assert rows["notes.png"]["notes"] == summary["failures"][0]["error"] and "notes.png" in rows["notes.png"]["notes"]
     rgba = next(r for r in summary["predictions"] if r["image"].endswith("rgba.png"))
     assert "converted RGBA to RGB" in rgba["notes"] and "resized 100x80 to 64x64" in rgba["notes"]
     assert not (out / "overlays" / "notes.png").exists()

@@ -65,13 +65,15 @@ def write_image_outputs(
 def write_summary(
     rows: list[dict[str, Any]], failures: list[dict[str, str]], meta: dict[str, Any], out_dir: Path
 ) -> None:
-    """predictions.csv and summary.json in ``out_dir``."""
+    """predictions.csv (a row per input: an image that could not be scored has verdict ``failed`` and its error in
+    ``notes``) and summary.json in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / ".predictions.csv.tmp"
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+        writer.writerows({"image": f["image"], "verdict": "failed", "notes": f["error"]} for f in failures)
     os.replace(tmp, out_dir / "predictions.csv")
     summary = {
         "model": meta,

@@ -68,6 +68,8 @@ def test_export_matches_pytorch(name: str, tmp_path: Path) -> None:
     assert dims[0].dim_param  # dynamic batch
     assert [d.dim_value for d in dims[1:]] == [SIZE, SIZE, 3]
     assert [o.name for o in proto.graph.output] == list(OUTPUT_NAMES)
+    # Images enter at the graph's own size: no resize in front (only the anomaly map's upsampling).
+    assert [n.name for n in proto.graph.node if n.op_type == "Resize" and n.name.startswith("/preprocess")] == []
 
     meta = read_metadata(path)
     assert meta["model"] == name and meta["category"] == "toy"

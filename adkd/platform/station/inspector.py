@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from adkd.errors import AdkdError, DataError, ServiceError
-from adkd.pipelines.predict.outputs import heatmap_overlay
+from adkd.pipelines.predict.outputs import PNG_LEVEL, heatmap_overlay
 from adkd.platform.registry.resolve import resolve_onnx
 from adkd.platform.station.images import ImageStore, Upload, check_upload, new_key
 from adkd.platform.station.log import VerdictLog, VerdictRecord
@@ -67,7 +67,7 @@ def overlay_png(pred_map: np.ndarray, original: np.ndarray, vmin: float, vmax: f
         original = np.asarray(Image.fromarray(original).resize(size, Image.Resampling.BILINEAR))
         pred_map = np.asarray(Image.fromarray(pred_map.astype(np.float32)).resize(size, Image.Resampling.BILINEAR))
     buf = io.BytesIO()
-    Image.fromarray(heatmap_overlay(original, pred_map, vmin, vmax)).save(buf, format="PNG")
+    Image.fromarray(heatmap_overlay(original, pred_map, vmin, vmax)).save(buf, format="PNG", compress_level=PNG_LEVEL)
     return buf.getvalue()
 
 

@@ -1,0 +1,125 @@
+"""Where `adkd predict`'s time goes per image: decoding, scoring, and writing the overlay and mask PNGs.
+
+    .venv/bin/python benchmarks/predict_outputs.py [--threads 2] [--tag cpu2]
+
+The predict loop of ``adkd.cli.predict_cmd`` on the real bottle test split (83 images) at 256 and 512 px, with
+an stfpm model (the ImageNet MobileNetV2 teacher of ../shared, untrained student: the speed does not depend on
+it) exported at 128 px: ``predictor.load`` (decode and resize), ``predictor.predict_loaded`` in batches of 8
+(maps back at each image's own size) and ``write_image_outputs`` (overlay and mask PNGs at each image's own
+size), the last at the zlib level adkd writes (``PNG_LEVEL``) and at Pillow's default (6), taking turns per
+image. Writes benchmarks/results/predict_outputs-<tag>.json and a RESULTS.md section with ``--tag``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+DATA = REPO.parent / "shared" / "data"
+THRESHOLDS = {"image": 1.0, "pixel": 1.0, "score_min": 0.0, "score_max": 2.0}
+PILLOW_DEFAULT = 6
+
+
+def model_file(out: Path) -> Path:
+    from bottle_runs import MOBILENET_WEIGHTS
+
+    from adkd.models.zoo import build_model
+    from adkd.pipelines.export.onnx_export import export_onnx
+
+    model = build_model("stfpm", backbone="mobilenet_v2", weights=str(MOBILENET_WEIGHTS)).eval()
+    return export_onnx(model, out / "model.onnx", 128, THRESHOLDS, {"model": "stfpm", "category": "bottle"})
+
+
+def measure(predictor: Any, files: list[Path], out: Path) -> dict[str, Any]:
+    """ms per image of each phase, writes at both zlib levels; the files' sizes."""
+    from adkd.pipelines.predict import outputs
+
+    vmin, vmax = predictor.heat_range
+    phases: dict[str, list[float]] = {"decode": [], "score": [], "write": [], "write_level6": []}
+    sizes: dict[str, list[int]] = {"write": [], "write_level6": []}
+    for start in range(0, len(files), 8):
+        chunk = files[start : start + 8]
+        t0 = time.perf_counter()
+        loaded = [predictor.load(p) for p in chunk]
+        phases["decode"].append((time.perf_counter() - t0) / len(chunk))
+        t0 = time.perf_counter()
+        preds = predictor.predict_loaded(loaded, [str(p) for p in chunk])
+        phases["score"].append((time.perf_counter() - t0) / len(chunk))
+        for i, (item, pred) in enumerate(zip(loaded, preds)):
+            order = [("write", outputs.PNG_LEVEL), ("write_level6", PILLOW_DEFAULT)]
+            for key, level in order if i % 2 else order[::-1]:
+                saved, outputs.PNG_LEVEL = outputs.PNG_LEVEL, level
+                try:
+                    t0 = time.perf_counter()
+                    overlay, mask = outputs.write_image_outputs(
+                        pred, item.original, out / key, f"{start + i}", vmin, vmax
+                    )
+                    phases[key].append(time.perf_counter() - t0)
+                finally:
+                    outputs.PNG_LEVEL = saved
+                sizes[key].append(overlay.stat().st_size + mask.stat().st_size)
+    row = {f"{k}_ms": 1e3 * statistics.median(v) for k, v in phases.items()}
+    row |= {f"{k}_kib": statistics.mean(v) / 1024 for k, v in sizes.items()}
+    row["images"] = len(files)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tag", default="", help="Write results/predict_outputs-<tag>.json and a RESULTS.md section.")
+    args = p.parse_args()
+    from adkd.pipelines.predict import open_predictor
+    from adkd.pipelines.predict.outputs import PNG_LEVEL
+
+    load_before = os.getloadavg()
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        predictor = open_predictor(model_file(Path(tmp)), "onnxruntime", threads=args.threads)
+        for side in (256, 512):
+            files = sorted((DATA / f"mvtec_ad_{side}" / "bottle" / "test").rglob("*.png"))
+            rows[side] = row = measure(predictor, files, Path(tmp) / str(side))
+            total, before = (row["decode_ms"] + row["score_ms"] + row[k] for k in ("write_ms", "write_level6_ms"))
+            phases = f"decode {row['decode_ms']:.1f}, score {row['score_ms']:.1f}, write {row['write_ms']:.1f}"
+            print(f"{side} px: {phases} (level 6: {row['write_level6_ms']:.1f}) ms/image; {total:.1f} against "
+                  f"{before:.1f}", flush=True)  # fmt: skip
+    if not args.tag:
+        return
+    from results_md import RESULTS_DIR, write_section
+
+    load = " / ".join(f"{x:.1f}" for x in load_before) + " before, " + " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    (RESULTS_DIR / f"predict_outputs-{args.tag}.json").write_text(json.dumps({"rows": rows, "load": load}, indent=2))
+    lines = [
+        "### Where `adkd predict`'s time goes per image",
+        "",
+        f"Real bottle test split, stfpm at 128 px (ImageNet MobileNetV2 teacher), ONNX Runtime, {args.threads} "
+        f"threads, batches of 8, medians; load {load} after (`benchmarks/predict_outputs.py --tag {args.tag}`). "
+        f"Overlay and mask PNGs at each image's own size, written at zlib level {PNG_LEVEL} (adkd) and "
+        f"{PILLOW_DEFAULT} (Pillow's default, adkd's before 2026-12-07):",
+        "",
+        "| input | decode ms | score ms | write ms | write ms, level 6 | ms/image | ms/image, level 6 | KiB "
+        "| KiB, level 6 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for side, r in rows.items():
+        now = r["decode_ms"] + r["score_ms"] + r["write_ms"]
+        before = r["decode_ms"] + r["score_ms"] + r["write_level6_ms"]
+        lines.append(
+            f"| {side} px | {r['decode_ms']:.1f} | {r['score_ms']:.1f} | {r['write_ms']:.1f} | "
+            f"{r['write_level6_ms']:.1f} | {now:.1f} | {before:.1f} | {r['write_kib']:.0f} | "
+            f"{r['write_level6_kib']:.0f} |"
+        )
+    write_section(f"predict_outputs-{args.tag}", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,8 @@ an stfpm model (the ImageNet MobileNetV2 teacher of ../shared, untrained student
 it) exported at 128 px: ``predictor.load`` (decode and resize), ``predictor.predict_loaded`` in batches of 8
 (maps back at each image's own size) and ``write_image_outputs`` (overlay and mask PNGs at each image's own
 size), the last at the zlib level adkd writes (``PNG_LEVEL``) and at Pillow's default (6), taking turns per
-image. Writes benchmarks/results/predict_outputs-<tag>.json and a RESULTS.md section with ``--tag``.
+image; then the whole loop (``predict_files``) with the writes inline against on writer threads beside the
+scoring. Writes benchmarks/results/predict_outputs-<tag>.json and a RESULTS.md section with ``--tag``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,20 @@ def measure(predictor: Any, files: list[Path], out: Path) -> dict[str, Any]:
     return row
 
 
+def end_to_end(predictor: Any, files: list[Path], out: Path, rounds: int = 3) -> dict[str, float]:
+    """ms per image of ``predict_files`` (decode, score, write) with the writes inline and on writer threads."""
+    from adkd.pipelines.predict.folder import default_writers, predict_files
+
+    modes = {"inline": 0, f"{default_writers()} writer threads": None}
+    times: dict[str, list[float]] = {k: [] for k in modes}
+    for r in range(rounds):
+        for key in list(modes) if r % 2 else list(modes)[::-1]:
+            t0 = time.perf_counter()
+            predict_files(predictor, files, out / f"{r}-{modes[key]}", writers=modes[key])
+            times[key].append(1e3 * (time.perf_counter() - t0) / len(files))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
@@ -88,10 +103,11 @@ def main() -> None:
         for side in (256, 512):
             files = sorted((DATA / f"mvtec_ad_{side}" / "bottle" / "test").rglob("*.png"))
             rows[side] = row = measure(predictor, files, Path(tmp) / str(side))
+            row["end_to_end_ms"] = end_to_end(predictor, files, Path(tmp) / f"e2e{side}")
             total, before = (row["decode_ms"] + row["score_ms"] + row[k] for k in ("write_ms", "write_level6_ms"))
             phases = f"decode {row['decode_ms']:.1f}, score {row['score_ms']:.1f}, write {row['write_ms']:.1f}"
             print(f"{side} px: {phases} (level 6: {row['write_level6_ms']:.1f}) ms/image; {total:.1f} against "
-                  f"{before:.1f}", flush=True)  # fmt: skip
+                  f"{before:.1f}; end to end {row['end_to_end_ms']}", flush=True)  # fmt: skip
     if not args.tag:
         return
     from results_md import RESULTS_DIR, write_section
@@ -118,6 +134,13 @@ def main() -> None:
             f"{r['write_level6_ms']:.1f} | {now:.1f} | {before:.1f} | {r['write_kib']:.0f} | "
             f"{r['write_level6_kib']:.0f} |"
         )
+    lines += [
+        "",
+        "The whole loop (`adkd.pipelines.predict.folder.predict_files`, 3 alternating runs, median ms/image):",
+        "",
+    ]
+    for side, r in rows.items():
+        lines.append(f"- {side} px: " + ", ".join(f"{k} {v:.1f}" for k, v in r["end_to_end_ms"].items()))
     write_section(f"predict_outputs-{args.tag}", "\n".join(lines))
 
 

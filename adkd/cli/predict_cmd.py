@@ -37,38 +37,23 @@ def predict(
     files = collect_inputs(inputs)  # a wrong path is known before the model is resolved (MLflow, ONNX Runtime)
 
     from adkd.api import load
-    from adkd.errors import AdkdError
-    from adkd.pipelines.predict.outputs import unique_stem, write_image_outputs, write_summary
+    from adkd.pipelines.predict.folder import predict_files
+    from adkd.pipelines.predict.outputs import write_summary
 
     detector = load(model, threshold=threshold, tracking_uri=tracking_uri, int8=int8, runtime=runtime)
     predictor = detector.predictor
     err_console.print(f"runtime: {detector.runtime} ({detector.runtime_reason})", highlight=False)
-    rows: list[dict] = []
-    failures: list[dict[str, str]] = []
-    used: set[str] = set()
-    vmin, vmax = predictor.heat_range
-    out.mkdir(parents=True, exist_ok=True)
     columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("predict", total=len(files))
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            loaded, ok = [], []
-            for path in chunk:
-                try:
-                    loaded.append(predictor.load(path))
-                except AdkdError as exc:
-                    failures.append({"image": str(path), "error": str(exc)})
-                    err_console.print(f"[red]skipped[/] {exc}", highlight=False)
-                    continue
-                ok.append(path)
-            if loaded:
-                # Maps come back at each image's own size: overlays and masks match the input files.
-                preds = predictor.predict_loaded(loaded, [str(p) for p in ok])
-                for path, item, pred in zip(ok, loaded, preds):
-                    overlay, mask = write_image_outputs(pred, item.original, out, unique_stem(path, used), vmin, vmax)
-                    rows.append(pred.summary() | {"overlay": str(overlay), "mask": str(mask)})
-            progress.advance(task, len(chunk))
+        rows, failures = predict_files(
+            predictor,
+            files,
+            out,
+            batch_size=batch_size,
+            on_skip=lambda exc: err_console.print(f"[red]skipped[/] {exc}", highlight=False),
+            on_done=lambda n: progress.advance(task, n),
+        )
     meta = {k: v for k, v in predictor.meta.items() if k in ("model", "backbone", "category", "image_size", "resize")}
     write_summary(rows, failures, meta | detector.origin | {"runtime": detector.runtime}, out)
     table = Table(title=f"{len(rows)} images scored with {detector.origin.get('source')}")

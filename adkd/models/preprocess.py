@@ -44,7 +44,7 @@ class Preprocess(nn.Module):
         x = images.permute(0, 3, 1, 2) if self.channels_last else images
         x = x.float() / 255.0
         # An exported graph takes images at its own size (fixed height and width): the resize would be an
-        # identity that runtimes still execute (OpenVINO: 5 % of stfpm's bf16 time), so it is left out.
+        # identity that runtimes still execute (OpenVINO: up to 5 % of stfpm's time), so it is left out.
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=False)
         return (x - self.mean) / self.std

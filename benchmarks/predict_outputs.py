@@ -6,22 +6,27 @@ The predict loop of ``adkd.cli.predict_cmd`` on the real bottle test split (83 i
 an stfpm model (the ImageNet MobileNetV2 teacher of ../shared, untrained student: the speed does not depend on
 it) exported at 128 px: ``predictor.load`` (decode and resize), ``predictor.predict_loaded`` in batches of 8
 (maps back at each image's own size) and ``write_image_outputs`` (overlay and mask PNGs at each image's own
-size), the last at the zlib level adkd writes (``PNG_LEVEL``) and at Pillow's default (6), taking turns per
-image; then the whole loop (``predict_files``) with the writes inline against on writer threads beside the
-scoring. Writes benchmarks/results/predict_outputs-<tag>.json and a RESULTS.md section with ``--tag``.
+size), the last as adkd writes them and as it did before 2026-12-07 (Pillow's default zlib level 6, float64
+colours: ``writes_as_before``), taking turns per image; then the whole loop (``predict_files``) with the writes
+inline against on writer threads beside the scoring. Writes benchmarks/results/predict_outputs-<tag>.json and a
+RESULTS.md section with ``--tag``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -40,13 +45,36 @@ def model_file(out: Path) -> Path:
     return export_onnx(model, out / "model.onnx", 128, THRESHOLDS, {"model": "stfpm", "category": "bottle"})
 
 
+def float64_overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha: float = 0.5) -> np.ndarray:
+    """``heatmap_overlay`` as adkd wrote it before 2026-12-07: float64 colours from the colormap, then the blend."""
+    import matplotlib
+
+    scaled = np.clip((amap - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
+    colours = matplotlib.colormaps["jet"](scaled)[..., :3] * 255.0
+    return (image.astype(np.float32) * (1 - alpha) + colours * alpha).clip(0, 255).astype(np.uint8)
+
+
+@contextlib.contextmanager
+def writes_as_before() -> Iterator[None]:
+    """``write_image_outputs`` as before 2026-12-07: Pillow's default zlib level, float64 colours."""
+    from adkd.pipelines.predict import outputs
+
+    saved = outputs.PNG_LEVEL, outputs.heatmap_overlay
+    outputs.PNG_LEVEL, outputs.heatmap_overlay = PILLOW_DEFAULT, float64_overlay
+    try:
+        yield
+    finally:
+        outputs.PNG_LEVEL, outputs.heatmap_overlay = saved
+
+
 def measure(predictor: Any, files: list[Path], out: Path) -> dict[str, Any]:
-    """ms per image of each phase, writes at both zlib levels; the files' sizes."""
+    """ms per image of each phase (the overlay's blend alone too), writes now and as before; the files' sizes."""
     from adkd.pipelines.predict import outputs
 
     vmin, vmax = predictor.heat_range
-    phases: dict[str, list[float]] = {"decode": [], "score": [], "write": [], "write_level6": []}
-    sizes: dict[str, list[int]] = {"write": [], "write_level6": []}
+    names = ("decode", "score", "write", "write_before", "blend", "blend_before")
+    phases: dict[str, list[float]] = {k: [] for k in names}
+    sizes: dict[str, list[int]] = {"write": [], "write_before": []}
     for start in range(0, len(files), 8):
         chunk = files[start : start + 8]
         t0 = time.perf_counter()
@@ -56,18 +84,19 @@ def measure(predictor: Any, files: list[Path], out: Path) -> dict[str, Any]:
         preds = predictor.predict_loaded(loaded, [str(p) for p in chunk])
         phases["score"].append((time.perf_counter() - t0) / len(chunk))
         for i, (item, pred) in enumerate(zip(loaded, preds)):
-            order = [("write", outputs.PNG_LEVEL), ("write_level6", PILLOW_DEFAULT)]
-            for key, level in order if i % 2 else order[::-1]:
-                saved, outputs.PNG_LEVEL = outputs.PNG_LEVEL, level
-                try:
+            order = [("write", contextlib.nullcontext), ("write_before", writes_as_before)]
+            for key, how in order if i % 2 else order[::-1]:
+                with how():
                     t0 = time.perf_counter()
                     overlay, mask = outputs.write_image_outputs(
                         pred, item.original, out / key, f"{start + i}", vmin, vmax
                     )
                     phases[key].append(time.perf_counter() - t0)
-                finally:
-                    outputs.PNG_LEVEL = saved
                 sizes[key].append(overlay.stat().st_size + mask.stat().st_size)
+            for key, blend in (("blend", outputs.heatmap_overlay), ("blend_before", float64_overlay)):
+                t0 = time.perf_counter()
+                blend(item.original, pred.anomaly_map, vmin, vmax)
+                phases[key].append(time.perf_counter() - t0)
     row = {f"{k}_ms": 1e3 * statistics.median(v) for k, v in phases.items()}
     row |= {f"{k}_kib": statistics.mean(v) / 1024 for k, v in sizes.items()}
     row["images"] = len(files)
@@ -104,9 +133,9 @@ def main() -> None:
             files = sorted((DATA / f"mvtec_ad_{side}" / "bottle" / "test").rglob("*.png"))
             rows[side] = row = measure(predictor, files, Path(tmp) / str(side))
             row["end_to_end_ms"] = end_to_end(predictor, files, Path(tmp) / f"e2e{side}")
-            total, before = (row["decode_ms"] + row["score_ms"] + row[k] for k in ("write_ms", "write_level6_ms"))
+            total, before = (row["decode_ms"] + row["score_ms"] + row[k] for k in ("write_ms", "write_before_ms"))
             phases = f"decode {row['decode_ms']:.1f}, score {row['score_ms']:.1f}, write {row['write_ms']:.1f}"
-            print(f"{side} px: {phases} (level 6: {row['write_level6_ms']:.1f}) ms/image; {total:.1f} against "
+            print(f"{side} px: {phases} (before: {row['write_before_ms']:.1f}) ms/image; {total:.1f} against "
                   f"{before:.1f}; end to end {row['end_to_end_ms']}", flush=True)  # fmt: skip
     if not args.tag:
         return
@@ -119,20 +148,20 @@ def main() -> None:
         "",
         f"Real bottle test split, stfpm at 128 px (ImageNet MobileNetV2 teacher), ONNX Runtime, {args.threads} "
         f"threads, batches of 8, medians; load {load} after (`benchmarks/predict_outputs.py --tag {args.tag}`). "
-        f"Overlay and mask PNGs at each image's own size, written at zlib level {PNG_LEVEL} (adkd) and "
-        f"{PILLOW_DEFAULT} (Pillow's default, adkd's before 2026-12-07):",
+        f"Overlay and mask PNGs at each image's own size, written as adkd does (zlib level {PNG_LEVEL}, the "
+        f"colormap's uint8 table) and as before 2026-12-07 (level {PILLOW_DEFAULT}, Pillow's default; float64 "
+        "colours); the overlay's blend alone in the last two columns:",
         "",
-        "| input | decode ms | score ms | write ms | write ms, level 6 | ms/image | ms/image, level 6 | KiB "
-        "| KiB, level 6 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| input | decode ms | score ms | write ms | before | ms/image | before | KiB | before | blend ms | before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for side, r in rows.items():
         now = r["decode_ms"] + r["score_ms"] + r["write_ms"]
-        before = r["decode_ms"] + r["score_ms"] + r["write_level6_ms"]
+        before = r["decode_ms"] + r["score_ms"] + r["write_before_ms"]
         lines.append(
             f"| {side} px | {r['decode_ms']:.1f} | {r['score_ms']:.1f} | {r['write_ms']:.1f} | "
-            f"{r['write_level6_ms']:.1f} | {now:.1f} | {before:.1f} | {r['write_kib']:.0f} | "
-            f"{r['write_level6_kib']:.0f} |"
+            f"{r['write_before_ms']:.1f} | {now:.1f} | {before:.1f} | {r['write_kib']:.0f} | "
+            f"{r['write_before_kib']:.0f} | {r['blend_ms']:.1f} | {r['blend_before_ms']:.1f} |"
         )
     lines += [
         "",

@@ -21,13 +21,16 @@ PNG_LEVEL = 1
 
 
 def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, alpha: float = 0.5) -> np.ndarray:
-    """The image blended with a jet heatmap of ``amap`` scaled to [vmin, vmax]."""
+    """The image blended with a jet heatmap of ``amap`` scaled to [vmin, vmax] (uint8 [H,W,3])."""
     import matplotlib
 
     span = max(vmax - vmin, 1e-12)
     scaled = np.clip((amap - vmin) / span, 0.0, 1.0)
-    colours = matplotlib.colormaps["jet"](scaled)[..., :3] * 255.0
-    return (image.astype(np.float32) * (1 - alpha) + colours * alpha).clip(0, 255).astype(np.uint8)
+    # The colormap's own uint8 table and a float32 blend: 1.7x faster than float64 colours on 512 px images (a
+    # channel differs by at most 1; benchmarks/predict_outputs.py).
+    colours = matplotlib.colormaps["jet"](scaled, bytes=True)[..., :3]
+    weight = np.float32(alpha)
+    return (image * (np.float32(1.0) - weight) + colours * weight + np.float32(0.5)).astype(np.uint8)
 
 
 def _atomic_png(array: np.ndarray, path: Path) -> None:

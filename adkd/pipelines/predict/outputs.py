@@ -15,7 +15,7 @@ from adkd.pipelines.predict.onnx_predictor import Prediction
 
 CSV_FIELDS = ("image", "score", "normalized_score", "verdict", "overlay", "mask", "notes")
 # zlib level 1 for the PNGs written per image: a 512 px image's overlay and mask are written 4x faster than at
-# Pillow's default (6), for files about a quarter larger; at 6 the writing took 90 % of `adkd predict`'s time per
+# Pillow's default (6), for files about a fifth larger; at 6 the writing took 90 % of `adkd predict`'s time per
 # image (benchmarks/predict_outputs.py).
 PNG_LEVEL = 1
 

@@ -90,8 +90,10 @@ def build(name: str) -> nn.Module:
     model = build_model(name, backbone="resnet18", weights="none").eval()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.2, 0.2)
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
     return model
 
 
@@ -200,15 +202,15 @@ def main() -> None:
             print(f"{name:6s} largest map difference to ONNX Runtime on the graph as exported: {diff:.2g}", flush=True)
     if not args.tag:
         return
-    from results_md import RESULTS_DIR, write_section
+    from results_md import RESULTS_DIR, load_span, write_section
 
-    load = " / ".join(f"{x:.1f}" for x in load_before) + " before, " + " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    load = load_span(load_before)
     (RESULTS_DIR / f"graph_variants-{args.tag}.json").write_text(json.dumps({"rows": rows, "load": load}, indent=2))
     lines = [
         "### Graph variants tried for CPU inference",
         "",
         f"Batch 1, 256 px, {args.threads} threads, {args.rounds} rounds of {args.block} timed calls per runner "
-        f"(runners alternating by block), median; load {load} after "
+        f"(runners alternating by block), median; load {load} "
         f"(`benchmarks/graph_variants.py --tag {args.tag}`); x: against the graph as exported, same runtime:",
         "",
         "| model | runtime | variant | ms/image | x as exported |",

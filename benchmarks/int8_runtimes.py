@@ -94,7 +94,7 @@ def main() -> None:
     p.add_argument("--tag", default="cpu2")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args()
-    from results_md import write_section
+    from results_md import load_span, write_section
 
     load_before = os.getloadavg()
     results = {}
@@ -106,10 +106,7 @@ def main() -> None:
         "size": args.size,
         "epochs": args.epochs,
         "threads": args.threads,
-        "load": " / ".join(f"{x:.1f}" for x in load_before)
-        + " before, "
-        + " / ".join(f"{x:.1f}" for x in os.getloadavg())
-        + " after",
+        "load": load_span(load_before),
         "command": "benchmarks/int8_runtimes.py " + " ".join(sys.argv[1:]),
     }
     args.out.mkdir(parents=True, exist_ok=True)

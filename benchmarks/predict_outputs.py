@@ -139,15 +139,15 @@ def main() -> None:
                   f"{before:.1f}; end to end {row['end_to_end_ms']}", flush=True)  # fmt: skip
     if not args.tag:
         return
-    from results_md import RESULTS_DIR, write_section
+    from results_md import RESULTS_DIR, load_span, write_section
 
-    load = " / ".join(f"{x:.1f}" for x in load_before) + " before, " + " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    load = load_span(load_before)
     (RESULTS_DIR / f"predict_outputs-{args.tag}.json").write_text(json.dumps({"rows": rows, "load": load}, indent=2))
     lines = [
         "### Where `adkd predict`'s time goes per image",
         "",
         f"Real bottle test split, stfpm at 128 px (ImageNet MobileNetV2 teacher), ONNX Runtime, {args.threads} "
-        f"threads, batches of 8, medians; load {load} after (`benchmarks/predict_outputs.py --tag {args.tag}`). "
+        f"threads, batches of 8, medians; load {load} (`benchmarks/predict_outputs.py --tag {args.tag}`). "
         f"Overlay and mask PNGs at each image's own size, written as adkd does (zlib level {PNG_LEVEL}, the "
         f"colormap's uint8 table) and as before 2026-12-07 (level {PILLOW_DEFAULT}, Pillow's default; float64 "
         "colours); the overlay's blend alone in the last two columns:",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -18,3 +19,9 @@ def write_section(name: str, body: str, path: Path = RESULTS_MD) -> None:
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + f"\n\n{block}\n"
     path.write_text(text)
+
+
+def load_span(before: tuple[float, float, float]) -> str:
+    """The 1/5/15-minute load averages before a run (``os.getloadavg()`` then) and now, as the tables print them."""
+    now = os.getloadavg()
+    return " / ".join(f"{x:.1f}" for x in before) + " before, " + " / ".join(f"{x:.1f}" for x in now) + " after"

@@ -378,7 +378,7 @@ def main() -> None:
         setup_anomalib()
         return
     import torch
-    from results_md import write_section
+    from results_md import load_span, write_section
 
     results: dict[str, dict[str, Any]] = {}
     load_before = os.getloadavg()
@@ -399,10 +399,7 @@ def main() -> None:
         "size": args.size,
         "batch": args.batch,
         "epochs": args.epochs,
-        "load": " / ".join(f"{x:.1f}" for x in load_before)
-        + " before, "
-        + " / ".join(f"{x:.1f}" for x in os.getloadavg())
-        + " after (1/5/15-min averages)",
+        "load": load_span(load_before) + " (1/5/15-min averages)",
         "command": "benchmarks/vs_anomalib.py " + " ".join(sys.argv[1:]),
     }
     args.out.mkdir(parents=True, exist_ok=True)

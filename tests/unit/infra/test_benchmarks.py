@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -83,3 +84,8 @@ def test_a_results_section_is_replaced_in_place_or_appended(benchmarks_on_path: 
         "# Benchmark results\n\n<!-- a:begin -->\nnew a\n<!-- a:end -->\n\ntext after a\n\n"
         "<!-- b:begin -->\nb's table\n<!-- b:end -->\n"
     )
+
+
+def test_a_load_span_reads_before_and_after(benchmarks_on_path: None) -> None:
+    span = importlib.import_module("results_md").load_span((0.25, 1.0, 12.0))
+    assert re.fullmatch(r"0\.2 / 1\.0 / 12\.0 before, \d+\.\d / \d+\.\d / \d+\.\d after", span), span

@@ -15,8 +15,8 @@ and anomalib with ``precision="bf16-mixed"`` (its one switch for speed), ``--epo
 Train images/s is the median over epochs 2+ (epoch 1 carries the warm-up and, for adkd, the teacher cache).
 Inference ms/image at batch 1 and 8: PyTorch eager, and every CPU runtime each tool ships for the network:
 adkd's ``runtime_choice`` variants (ONNX Runtime fp32 and int8, OpenVINO f32, bf16 and NNCF int8, each int8
-calibrated on the validation images; the gates are not enforced, so every variant is timed, and each int8
-row says whether adkd's gate passed it or would refuse to ship it) and
+calibrated on the validation images; the gates are not enforced, so every variant is timed, and each int8 or
+OpenVINO row says whether adkd's gate passed it or would refuse to ship it) and
 anomalib's ONNX export (ONNX Runtime) and OpenVINO export (its FP32 IR under the f32 and the bf16 precision
 hint, and its NNCF ``INT8_PTQ`` IR), with the test-split AUROCs of adkd's variants. anomalib lives in its own
 venv (never a dependency of adkd). Writes benchmarks/results/vs_anomalib-<tag>.json and a RESULTS.md section
@@ -240,9 +240,11 @@ def run_adkd(run: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any
     from inference import _median_ms_per_image
 
     from adkd.pipelines.data.dataset import load_category
+    from adkd.pipelines.export.float_variants import measure_variant
     from adkd.pipelines.export.onnx_export import ExportGraph
     from adkd.pipelines.export.openvino_int8 import quantize_openvino
-    from adkd.pipelines.export.quantize import quantize_onnx
+    from adkd.pipelines.export.quantize import gate_reference, quantize_onnx
+    from adkd.pipelines.predict.openvino_predictor import cpu_has_bf16
     from adkd.pipelines.train.checkpoint import load_model_from_checkpoint
 
     out, trained = train_adkd(run, args, out_dir)
@@ -254,9 +256,16 @@ def run_adkd(run: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any
     val = data.val.permute(0, 2, 3, 1).contiguous().numpy()
     common = {"enforce_gate": False, "threshold_quantile": config.threshold_quantile, "seed": config.seed,
               "threads": args.threads}  # fmt: skip
-    ort8, gate = quantize_onnx(fp32, val, **common)
-    ov8, ov_gate = quantize_openvino(fp32, val, **common)
+    reference = gate_reference(fp32, val, seed=config.seed, threshold_quantile=config.threshold_quantile,
+                               threads=args.threads)  # fmt: skip
+    ort8, gate = quantize_onnx(fp32, val, reference=reference, **common)
+    ov8, ov_gate = quantize_openvino(fp32, val, reference=reference, **common)
     out["gates"] = {"onnxruntime-int8": gate.to_dict(), "openvino-int8": ov_gate.to_dict()}
+    for variant in ("openvino", "openvino-bf16"):  # the fp32 file in OpenVINO, under the same gate
+        if variant == "openvino" or cpu_has_bf16():
+            _, float_gate = measure_variant(fp32, variant, val, None, config.threshold_quantile, reference,
+                                            threads=args.threads)  # fmt: skip
+            out["gates"][variant] = float_gate.to_dict()
     files = {"onnxruntime": fp32, "openvino": fp32, "openvino-bf16": fp32, "onnxruntime-int8": ort8,
              "openvino-int8": ov8}  # fmt: skip
     out["onnx_test"], out["variants_ms"] = score_and_time(files, data, args.size, args.threads, args.repeats)
@@ -287,7 +296,8 @@ def _f(v: Any) -> str:
 
 
 def _gate(adkd: dict[str, Any], variant: str) -> str:
-    """An int8 variant's gate verdict: "passed", or "refused" (adkd would not ship it); "" for the others."""
+    """A gated variant's verdict (int8, and OpenVINO running the fp32 file): "passed", or "refused" (adkd would not
+    ship it); "" for ONNX Runtime fp32, the reference."""
     gate = (adkd.get("gates") or {}).get(variant)
     return "" if gate is None else ("passed" if gate["ok"] else "refused")
 

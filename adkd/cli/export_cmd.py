@@ -30,7 +30,8 @@ def export(
     time_runtimes: bool | None = typer.Option(
         None,
         "--time-runtimes/--no-time-runtimes",
-        help="Time every gated runtime variant here and record the fastest for runtime=auto (default: with --int8).",
+        help="Measure the fp32 file in OpenVINO (own thresholds, gate, test metrics), time every gated runtime "
+        "variant here and record the fastest for runtime=auto (default: with --int8).",
     ),
 ) -> None:
     """Export to ONNX (uint8 RGB NHWC in; anomaly_map, image_score, normalized_score out), checked with onnxruntime."""
@@ -126,7 +127,20 @@ def _openvino_int8(checkpoint: Path, fp32: Path) -> list[str]:
 def _time_runtimes(checkpoint: Path, fp32: Path) -> None:
     from adkd.pipelines.train.runtime_variants import choose_runtime_checkpoint, describe_choice
 
-    console.print(describe_choice(choose_runtime_checkpoint(checkpoint, fp32)), highlight=False)
+    record, floats = choose_runtime_checkpoint(checkpoint, fp32)
+    for variant, g in floats.gates.items():
+        verdict = "passed" if g.ok else "refused: " + "; ".join(g.problems())
+        console.print(
+            f"measured {fp32.name} on {variant} (own thresholds; gated on {g.n_normals} held-out {g.source}: "
+            f"score r {g.score_correlation:.4f}, map r {g.map_correlation:.4f}) {verdict}",
+            highlight=False,
+        )
+        if own := floats.test_metrics.get(variant):
+            shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in own.items())
+            console.print(f"test split, {variant}: {shown}", highlight=False)
+    for note in floats.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(describe_choice(record), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -55,7 +55,8 @@ def predict(
             on_done=lambda n: progress.advance(task, n),
         )
     meta = {k: v for k, v in predictor.meta.items() if k in ("model", "backbone", "category", "image_size", "resize")}
-    write_summary(rows, failures, meta | detector.origin | {"runtime": detector.runtime}, out)
+    facts = {"runtime": detector.runtime, "image_threshold": predictor.image_threshold}
+    write_summary(rows, failures, meta | detector.origin | facts, out)
     table = Table(title=f"{len(rows)} images scored with {detector.origin.get('source')}")
     for col in ("verdict", "images"):
         table.add_column(col)

@@ -135,13 +135,21 @@ def test_finished_run_carries_onnx_int8_and_fingerprint(tmp_path: Path) -> None:
         assert "int8_openvino/score_correlation" in result.metrics
     else:
         assert result.tags["int8_openvino_refused"] and not ov_int8.exists()
-    choice = read_metadata(result.onnx_path)["runtime_choice"]
-    # auto times only files measured on themselves: ONNX Runtime fp32 and the int8 files that passed their gate;
-    # OpenVINO f32 runs the fp32 file on ONNX Runtime's thresholds, so it is listed with why it took no part.
+    fp32_meta = read_metadata(result.onnx_path)
+    choice = fp32_meta["runtime_choice"]
+    # auto times only what was measured on itself: ONNX Runtime fp32, the int8 files that passed their gate, and
+    # the fp32 file in OpenVINO f32, measured on its own (thresholds, gate, test metrics) in the same run.
     timed = set(choice["timings_ms_per_image"])
-    assert "onnxruntime" in timed and "openvino" not in timed
-    assert "no metrics of its own" in choice["candidates"]["openvino"]["skipped"]
+    assert "onnxruntime" in timed
     assert ("openvino-int8" in timed) == (result.tags["int8_openvino"] == "logged")
+    record = fp32_meta["variant_records"]["openvino"]
+    assert set(record["metrics"]) == {f"test/{k}" for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")}
+    assert result.metrics["test_openvino_f32/image_auroc"] == record["metrics"]["test/image_auroc"]
+    assert result.metrics["openvino_f32/score_correlation"] == record["gate"]["score_correlation"] > 0.999
+    assert result.tags["openvino_f32"] == ("measured" if record["gate"]["ok"] else "refused")
+    assert choice["candidates"]["openvino"] == {"gate_ok": record["gate"]["ok"], "own_metrics": True}
+    assert ("openvino" in timed) == record["gate"]["ok"]
+    assert not any(k.startswith(("openvino_f32/", "test_openvino_f32/")) for k in fp32_meta["metrics"])
     assert result.metrics["runtime/onnxruntime_b1_ms"] == choice["timings_ms_per_image"]["onnxruntime"]["b1_ms"]
     assert any(note.startswith(f"runtime=auto runs {choice['variant']} ") for note in result.notes)
 

@@ -43,7 +43,7 @@ from adkd.pipelines.export.schemes import DEFAULT_INT8_SCHEME, INT8_SCHEMES, INT
 # Post-processing modules of the models, by their ONNX name scope: kept in float.
 _FLOAT_SCOPES = ("/model/anomaly_map",)
 # Metadata of the fp32 file that does not describe the int8 one (it gets its own; its thresholds are refitted).
-_NOT_COPIED = ("parity", "metrics", "thresholds_fitted_on", "runtime_choice")
+_NOT_COPIED = ("parity", "metrics", "thresholds_fitted_on", "runtime_choice", "variant_records")
 
 __all__ = [
     "DEFAULT_INT8_SCHEME",

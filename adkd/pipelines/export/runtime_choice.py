@@ -2,11 +2,12 @@
 
 The variants are the model's files run by each CPU runtime (``adkd.pipelines.predict.runtimes.VARIANTS``).
 ``auto`` may run only a variant whose thresholds and test metrics were measured on that very file, run by that
-very runtime, so that the numbers a version is registered and judged by are those of what runs: ONNX Runtime
-fp32 (the reference every number of the run comes from) and an int8 file that passed its gate (its
-``int8_gate`` metadata says so) and carries its own test metrics (its ``metrics`` metadata). OpenVINO f32 and
-bf16 run the fp32 file with thresholds fitted on ONNX Runtime's scores and have no metrics of their own, so
-they take no part (the record says why) and run only when asked for by name.
+very runtime, so that the numbers a version is judged by are those of what runs: ONNX Runtime fp32 (the
+reference every number of the run comes from), an int8 file that passed its gate (its ``int8_gate`` metadata
+says so) and carries its own test metrics (its ``metrics`` metadata), and OpenVINO f32 or bf16 running the fp32
+file when the export measured that variant on its own and it passed the same gate
+(``adkd.pipelines.predict.variant_records``). A variant never measured so, or bf16 on a CPU without it, takes
+no part (the record says why) and runs only when asked for by name.
 
 Each candidate is timed at batch 1 (the station's case) and batch 8 on the run's own images (noise at the
 model's input size without them), median of ``repeats`` calls after warm-up, the candidates alternating over
@@ -57,20 +58,25 @@ def _ms_per_image(fn: Callable[[], Any], batch: int, repeats: int) -> float:
 
 def candidates(fp32_path: Path) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
     """(variant → file of the variants ``auto`` may run, variant → why each other one may not / its gate)."""
+    from adkd.pipelines.predict.openvino_predictor import cpu_has_bf16
     from adkd.pipelines.predict.runtimes import VARIANTS, variant_path
+    from adkd.pipelines.predict.variant_records import FLOAT_VARIANTS, eligibility
 
     files: dict[str, Path] = {}
     notes: dict[str, dict[str, Any]] = {}
+    fp32_meta = read_metadata(fp32_path)
     for variant in VARIANTS:
         path = variant_path(fp32_path, variant)
         if not path.is_file():
             notes[variant] = {"skipped": f"no {path.name}"}
             continue
-        if variant in ("openvino", "openvino-bf16"):
-            # The fp32 file with thresholds fitted on ONNX Runtime's scores and no metrics of its own (bf16 moved
-            # scores by 13 %): the registered numbers would not be those of what runs. Asked for by name only.
-            notes[variant] = {"skipped": "runs the fp32 file on ONNX Runtime's thresholds; no metrics of its own"}
-            continue
+        if variant in FLOAT_VARIANTS:
+            # The fp32 file on another runtime: only with thresholds, a gate and test metrics of its own.
+            notes[variant] = eligibility(fp32_meta, variant)
+            if variant == "openvino-bf16" and not cpu_has_bf16():
+                notes[variant] = {"skipped": "this CPU has no bf16 (AVX512-BF16/AMX)"}
+            if not (notes[variant].get("gate_ok") and notes[variant].get("own_metrics")):
+                continue
         if variant.endswith("-int8"):
             meta = read_metadata(path)
             gate_ok, own_metrics = bool((meta.get("int8_gate") or {}).get("ok")), bool(meta.get("metrics"))
@@ -138,7 +144,7 @@ def choose_runtime(
         "threads": thread_budget(threads) or os.cpu_count(),  # what the predictors above ran on
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "timed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "openvino_precision_hint": {"openvino-int8": "f32"},
+        "openvino_precision_hint": {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"},
     }
     set_metadata(fp32_path, {"runtime_choice": json.dumps(record, sort_keys=True)})
     return record

@@ -8,8 +8,10 @@ the file, never from the IR), so writing metrics or a runtime choice into a file
 Precision is chosen, not inherited: on CPUs with bf16 (AVX512-BF16, AMX) OpenVINO runs float graphs in bf16
 unless told otherwise, which moves anomaly maps and scores away from the fp32 thresholds they were fitted
 with. So the fp32 model runs with the ``f32`` inference-precision hint, the ``bf16`` variant asks for bf16
-explicitly (and runs only when asked for by name: it has no thresholds or metrics of its own), and int8 graphs
-run their float parts (preprocessing, anomaly map, scores) in f32.
+explicitly, and int8 graphs run their float parts (preprocessing, anomaly map, scores) in f32. Where the export
+measured a variant of the fp32 file on its own (``adkd.pipelines.predict.variant_records``), its predictor
+judges with that variant's own thresholds and reports its own metrics; the graph's normalised score, computed
+with the fp32 constants, is recomputed from them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from adkd.errors import ConfigError
 from adkd.pipelines.predict.predictor import OUTPUTS, Predictor, onnx_metadata, thread_budget
+from adkd.pipelines.predict.variant_records import with_variant_numbers
 from adkd.settings import cache_root
 
 PRECISIONS = ("f32", "bf16")
@@ -134,6 +137,9 @@ class OpenVinoPredictor(Predictor):
         self._local = threading.local()  # an infer request is not thread-safe: one per serving thread
         int8 = meta.get("precision") == "int8"
         self.runtime = "openvino-int8" if int8 else ("openvino" if precision == "f32" else f"openvino-{precision}")
+        self.own_numbers = False  # judged by numbers measured on this variant (not the fp32 file's)
+        if not int8:
+            meta, self.own_numbers = with_variant_numbers(meta, self.runtime)
         self._configure(path, meta, threshold)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -144,4 +150,7 @@ class OpenVinoPredictor(Predictor):
         result = request.infer({0: np.ascontiguousarray(batch)})
         # Copies: the request reuses its output buffers on the next call.
         amap, score, norm = (np.array(result[out]) for out in self._outputs)
-        return amap.reshape(len(batch), *amap.shape[-2:]), score.reshape(-1), norm.reshape(-1)
+        score = score.reshape(-1)
+        # The graph normalised with the fp32 file's constants; this variant's own thresholds say otherwise.
+        norm = self.normalized(score) if self.own_numbers else norm.reshape(-1)
+        return amap.reshape(len(batch), *amap.shape[-2:]), score, norm

@@ -8,7 +8,8 @@ A model is a family of files beside each other: ``model.onnx`` (fp32), ``model.i
 static int8) and ``model.ov.int8.onnx`` (NNCF int8 for OpenVINO). The variants, by name:
 
 - ``onnxruntime``: the fp32 file in ONNX Runtime (CUDA where it has it);
-- ``openvino``: the fp32 file in OpenVINO with the f32 precision hint; ``openvino-bf16``: with the bf16 hint;
+- ``openvino``: the fp32 file in OpenVINO with the f32 precision hint; ``openvino-bf16``: with the bf16 hint (each
+  judged by its own thresholds where the export measured it: ``adkd.pipelines.predict.variant_records``);
 - ``onnxruntime-int8``, ``openvino-int8``: the int8 files;
 - ``auto``: the variant ``adkd export`` timed fastest among those that passed their gates on the exporting
   machine (``runtime_choice`` in the fp32 file's metadata); ``onnxruntime`` when none was recorded, or when
@@ -98,6 +99,11 @@ def resolve_variant(path: Path, runtime: str) -> tuple[str, Path, str]:
         target = variant_path(path, choice["variant"])
         if not target.is_file():
             return "onnxruntime", path, f"auto: the recorded {choice['variant']} file {target.name} is not here"
+        if choice["variant"] == "openvino-bf16":
+            from adkd.pipelines.predict.openvino_predictor import cpu_has_bf16
+
+            if not cpu_has_bf16():
+                return "onnxruntime", path, "auto: openvino-bf16 was fastest at export, but this CPU has no bf16"
         where = f" on {choice['cpu']}" if choice.get("cpu") else ""
         return choice["variant"], target, f"auto: fastest at export{where}"
     if name in ("onnxruntime", "openvino", "openvino-bf16"):
@@ -141,6 +147,8 @@ def open_predictor(
     else:
         predictor = OnnxPredictor(target, threshold=threshold, threads=threads)
     predictor.runtime = variant
+    if getattr(predictor, "own_numbers", False):  # variant_records: not the fp32 file's thresholds
+        why += "; judged by its own thresholds, fitted on its scores at export"
     predictor.runtime_reason = why
     from adkd.pipelines.predict.tiled import tiled_if_needed
 

@@ -129,6 +129,11 @@ class TrainConfig(BaseModel):
         description="Time each gated runtime variant here at export and record the fastest (runtime=auto); "
         "None = on with export_int8.",
     )
+    float_runtimes: list[Literal["openvino", "openvino-bf16"]] = Field(
+        default_factory=lambda: ["openvino", "openvino-bf16"],
+        description="With time_runtimes: the fp32 file's OpenVINO variants measured on their own (thresholds, "
+        "gate, test metrics) so runtime=auto may run them; bf16 only on CPUs that have it; [] = none.",
+    )
     early_stopping: int = Field(0, ge=0, description="Patience in epochs on validation loss; 0 = off.")
     keep: Literal["last", "best_val_loss"] = "last"
     grad_clip_norm: float | None = Field(None, gt=0, description="Clip the gradient norm; None = off.")

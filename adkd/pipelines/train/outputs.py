@@ -42,6 +42,8 @@ from adkd.pipelines.train.artifact_steps import (
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult, emit
 from adkd.pipelines.train.config import TrainConfig
 from adkd.pipelines.train.loop_state import LoopState
+from adkd.pipelines.train.runtime_variants import FLOAT_PREFIXES
+from adkd.pipelines.train.runtime_variants import PREFIX as OV_INT8_PREFIX
 
 
 @dataclass
@@ -73,9 +75,15 @@ def _export_or_fail(
         raise ExportError(f"ONNX export of {checkpoint} failed: {type(exc).__name__}: {exc}") from exc
 
 
+# The figures of the run's other deployment variants: each keeps its own (int8 files, variant_records).
+_VARIANT_PREFIXES = tuple(
+    f"{test}{prefix}/" for test in ("", "test_") for prefix in ("int8", OV_INT8_PREFIX, *FLOAT_PREFIXES.values())
+)
+
+
 def _shipped_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The fp32 file's own figures for its metadata (not the int8 model's)."""
-    return {k: v for k, v in metrics.items() if not k.startswith(("test_int8/", "int8/"))}
+    """The fp32 file's own figures for its metadata (not the int8 models' or the other runtimes')."""
+    return {k: v for k, v in metrics.items() if not k.startswith(_VARIANT_PREFIXES)}
 
 
 def finish_run(
@@ -150,19 +158,30 @@ def finish_run(
 def deployment_variants(
     onnx_path: Path, full: Any, config: TrainConfig, out: RunOutputs, notes: list[str], reference: Any = None
 ) -> dict[str, float]:
-    """OpenVINO's gated int8 (``int8_runtimes``) and the timed choice of ``runtime=auto`` (``time_runtimes``).
+    """OpenVINO's gated int8 (``int8_runtimes``), the fp32 file measured in OpenVINO (``float_runtimes``) and the
+    timed choice of ``runtime=auto`` (both with ``time_runtimes``).
 
     ``reference``: the fp32 file's gate scores when ONNX Runtime's int8 was gated on them already."""
-    from adkd.pipelines.train.runtime_variants import choose_runtime_for_run, describe_choice, openvino_int8_for_run
+    from adkd.pipelines.train.runtime_variants import (
+        choose_runtime_for_run,
+        describe_choice,
+        float_variants_for_run,
+        openvino_int8_for_run,
+    )
 
     metrics: dict[str, float] = {}
     if config.export_int8 and "openvino" in config.int8_runtimes:
         ov = openvino_int8_for_run(onnx_path, full, config, test=config.evaluate_test, reference=reference)
         out.tags.update(ov.tags)
         metrics.update(ov.metrics)
+        reference = reference or ov.reference
         if ov.path is not None:
             out.files.append((ov.path, "onnx_int8_openvino"))
     if config.export_int8 if config.time_runtimes is None else config.time_runtimes:
+        floats = float_variants_for_run(onnx_path, full, config, test=config.evaluate_test, reference=reference)
+        out.tags.update(floats.tags)
+        metrics.update(floats.metrics)
+        notes.extend(floats.notes)
         record, timings = choose_runtime_for_run(onnx_path, full, config)
         metrics.update(timings)
         notes.append(describe_choice(record))

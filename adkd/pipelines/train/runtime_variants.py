@@ -1,20 +1,24 @@
-"""A run's CPU deployment variants: OpenVINO's int8 beside ONNX Runtime's, and the runtime ``auto`` will pick.
+"""A run's CPU deployment variants: OpenVINO's int8 beside ONNX Runtime's, the fp32 file measured in OpenVINO, and
+the runtime ``auto`` will pick.
 
 ``openvino_int8_for_run`` is ``artifact_steps.int8_for_run`` with NNCF (``adkd.pipelines.export.openvino_int8``):
 the same validation split, the same gate, its own thresholds; metrics ``int8_openvino/...`` (the gate) and
-``test_int8_openvino/...`` (its own test metrics). ``choose_runtime_for_run`` times, on this machine and the
-run's images, every variant whose thresholds and test metrics were measured on its own file (ONNX Runtime fp32,
-int8 files that passed their gate) and records the fastest in ``model.onnx``
-(``adkd.pipelines.export.runtime_choice``); OpenVINO f32 and bf16 run only when asked for by name.
+``test_int8_openvino/...`` (its own test metrics). ``float_variants_for_run`` measures the fp32 file in OpenVINO
+f32 and bf16 (``float_runtimes``) the same way, without a file of their own (``adkd.pipelines.export.
+float_variants``): metrics ``openvino_f32/...``, ``openvino_bf16/...`` and ``test_openvino_f32/...``, ....
+``choose_runtime_for_run`` times, on this machine and the run's images, every variant whose thresholds and test
+metrics were measured on what runs and that passed its gate, and records the fastest in ``model.onnx``
+(``adkd.pipelines.export.runtime_choice``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from adkd.pipelines.inference.artifact import nhwc
-from adkd.pipelines.train.artifact_steps import Int8Outcome, fit_split, gated_variant
+from adkd.pipelines.train.artifact_steps import Int8Outcome, fit_split, gated_variant, score_test, validity
 from adkd.pipelines.train.config import TrainConfig
 
 PREFIX = "int8_openvino"
@@ -30,6 +34,80 @@ def openvino_int8_for_run(
     return gated_variant(
         quantize_openvino, OpenVinoQuantizationRefused, PREFIX, onnx_path, full, config, test=test, reference=reference
     )
+
+
+FLOAT_PREFIXES = {"openvino": "openvino_f32", "openvino-bf16": "openvino_bf16"}  # metric prefix of each variant
+
+
+@dataclass
+class FloatOutcome:
+    """What a run keeps about the fp32 file's other runtimes: metrics, tags, notes and each variant's gate."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    gates: dict[str, Any] = field(default_factory=dict)
+    test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # variant → its own, without prefix
+
+
+def float_variants_for_run(
+    onnx_path: Path, full: Any, config: TrainConfig, *, test: bool = True, reference: Any = None
+) -> FloatOutcome:
+    """The fp32 file in each of ``config.float_runtimes``, measured on its own and recorded in it
+    (``adkd.pipelines.export.float_variants``); ``reference``: the fp32 gate scores of an int8 outcome.
+
+    A variant this CPU cannot run (bf16 without AVX512-BF16/AMX), or a run with too few validation images to gate,
+    is left out with a note; one that fails its gate keeps its record (asked for by name, it is judged by its own
+    thresholds) and a ``<prefix>_refused`` tag, and ``auto`` never runs it.
+    """
+    from adkd.pipelines.export.float_variants import add_test_metrics, measure_variant, write_records
+    from adkd.pipelines.export.int8_gate import MIN_VALIDATION_IMAGES
+    from adkd.pipelines.export.quantize import gate_reference
+    from adkd.pipelines.predict.openvino_predictor import cpu_has_bf16
+
+    out = FloatOutcome()
+    variants = list(dict.fromkeys(config.float_runtimes))
+    if "openvino-bf16" in variants and not cpu_has_bf16():
+        variants.remove("openvino-bf16")
+        out.notes.append("openvino-bf16 not measured: this CPU has no bf16 (AVX512-BF16/AMX)")
+    if not variants:
+        return out
+    if len(full.val) < MIN_VALIDATION_IMAGES:
+        out.notes.append(
+            f"{', '.join(variants)} not measured: the gate needs {MIN_VALIDATION_IMAGES} validation images, "
+            f"the run holds {len(full.val)} out; runtime=auto keeps to ONNX Runtime and the int8 files"
+        )
+        return out
+    reference = reference or gate_reference(
+        onnx_path, nhwc(full.val), valid=validity(full.val_paths, config, None), seed=config.seed,
+        threshold_quantile=config.threshold_quantile, source=f"validation images of {config.data}/{config.category}",
+        threads=config.num_threads,
+    )  # fmt: skip
+    images, paths, source = fit_split(full, config)
+    fitted_on = {"source": source, "images": len(images)}
+    records = {}
+    for variant in variants:
+        prefix = FLOAT_PREFIXES[variant]
+        record, gate = measure_variant(
+            onnx_path, variant, images, validity(paths, config, config.eval_size), config.threshold_quantile,
+            reference, fitted_on=fitted_on, threads=config.num_threads,
+        )  # fmt: skip
+        out.gates[variant] = gate
+        out.metrics.update(gate.metrics(prefix))
+        problems = gate.problems()
+        out.tags[prefix] = "refused" if problems else "measured"
+        if problems:
+            out.tags[f"{prefix}_refused"] = f"{variant} of {onnx_path.name}: {'; '.join(problems)}"
+            out.notes.append(f"runtime=auto will not run {variant}: {'; '.join(problems)}")
+        if test and len(full.test):
+            *_, own, ms = score_test(onnx_path, full, config, runtime=variant)
+            record = add_test_metrics(record, own)
+            out.test_metrics[variant] = own
+            out.metrics.update({f"test_{prefix}/{k}": v for k, v in own.items()})
+            out.metrics[f"test_{prefix}/ms_per_image"] = ms
+        records[variant] = record
+    write_records(onnx_path, records)
+    return out
 
 
 def choose_runtime_for_run(onnx_path: Path, full: Any, config: TrainConfig) -> tuple[dict[str, Any], dict[str, float]]:
@@ -78,8 +156,10 @@ def export_openvino_int8_checkpoint(checkpoint: str | Path, fp32_path: str | Pat
     return openvino_int8_for_run(Path(fp32_path), data, config)
 
 
-def choose_runtime_checkpoint(checkpoint: str | Path, fp32_path: str | Path) -> dict[str, Any]:
-    """``adkd export``: time the gated variants of ``fp32_path`` here and record the fastest in it."""
+def choose_runtime_checkpoint(checkpoint: str | Path, fp32_path: str | Path) -> tuple[dict[str, Any], FloatOutcome]:
+    """``adkd export``: measure the fp32 file's other runtimes (``float_variants_for_run``), time the gated variants
+    of ``fp32_path`` here and record the fastest in it; (the record, the measurement)."""
     config, data = _checkpoint_data(Path(checkpoint), "timing the runtimes")
+    floats = float_variants_for_run(Path(fp32_path), data, config)
     record, _ = choose_runtime_for_run(Path(fp32_path), data, config)
-    return record
+    return record, floats

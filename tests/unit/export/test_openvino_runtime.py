@@ -16,12 +16,14 @@ from adkd.errors import ConfigError
 from adkd.models.preprocess import normalize
 from adkd.models.zoo import build_model
 from adkd.pipelines.export import export_onnx, read_metadata
+from adkd.pipelines.export.float_variants import add_test_metrics, measure_variant, write_records
 from adkd.pipelines.export.int8_gate import GateBounds
 from adkd.pipelines.export.onnx_export import _noise_images, set_metadata, write_thresholds
 from adkd.pipelines.export.openvino_int8 import OpenVinoQuantizationRefused, ov_int8_path_for, quantize_openvino
-from adkd.pipelines.export.quantize import quantize_graph
+from adkd.pipelines.export.quantize import gate_reference, quantize_graph
 from adkd.pipelines.export.runtime_choice import choose_runtime, time_variants, timing_images
 from adkd.pipelines.export.tiled import export_tiled
+from adkd.pipelines.inference.artifact import score_artifact
 from adkd.pipelines.predict import open_predictor
 from adkd.pipelines.predict.openvino_predictor import OpenVinoPredictor, cpu_has_bf16, graph_digest
 from adkd.pipelines.predict.runtimes import check_runtime, variant_path
@@ -312,7 +314,7 @@ def test_auto_runs_the_variant_timed_fastest(models: dict, tmp_path: Path) -> No
     fp32 = tmp_path / "model.onnx"
     fp32.write_bytes(source.read_bytes())
     # A gated int8 file with its own test metrics takes part; one without metrics of its own (OpenVINO's here) does
-    # not, nor does the fp32 file on OpenVINO: their numbers were never measured on what would run.
+    # not, nor does the fp32 file on OpenVINO before it was measured there: no numbers of what would run.
     ort_int8 = quantize_graph(fp32, _validation()[:4], variant_path(fp32, "onnxruntime-int8"))
     set_metadata(ort_int8, {"int8_gate": json.dumps({"ok": True})})
     ov_int8 = variant_path(fp32, "openvino-int8")
@@ -323,8 +325,12 @@ def test_auto_runs_the_variant_timed_fastest(models: dict, tmp_path: Path) -> No
     assert set(timings) == {"onnxruntime", "onnxruntime-int8"}
     assert record["candidates"]["onnxruntime-int8"] == {"gate_ok": True, "own_metrics": True}
     assert record["candidates"]["openvino-int8"] == {"gate_ok": True, "own_metrics": False}
-    for name in ("openvino", "openvino-bf16"):
-        assert "no metrics of its own" in record["candidates"][name]["skipped"]
+    assert "not measured at export" in record["candidates"]["openvino"]["skipped"]
+    assert record["candidates"]["openvino-bf16"]["skipped"] == (
+        "not measured at export: no thresholds or metrics of its own"
+        if cpu_has_bf16()
+        else "this CPU has no bf16 (AVX512-BF16/AMX)"
+    )
     assert record["variant"] == min(timings, key=lambda v: timings[v]["b1_ms"])
     assert all(t["b1_ms"] > 0 and t["b8_ms"] > 0 for t in timings.values())
     assert read_metadata(fp32)["runtime_choice"]["variant"] == record["variant"]
@@ -341,3 +347,63 @@ def test_per_position_model_is_timed_on_whole_images(tmp_path: Path) -> None:
     assert timing_images(open_predictor(path)).shape[1:] == (SIZE, 110, 3)  # not one tile: 2 positions
     timings = time_variants({"onnxruntime": path}, threads=1, repeats=1, rounds=1)
     assert timings["onnxruntime"]["b1_ms"] > 0 and timings["onnxruntime"]["b8_ms"] > 0
+
+
+def _measured(fp32: Path, variant: str, bounds: GateBounds) -> tuple[dict, object]:
+    """``variant`` of ``fp32`` measured on the validation noise (thresholds, gate) with made-up test metrics."""
+    reference = gate_reference(fp32, _validation(), threshold_quantile=0.9)
+    record, gate = measure_variant(fp32, variant, _validation(), None, 0.9, reference, bounds=bounds)
+    return add_test_metrics(record, {"image_auroc": 0.75}), gate
+
+
+def test_the_fp32_file_measured_on_openvino_is_judged_by_its_own_numbers(models: dict, tmp_path: Path) -> None:
+    source, _ = models["stfpm"]
+    fp32 = tmp_path / "model.onnx"
+    fp32.write_bytes(source.read_bytes())
+    variant = "openvino-bf16" if cpu_has_bf16() else "openvino"
+    ort = open_predictor(fp32, "onnxruntime")
+    before = open_predictor(fp32, variant, cache_dir=tmp_path)
+    assert before.image_threshold == THRESHOLDS["image"] and not before.own_numbers  # not measured: the file's own
+
+    loose = GateBounds(max_auroc_drop=1.0, max_fpr_rise=1.0)  # random weights on noise: AUROCs are coin flips
+    record, gate = _measured(fp32, variant, loose)
+    assert gate.ok and gate.n_normals == 5 and record["gate"]["ok"] is True
+    _, scores = score_artifact(before, _validation())
+    assert record["thresholds"]["image"] == pytest.approx(np.quantile(scores.numpy().astype(np.float64), 0.9))
+    assert record["normal_scores"] == {"quantile": 0.9, "scores": pytest.approx(scores.tolist())}
+    write_records(fp32, {variant: record})
+    assert read_metadata(fp32)["variant_records"][variant]["metrics"] == {"test/image_auroc": 0.75}
+
+    own = open_predictor(fp32, variant, cache_dir=tmp_path)
+    assert own.own_numbers and own.image_threshold == record["thresholds"]["image"]
+    assert own.runtime_reason == "asked for; judged by its own thresholds, fitted on its scores at export"
+    assert own.meta["metrics"] == {"test/image_auroc": 0.75} and own.meta["normal_scores"] == record["normal_scores"]
+    assert own.meta["thresholds_fitted_on"]["scored_by"] == f"model.onnx ({variant})"
+    _, raw, norm = own.run(_validation()[:4])
+    assert not np.allclose(norm, ort.normalized(raw))  # not the fp32 file's constants
+    t = record["thresholds"]
+    assert np.allclose(norm, np.clip((raw - t["image"]) / (t["score_max"] - t["score_min"]) + 0.5, 0, 1), atol=1e-6)
+    verdicts = [p.anomalous for p in own.predict(list(_validation()[:4]))]
+    assert verdicts == [bool(s > t["image"]) for s in raw]
+    # ONNX Runtime still runs the fp32 file on the fp32 file's own numbers.
+    assert open_predictor(fp32, "onnxruntime").image_threshold == ort.image_threshold == THRESHOLDS["image"]
+
+    # A measured variant that passed its gate takes part in runtime=auto; its timing is recorded with the others.
+    choice = choose_runtime(fp32, threads=1, repeats=1, rounds=1)
+    assert choice["candidates"][variant] == {"gate_ok": True, "own_metrics": True}
+    assert variant in choice["timings_ms_per_image"]
+
+
+def test_a_variant_that_fails_its_gate_is_never_run_by_auto(models: dict, tmp_path: Path) -> None:
+    source, _ = models["stfpm"]
+    fp32 = tmp_path / "model.onnx"
+    fp32.write_bytes(source.read_bytes())
+    record, gate = _measured(fp32, "openvino", GateBounds(min_score_correlation=1.01))
+    assert not gate.ok and any("image scores correlate" in p for p in gate.problems())
+    write_records(fp32, {"openvino": record})
+    choice = choose_runtime(fp32, threads=1, repeats=1, rounds=1)
+    assert choice["candidates"]["openvino"] == {"gate_ok": False, "own_metrics": True}
+    assert set(choice["timings_ms_per_image"]) == {"onnxruntime"}
+    assert open_predictor(fp32).runtime == "onnxruntime"
+    # Asked for by name it still runs, judged by its own thresholds.
+    assert open_predictor(fp32, "openvino").image_threshold == record["thresholds"]["image"]

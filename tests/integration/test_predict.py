@@ -52,6 +52,10 @@ def test_predict_csv_reproduces_training_auroc(promoted: dict) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_images"] == n_test and summary["n_failed"] == 0
     assert summary["model"]["version"] == "1"
+    # The threshold the verdicts were made at: the run's own (ONNX Runtime fp32 here; no other variant was timed).
+    fitted = json.loads((work / "runs" / "train" / "rd" / "disc" / "thresholds.json").read_text())
+    assert summary["model"]["runtime"] == "onnxruntime"
+    assert summary["model"]["image_threshold"] == pytest.approx(fitted["image"])
 
 
 def test_predict_bad_inputs_are_reported_and_others_processed(promoted: dict) -> None:

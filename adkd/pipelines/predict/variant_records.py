@@ -9,7 +9,9 @@ file's metadata:
 - ``thresholds``: fitted on the variant's own scores of the held-out normals the fp32 thresholds came from;
 - ``normal_scores``: those scores (``adkd monitor`` compares production with them);
 - ``thresholds_fitted_on``: which images, at which quantile, scored by what;
-- ``gate``: the variant against ONNX Runtime fp32 on the gate images (``int8_gate``'s figures and bounds);
+- ``gate``: the variant against ONNX Runtime fp32 on the gate images (``int8_gate``'s figures and bounds, under
+  its field names: ``int8_...`` is the variant's side);
+- ``precision_hint``: what OpenVINO was told (``f32``, ``bf16``);
 - ``metrics``: its own test-split metrics (``test/...``), when the run had a test split.
 
 A predictor of that variant reads its numbers from the record (``with_variant_numbers``): its metadata, verdicts

@@ -256,6 +256,9 @@ def validate_config(values: dict[str, Any], source: str = "config", notes: list[
             where = ".".join(str(p) for p in err["loc"]) or "config"
             if err["type"] == "extra_forbidden":
                 problems.append(f"unknown setting '{where}'")
+            elif err["type"] == "list_type":  # e.g. --set int8_runtimes=openvino
+                how = f"write it as [a, b] (--set {where}=[a,b], [] for none)"
+                problems.append(f"setting '{where}': {err['msg']}: {how}")
             else:
                 problems.append(f"setting '{where}': {err['msg']}")
         known = ", ".join(sorted(TrainConfig.model_fields))

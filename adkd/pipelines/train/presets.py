@@ -237,11 +237,15 @@ def get_preset(name: str, model: str) -> Preset:
 
 
 def parse_value(text: str) -> Any:
-    """A --set value: JSON when it parses (numbers, true/false/null, lists, dicts), else the string."""
+    """A --set value: JSON when it parses (numbers, true/false/null, lists, dicts); a list of bare words
+    (``[openvino, openvino-bf16]``, the way a shell leaves it) as a list, each item parsed alike; else the string."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        return text
+        pass
+    if text.startswith("[") and text.endswith("]") and "[" not in text[1:-1] and "{" not in text:
+        return [parse_value(item.strip()) for item in text[1:-1].split(",") if item.strip()]
+    return text
 
 
 def apply_override(values: dict[str, Any], override: str) -> None:

@@ -66,6 +66,22 @@ def test_overrides_reach_nested_settings_and_parse_json() -> None:
     assert parse_value("abc") == "abc" and parse_value("3") == 3 and parse_value("null") is None
 
 
+def test_a_list_setting_takes_bare_words_and_says_how_to_write_one() -> None:
+    # The shell leaves [openvino, openvino-bf16] unquoted inside: not JSON, still a list of the words.
+    assert parse_value("[openvino, openvino-bf16]") == ["openvino", "openvino-bf16"]
+    assert parse_value("[1, x]") == [1, "x"] and parse_value("[]") == [] and parse_value("[a") == "[a"
+    c = resolve_config("rd", "cpu-smoke", "cat", "/data", ["int8_runtimes=[openvino]", "float_runtimes=[]"])
+    assert c.int8_runtimes == ["openvino"] and c.float_runtimes == []
+    with pytest.raises(ConfigError, match=r"'float_runtimes\.0': Input should be 'openvino' or 'openvino-bf16'"):
+        resolve_config("rd", "cpu-smoke", "cat", "/data", ["float_runtimes=[tensorrt]"])
+    with pytest.raises(ConfigError) as err:
+        resolve_config("rd", "cpu-smoke", "cat", "/data", ["int8_runtimes=openvino"])
+    assert str(err.value).endswith(
+        "setting 'int8_runtimes': Input should be a valid list: write it as [a, b] (--set int8_runtimes=[a,b], [] for "
+        "none)"
+    )
+
+
 def test_unknown_setting_is_named() -> None:
     with pytest.raises(ConfigError, match="unknown setting 'optimizr'"):
         resolve_config("rd", "cpu-smoke", "cat", "/data", ["optimizr.lr=1"])

@@ -150,6 +150,11 @@ def test_finished_run_carries_onnx_int8_and_fingerprint(tmp_path: Path) -> None:
     assert choice["candidates"]["openvino"] == {"gate_ok": record["gate"]["ok"], "own_metrics": True}
     assert ("openvino" in timed) == record["gate"]["ok"]
     assert not any(k.startswith(("openvino_f32/", "test_openvino_f32/")) for k in fp32_meta["metrics"])
+    # Where the export's time went, step by step.
+    steps = ("export", "int8", "int8_openvino", "float_variants", "runtime_choice")
+    assert all(result.metrics[f"time/{step}_s"] > 0 for step in steps)
+    note = next(n for n in result.notes if n.startswith("export steps: "))
+    assert note.startswith("export steps: model.onnx ") and note.endswith(" s") and "OpenVINO f32/bf16 " in note
     assert result.metrics["runtime/onnxruntime_b1_ms"] == choice["timings_ms_per_image"]["onnxruntime"]["b1_ms"]
     assert any(note.startswith(f"runtime=auto runs {choice['variant']} ") for note in result.notes)
 

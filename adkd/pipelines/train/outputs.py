@@ -18,7 +18,7 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,26 @@ _VARIANT_PREFIXES = tuple(
 )
 
 
+# The timed steps after training, in order, as the run's note names them.
+EXPORT_STEPS = {
+    "time/export_s": "model.onnx",
+    "time/int8_s": "int8",
+    "time/int8_openvino_s": "OpenVINO int8",
+    "time/float_variants_s": "OpenVINO f32/bf16",
+    "time/runtime_choice_s": "runtime timing",
+}
+
+
+@contextlib.contextmanager
+def timed(metrics: dict[str, float], key: str) -> Iterator[None]:
+    """``metrics[key]``: the seconds the block took (a run's metrics say where its export time went)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics[key] = time.perf_counter() - start
+
+
 def _shipped_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """The fp32 file's own figures for its metadata (not the int8 models' or the other runtimes')."""
     return {k: v for k, v in metrics.items() if not k.startswith(_VARIANT_PREFIXES)}
@@ -123,8 +143,9 @@ def finish_run(
         folder = run_dir
         if not config.export_onnx:  # evaluated through a file that is not kept
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=run_dir, prefix=".artifact-")))
-        onnx_path = _export_or_fail(scorer, config, folder / "model.onnx", provisional, full, checkpoint)
-        thresholds, normal_scores, info = fit_on_artifact(onnx_path, full, config)
+        with timed(metrics, "time/export_s"):  # the graph, its parity check and its thresholds
+            onnx_path = _export_or_fail(scorer, config, folder / "model.onnx", provisional, full, checkpoint)
+            thresholds, normal_scores, info = fit_on_artifact(onnx_path, full, config)
         write_json(run_dir / "thresholds.json", {**thresholds.to_dict(), **info})
         out = RunOutputs(thresholds, source, normal_scores, metrics)
         if config.evaluate_test and len(full.test):
@@ -139,13 +160,17 @@ def finish_run(
             metrics["time/metrics_s"] = time.perf_counter() - t0
         reference = None  # the fp32 file's gate scores: OpenVINO's int8 is gated on them too
         if config.export_int8 and "onnxruntime" in config.int8_runtimes:
-            int8 = int8_for_run(onnx_path, full, config, test=config.evaluate_test)
+            with timed(metrics, "time/int8_s"):
+                int8 = int8_for_run(onnx_path, full, config, test=config.evaluate_test)
             out.int8_path, out.tags, reference = int8.path, int8.tags, int8.reference
             metrics.update(int8.metrics)
             if int8.path is not None:
                 out.files.append((int8.path, "onnx_int8"))
         if config.export_onnx:  # OpenVINO's int8 and the runtime auto runs (train.runtime_variants)
             metrics.update(deployment_variants(onnx_path, full, config, out, notes, reference))
+        steps = [f"{label} {metrics[key]:.1f} s" for key, label in EXPORT_STEPS.items() if key in metrics]
+        if len(steps) > 1:  # more than the export itself: say where the time after training went
+            notes.append("export steps: " + ", ".join(steps))
         set_metadata(onnx_path, {"metrics": json.dumps(_shipped_metrics(metrics), sort_keys=True),
                                  "thresholds_fitted_on": json.dumps(info, sort_keys=True)})  # fmt: skip
         if config.export_onnx:
@@ -171,18 +196,21 @@ def deployment_variants(
 
     metrics: dict[str, float] = {}
     if config.export_int8 and "openvino" in config.int8_runtimes:
-        ov = openvino_int8_for_run(onnx_path, full, config, test=config.evaluate_test, reference=reference)
+        with timed(metrics, "time/int8_openvino_s"):
+            ov = openvino_int8_for_run(onnx_path, full, config, test=config.evaluate_test, reference=reference)
         out.tags.update(ov.tags)
         metrics.update(ov.metrics)
         reference = reference or ov.reference
         if ov.path is not None:
             out.files.append((ov.path, "onnx_int8_openvino"))
     if config.export_int8 if config.time_runtimes is None else config.time_runtimes:
-        floats = float_variants_for_run(onnx_path, full, config, test=config.evaluate_test, reference=reference)
+        with timed(metrics, "time/float_variants_s"):
+            floats = float_variants_for_run(onnx_path, full, config, test=config.evaluate_test, reference=reference)
         out.tags.update(floats.tags)
         metrics.update(floats.metrics)
         notes.extend(floats.notes)
-        record, timings = choose_runtime_for_run(onnx_path, full, config)
+        with timed(metrics, "time/runtime_choice_s"):
+            record, timings = choose_runtime_for_run(onnx_path, full, config)
         metrics.update(timings)
         notes.append(describe_choice(record))
     return metrics

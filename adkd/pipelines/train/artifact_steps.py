@@ -149,6 +149,18 @@ def score_test(path: Path, full: Any, config: TrainConfig, runtime: str = FP32_R
     return maps, scores, valid, test_metrics(maps, scores, full, valid), ms
 
 
+def gate_options(full: Any, config: TrainConfig) -> dict[str, Any]:
+    """How a run's validation images gate a variant of its fp32 file (``quantize.gate_reference``'s and
+    ``quantize.gated_int8``'s keyword arguments): the same split, quantile and source for every variant."""
+    return {
+        "valid": validity(full.val_paths, config, None),
+        "seed": config.seed,
+        "threshold_quantile": config.threshold_quantile,
+        "source": f"validation images of {config.data}/{config.category}",
+        "threads": config.num_threads,
+    }
+
+
 def gated_variant(
     quantize: Callable[..., tuple[Path, Any]],
     refused: type[Exception],
@@ -173,13 +185,7 @@ def gated_variant(
     from adkd.pipelines.export.quantize import gate_reference
 
     images = nhwc(full.val)
-    common = {
-        "valid": validity(full.val_paths, config, None),
-        "seed": config.seed,
-        "threshold_quantile": config.threshold_quantile,
-        "source": f"validation images of {config.data}/{config.category}",
-        "threads": config.num_threads,
-    }
+    common = gate_options(full, config)
     reference = reference or gate_reference(onnx_path, images, **common)
     try:
         path, gate = quantize(onnx_path, images, reference=reference, **common, **options)

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from adkd.pipelines.inference.artifact import nhwc
-from adkd.pipelines.train.artifact_steps import Int8Outcome, fit_split, gated_variant, score_test, validity
+from adkd.pipelines.train.artifact_steps import (
+    Int8Outcome,
+    fit_split,
+    gate_options,
+    gated_variant,
+    score_test,
+    validity,
+)
 from adkd.pipelines.train.config import TrainConfig
 
 PREFIX = "int8_openvino"
@@ -78,11 +85,7 @@ def float_variants_for_run(
             f"the run holds {len(full.val)} out; runtime=auto keeps to ONNX Runtime and the int8 files"
         )
         return out
-    reference = reference or gate_reference(
-        onnx_path, nhwc(full.val), valid=validity(full.val_paths, config, None), seed=config.seed,
-        threshold_quantile=config.threshold_quantile, source=f"validation images of {config.data}/{config.category}",
-        threads=config.num_threads,
-    )  # fmt: skip
+    reference = reference or gate_reference(onnx_path, nhwc(full.val), **gate_options(full, config))
     images, paths, source = fit_split(full, config)
     fitted_on = {"source": source, "images": len(images)}
     records = {}

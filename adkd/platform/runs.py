@@ -215,10 +215,19 @@ def train_many(
     if request.tracking and settings.tracking:
         tracking = tracking_listener(settings, request, names)
         attached.append(tracking)
-    runs_dir = request.out if request.out is not None else settings.runs_dir
-    outcome = train_configs(configs, settings, plan, attached, runs_dir=runs_dir)
+    outcome = train_configs(configs, settings, plan, attached, runs_dir=batch_runs_dir(request, configs, settings))
     message = tracking.summary.message if tracking is not None and tracking.summary is not None else None
     return ManyOutcome(outcome, message)
+
+
+def batch_runs_dir(request: RunRequest, configs: Sequence[TrainConfig], settings: Settings) -> Path:
+    """Where several categories' batch folder goes: ``--out``, else an ``out_dir`` the user set (``--set``,
+    ``--config``, the settings file's [train]), else the runs folder. Ray's workers write to scratch folders, so
+    ``out_dir`` would otherwise be dropped without a word."""
+    if request.out is not None:
+        return Path(request.out)
+    chosen = sorted({c.out_dir for c in configs} - {str(settings.runs_dir / "train")})
+    return Path(chosen[0]).expanduser() if chosen else settings.runs_dir
 
 
 def train_configs(

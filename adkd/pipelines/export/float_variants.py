@@ -1,8 +1,9 @@
 """Measure a runtime variant of the fp32 file on its own, so that ``runtime=auto`` may run it.
 
 ``openvino`` and ``openvino-bf16`` run the exported fp32 file itself in OpenVINO (f32 or bf16 precision hint).
-Their scores are not ONNX Runtime's (bf16 moved a trained stfpm's image scores by 1.5 % on average), so each gets
-what an int8 file gets, written into the fp32 file as a record (``adkd.pipelines.predict.variant_records``):
+Their scores are not ONNX Runtime's (bf16 moved a trained stfpm's bottle test scores by 1.9 % on average and its
+image threshold by 7 %), so each gets what an int8 file gets, written into the fp32 file as a record
+(``adkd.pipelines.predict.variant_records``):
 
 - thresholds fitted on its own scores of the same held-out normals, at the same quantile, as the fp32 file's;
 - the gate of every int8 artifact (``int8_gate``) against ONNX Runtime fp32 on the gate images: score and map

@@ -48,6 +48,8 @@ def export(
     bad = [r for r in int8_runtime if r not in ("onnxruntime", "openvino")]
     if bad:
         raise ConfigError(f"--int8-runtime {bad[0]!r} is not onnxruntime or openvino")
+    if not int8 and sorted(set(int8_runtime)) != ["onnxruntime", "openvino"]:
+        raise ConfigError("--int8-runtime chooses the runtimes that get an int8 model: add --int8")
     if not checkpoint.is_file():
         raise ConfigError(f"--checkpoint {checkpoint} does not exist; pass a model.pt written by `adkd train`")
 
@@ -57,7 +59,8 @@ def export(
     path = export_checkpoint(checkpoint, out)
     meta = read_metadata(path)
     parity = meta.get("parity", {})
-    console.print(f"wrote {path}  (opset 17, input uint8 [batch, {meta['image_size']}, {meta['image_size']}, 3])")
+    size = meta["image_size"]  # markup off: rich took "[batch, ...]" for a style tag and printed nothing of it
+    console.print(f"wrote {path}  (opset 17, input uint8 [batch, {size}, {size}, 3])", markup=False, highlight=False)
     if parity:
         console.print(
             f"onnxruntime vs PyTorch on {parity['n_images']} {parity['source']}: max map diff "

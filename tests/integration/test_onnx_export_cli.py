@@ -45,6 +45,7 @@ def test_export_checkpoint_scores_like_training(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     # rich wraps the lines at the terminal's width, between words or inside a long path
     assert f"wrote {out}" in proc.stdout.replace("\n", "") and "max map diff" in " ".join(proc.stdout.split())
+    assert "(opset 17, input uint8 [batch, 64, 64, 3])" in " ".join(proc.stdout.split())  # not eaten as markup
 
     meta = read_metadata(out)
     expected = ("stfpm", result.config["backbone"], "bolt", 64)

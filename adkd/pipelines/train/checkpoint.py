@@ -52,15 +52,31 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def _load_failure(exc: Exception) -> str:
+    """torch.load's reason in a few words: its weights-only refusal is a page of advice about trusting the file."""
+    text = str(exc).strip()
+    if text.startswith("Weights only load failed"):
+        return "it holds objects other than tensors and plain data, which adkd does not unpickle"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint dict (tensors and plain data only) onto the CPU."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist; pass a .pt file written by `adkd train`")
+    if path.suffix == ".onnx":
+        raise ConfigError(
+            f"checkpoint {path} is an exported ONNX model, not a checkpoint; pass the model.pt `adkd train` wrote "
+            "beside it"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConfigError(f"checkpoint {path} cannot be read ({exc}); it is not an adkd checkpoint") from None
+        raise ConfigError(
+            f"checkpoint {path} cannot be read ({_load_failure(exc)}); it is not an adkd checkpoint"
+        ) from None
     if not isinstance(state, dict) or "model_state" not in state or "config" not in state:
         raise ConfigError(f"checkpoint {path} is not an adkd checkpoint (no model_state/config); retrain it")
     if state.get("format", 1) > FORMAT:

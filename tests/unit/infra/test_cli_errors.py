@@ -52,6 +52,7 @@ def test_a_usage_error_is_clicks_message_and_exit_2(tmp_path: Path, args: list[s
     [
         (["--int8", "--int8-scheme", "qdq-u4"], "int8 scheme 'qdq-u4' is not one of"),
         (["--int8", "--int8-runtime", "tensorrt"], "--int8-runtime 'tensorrt' is not onnxruntime or openvino"),
+        (["--int8-runtime", "openvino"], "--int8-runtime chooses the runtimes that get an int8 model: add --int8"),
         ([], "model.pt does not exist"),
     ],
 )

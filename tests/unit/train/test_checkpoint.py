@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,23 @@ def test_bad_checkpoints_give_clear_errors(tmp_path) -> None:
     torch.save({"state_dict": {}}, other)
     with pytest.raises(ConfigError, match="not an adkd checkpoint"):
         read_checkpoint(other)
+    # An exported graph passed for its checkpoint, and a pickle holding objects: one line each, no page of advice.
+    graph = tmp_path / "model.onnx"
+    graph.write_bytes(b"\x08\x08")
+    with pytest.raises(ConfigError) as err:
+        read_checkpoint(graph)
+    assert str(err.value) == (
+        f"checkpoint {graph} is an exported ONNX model, not a checkpoint; pass the model.pt `adkd train` wrote "
+        "beside it"
+    )
+    objects = tmp_path / "objects.pt"
+    torch.save({"when": Path("x")}, objects)
+    with pytest.raises(ConfigError) as err:
+        read_checkpoint(objects)
+    assert str(err.value) == (
+        f"checkpoint {objects} cannot be read (it holds objects other than tensors and plain data, which adkd does "
+        "not unpickle); it is not an adkd checkpoint"
+    )
 
 
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -65,16 +66,17 @@ def metrics_table(title: str, metrics: dict[str, float], thresholds: dict[str, f
 
 def print_one(console: Console, result: TrainResult) -> bool:
     """The notes, then the metrics table or the failure; True when the run finished."""
+    # Notes, errors and paths are the run's text, not markup: "[batch, 64, 64, 3]" would be read as a style tag.
     for note in result.notes:
-        console.print(f"[dim]note:[/] {note}")
+        console.print(f"[dim]note:[/] {escape(note)}")
     if result.status != "FINISHED":
-        console.print(f"[bold red]training failed:[/] {result.error} (see {result.run_dir}/error.txt)")
+        console.print(f"[bold red]training failed:[/] {escape(f'{result.error} (see {result.run_dir}/error.txt)')}")
         return False
     console.print(metrics_table(f"{result.model} on {result.category}", result.metrics, result.thresholds))
-    console.print(f"run folder: {result.run_dir}", soft_wrap=True, highlight=False)
-    console.print(f"model: {result.checkpoint_path}", soft_wrap=True, highlight=False)
+    console.print(f"run folder: {result.run_dir}", soft_wrap=True, highlight=False, markup=False)
+    console.print(f"model: {result.checkpoint_path}", soft_wrap=True, highlight=False, markup=False)
     if result.onnx_path:
-        console.print(f"ONNX: {result.onnx_path}", soft_wrap=True, highlight=False)
+        console.print(f"ONNX: {result.onnx_path}", soft_wrap=True, highlight=False, markup=False)
     return True
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 
@@ -71,10 +72,10 @@ def demo(
     names = [c.strip() for c in categories.split(",") if c.strip()]
     missing = _missing(data, names)
     if missing:
-        console.print(f"[bold]1/2[/] synthesising {', '.join(missing)} into {data} ...")
+        console.print(f"[bold]1/2[/] synthesising {escape(', '.join(missing))} into {escape(str(data))} ...")
         synthesize(data, categories=missing)
     else:
-        console.print(f"[bold]1/2[/] using the data set in {data}")
+        console.print(f"[bold]1/2[/] using the data set in {escape(str(data))}")
     teacher = _teacher_weights(weights)
     cpus = num_cpus or os.cpu_count() or 1
     # Every category runs at once: split the machine between them (Ray accepts fractional CPUs).

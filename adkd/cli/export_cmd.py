@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-console = Console()
+console = Console(markup=False)  # paths and gate sources are text; the two "refused" lines ask for markup
 
 
 def export(
@@ -59,8 +60,8 @@ def export(
     path = export_checkpoint(checkpoint, out)
     meta = read_metadata(path)
     parity = meta.get("parity", {})
-    size = meta["image_size"]  # markup off: rich took "[batch, ...]" for a style tag and printed nothing of it
-    console.print(f"wrote {path}  (opset 17, input uint8 [batch, {size}, {size}, 3])", markup=False, highlight=False)
+    size = meta["image_size"]  # with markup, rich took "[batch, ...]" for a style tag and printed nothing of it
+    console.print(f"wrote {path}  (opset 17, input uint8 [batch, {size}, {size}, 3])", highlight=False)
     if parity:
         console.print(
             f"onnxruntime vs PyTorch on {parity['n_images']} {parity['source']}: max map diff "
@@ -90,7 +91,7 @@ def _int8(checkpoint: Path, fp32: Path, scheme: str | None, last: bool = True) -
     except QuantizationRefused as exc:
         if last:
             raise  # exit 2 with the gate's reasons
-        console.print(f"[yellow]refused[/] {exc}", highlight=False)
+        console.print(f"[yellow]refused[/] {escape(str(exc))}", highlight=False, markup=True)
         return [str(exc)]
     g = result.gate
     console.print(
@@ -112,7 +113,7 @@ def _openvino_int8(checkpoint: Path, fp32: Path) -> list[str]:
     outcome = export_openvino_int8_checkpoint(checkpoint, fp32)
     if outcome.path is None:
         reason = outcome.tags.get(f"{PREFIX}_refused", "OpenVINO int8 model refused")
-        console.print(f"[yellow]refused[/] {reason}", highlight=False)
+        console.print(f"[yellow]refused[/] {escape(reason)}", highlight=False, markup=True)
         return [reason]
     g = outcome.gate
     console.print(

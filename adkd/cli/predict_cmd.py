@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -51,7 +52,7 @@ def predict(
             files,
             out,
             batch_size=batch_size,
-            on_skip=lambda exc: err_console.print(f"[red]skipped[/] {exc}", highlight=False),
+            on_skip=lambda exc: err_console.print(f"[red]skipped[/] {escape(str(exc))}", highlight=False),
             on_done=lambda n: progress.advance(task, n),
         )
     meta = {k: v for k, v in predictor.meta.items() if k in ("model", "backbone", "category", "image_size", "resize")}

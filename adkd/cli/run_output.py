@@ -96,7 +96,7 @@ def print_many(console: Console, many: Any, model: str, data: str) -> None:
         Path(outcome.markdown_path).write_text(results_markdown(outcome.rows, reference))
     for row in outcome.rows:
         if row.error:
-            console.print(f"[red]{row.category} failed:[/] {row.error}", highlight=False)
+            console.print(f"[red]{escape(row.category)} failed:[/] {escape(str(row.error))}", highlight=False)
     console.print(f"results: {outcome.markdown_path} and {outcome.json_path}  ({outcome.wall_s / 60:.1f} min)")
     if many.tracking_message:
         console.print(many.tracking_message)

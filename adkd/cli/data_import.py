@@ -54,7 +54,7 @@ def feedback(
         None, "--base", help="Data root the model was trained on: its CATEGORY is copied in first (a full version)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace OUT/<category> if it exists."),
-    config_file: Path | None = typer.Option(None, "--config", help="adkd.toml ([station] database and store)."),
+    config_file: Path | None = typer.Option(None, "--config", help="adkd.toml (\\[station] database and store)."),
 ) -> None:
     """False alarms into train/good, confirmed defects into test/<type>; data gate; the `adkd train` to run next."""
     from adkd.platform.station.feedback_data import import_feedback, train_command

@@ -38,7 +38,7 @@ def monitor(
     since: str | None = typer.Option(None, "--since", help="Window start as an ISO time (UTC unless it says)."),
     report: Path | None = typer.Option(None, "--report", help="HTML report path (default adkd-runs/monitoring/...)."),
     tracking: bool = typer.Option(True, "--tracking/--no-tracking", help="Log the pass as an MLflow run."),
-    config_file: Path | None = typer.Option(None, "--config", help="adkd.toml ([monitor] bounds, [station])."),
+    config_file: Path | None = typer.Option(None, "--config", help="adkd.toml (\\[monitor] bounds, \\[station])."),
 ) -> None:
     """Drift (KS, PSI), flag rate vs the threshold's rate, confirmed FP/FN, latency; exit 1 naming a crossed bound."""
     from adkd.platform.monitoring.monitor import log_run, monitor_category

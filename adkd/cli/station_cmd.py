@@ -26,7 +26,7 @@ def station(
     watch: list[str] = typer.Option(
         None, "--watch", help="[CATEGORY=]FOLDER that a camera writes into: new images are inspected (repeatable)."
     ),
-    config_file: Path | None = typer.Option(None, "--config", help="adkd.toml ([station], tracking_uri, ...)."),
+    config_file: Path | None = typer.Option(None, "--config", help="adkd.toml (\\[station], tracking_uri, ...)."),
 ) -> None:
     """Serve the inspection page: upload or drop images (or watch a folder), see verdicts and heatmaps."""
     from adkd.platform.station.server import StationPlan, build_station, check_bind, parse_watch, serve

@@ -79,6 +79,9 @@ def tune(
     objective: str = typer.Option("pixel_auroc", "--objective", help="pixel_auroc, image_auroc or aupro."),
     tune_lr: str = typer.Option(None, "--tune-lr", help="Also search the learning rate: LOW,HIGH (log-uniform)."),
     register_best: bool = typer.Option(False, "--register-best", help="Register the best trial's model."),
+    no_tracking: bool = typer.Option(
+        False, "--no-tracking", help="Write no MLflow runs (the trials' folders and the tune summary are kept)."
+    ),
     experiment_name: str | None = tracking_flags.EXPERIMENT_NAME,
     run_name: str | None = tracking_flags.RUN_NAME,
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: local Ray)."),
@@ -94,6 +97,7 @@ def tune(
     gpus_per_trial: float | None = resource_flags.old_name("--gpus-per-trial"),
 ) -> None:
     """Tune the model's own knobs on normal images with synthetic defects; only the best sees the test split."""
+    from adkd.errors import ConfigError
     from adkd.pipelines.evaluate.metric_names import QUALITY_METRICS, logged_key
     from adkd.pipelines.train.config import check_teacher_weights
     from adkd.platform.cluster.connection import connect
@@ -105,6 +109,10 @@ def tune(
     from adkd.platform.tune.search import PARAM_TARGETS, log_to_mlflow, parse_space, run_tune, set_line
 
     settings = run_settings(config_file, ray_address=address, experiment=experiment_name)
+    tracking = settings.tracking and not no_tracking  # ADKD_TRACKING=off: no MLflow run at all, as for train
+    if register_best and not tracking:
+        off = "--no-tracking" if no_tracking else "ADKD_TRACKING=off"
+        raise ConfigError(f"--register-best registers the best trial in MLflow, which {off} turns off")
     local = str(local_root(data, settings.cache_dir, settings.s3_endpoint_url))
     categories = _categories(local, category, all_categories)
     request = RunRequest(model=model, data=local, preset=preset, overrides=list(set_), config_file=config_file)
@@ -119,16 +127,18 @@ def tune(
         gpus_per_worker=resource_flags.pick(gpus_per_worker, "--gpus-per-worker", {"--gpus-per-trial": gpus_per_trial}),
     )
     resources = resources_for(plan, connect(settings.ray_address))  # checked before the MLflow run starts
-    session = TrackingSession.from_settings(
-        settings,
-        data,
-        "tune",
-        publisher=RegistryPublisher(settings.registered_model_name),
-        register=register_best,
-        params={"model": model},
-        run_name=run_name,
-    )
-    session.start_parent()
+    session = None
+    if tracking:
+        session = TrackingSession.from_settings(
+            settings,
+            data,
+            "tune",
+            publisher=RegistryPublisher(settings.registered_model_name),
+            register=register_best,
+            params={"model": model},
+            run_name=run_name,
+        )
+        session.start_parent()
     status = "FINISHED"
     try:
         for cat in categories:
@@ -147,7 +157,8 @@ def tune(
                 include_default=include_default,
                 grace_period=grace_period,
             )
-            log_to_mlflow(session, summary)
+            if session is not None:
+                log_to_mlflow(session, summary)
             _print_table(summary)
             test = summary.best_test_metrics
             shown = ", ".join(
@@ -175,9 +186,9 @@ def tune(
         status = "FAILED"
         raise
     finally:
-        result = session.finish(status=status)
-        console.print(result.message)
-        if result.registered:
+        if session is not None:
+            result = session.finish(status=status)
+            console.print(result.message)
             for cat, version in result.registered.items():
                 name = session.children[cat].handle.registered_name or f"adkd-{cat}"
                 console.print(f"registered {name} version {version}")

@@ -71,3 +71,17 @@ def test_tune_four_trials_tracked_and_only_best_sees_test(synth_root: Path, tmp_
     assert summary["best"]["objective"] == max(objectives)
     assert summary["default"]["params"] == {"mask_rate": 0.5, "alpha": 1.0}
     assert "(preset)" in proc.stdout
+
+
+def test_tune_with_tracking_off_writes_no_mlflow_store(synth_root: Path, tmp_path: Path) -> None:
+    # ADKD_TRACKING=off was ignored by `adkd tune`: it created adkd-runs/mlflow.db and logged every trial.
+    env = dict(os.environ, ADKD_TRACKING="off", ADKD_RUNS_DIR=str(tmp_path / "runs"), COLUMNS="200")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    args = ["tune", "--data", str(synth_root), "--category", "disc", "--model", "mrkd", "--num-samples", "1",
+            "--epochs", "1", "--set", "image_size=64"]  # fmt: skip
+    proc = run_adkd(args, env=env, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "train it with: adkd train --category disc" in proc.stdout and "tracked in MLflow" not in proc.stdout
+    assert len(list((tmp_path / "runs" / "tune").glob("mrkd-disc*tune.json"))) == 1
+    assert not (tmp_path / "runs" / "mlflow.db").exists() and not list(tmp_path.rglob("mlflow.db"))

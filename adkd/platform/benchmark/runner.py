@@ -119,8 +119,9 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def check_requests(register: str | None, promote: str | None, tracking: bool) -> None:
-    """--register/--promote make sense together and only with tracking; checked before any work."""
+def check_requests(register: str | None, promote: str | None, tracking: bool, off: str = "--no-tracking") -> None:
+    """--register/--promote make sense together and only with tracking (``off``: what turned it off); checked before
+    any work."""
     if register is not None and register not in REGISTER_CHOICES:
         raise ConfigError(f"--register {register}: the only choice is 'best' (the best row's model per category)")
     if promote is not None and promote not in PROMOTE_CHOICES:
@@ -128,7 +129,7 @@ def check_requests(register: str | None, promote: str | None, tracking: bool) ->
     if promote is not None and register is None:
         raise ConfigError("--promote needs --register best: only registered versions can be promoted")
     if register is not None and not tracking:
-        raise ConfigError("--register needs MLflow tracking: drop --no-tracking")
+        raise ConfigError(f"--register needs MLflow tracking, which {off} turns off")
 
 
 def nothing_to_run(grid: str, reasons: list[str], shown: int = 3) -> str:
@@ -165,12 +166,15 @@ def run_benchmark(
     plan = plan or RayPlan()
     address = plan.address
 
-    check_requests(register, promote, tracking)
+    settings = run_settings(config_file, ray_address=address, experiment=experiment_name)
+    # ADKD_TRACKING=off: no MLflow run at all, as for train and tune.
+    check_requests(register, promote, tracking and settings.tracking, "--no-tracking" if not tracking else
+                   "ADKD_TRACKING=off")  # fmt: skip
+    tracking = tracking and settings.tracking
     grid = load_grid(grid_spec)
     metric = metric or grid.metric
     if metric not in QUALITY_METRICS:
         raise ConfigError(f"--metric {metric}: choose image_auroc, pixel_auroc or aupro")
-    settings = run_settings(config_file, ray_address=address, experiment=experiment_name)
     address = address or settings.ray_address
     rows, categories, jobs = build_jobs(
         grid, overrides, settings_train=settings.train, out_dir=str(settings.runs_dir), local=not address

@@ -64,6 +64,26 @@ def test_export_checks_its_flags_and_checkpoint_before_importing_torch(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tune", "--data", "d", "--category", "c", "--register-best"],
+         "--register-best registers the best trial in MLflow, which ADKD_TRACKING=off turns off"),
+        (["tune", "--data", "d", "--category", "c", "--register-best", "--no-tracking"],
+         "--register-best registers the best trial in MLflow, which --no-tracking turns off"),
+        (["benchmark", "g", "--register", "best"],
+         "--register needs MLflow tracking, which ADKD_TRACKING=off turns off"),
+    ],
+)  # fmt: skip
+def test_registering_with_tracking_off_is_refused_before_any_work(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    # _adkd runs with ADKD_TRACKING=off, which tune and benchmark ignored: they wrote MLflow runs all the same.
+    out = _adkd(tmp_path, *args)
+    assert "exit 2 -" in out and message in out, out
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_predict_checks_its_inputs_before_resolving_the_model(tmp_path: Path) -> None:
     out = _adkd(tmp_path, "predict", str(tmp_path / "nope"), "--model", "models:/adkd-disc@production")
     assert "exit 2 -" in out and f"input {tmp_path / 'nope'} does not exist" in out, out

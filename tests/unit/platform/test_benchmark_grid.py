@@ -230,7 +230,7 @@ def test_register_and_promote_requests_are_checked_first() -> None:
         check_requests("all", None, tracking=True)
     with pytest.raises(ConfigError, match="staging or production"):
         check_requests("best", "prod", tracking=True)
-    with pytest.raises(ConfigError, match="drop --no-tracking"):
+    with pytest.raises(ConfigError, match="--register needs MLflow tracking, which --no-tracking turns off"):
         check_requests("best", None, tracking=False)
 
 

@@ -108,8 +108,13 @@ def train(
 
 
 def evaluate(
-    checkpoint: Path = typer.Option(
-        ..., "--checkpoint", help="model.pt written by `adkd train` (its model.onnx is scored) or an .onnx file."
+    checkpoint: str = typer.Option(
+        ...,
+        "--checkpoint",
+        "--model",
+        "-m",
+        help="model.pt written by `adkd train` (its model.onnx is scored), an .onnx file, models:/adkd-CAT@ALIAS, "
+        "models:/adkd-CAT/N or a run id.",
     ),
     data: str = typer.Option(..., "--data", "-d", help="Data root (MVTec layout)."),
     category: str | None = typer.Option(None, "--category", "-c", help="Default: the model's category."),
@@ -128,9 +133,19 @@ def evaluate(
     from adkd.settings import load_settings
 
     settings = load_settings()
+    model = Path(checkpoint)
+    if not model.is_file() and not checkpoint.endswith((".pt", ".onnx")):  # a version, a run's model, a folder
+        from adkd.platform.registry.resolve import resolve_onnx
+
+        model, origin = resolve_onnx(checkpoint, settings.resolved_tracking_uri, settings.cache_dir)
+        if out is None and ("name" in origin or "run_id" in origin):  # not into the download cache
+            label = f"{origin['name']}-v{origin['version']}" if "name" in origin else f"run-{origin['run_id']}"
+            out = settings.runs_dir / "evaluate" / label
     root = local_root(data, settings.cache_dir, settings.s3_endpoint_url, [category] if category else None)
-    metrics = evaluate_checkpoint(checkpoint, str(root), category, out, runtime=runtime)
+    metrics = evaluate_checkpoint(model, str(root), category, out, runtime=runtime)
     console.print(metrics_table(f"{checkpoint} on {category or 'its category'}", metrics))
+    if out is not None:
+        console.print(f"report: {out}", soft_wrap=True, highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

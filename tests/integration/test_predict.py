@@ -58,6 +58,18 @@ def test_predict_csv_reproduces_training_auroc(promoted: dict) -> None:
     assert summary["model"]["image_threshold"] == pytest.approx(fitted["image"])
 
 
+def test_evaluate_takes_a_registered_version(promoted: dict) -> None:
+    work, env, data = promoted["work"], promoted["env"], promoted["data"]
+    # Was refused: "checkpoint models:/adkd-disc@production does not exist; pass a .pt file".
+    proc = _run(["evaluate", "-m", "models:/adkd-disc@production", "--data", str(data)], env, work)
+    report = work / "runs" / "evaluate" / "adkd-disc-v1"  # not the download cache the file sits in
+    assert f"report: {report}" in proc.stdout.replace("\n", "")
+    measured = json.loads((report / "metrics.json").read_text())
+    for key in ("test/image_auroc", "test/pixel_auroc", "test/aupro"):  # the run's own figures, re-measured
+        assert measured[key] == pytest.approx(promoted["metrics"][key], abs=1e-6)
+    assert (report / "scores.csv").is_file()
+
+
 def test_predict_bad_inputs_are_reported_and_others_processed(promoted: dict) -> None:
     work, env, data = promoted["work"], promoted["env"], promoted["data"]
     inputs = work / "mixed"

@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from adkd.platform.console.tables import Column, print_table
 
@@ -47,7 +48,7 @@ def submit(
         variables["MLFLOW_TRACKING_URI"] = tracking_uri
     where = _address(address)
     submission = jobs.submit(args or [], where, variables, working_dir, job_id, python)
-    console.print(f"submitted job [bold]{submission}[/]: adkd {' '.join(args or [])}", highlight=False)
+    console.print(f"submitted job [bold]{escape(submission)}[/]: adkd {escape(' '.join(args or []))}", highlight=False)
     if not wait:
         console.print(f"follow it: adkd jobs logs {submission} --follow   (status: adkd jobs status {submission})")
         return
@@ -85,7 +86,7 @@ def job_status(
     from adkd.platform.cluster import jobs
 
     info = jobs.status(job_id, _address(address))
-    console.print(f"{info['id']}: [bold]{info['status']}[/]  {info['message'] or ''}", highlight=False)
+    console.print(f"{escape(info['id'])}: [bold]{info['status']}[/]  {escape(info['message'] or '')}", highlight=False)
     if info["status"] in ("FAILED", "STOPPED"):
         raise typer.Exit(1)
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from adkd.pipelines.evaluate.metric_names import METRIC_LABELS, QUALITY_METRICS, logged_key
@@ -66,16 +67,16 @@ def results_cells(
     """
     metrics = _metric_columns(rows)
     columns = [
-        Column("category", keep=True),
+        Column("category", keep=True, markup=True),  # the mean row's label is bold
         Column("model", rank=3),
-        Column("status", keep=True),
+        Column("status", keep=True, markup=True),
         *(Column(label, "right", rank=10 - i) for i, (_, label) in enumerate(metrics)),
         Column("minutes", "right", rank=1),
         Column("version", "right", keep=True),
     ]
     cells = [
         [
-            row.category,
+            escape(row.category),
             row.model,
             "[green]FINISHED[/]" if row.status == "FINISHED" else f"[red]{row.status}[/]",
             *(_fmt_pct(row.metrics.get(key)) for key, _ in metrics),

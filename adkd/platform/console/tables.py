@@ -28,10 +28,15 @@ class Column:
     keep: bool = False  # never dropped, never cut: names, versions, ids the user types next
     wrap: bool = False  # free text that may wrap at spaces instead of being dropped
     rank: int = 0  # among droppable columns, the lowest rank is dropped first
+    markup: bool = False  # cells carry rich markup ("[green]FINISHED[/]"); else text as it is ("[openvino]" stays)
+
+
+def _cell(column: Column, value: object) -> Text:
+    return Text.from_markup(str(value)) if column.markup else Text(str(value))
 
 
 def _cells(columns: Sequence[Column], rows: Sequence[Sequence[str]], i: int) -> list[Text]:
-    return [Text(columns[i].header), *(Text.from_markup(str(row[i])) for row in rows)]
+    return [Text(columns[i].header), *(_cell(columns[i], row[i]) for row in rows)]
 
 
 def _widths(columns: Sequence[Column], rows: Sequence[Sequence[str]], i: int) -> tuple[int, int]:
@@ -62,7 +67,7 @@ def _build(
         # fold (not ellipsis): should a kept cell still be too wide for the terminal, it breaks, never loses text
         table.add_column(col.header, justify=col.justify, no_wrap=not col.wrap, overflow="fold", width=fixed)  # type: ignore[arg-type]
     for row in rows:
-        table.add_row(*(row[i] for i in shown))
+        table.add_row(*(_cell(columns[i], row[i]) for i in shown))
     return table
 
 

@@ -72,3 +72,13 @@ def test_results_table_keeps_category_status_and_version_at_80_columns() -> None
     assert "a-very-long-category-name" in out and "FINISHED" in out and "17" in out
     assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
     assert hidden == ["model", "AUPRO", "minutes"]  # both AUROCs fit once these are gone
+
+
+def test_cells_are_text_unless_their_column_takes_markup() -> None:
+    # A Ray job's entrypoint, a refusal's reason: "[openvino]" was read as a style tag and vanished.
+    columns = [Column("id", keep=True), Column("entrypoint", wrap=True)]
+    out, _ = _render(200, columns, [["raysubmit_1", "adkd train --set int8_runtimes=[openvino]"]])
+    assert "adkd train --set int8_runtimes=[openvino]" in out
+    rows = [ResultRow(category="[a]", model="rd", status="FINISHED", metrics={}, minutes=1.0)]
+    out, _ = _render(200, *results_cells(rows))
+    assert "[a]" in out and "FINISHED" in out and "[green]" not in out  # the status column's own markup renders

@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from adkd.pipelines.train.callbacks import NullCallback, TrainCallback, TrainResult
 from adkd.pipelines.train.config import TrainConfig
@@ -120,8 +121,8 @@ class ProgressBoard:
             state = row.state if row.attempts <= 1 else f"{row.state} (try {row.attempts})"
             style = styles.get(row.state, "")
             table.add_row(
-                row.category, f"[{style}]{state}[/]" if style else state, epoch, loss, _fmt_duration(row.eta_s())
-            )
+                Text(row.category), Text(state, style=style), epoch, loss, _fmt_duration(row.eta_s())
+            )  # Text: a category named "[a]" is a name, not markup
         return table
 
 

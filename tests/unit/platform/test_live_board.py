@@ -39,3 +39,14 @@ def test_events_restarts_and_results_reach_the_rows(tmp_path: Path) -> None:
         assert live._stack is None
     text = out.getvalue()
     assert "test board" in text and "FINISHED" in text and "FAILED" in text
+
+
+def test_a_category_name_is_printed_as_it_is(tmp_path: Path) -> None:
+    config = resolve_config("rd", "cpu-smoke", category="[x]", data=str(tmp_path), overrides=["epochs=3"])
+    out = io.StringIO()
+    with LiveBoard(Console(file=out, width=100), title="board") as live:
+        live.start({"[x]": config})
+        live.event(_event("start", "[x]"))
+        rendered = io.StringIO()
+        Console(file=rendered, width=100).print(live.board.render())
+    assert "│ [x]" in rendered.getvalue() and "RUNNING" in rendered.getvalue()  # was markup: an empty cell

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from adkd.cli import resource_flags
 
-console = Console()
+console = Console(markup=False)  # names, paths and --set lines are text: "[openvino]" is not a style tag
 cluster_app = typer.Typer(help="Inspect the Ray cluster adkd trains on.", no_args_is_help=True)
 
 

@@ -20,7 +20,7 @@ from adkd.platform.console.tables import Column, print_table
 registry_app = typer.Typer(
     help="Registered models (adkd-<category> by default): list, promote, roll back.", no_args_is_help=True
 )
-console = Console()
+console = Console(markup=False)  # names, paths and --set lines are text: "[openvino]" is not a style tag
 
 URI_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, adkd.toml, or the embedded store)."
 MODEL_HELP = "A registered model name (adkd-bottle) or a category with one registered model (bottle)."

@@ -97,6 +97,8 @@ def print_many(console: Console, many: Any, model: str, data: str) -> None:
     for row in outcome.rows:
         if row.error:
             console.print(f"[red]{escape(row.category)} failed:[/] {escape(str(row.error))}", highlight=False)
-    console.print(f"results: {outcome.markdown_path} and {outcome.json_path}  ({outcome.wall_s / 60:.1f} min)")
+    console.print(
+        f"results: {outcome.markdown_path} and {outcome.json_path}  ({outcome.wall_s / 60:.1f} min)", markup=False
+    )
     if many.tracking_message:
-        console.print(many.tracking_message)
+        console.print(many.tracking_message, markup=False)

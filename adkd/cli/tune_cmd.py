@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -10,7 +11,7 @@ from rich.console import Console
 from adkd.cli import resource_flags, tracking_flags
 from adkd.platform.console.tables import Column, print_table
 
-console = Console()
+console = Console(markup=False)  # names, paths and --set lines are text: "[openvino]" is not a style tag
 
 
 def _categories(data: str, category: str | None, all_categories: bool) -> list[str]:
@@ -178,7 +179,10 @@ def tune(
                     highlight=False,
                 )
             tuned = {PARAM_TARGETS[k] for k in summary.best.params}
-            kept = " ".join(f"--set {item}" for item in set_ if item.partition("=")[0].strip() not in tuned)
+            # Quoted for the shell: "[openvino]" is a glob pattern there.
+            kept = " ".join(
+                f"--set {shlex.quote(item)}" for item in set_ if item.partition("=")[0].strip() not in tuned
+            )
             line = f"adkd train --category {cat} --model {model} --preset {preset} {kept} "
             line = " ".join((line + set_line(summary.best.params)).split())
             console.print(f"train it with: {line}", soft_wrap=True, highlight=False)

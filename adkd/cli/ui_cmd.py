@@ -15,7 +15,7 @@ from rich.console import Console
 from adkd.errors import AdkdError, ServiceError
 from adkd.platform.services.process_tree import run_until_stopped
 
-console = Console()
+console = Console(markup=False)  # names, paths and --set lines are text: "[openvino]" is not a style tag
 READY_TIMEOUT_S = 300.0
 
 

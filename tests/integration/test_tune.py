@@ -79,9 +79,11 @@ def test_tune_with_tracking_off_writes_no_mlflow_store(synth_root: Path, tmp_pat
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_ADDRESS", None)
     args = ["tune", "--data", str(synth_root), "--category", "disc", "--model", "mrkd", "--num-samples", "1",
-            "--epochs", "1", "--set", "image_size=64"]  # fmt: skip
+            "--epochs", "1", "--set", "image_size=64", "--set", "float_runtimes=[openvino]"]  # fmt: skip
     proc = run_adkd(args, env=env, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "train it with: adkd train --category disc" in proc.stdout and "tracked in MLflow" not in proc.stdout
+    # The line to paste keeps the brackets (rich took them for a tag) and quotes them (a glob for the shell).
+    assert "--set 'float_runtimes=[openvino]'" in " ".join(proc.stdout.split())
     assert len(list((tmp_path / "runs" / "tune").glob("mrkd-disc*tune.json"))) == 1
     assert not (tmp_path / "runs" / "mlflow.db").exists() and not list(tmp_path.rglob("mlflow.db"))

@@ -127,7 +127,7 @@ def test_finished_run_carries_onnx_int8_and_fingerprint(tmp_path: Path) -> None:
         assert result.int8_path is not None and result.int8_path.is_file()
         assert kinds["onnx_int8"] == result.int8_path and "int8/score_correlation" in result.metrics
     else:
-        assert result.tags["int8"] == "refused" and result.tags["int8_refused"]
+        assert result.tags["int8"] == "refused" and result.tags["int8_refused"] in result.notes  # said, not only tagged
         assert result.int8_path is None and "onnx_int8" not in kinds
     # OpenVINO's int8 beside it, under the same gate, and runtime=auto's choice timed on this machine.
     ov_int8 = result.run_dir / "model.ov.int8.onnx"
@@ -135,7 +135,8 @@ def test_finished_run_carries_onnx_int8_and_fingerprint(tmp_path: Path) -> None:
         assert kinds["onnx_int8_openvino"] == ov_int8 and read_metadata(ov_int8)["runtime"] == "openvino"
         assert "int8_openvino/score_correlation" in result.metrics
     else:
-        assert result.tags["int8_openvino_refused"] and not ov_int8.exists()
+        # The branch this seeded run takes: the refusal is in the run's notes, not only in a tag MLflow may not get.
+        assert result.tags["int8_openvino_refused"] in result.notes and not ov_int8.exists()
     fp32_meta = read_metadata(result.onnx_path)
     choice = fp32_meta["runtime_choice"]
     # auto times only what was measured on itself: ONNX Runtime fp32, the int8 files that passed their gate, and

@@ -164,6 +164,8 @@ def finish_run(
                 int8 = int8_for_run(onnx_path, full, config, test=config.evaluate_test)
             out.int8_path, out.tags, reference = int8.path, int8.tags, int8.reference
             metrics.update(int8.metrics)
+            if "int8_refused" in int8.tags:  # said here too: without tracking, tags reach no one
+                notes.append(int8.tags["int8_refused"])
             if int8.path is not None:
                 out.files.append((int8.path, "onnx_int8"))
         if config.export_onnx:  # OpenVINO's int8 and the runtime auto runs (train.runtime_variants)
@@ -200,6 +202,8 @@ def deployment_variants(
             ov = openvino_int8_for_run(onnx_path, full, config, test=config.evaluate_test, reference=reference)
         out.tags.update(ov.tags)
         metrics.update(ov.metrics)
+        if f"{OV_INT8_PREFIX}_refused" in ov.tags:
+            notes.append(ov.tags[f"{OV_INT8_PREFIX}_refused"])
         reference = reference or ov.reference
         if ov.path is not None:
             out.files.append((ov.path, "onnx_int8_openvino"))

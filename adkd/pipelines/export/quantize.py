@@ -348,7 +348,8 @@ def quantize_onnx(
     """
     check_scheme(scheme)
     source = Path(graph or fp32_path)
-    hint = "" if scheme == "qdq-s8s8" else ", or try --int8-scheme qdq-s8s8 (int8 activations)"
+    # The same gate refuses for `adkd export --int8` and for a training run: name both ways to set the scheme.
+    hint = "" if scheme == "qdq-s8s8" else ", or try the qdq-s8s8 scheme (int8 activations; --int8-scheme, int8_scheme)"
     return gated_int8(
         fp32_path,
         validation_images,

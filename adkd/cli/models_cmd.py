@@ -7,12 +7,14 @@ from rich.console import Console
 
 from adkd.platform.console.tables import Column, print_table
 
-models_app = typer.Typer(help="List the registered models.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model families adkd trains (the registry's versions: adkd registry list).", no_args_is_help=True
+)
 
 
 @models_app.command("list")
 def list_models() -> None:
-    """Print every registered model with its backbones and parameter counts."""
+    """Print every model family adkd trains with its backbones and parameter counts."""
     from adkd.models.zoo import MODEL_ZOO, build_model, count_parameters
 
     columns = [

@@ -111,7 +111,8 @@ def validate(
     console.print(f"reports: {out} (data_docs/index.html, report.html, gx_validation_result.json)")
     if not report.success:
         raise DataError(report.failure_message(skip="`adkd train --skip-validation` trains without the gate"))
-    console.print(f"[green]data valid[/]: {len(report.files)} files in {len(report.categories)} categories")
+    n = len(report.categories)
+    console.print(f"[green]data valid[/]: {len(report.files)} files in {n} categor{'y' if n == 1 else 'ies'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -33,10 +33,10 @@ SECRET_MARKERS = ("SECRET", "TOKEN", "PASSWORD", "SESSION", "ACCESS_KEY")
 
 
 def _dashboard_hint(address: str | None) -> str:
-    where = address or "(none)"
+    what = f"cannot reach the Ray Jobs API at {address}" if address else "no Ray cluster was named and none runs here"
     return (
-        f"cannot reach the Ray Jobs API at {where}; pass --address http://<head>:8265 (the dashboard port) "
-        "or set RAY_ADDRESS, and check the cluster runs with the dashboard (ray start --head)"
+        f"{what}; pass --address http://<head>:8265 (the dashboard port) or set RAY_ADDRESS, and check the cluster "
+        "runs with the dashboard (ray start --head)"
     )
 
 

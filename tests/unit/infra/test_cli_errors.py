@@ -84,6 +84,14 @@ def test_registering_with_tracking_off_is_refused_before_any_work(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_jobs_without_a_cluster_say_so() -> None:
+    # The message itself: through the CLI, Ray would find a local cluster another test of the suite started.
+    from adkd.platform.cluster.jobs import _dashboard_hint
+
+    assert _dashboard_hint(None).startswith("no Ray cluster was named and none runs here; pass --address http://")
+    assert _dashboard_hint("http://h:8265").startswith("cannot reach the Ray Jobs API at http://h:8265; pass")
+
+
 def test_predict_checks_its_inputs_before_resolving_the_model(tmp_path: Path) -> None:
     out = _adkd(tmp_path, "predict", str(tmp_path / "nope"), "--model", "models:/adkd-disc@production")
     assert "exit 2 -" in out and f"input {tmp_path / 'nope'} does not exist" in out, out

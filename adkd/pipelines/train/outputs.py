@@ -42,7 +42,13 @@ from adkd.pipelines.train.artifact_steps import (
 from adkd.pipelines.train.callbacks import TrainCallback, TrainResult, emit
 from adkd.pipelines.train.config import TrainConfig
 from adkd.pipelines.train.loop_state import LoopState
-from adkd.pipelines.train.runtime_variants import FLOAT_PREFIXES
+from adkd.pipelines.train.runtime_variants import (
+    FLOAT_PREFIXES,
+    choose_runtime_for_run,
+    describe_choice,
+    float_variants_for_run,
+    openvino_int8_for_run,
+)
 from adkd.pipelines.train.runtime_variants import PREFIX as OV_INT8_PREFIX
 
 
@@ -189,13 +195,6 @@ def deployment_variants(
     timed choice of ``runtime=auto`` (both with ``time_runtimes``).
 
     ``reference``: the fp32 file's gate scores when ONNX Runtime's int8 was gated on them already."""
-    from adkd.pipelines.train.runtime_variants import (
-        choose_runtime_for_run,
-        describe_choice,
-        float_variants_for_run,
-        openvino_int8_for_run,
-    )
-
     metrics: dict[str, float] = {}
     if config.export_int8 and "openvino" in config.int8_runtimes:
         with timed(metrics, "time/int8_openvino_s"):

@@ -65,8 +65,10 @@ def float_variants_for_run(
 
     A variant this CPU cannot run (bf16 without AVX512-BF16/AMX), or a run with too few validation images to gate,
     is left out with a note; one that fails its gate keeps its record (asked for by name, it is judged by its own
-    thresholds) and a ``<prefix>_refused`` tag, and ``auto`` never runs it.
+    thresholds) and a ``<prefix>_refused`` tag, and ``auto`` never runs it; one OpenVINO cannot compile or run is
+    a note and a tag, never a failed run (the fp32 model stands).
     """
+    from adkd.errors import AdkdError
     from adkd.pipelines.export.float_variants import add_test_metrics, measure_variant, write_records
     from adkd.pipelines.export.int8_gate import MIN_VALIDATION_IMAGES
     from adkd.pipelines.export.quantize import gate_reference
@@ -91,10 +93,18 @@ def float_variants_for_run(
     records = {}
     for variant in variants:
         prefix = FLOAT_PREFIXES[variant]
-        record, gate = measure_variant(
-            onnx_path, variant, images, validity(paths, config, config.eval_size), config.threshold_quantile,
-            reference, fitted_on=fitted_on, threads=config.num_threads,
-        )  # fmt: skip
+        try:
+            record, gate = measure_variant(
+                onnx_path, variant, images, validity(paths, config, config.eval_size), config.threshold_quantile,
+                reference, fitted_on=fitted_on, threads=config.num_threads,
+            )  # fmt: skip
+            scored = score_test(onnx_path, full, config, runtime=variant) if test and len(full.test) else None
+        except (AdkdError, RuntimeError) as exc:  # OpenVINO could not compile or run it: the fp32 model stands
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            reason = f"{variant} of {onnx_path.name} could not be measured ({first}); runtime=auto will not run it"
+            out.tags.update({prefix: "failed", f"{prefix}_refused": reason})
+            out.notes.append(reason)
+            continue
         out.gates[variant] = gate
         out.metrics.update(gate.metrics(prefix))
         problems = gate.problems()
@@ -102,14 +112,15 @@ def float_variants_for_run(
         if problems:
             out.tags[f"{prefix}_refused"] = f"{variant} of {onnx_path.name}: {'; '.join(problems)}"
             out.notes.append(f"runtime=auto will not run {variant}: {'; '.join(problems)}")
-        if test and len(full.test):
-            *_, own, ms = score_test(onnx_path, full, config, runtime=variant)
+        if scored is not None:
+            *_, own, ms = scored
             record = add_test_metrics(record, own)
             out.test_metrics[variant] = own
             out.metrics.update({f"test_{prefix}/{k}": v for k, v in own.items()})
             out.metrics[f"test_{prefix}/ms_per_image"] = ms
         records[variant] = record
-    write_records(onnx_path, records)
+    if records:
+        write_records(onnx_path, records)
     return out
 
 

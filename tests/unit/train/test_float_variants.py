@@ -37,3 +37,30 @@ def test_bf16_is_left_out_where_the_cpu_has_none(tmp_path: Path, monkeypatch: py
     assert out.notes == ["openvino-bf16 not measured: this CPU has no bf16 (AVX512-BF16/AMX)"] and not out.metrics
     none = resolve_config("stfpm", "cpu-smoke", "cat", str(tmp_path), ["float_runtimes=[]"])
     assert float_variants_for_run(tmp_path / "model.onnx", _held_out(3), none).notes == []
+
+
+def test_a_variant_openvino_cannot_run_is_a_note_not_a_failed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adkd.models.zoo import build_model
+    from adkd.pipelines.export import export_onnx, read_metadata
+
+    torch.manual_seed(0)
+    model = build_model("stfpm", backbone="resnet18", weights="none").eval()
+    thresholds = {"image": 0.3, "pixel": 0.25, "score_min": 0.05, "score_max": 0.6}
+    fp32 = export_onnx(model, tmp_path / "model.onnx", 64, thresholds, {"model": "stfpm"})
+    config = resolve_config("stfpm", "cpu-smoke", "cat", str(tmp_path), ["image_size=64", "float_runtimes=[openvino]"])
+    val = torch.randint(0, 256, (10, 3, 64, 64), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    full = SimpleNamespace(val=val, val_paths=[None] * 10, test=torch.zeros(0))
+
+    def compile_fails(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Exception from src/plugins/intel_cpu/src/node.cpp:\nunsupported layer")
+
+    monkeypatch.setattr(openvino_predictor.OpenVinoPredictor, "__init__", compile_fails)  # what the CPU plugin raises
+    out = float_variants_for_run(fp32, full, config)
+    reason = (
+        "openvino of model.onnx could not be measured (Exception from src/plugins/intel_cpu/src/node.cpp:); "
+        "runtime=auto will not run it"
+    )
+    assert out.notes == [reason] and out.tags == {"openvino_f32": "failed", "openvino_f32_refused": reason}
+    assert "variant_records" not in read_metadata(fp32) and out.gates == {}

@@ -34,3 +34,10 @@ def parse_error_line(exc: Exception) -> str:
         return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of ``exc``'s message (its type's name when it has none): libraries' messages often
+    run to a page."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import os
 import sys
 import tempfile
@@ -202,10 +201,10 @@ def main() -> None:
             print(f"{name:6s} largest map difference to ONNX Runtime on the graph as exported: {diff:.2g}", flush=True)
     if not args.tag:
         return
-    from results_md import RESULTS_DIR, load_span, write_section
+    from results_md import load_span, write_results, write_section
 
     load = load_span(load_before)
-    (RESULTS_DIR / f"graph_variants-{args.tag}.json").write_text(json.dumps({"rows": rows, "load": load}, indent=2))
+    write_results(f"graph_variants-{args.tag}", {"rows": rows, "load": load})
     lines = [
         "### Graph variants tried for CPU inference",
         "",

@@ -11,7 +11,6 @@ milliseconds per image. Writes benchmarks/results/inference-<tag>.json and a sec
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -24,8 +23,6 @@ import torch
 from adkd.models.zoo import build_model
 from adkd.pipelines.export.onnx_export import ExportGraph, export_onnx
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "benchmarks" / "results"
 MODELS = ("rd", "mrkd", "stfpm", "stfpm-ae")
 THRESHOLDS = {"image": 1.0, "pixel": 1.0, "score_min": 0.0, "score_max": 2.0}
 
@@ -119,12 +116,11 @@ def main() -> None:
         "repeats": args.repeats,
         "command": f"benchmarks/inference.py --size {args.size} --backbone {args.backbone}",
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     tag = f"{args.backbone}-{args.size}"
-    (RESULTS_DIR / f"inference-{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    text = table(rows, meta)
-    from results_md import write_section  # the sibling script (benchmarks/ is on sys.path when run)
+    from results_md import write_results, write_section  # benchmarks/ is on sys.path when run
 
+    write_results(f"inference-{tag}", {"meta": meta, "rows": rows})
+    text = table(rows, meta)
     write_section(f"inference-{tag}", text)
     print(text)
 

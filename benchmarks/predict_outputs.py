@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -139,10 +138,10 @@ def main() -> None:
                   f"{before:.1f}; end to end {row['end_to_end_ms']}", flush=True)  # fmt: skip
     if not args.tag:
         return
-    from results_md import RESULTS_DIR, load_span, write_section
+    from results_md import load_span, write_results, write_section
 
     load = load_span(load_before)
-    (RESULTS_DIR / f"predict_outputs-{args.tag}.json").write_text(json.dumps({"rows": rows, "load": load}, indent=2))
+    write_results(f"predict_outputs-{args.tag}", {"rows": rows, "load": load})
     lines = [
         "### Where `adkd predict`'s time goes per image",
         "",

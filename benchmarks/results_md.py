@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -19,6 +20,14 @@ def write_section(name: str, body: str, path: Path = RESULTS_MD) -> None:
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + f"\n\n{block}\n"
     path.write_text(text)
+
+
+def write_results(name: str, payload: dict) -> Path:
+    """``payload`` as ``benchmarks/results/<name>.json`` (the folder made when missing); the file."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{name}.json"
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    return out
 
 
 def load_span(before: tuple[float, float, float]) -> str:

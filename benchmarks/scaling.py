@@ -14,7 +14,6 @@ benchmarks/results/scaling-<tag>.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -25,9 +24,6 @@ from pathlib import Path
 from adkd.pipelines.data.synthetic_dataset import CATEGORIES, synthesize
 from adkd.pipelines.train.engine import train_category
 from adkd.pipelines.train.presets import resolve_config
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "benchmarks" / "results"
 
 
 def _names(n: int) -> list[str]:
@@ -106,9 +102,9 @@ def main() -> None:
     if "serial_s" in record:
         record["speedup"] = record["serial_s"] / record["parallel_s"]
 
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"scaling-{args.tag}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    from results_md import write_results  # benchmarks/ is on sys.path when run
+
+    out = write_results(f"scaling-{args.tag}", record)
     serial = f"{record['serial_s']:.1f}" if "serial_s" in record else "-"
     speedup = f"{record['speedup']:.2f}x" if "speedup" in record else "-"
     print("| categories | epochs | model | size | CPUs | serial s | parallel (Ray) s | speedup |")

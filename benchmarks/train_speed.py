@@ -19,7 +19,7 @@ import platform
 import time
 
 import torch
-from results_md import RESULTS_DIR, RESULTS_MD, write_section  # benchmarks/ is on sys.path when run
+from results_md import RESULTS_MD, write_results, write_section  # benchmarks/ is on sys.path when run
 
 from adkd.models.zoo import build_model
 from adkd.pipelines.train.config import TrainConfig
@@ -129,9 +129,7 @@ def main() -> None:
         "torch": torch.__version__,
     }
     tag = args.tag or rt.device.type
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"train_speed-{tag}.json"
-    out.write_text(json.dumps({"benchmark": "train_speed", "meta": meta, "rows": rows}, indent=2) + "\n")
+    out = write_results(f"train_speed-{tag}", {"benchmark": "train_speed", "meta": meta, "rows": rows})
     write_section(f"train_speed-{tag}", f"### Training and inference speed ({tag})\n\n" + table(rows, meta))
     print(f"wrote {out} and {RESULTS_MD}")
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from adkd.errors import ConfigError, ServiceError
+from adkd.errors import ConfigError, ServiceError, first_line
 
 console = Console()
 err_console = Console(stderr=True)
@@ -89,7 +89,7 @@ def monitor(
             run_id = log_run(outcome, settings.resolved_tracking_uri, settings.resolved_artifact_location)
             console.print(f"MLflow monitoring run {run_id} (experiment adkd-monitoring)", highlight=False)
         except Exception as exc:  # the checks' verdict still stands; say why it was not logged
-            tracking_error = f"the monitoring run was not logged to MLflow: {str(exc).splitlines()[0]}"
+            tracking_error = f"the monitoring run was not logged to MLflow: {first_line(exc)}"
     if outcome.crossed:
         names = ", ".join(c.name for c in outcome.crossed)
         err_console.print(

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from adkd.errors import AdkdError, ServiceError
+from adkd.errors import AdkdError, ServiceError, first_line
 from adkd.platform.services.process_tree import run_until_stopped
 
 console = Console(markup=False)  # names, paths and --set lines are text: "[openvino]" is not a style tag
@@ -31,7 +31,7 @@ def _links(uri: str, base: str, landing: bool) -> list[str]:
     try:
         experiments, total = recent_experiments(client_for(uri))
     except (AdkdError, MlflowException) as exc:
-        return [f"  runs not listed: {str(exc).splitlines()[0].replace(uri, redact_uri(uri))}"]
+        return [f"  runs not listed: {first_line(exc).replace(uri, redact_uri(uri))}"]
     lines = []
     for e in experiments:
         link = landing_link(base, e.experiment_id) if landing else f"{base}/{runs_target(e.experiment_id)}"

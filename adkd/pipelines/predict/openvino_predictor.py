@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from adkd.errors import ConfigError
+from adkd.errors import ConfigError, first_line
 from adkd.pipelines.predict.predictor import OUTPUTS, Predictor, onnx_metadata, thread_budget
 from adkd.pipelines.predict.variant_records import with_variant_numbers
 from adkd.settings import cache_root
@@ -81,7 +81,7 @@ def read_model(path: Path, cache_dir: Path | None = None, cache: bool = True) ->
         try:
             return core.read_model(str(path)), "converted"
         except RuntimeError as exc:
-            raise ConfigError(f"OpenVINO cannot read {path}: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"OpenVINO cannot read {path}: {first_line(exc)}") from None
     folder = (cache_dir or cache_root()) / CACHE_SUBDIR / graph_digest(path)
     cached = folder / "model.xml"
     if cached.is_file() and (folder / "model.bin").is_file():
@@ -92,7 +92,7 @@ def read_model(path: Path, cache_dir: Path | None = None, cache: bool = True) ->
     try:
         model = core.read_model(str(path))
     except RuntimeError as exc:
-        raise ConfigError(f"OpenVINO cannot read {path}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"OpenVINO cannot read {path}: {first_line(exc)}") from None
     try:
         if folder.exists():
             for child in folder.iterdir():

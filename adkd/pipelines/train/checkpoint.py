@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adkd.errors import ConfigError
+from adkd.errors import ConfigError, first_line
 from adkd.pipelines.train.config import MOVED_TO_MODEL_OPTIONS, TrainConfig, validate_config
 from adkd.version import __version__
 
@@ -54,10 +54,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 def _load_failure(exc: Exception) -> str:
     """torch.load's reason in a few words: its weights-only refusal is a page of advice about trusting the file."""
-    text = str(exc).strip()
-    if text.startswith("Weights only load failed"):
+    first = first_line(exc)
+    if first.startswith("Weights only load failed"):
         return "it holds objects other than tensors and plain data, which adkd does not unpickle"
-    first = text.splitlines()[0] if text else type(exc).__name__
     return first if len(first) <= 200 else first[:197] + "..."
 
 
@@ -149,7 +148,7 @@ def model_from_state(state: dict[str, Any], source: str = "checkpoint") -> tuple
     try:
         model.load_state_dict(state["model_state"], strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
+        first = first_line(exc)
         raise ConfigError(f"{source} does not match model '{config.model}': {first}") from None
     model.eval()
     return model, config

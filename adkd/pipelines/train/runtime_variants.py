@@ -68,7 +68,7 @@ def float_variants_for_run(
     thresholds) and a ``<prefix>_refused`` tag, and ``auto`` never runs it; one OpenVINO cannot compile or run is
     a note and a tag, never a failed run (the fp32 model stands).
     """
-    from adkd.errors import AdkdError
+    from adkd.errors import AdkdError, first_line
     from adkd.pipelines.export.float_variants import add_test_metrics, measure_variant, write_records
     from adkd.pipelines.export.int8_gate import MIN_VALIDATION_IMAGES
     from adkd.pipelines.export.quantize import gate_reference
@@ -100,8 +100,9 @@ def float_variants_for_run(
             )  # fmt: skip
             scored = score_test(onnx_path, full, config, runtime=variant) if test and len(full.test) else None
         except (AdkdError, RuntimeError) as exc:  # OpenVINO could not compile or run it: the fp32 model stands
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            reason = f"{variant} of {onnx_path.name} could not be measured ({first}); runtime=auto will not run it"
+            reason = (
+                f"{variant} of {onnx_path.name} could not be measured ({first_line(exc)}); runtime=auto will not run it"
+            )
             out.tags.update({prefix: "failed", f"{prefix}_refused": reason})
             out.notes.append(reason)
             continue

@@ -167,10 +167,9 @@ def run_benchmark(
     address = plan.address
 
     settings = run_settings(config_file, ray_address=address, experiment=experiment_name)
-    # ADKD_TRACKING=off: no MLflow run at all, as for train and tune.
-    check_requests(register, promote, tracking and settings.tracking, "--no-tracking" if not tracking else
-                   "ADKD_TRACKING=off")  # fmt: skip
-    tracking = tracking and settings.tracking
+    off = "--no-tracking" if not tracking else "ADKD_TRACKING=off"  # what turned tracking off, when it is
+    tracking = tracking and settings.tracking  # ADKD_TRACKING=off: no MLflow run at all, as for train and tune
+    check_requests(register, promote, tracking, off)
     grid = load_grid(grid_spec)
     metric = metric or grid.metric
     if metric not in QUALITY_METRICS:

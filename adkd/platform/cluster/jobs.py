@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from adkd.errors import ConfigError, ServiceError
+from adkd.errors import ConfigError, ServiceError, first_line
 from adkd.platform.cluster.connection import package_dir, use_ray_token_if_present
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -49,23 +49,18 @@ def _api(address: str | None) -> Iterator[Any]:
     try:
         client = JobSubmissionClient(address)
     except Exception as exc:
-        raise ServiceError(f"{_dashboard_hint(address)} ({_first_line(exc)})") from None
+        raise ServiceError(f"{_dashboard_hint(address)} ({first_line(exc)})") from None
     try:
         yield client
     except (ConfigError, ServiceError):
         raise
     except RuntimeError as exc:
-        message = _first_line(exc)
+        message = first_line(exc)
         if "does not exist" in message or "not found" in message.lower():
             raise ConfigError(f"{message}; list the jobs with `adkd jobs list`") from None
         raise ServiceError(f"Ray Jobs API at {client.get_address()}: {message}") from None
     except ConnectionError as exc:
-        raise ServiceError(f"{_dashboard_hint(address)} ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+        raise ServiceError(f"{_dashboard_hint(address)} ({first_line(exc)})") from None
 
 
 def parse_env(pairs: Sequence[str]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from adkd.errors import ConfigError, ServiceError
+from adkd.errors import ConfigError, ServiceError, first_line
 from adkd.platform.tracking.labels import model_description
 from adkd.settings import DEFAULT_MODEL_NAME, check_name_template
 
@@ -102,7 +102,7 @@ def resolve_model(client: Any, ref: str) -> Any:
             return client.get_registered_model(name)
         except MlflowException as exc:
             if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
-                raise ServiceError(f"MLflow registry error for '{name}': {str(exc).splitlines()[0]}") from None
+                raise ServiceError(f"MLflow registry error for '{name}': {first_line(exc)}") from None
     models = adkd_models(client, ref)
     if len(models) == 1:
         return models[0]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adkd.errors import AdkdError
+from adkd.errors import AdkdError, first_line
 
 FINGERPRINT_TAG = "data_fingerprint"
 DATA_TAG = "data"
@@ -160,7 +160,7 @@ def _local(name: str, data: str, category: str, context: RescoreContext) -> Path
         raise ComparisonUnavailable(f"{name}: cannot re-score on {data}: {exc}; pass --data ROOT or --force") from None
     except Exception as exc:  # S3 and network failures arrive as the client library's own errors
         raise ComparisonUnavailable(
-            f"{name}: cannot reach {data} to re-score ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"{name}: cannot reach {data} to re-score ({type(exc).__name__}: {first_line(exc)}); "
             "pass --data ROOT or --force"
         ) from None
     if category and not (root / category).is_dir():

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from adkd.errors import ConfigError, DataError, ServiceError
+from adkd.errors import ConfigError, DataError, ServiceError, first_line
 from adkd.platform.monitoring.monitor import utcnow
 from adkd.platform.tracking.redaction import redact_uri
 
@@ -162,7 +162,7 @@ class VerdictLog:
             metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
             raise ServiceError(
-                f"cannot open the station database {shown} ({str(exc).splitlines()[0]}); "
+                f"cannot open the station database {shown} ({first_line(exc)}); "
                 "check that the server runs and station.db_url / ADKD_STATION_DB_URL"
             ) from None
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adkd.errors import AdkdError
+from adkd.errors import AdkdError, first_line
 from adkd.pipelines.train.callbacks import NullCallback, TrainResult
 from adkd.platform.tracking.category_run import CategoryTracker
 from adkd.platform.tracking.child_context import ChildRunContext, ModelPublisher, queue_params
@@ -165,7 +165,7 @@ class TrackingSession:
             from adkd.errors import ServiceError
 
             raise ServiceError(
-                f"MLflow at {redact_uri(self.tracking_uri)} refused to start the run ({str(exc).splitlines()[0]}); "
+                f"MLflow at {redact_uri(self.tracking_uri)} refused to start the run ({first_line(exc)}); "
                 "check the server and MLFLOW_TRACKING_URI"
             ) from exc
         self.parent_run_id = run.info.run_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -89,3 +90,13 @@ def test_a_results_section_is_replaced_in_place_or_appended(benchmarks_on_path: 
 def test_a_load_span_reads_before_and_after(benchmarks_on_path: None) -> None:
     span = importlib.import_module("results_md").load_span((0.25, 1.0, 12.0))
     assert re.fullmatch(r"0\.2 / 1\.0 / 12\.0 before, \d+\.\d / \d+\.\d / \d+\.\d after", span), span
+
+
+def test_results_are_written_as_json_in_the_results_folder(
+    benchmarks_on_path: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results_md = importlib.import_module("results_md")
+    monkeypatch.setattr(results_md, "RESULTS_DIR", tmp_path / "results")  # not the repository's own folder
+    out = results_md.write_results("graph_variants-t", {"rows": [{"ms": 1.5}], "load": "0.1 before"})
+    assert out == tmp_path / "results" / "graph_variants-t.json"
+    assert json.loads(out.read_text()) == {"rows": [{"ms": 1.5}], "load": "0.1 before"}
